@@ -1,0 +1,70 @@
+# poolrt -- build, run, test, install.  `make help` lists the targets.
+PREFIX      ?= /usr/local
+BUILD       ?= build
+CC          ?= cc
+PKGS        := luajit libpq
+DEPS_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEPS_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+OPT         ?= -O2 -g
+CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -fPIC -pthread -Iinclude $(DEPS_CFLAGS)
+LDLIBS      += $(DEPS_LIBS) -lm -pthread
+
+CORE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/%)
+LIBS     := $(BUILD)/libpoolrt.so $(BUILD)/libpoolrt.a
+
+.PHONY: all deps run test check-c install clean help
+all: $(LIBS) $(BUILD)/poolrt $(TEST_BIN)
+
+help:
+	@echo "make            build $(BUILD)/libpoolrt.{so,a}, $(BUILD)/poolrt and the C tests"
+	@echo "make run        install missing deps, build, run examples/demo.lua against a throwaway PostgreSQL"
+	@echo "make test       install missing deps, build, run every C test and spec against a throwaway PostgreSQL"
+	@echo "make install    PREFIX=$(PREFIX)"
+
+deps:
+	@tools/deps.sh core
+
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj:
+	mkdir -p $@
+
+$(BUILD)/libpoolrt.so: $(CORE_OBJ)
+	$(CC) -shared -Wl,-soname,libpoolrt.so -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/libpoolrt.a: $(CORE_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+# The host exports the core's symbols so lua/poolrt.lua finds them in ffi.C.
+$(BUILD)/poolrt: $(BUILD)/obj/main.o $(CORE_OBJ)
+	$(CC) -Wl,--export-dynamic -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c tests/pgtest.h $(BUILD)/libpoolrt.a
+	$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libpoolrt.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+run: deps all
+	tools/with-pg.sh $(BUILD)/poolrt examples/demo.lua
+
+test: deps all
+	tools/with-pg.sh tools/run-tests.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/share/poolrt/lua/poolrt $(DESTDIR)$(PREFIX)/share/poolrt/lua/resty \
+	  $(DESTDIR)$(PREFIX)/share/poolrt/policies
+	install -m 755 $(BUILD)/poolrt $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/poolrt.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 lua/poolrt.lua $(DESTDIR)$(PREFIX)/share/poolrt/lua/
+	install -m 644 lua/poolrt/*.lua $(DESTDIR)$(PREFIX)/share/poolrt/lua/poolrt/
+	if ls lua/resty/*.lua >/dev/null 2>&1; then install -m 644 lua/resty/*.lua $(DESTDIR)$(PREFIX)/share/poolrt/lua/resty/; fi
+	if ls policies/*.lua >/dev/null 2>&1; then install -m 644 policies/*.lua $(DESTDIR)$(PREFIX)/share/poolrt/policies/; fi
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define PRT_VERSION "\(.*\)"/\1/p' include/poolrt.h)|' \
+	  poolrt.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/poolrt.pc
+
+clean:
+	rm -rf $(BUILD)

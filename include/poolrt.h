@@ -1,0 +1,148 @@
+/*
+ * poolrt.h -- the one public header of poolrt, a PostgreSQL connection-pool
+ * runtime.
+ *
+ * Naming: `prt_` is public (this file), `prt__` is internal (src/internal.h),
+ * plain `static` is file-local.  Functions return 0 (PRT_OK) or a negative
+ * PRT_E* code; where a call can fail for a reason a user must read, it takes
+ * a caller-owned buffer `err`/`errlen` and writes one line into it that names
+ * the pool and carries its state.
+ *
+ * Threading: every function is safe to call from any thread, except that a
+ * prt_conn is used by one thread at a time (whoever acquired it) and a
+ * runtime must not be freed while other threads still use it.
+ *
+ * The block between the PRT_CDEF markers is mirrored in lua/poolrt/cdef.lua
+ * for LuaJIT's FFI; spec/cdef_spec.lua fails when the two drift apart.
+ */
+#ifndef POOLRT_H
+#define POOLRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PRT_VERSION "0.1.0"
+
+/* PRT_CDEF_BEGIN */
+enum {
+    PRT_OK = 0,
+    PRT_ENOMEM = -1,     /* allocation failed */
+    PRT_EINVAL = -2,     /* bad argument (a programming error) */
+    PRT_ETIMEDOUT = -3,  /* acquire, connect or query deadline passed */
+    PRT_ECONNECT = -4,   /* could not open a server connection */
+    PRT_EQUERY = -5,     /* the server reported an error for a query */
+    PRT_EBROKEN = -6,    /* the connection broke during a query */
+    PRT_ECLOSED = -7,    /* the pool or runtime is shutting down */
+    PRT_ETHREAD = -8,    /* a thread could not be started */
+    PRT_ENOTFOUND = -9   /* no pool by that name */
+};
+
+enum { PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
+
+/* Query flags. */
+enum {
+    PRT_Q_UNPREPARED = 1  /* no server-side prepared statement (PgBouncer transaction mode) */
+};
+
+typedef struct prt_runtime prt_runtime;
+typedef struct prt_pool prt_pool;
+typedef struct prt_conn prt_conn;
+typedef struct prt_result prt_result;
+
+/* Runtime options.  Fill with prt_runtime_opts_default(), then override. */
+typedef struct prt_runtime_opts {
+    const char *conninfo;    /* default conninfo for pools that give none (NULL: none) */
+    double reap_interval;    /* seconds between background reap cycles; <= 0: no timer thread */
+    int max_pools;           /* live pools before admission applies (0: unlimited) */
+    int max_connections;     /* open connections across all pools (0: unlimited) */
+} prt_runtime_opts;
+
+/* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
+ * seconds; 0 for idle_timeout / max_lifetime / query_timeout means never. */
+typedef struct prt_pool_opts {
+    const char *conninfo;    /* libpq conninfo; NULL: the runtime's default */
+    int max;                 /* connections open at most (default 10) */
+    int min_idle;            /* idle connections the timer keeps open (default 0) */
+    double acquire_timeout;  /* default wait for acquire, including connecting (default 5) */
+    double idle_timeout;     /* close idle connections after this long (default 600) */
+    double max_lifetime;     /* close connections older than this, minus jitter (default 1800) */
+    double lifetime_jitter;  /* fraction of max_lifetime subtracted at random (default 0.1) */
+    double validate_idle;    /* check the socket of connections idle this long on borrow (default 1) */
+    double query_timeout;    /* cancel queries running longer (default 0) */
+    int stmt_cache;          /* prepared statements kept per connection; 0: unprepared (default 64) */
+    int discard_all;         /* run DISCARD ALL when a connection is released (default 0) */
+} prt_pool_opts;
+
+/* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
+typedef struct prt_pool_stats {
+    int max, min_idle;
+    int total;               /* open connections, including ones being opened */
+    int idle;                /* sv_idle */
+    int in_use;              /* sv_active == cl_active */
+    int waiting;             /* cl_waiting */
+    double maxwait;          /* seconds the oldest waiter has waited */
+    double created_at, last_used_at;
+    uint64_t acquire_total, acquire_timeouts_total, acquire_wait_us_total;
+    uint64_t connections_created_total, connect_errors_total;
+    uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
+} prt_pool_stats;
+
+/* One thread's outcome in prt_spawn: ok != 0 and a serialized Lua value, or
+ * ok == 0 and an error message.  `value` is freed by prt_spawn_free. */
+typedef struct prt_spawn_result {
+    int ok;
+    char *value;
+} prt_spawn_result;
+
+const char *prt_version(void);
+const char *prt_strerror(int rc);
+double prt_now(void);
+void prt_sleep(double seconds);
+void prt_log_set_level(int level);
+int prt_log_get_level(void);
+void prt_log(int level, const char *msg);
+
+void prt_runtime_opts_default(prt_runtime_opts *o);
+int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, size_t errlen);
+int prt_runtime_drain(prt_runtime *rt, double grace);
+void prt_runtime_free(prt_runtime *rt);
+int prt_reap(prt_runtime *rt);
+int prt_runtime_pool_count(prt_runtime *rt);
+prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i);
+
+void prt_pool_opts_default(prt_pool_opts *o);
+int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
+                 prt_pool **out, char *err, size_t errlen);
+const char *prt_pool_name(const prt_pool *p);
+int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
+
+int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen);
+void prt_release(prt_conn *c, int broken);
+uint64_t prt_conn_id(const prt_conn *c);
+int prt_conn_backend_pid(const prt_conn *c);
+int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
+              int flags, prt_result **out, char *err, size_t errlen);
+
+int prt_result_ntuples(const prt_result *r);
+int prt_result_nfields(const prt_result *r);
+const char *prt_result_fname(const prt_result *r, int col);
+const char *prt_result_value(const prt_result *r, int row, int col);
+int prt_result_isnull(const prt_result *r, int row, int col);
+int prt_result_length(const prt_result *r, int row, int col);
+long long prt_result_affected(const prt_result *r);
+void prt_result_free(prt_result *r);
+
+int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
+              const char *args, const char *path, const char *cpath,
+              prt_spawn_result *results);
+void prt_spawn_free(prt_spawn_result *results, int n);
+/* PRT_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLRT_H */

@@ -1,0 +1,364 @@
+-- poolrt -- the Lua API of the poolrt runtime, over LuaJIT's FFI.
+--
+--   local poolrt = require "poolrt"
+--   local rt   = poolrt.runtime{ conninfo = "host=127.0.0.1 dbname=app" }
+--   local pool = rt:pool("app", { max = 10 })
+--   local rows = pool:query("select $1::int + 1 as n", 41)   -- rows[1].n == "42"
+--
+-- Expected failures (timeouts, refused connects, query errors) return
+-- nil, err with the pool's state in err; programming errors raise.
+-- Values come back as strings, SQL NULL as nil (or the pool's `null` option,
+-- e.g. poolrt.null, to keep the key).
+local ffi = require "ffi"
+require "poolrt.cdef"
+
+local C
+do
+  -- Inside the `poolrt` host the core is linked in and exported.  Elsewhere
+  -- (plain luajit, nginx) load libpoolrt.so globally, so that the Lua states
+  -- of spawned threads find the same symbols in ffi.C.
+  local linked = pcall(function() return ffi.C.prt_version end)
+  if linked then
+    C = ffi.C
+  else
+    local here = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "."
+    local candidates = { here .. "/../build/libpoolrt.so", here .. "/../../../lib/libpoolrt.so", "libpoolrt.so" }
+    if os.getenv("POOLRT_LIB") then table.insert(candidates, 1, os.getenv("POOLRT_LIB")) end
+    local errs = {}
+    for _, path in ipairs(candidates) do
+      local ok, lib = pcall(ffi.load, path, true)
+      if ok then C = lib; break end
+      errs[#errs + 1] = tostring(lib)
+    end
+    if not C then
+      error("poolrt: cannot load libpoolrt.so (set POOLRT_LIB): " .. table.concat(errs, "; "), 0)
+    end
+  end
+end
+
+local M = { VERSION = ffi.string(C.prt_version()), C = C }
+M.null = setmetatable({}, { __tostring = function() return "poolrt.null" end })
+
+local ERRLEN = 512
+local errbuf = ffi.new("char[?]", ERRLEN)
+local MAXPARAMS = 256
+local parambuf = ffi.new("const char*[?]", MAXPARAMS)
+local conn_out = ffi.new("prt_conn*[1]")
+local res_out = ffi.new("prt_result*[1]")
+local E = { TIMEDOUT = -3, BROKEN = -6 }
+
+local function lasterr() return ffi.string(errbuf) end
+
+function M.now() return C.prt_now() end
+function M.sleep(s) C.prt_sleep(s) end
+
+local levels = { error = 0, warn = 1, info = 2, debug = 3 }
+function M.log(level, msg) C.prt_log(assert(levels[level], "unknown log level"), tostring(msg)) end
+function M.set_log_level(level) C.prt_log_set_level(assert(levels[level], "unknown log level")) end
+
+---------------------------------------------------------------------------
+-- Serialization of plain values between Lua states (rt:spawn).
+---------------------------------------------------------------------------
+local function serialize(v, depth)
+  local t = type(v)
+  if t == "nil" or t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if v ~= v then return "0/0" end
+    if v == math.huge then return "math.huge" elseif v == -math.huge then return "-math.huge" end
+    return string.format("%.17g", v)
+  end
+  if t == "string" then return string.format("%q", v) end
+  if t == "table" and (depth or 0) < 32 then
+    local parts = {}
+    for k, val in pairs(v) do
+      parts[#parts + 1] = "[" .. serialize(k, (depth or 0) + 1) .. "]=" .. serialize(val, (depth or 0) + 1)
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  error("poolrt: cannot pass a " .. t .. " between threads (strings, numbers, booleans, plain tables only)", 3)
+end
+
+local function deserialize(s)
+  local f = assert(loadstring("return " .. s, "=serialized"))
+  setfenv(f, { math = { huge = math.huge } })
+  return f()
+end
+M._serialize, M._deserialize = serialize, deserialize
+
+---------------------------------------------------------------------------
+-- Connections
+---------------------------------------------------------------------------
+local Conn = {}
+Conn.__index = Conn
+
+local function gc_release(c)
+  C.prt_log(1, "a connection was never released; the garbage collector returned it (conn id "
+               .. tostring(C.prt_conn_id(c)) .. ")")
+  C.prt_release(c, 0)
+end
+
+local function wrap_conn(pool, c)
+  return setmetatable({ _c = ffi.gc(c, gc_release), pool = pool, id = tonumber(C.prt_conn_id(c)) }, Conn)
+end
+
+local function to_param(v)
+  if v == nil or v == M.null then return nil end
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "boolean" then return v and "t" or "f" end
+  if t == "number" then
+    if v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%d", v) end
+    return string.format("%.17g", v)
+  end
+  error("poolrt: query parameter of type " .. t .. " (want string, number, boolean or nil)", 4)
+end
+
+local function rows_of(r, null)
+  local nt, nf = C.prt_result_ntuples(r), C.prt_result_nfields(r)
+  local names = {}
+  for j = 0, nf - 1 do names[j + 1] = ffi.string(C.prt_result_fname(r, j)) end
+  local rows = { columns = names, affected = tonumber(C.prt_result_affected(r)) }
+  for i = 0, nt - 1 do
+    local row = {}
+    for j = 0, nf - 1 do
+      if C.prt_result_isnull(r, i, j) == 0 then
+        row[names[j + 1]] = ffi.string(C.prt_result_value(r, i, j), C.prt_result_length(r, i, j))
+      elseif null ~= nil then
+        row[names[j + 1]] = null
+      end
+    end
+    rows[i + 1] = row
+  end
+  return rows
+end
+
+-- Runs sql with parameters $1.. on this connection: rows, or nil, err.
+local function run(self, flags, sql, ...)
+  local c = self._c
+  if not c then error("poolrt: query on a released connection", 3) end
+  if type(sql) ~= "string" then error("poolrt: sql must be a string", 3) end
+  local n = select("#", ...)
+  if n > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 3) end
+  local keep = {}
+  for i = 1, n do
+    local s = to_param((select(i, ...)))
+    keep[i] = s
+    parambuf[i - 1] = s
+  end
+  local rc = C.prt_query(c, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
+  if rc ~= 0 then
+    if rc == E.BROKEN then self.broken = true end
+    return nil, lasterr()
+  end
+  local r = res_out[0]
+  local ok, rows = pcall(rows_of, r, self.pool._null)
+  C.prt_result_free(r)
+  if not ok then error(rows, 0) end
+  return rows
+end
+
+function Conn:query(sql, ...) return run(self, self.pool._qflags, sql, ...) end
+function Conn:exec_simple(sql, ...) return run(self, 1, sql, ...) end
+
+function Conn:backend_pid() return C.prt_conn_backend_pid(self._c) end
+
+-- Gives the connection back; `broken` (or a failure seen on it) closes it.
+function Conn:release(broken)
+  local c = self._c
+  if not c then return end
+  self._c = nil
+  ffi.gc(c, nil)
+  C.prt_release(c, (broken or self.broken) and 1 or 0)
+end
+
+---------------------------------------------------------------------------
+-- Pools
+---------------------------------------------------------------------------
+local Pool = {}
+Pool.__index = Pool
+
+-- A connection within `timeout` seconds (default: the pool's
+-- acquire_timeout), or nil, err.
+function Pool:acquire(timeout)
+  local rc = C.prt_acquire(self._p, timeout or -1, conn_out, errbuf, ERRLEN)
+  if rc ~= 0 then return nil, lasterr() end
+  return wrap_conn(self, conn_out[0])
+end
+
+-- Calls fn(conn, ...) with a connection and releases it afterwards, also
+-- when fn raises (the error is re-raised).  Returns what fn returns, or
+-- nil, err when no connection could be had.
+function Pool:with(fn, ...)
+  local conn, err = self:acquire()
+  if not conn then return nil, err end
+  local res = { pcall(fn, conn, ...) }
+  conn:release()
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
+end
+
+local function pool_query(self, method, sql, ...)
+  local conn, err = self:acquire()
+  if not conn then return nil, err end
+  local rows, qerr = method(conn, sql, ...)
+  conn:release()
+  return rows, qerr
+end
+
+function Pool:query(sql, ...) return pool_query(self, Conn.query, sql, ...) end
+function Pool:exec_simple(sql, ...) return pool_query(self, Conn.exec_simple, sql, ...) end
+
+local stats_buf = ffi.new("prt_pool_stats")
+
+local function stats_of(p)
+  local s = stats_buf
+  C.prt_pool_stats_get(p, s)
+  local n = tonumber
+  return {
+    max = s.max, min_idle = s.min_idle, total = s.total, idle = s.idle, in_use = s.in_use,
+    waiting = s.waiting, maxwait = s.maxwait,
+    -- PgBouncer's SHOW POOLS names
+    cl_active = s.in_use, cl_waiting = s.waiting, sv_active = s.in_use, sv_idle = s.idle,
+    created_at = s.created_at, last_used_at = s.last_used_at,
+    acquire_total = n(s.acquire_total), acquire_timeouts_total = n(s.acquire_timeouts_total),
+    acquire_wait_seconds_sum = n(s.acquire_wait_us_total) / 1e6,
+    connections_created_total = n(s.connections_created_total),
+    connect_errors_total = n(s.connect_errors_total),
+    connections_closed_total = {
+      idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
+      evicted = n(s.closed_evicted), shrink = n(s.closed_shrink),
+    },
+  }
+end
+
+function Pool:stats() return stats_of(self._p) end
+
+---------------------------------------------------------------------------
+-- Runtimes
+---------------------------------------------------------------------------
+local Runtime = {}
+Runtime.__index = Runtime
+
+local pool_fields = {
+  max = "number", min_idle = "number", acquire_timeout = "number", idle_timeout = "number",
+  max_lifetime = "number", lifetime_jitter = "number", validate_idle = "number",
+  query_timeout = "number", stmt_cache = "number", discard_all = "boolean",
+  conninfo = "string", prepare = "boolean", null = true,
+}
+
+local function check_opts(opts, fields, what)
+  for k, v in pairs(opts) do
+    local want = fields[k]
+    if not want then error(("poolrt: unknown %s option %q"):format(what, tostring(k)), 3) end
+    if want ~= true and type(v) ~= want then
+      error(("poolrt: %s option %s must be a %s, got %s"):format(what, k, want, type(v)), 3)
+    end
+  end
+end
+
+-- Fetches pool `name`, creating it from opts (fields of prt_pool_opts, plus
+-- prepare = false for unprepared statements and null = <value for NULL>)
+-- when it does not exist yet.
+function Runtime:pool(name, opts)
+  if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
+  local p = self._pools[name]
+  if p then return p end
+  opts = opts or {}
+  check_opts(opts, pool_fields, "pool")
+  local o = ffi.new("prt_pool_opts")
+  C.prt_pool_opts_default(o)
+  for k, v in pairs(opts) do
+    if k == "discard_all" then o.discard_all = v and 1 or 0
+    elseif k ~= "prepare" and k ~= "null" then o[k] = v end
+  end
+  if opts.prepare == false then o.stmt_cache = 0 end
+  local out = ffi.new("prt_pool*[1]")
+  if C.prt_pool_get(self._rt, name, o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
+  p = setmetatable({ _p = out[0], name = name, rt = self, _null = opts.null,
+                     _qflags = o.stmt_cache == 0 and 1 or 0 }, Pool)
+  self._pools[name] = p
+  return p
+end
+
+-- Per-pool statistics keyed by pool name.
+function Runtime:stats()
+  local all = {}
+  for i = 0, C.prt_runtime_pool_count(self._rt) - 1 do
+    local p = C.prt_runtime_pool_at(self._rt, i)
+    all[ffi.string(C.prt_pool_name(p))] = stats_of(p)
+  end
+  return all
+end
+
+-- Runs one reap cycle now; returns the number of connections closed.
+function Runtime:reap() return C.prt_reap(self._rt) end
+
+-- Stops taking work and waits up to `grace` seconds for connections in use.
+function Runtime:drain(grace)
+  return C.prt_runtime_drain(self._rt, grace or 5) == 0
+end
+
+function Runtime:close()
+  if self._owned then
+    ffi.gc(self._rt, nil)
+    C.prt_runtime_free(self._rt)
+    self._owned = false
+  end
+end
+
+-- Runs require(module)[fn](rt, i, ...) for i = 1..n, each on its own OS
+-- thread with its own Lua state, and waits for all.  Arguments and results
+-- must be plain values.  Returns the list of results, or nil, err naming
+-- every thread that failed.
+function Runtime:spawn(n, module, fn, ...)
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("poolrt: spawn count must be an integer >= 0", 2) end
+  if type(module) ~= "string" or type(fn) ~= "string" then error("poolrt: spawn(n, module, fn, ...)", 2) end
+  local args = serialize({ n = select("#", ...), ... })
+  local res = ffi.new("prt_spawn_result[?]", math.max(n, 1))
+  C.prt_spawn(self._rt, n, module, fn, "return " .. args, package.path, package.cpath, res)
+  local out, errs = {}, {}
+  for i = 0, n - 1 do
+    local s = res[i].value ~= nil and ffi.string(res[i].value) or "nil"
+    if res[i].ok ~= 0 then out[i + 1] = deserialize(s)
+    else errs[#errs + 1] = ("thread %d: %s"):format(i + 1, s) end
+  end
+  C.prt_spawn_free(res, n)
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return out
+end
+
+local function wrap_runtime(ptr, owned)
+  return setmetatable({ _rt = ptr, _pools = {}, _owned = owned }, Runtime)
+end
+
+local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
+                         max_connections = "number", policy = "string", log_level = "string" }
+
+-- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO),
+-- reap_interval, max_pools, max_connections, log_level.
+function M.runtime(opts)
+  opts = opts or {}
+  check_opts(opts, runtime_fields, "runtime")
+  if opts.log_level then M.set_log_level(opts.log_level) end
+  local o = ffi.new("prt_runtime_opts")
+  C.prt_runtime_opts_default(o)
+  o.conninfo = opts.conninfo or os.getenv("POOLRT_CONNINFO")
+  if opts.reap_interval then o.reap_interval = opts.reap_interval end
+  if opts.max_pools then o.max_pools = opts.max_pools end
+  if opts.max_connections then o.max_connections = opts.max_connections end
+  local out = ffi.new("prt_runtime*[1]")
+  if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
+  return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)
+end
+
+-- Entry point of rt:spawn threads (called from src/spawn.c).
+function M._thread_main(rtptr, i, module, fn, argsrc)
+  local rt = wrap_runtime(ffi.cast("prt_runtime*", rtptr), false)
+  local args = assert(loadstring(argsrc, "=spawn args"))()
+  local mod = require(module)
+  local f = type(mod) == "table" and mod[fn]
+  if type(f) ~= "function" then error(("module %q has no function %q"):format(module, fn), 0) end
+  return serialize((f(rt, i, unpack(args, 1, args.n))))
+end
+
+return M

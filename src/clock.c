@@ -1,0 +1,67 @@
+/*
+ * clock.c -- monotonic time, condition variables that wait on it, and a
+ * cheap thread-local random source (for lifetime jitter and "random" pick).
+ *
+ * All times in poolrt are seconds as doubles on CLOCK_MONOTONIC, so that a
+ * wall-clock step never expires every connection at once or stalls a wait.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include "internal.h"
+
+double prt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void prt_sleep(double seconds)
+{
+    if (seconds <= 0)
+        return;
+    struct timespec ts = { (time_t)seconds, (long)((seconds - floor(seconds)) * 1e9) };
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Converts a deadline on prt_now()'s clock into the absolute timespec that
+ * pthread_cond_timedwait expects from a CLOCK_MONOTONIC condvar. */
+void prt__abstime(double deadline, struct timespec *ts)
+{
+    double s = floor(deadline);
+    ts->tv_sec = (time_t)s;
+    ts->tv_nsec = (long)((deadline - s) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+void prt__cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* xorshift64*, seeded per thread from the clock and the state's address. */
+double prt__rand01(void)
+{
+    static _Thread_local uint64_t s;
+    if (s == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
+        if (s == 0)
+            s = 0x9e3779b97f4a7c15ULL;
+    }
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return (double)((s * 0x2545F4914F6CDD1DULL) >> 11) * (1.0 / 9007199254740992.0);
+}

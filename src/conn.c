@@ -1,0 +1,384 @@
+/*
+ * conn.c -- one libpq connection: opening it within a deadline, running
+ * queries (prepared once per connection, or unprepared), checking that an
+ * idle socket is still alive, and returning it to a clean state.
+ *
+ * Every wait on the network is a poll() bounded by a deadline, so a server
+ * that accepts and never answers cannot hang a caller.  The connection's
+ * fields belong to whoever holds it (see internal.h); nothing here locks.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* libpq's messages span lines; ours are one line each. */
+static void one_line(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+    for (char *q = s; *q; q++)
+        if (*q == '\n' || *q == '\t')
+            *q = ' ';
+}
+
+static void pq_error(char *err, size_t errlen, const char *pool, const char *what, PGconn *pg)
+{
+    char msg[PRT__ERRLEN];
+    snprintf(msg, sizeof msg, "%s", pg ? PQerrorMessage(pg) : "out of memory");
+    one_line(msg);
+    prt__errf(err, errlen, "pool \"%s\": %s: %s", pool, what, msg);
+}
+
+/* Waits until the socket is ready for `events` or the deadline passes
+ * (deadline 0: no deadline).  Returns 0, PRT_ETIMEDOUT or PRT_EBROKEN. */
+static int wait_socket(PGconn *pg, short events, double deadline)
+{
+    struct pollfd pfd = { .fd = PQsocket(pg), .events = events };
+    if (pfd.fd < 0)
+        return PRT_EBROKEN;
+    for (;;) {
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - prt_now();
+            if (left <= 0)
+                return PRT_ETIMEDOUT;
+            ms = (int)(left * 1000.0) + 1;
+        }
+        int r = poll(&pfd, 1, ms);
+        if (r > 0)
+            return 0;
+        if (r == 0)
+            continue; /* re-check the deadline */
+        if (errno != EINTR)
+            return PRT_EBROKEN;
+    }
+}
+
+static void notice_to_log(void *arg, const char *message)
+{
+    char msg[PRT__ERRLEN];
+    snprintf(msg, sizeof msg, "%s", message);
+    one_line(msg);
+    prt__logf(PRT_LOG_DEBUG, "pool \"%s\": server notice: %s", ((prt_pool *)arg)->name, msg);
+}
+
+/* Opens a connection for pool p, giving up at `deadline`.  On success *out
+ * is owned by the caller; on failure err says why, with the pool's name and
+ * libpq's message (which never contains the password). */
+int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+{
+    prt_conn *c = calloc(1, sizeof *c);
+    PGconn *pg = PQconnectStart(p->conninfo);
+    if (!c || !pg || PQstatus(pg) == CONNECTION_BAD) {
+        pq_error(err, errlen, p->name, "connect failed", pg);
+        free(c);
+        PQfinish(pg);
+        return pg ? PRT_ECONNECT : PRT_ENOMEM;
+    }
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            pq_error(err, errlen, p->name, "connect failed", pg);
+            goto fail;
+        }
+        int rc = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        if (rc == PRT_ETIMEDOUT) {
+            prt__errf(err, errlen, "pool \"%s\": connect timed out (server did not answer before the deadline)",
+                      p->name);
+            PQfinish(pg);
+            free(c);
+            return PRT_ETIMEDOUT;
+        }
+        st = PQconnectPoll(pg);
+    }
+    PQsetNoticeProcessor(pg, notice_to_log, p);
+    c->pg = pg;
+    c->pool = p;
+    c->created_at = c->returned_at = prt_now();
+    if (p->opts.max_lifetime > 0) {
+        double jitter = p->opts.max_lifetime * p->opts.lifetime_jitter * prt__rand01();
+        c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
+    }
+    prt__stmt_init(&c->stmts, p->opts.stmt_cache);
+    *out = c;
+    return PRT_OK;
+fail:
+    PQfinish(pg);
+    free(c);
+    return PRT_ECONNECT;
+}
+
+void prt__conn_close(prt_conn *c)
+{
+    if (!c)
+        return;
+    prt__stmt_clear(&c->stmts);
+    PQfinish(c->pg);
+    free(c);
+}
+
+int prt__conn_expired(const prt_conn *c, double now)
+{
+    return c->expires_at > 0 && now >= c->expires_at;
+}
+
+/* A connection that sat idle may have been closed by the server (restart,
+ * pg_terminate_backend, idle_session_timeout).  The server says so with a
+ * FATAL message and EOF, which makes the socket readable; reading it lets
+ * libpq notice.  Costs one poll() when nothing is pending.  Returns 1 when
+ * the connection is usable. */
+int prt__conn_alive(prt_conn *c)
+{
+    struct pollfd pfd = { .fd = PQsocket(c->pg), .events = POLLIN };
+    for (int i = 0; i < 4; i++) {
+        if (PQstatus(c->pg) != CONNECTION_OK || pfd.fd < 0)
+            return 0;
+        if (poll(&pfd, 1, 0) <= 0)
+            return 1;
+        if (!PQconsumeInput(c->pg))
+            return 0;
+        PQisBusy(c->pg); /* parses what arrived, e.g. the FATAL message */
+        PGnotify *n;
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
+    }
+    return PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/* Collects every result of the command in flight, keeping the first error
+ * or else the last result.  On timeout the query is cancelled and the
+ * connection drained for a short while; if that fails it is broken. */
+static int collect(prt_conn *c, double deadline, PGresult **out, char *err, size_t errlen)
+{
+    PGconn *pg = c->pg;
+    PGresult *keep = NULL;
+    int cancelled = 0;
+    for (;;) {
+        while (PQisBusy(pg)) {
+            int rc = wait_socket(pg, POLLIN, deadline);
+            if (rc == PRT_ETIMEDOUT && !cancelled) {
+                PGcancel *cn = PQgetCancel(pg);
+                char buf[256];
+                if (cn) {
+                    PQcancel(cn, buf, sizeof buf);
+                    PQfreeCancel(cn);
+                }
+                cancelled = 1;
+                deadline = prt_now() + 1.0;
+                continue;
+            }
+            if (rc != 0 || !PQconsumeInput(pg)) {
+                PQclear(keep);
+                if (cancelled)
+                    prt__errf(err, errlen, "pool \"%s\": query timed out and could not be cancelled",
+                              c->pool->name);
+                else
+                    pq_error(err, errlen, c->pool->name, "connection lost", pg);
+                return PRT_EBROKEN;
+            }
+        }
+        PGresult *r = PQgetResult(pg);
+        if (!r)
+            break;
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r); /* the first error is the one to report */
+            continue;
+        }
+        PQclear(keep);
+        keep = r;
+    }
+    if (!keep) {
+        pq_error(err, errlen, c->pool->name, "no result", pg);
+        return PQstatus(pg) == CONNECTION_OK ? PRT_EQUERY : PRT_EBROKEN;
+    }
+    ExecStatusType st = PQresultStatus(keep);
+    if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+        const char *state = PQresultErrorField(keep, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(keep, PG_DIAG_MESSAGE_PRIMARY);
+        char line[PRT__ERRLEN];
+        snprintf(line, sizeof line, "%s", msg ? msg : PQresultErrorMessage(keep));
+        one_line(line);
+        if (cancelled)
+            prt__errf(err, errlen, "pool \"%s\": query timed out after %.3fs and was cancelled",
+                      c->pool->name, c->pool->opts.query_timeout);
+        else
+            prt__errf(err, errlen, "pool \"%s\": %s (SQLSTATE %s)", c->pool->name, line,
+                      state ? state : "?????");
+        int broken = PQstatus(pg) != CONNECTION_OK;
+        if (!broken && state && strcmp(state, "26000") == 0) {
+            *out = keep; /* prepared statement vanished: caller may retry */
+            return PRT_EQUERY;
+        }
+        PQclear(keep);
+        return broken ? PRT_EBROKEN : (cancelled ? PRT_ETIMEDOUT : PRT_EQUERY);
+    }
+    *out = keep;
+    return PRT_OK;
+}
+
+static double query_deadline(prt_conn *c)
+{
+    return c->pool->opts.query_timeout > 0 ? prt_now() + c->pool->opts.query_timeout : 0;
+}
+
+/* Runs a utility statement and discards its result. */
+static int exec_simple(prt_conn *c, const char *sql, double deadline, char *err, size_t errlen)
+{
+    PGresult *r = NULL;
+    if (!PQsendQuery(c->pg, sql)) {
+        pq_error(err, errlen, c->pool->name, "send failed", c->pg);
+        return PRT_EBROKEN;
+    }
+    int rc = collect(c, deadline, &r, err, errlen);
+    PQclear(r);
+    return rc;
+}
+
+/* Makes room in the statement cache and prepares `sql` under a new name. */
+static int prepare(prt_conn *c, const char *sql, int nparams, prt__stmt **out, char *err, size_t errlen)
+{
+    prt__stmt *victim = prt__stmt_victim(&c->stmts);
+    if (victim) {
+        char q[64];
+        snprintf(q, sizeof q, "DEALLOCATE prt_%u", victim->id);
+        int rc = exec_simple(c, q, query_deadline(c), err, errlen);
+        if (rc != PRT_OK)
+            return rc;
+        prt__stmt_remove(&c->stmts, victim);
+    }
+    prt__stmt *s = prt__stmt_add(&c->stmts, sql);
+    if (!s) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", c->pool->name);
+        return PRT_ENOMEM;
+    }
+    char name[32];
+    snprintf(name, sizeof name, "prt_%u", s->id);
+    PGresult *r = NULL;
+    int rc = PQsendPrepare(c->pg, name, sql, nparams, NULL) ? collect(c, query_deadline(c), &r, err, errlen)
+                                                            : PRT_EBROKEN;
+    if (rc == PRT_EBROKEN && !r)
+        pq_error(err, errlen, c->pool->name, "connection lost", c->pg);
+    PQclear(r);
+    if (rc != PRT_OK) {
+        prt__stmt_remove(&c->stmts, s);
+        return rc;
+    }
+    *out = s;
+    return PRT_OK;
+}
+
+static int send_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
+                      int flags, char *err, size_t errlen)
+{
+    int ok;
+    if ((flags & PRT_Q_UNPREPARED) || c->stmts.cap == 0) {
+        ok = nparams == 0 && (flags & PRT_Q_UNPREPARED)
+                 ? PQsendQuery(c->pg, sql)
+                 : PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    } else {
+        prt__stmt *s = prt__stmt_find(&c->stmts, sql);
+        if (!s) {
+            int rc = prepare(c, sql, nparams, &s, err, errlen);
+            if (rc != PRT_OK)
+                return rc;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "prt_%u", s->id);
+        ok = PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
+    }
+    if (!ok) {
+        pq_error(err, errlen, c->pool->name, "send failed", c->pg);
+        return PRT_EBROKEN;
+    }
+    return PRT_OK;
+}
+
+/* Runs one statement with text parameters.  On success *out holds the
+ * result, owned by the caller (prt_result_free).  A statement the server
+ * forgot (DEALLOCATE ALL by the user) is re-prepared once, outside a
+ * transaction only, since inside one the error has already aborted it. */
+int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
+              int flags, prt_result **out, char *err, size_t errlen)
+{
+    if (!c || !sql || nparams < 0 || (nparams > 0 && !params) || !out)
+        return PRT_EINVAL;
+    *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        int rc = send_query(c, sql, nparams, params, flags, err, errlen);
+        PGresult *r = NULL;
+        if (rc == PRT_OK)
+            rc = collect(c, query_deadline(c), &r, err, errlen);
+        if (rc == PRT_OK) {
+            *out = (prt_result *)r;
+            return PRT_OK;
+        }
+        if (r) { /* SQLSTATE 26000 */
+            PQclear(r);
+            prt__stmt_clear(&c->stmts);
+            if (attempt == 0 && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+                continue;
+        }
+        return rc;
+    }
+}
+
+/* Returns the connection to a state the next borrower can rely on: any
+ * transaction left open is rolled back; with discard_all the session is
+ * reset.  Returns non-zero when the connection should be closed instead. */
+int prt__conn_reset(prt_conn *c, double deadline)
+{
+    char err[PRT__ERRLEN];
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return PRT_EBROKEN;
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        break;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        if (exec_simple(c, "ROLLBACK", deadline, err, sizeof err) != PRT_OK) {
+            prt__logf(PRT_LOG_WARN, "%s (rollback on release)", err);
+            return PRT_EBROKEN;
+        }
+        prt__logf(PRT_LOG_DEBUG, "pool \"%s\": rolled back a transaction left open by its user",
+                  c->pool->name);
+        break;
+    default: /* a command still in flight, or unknown: cannot be trusted */
+        return PRT_EBROKEN;
+    }
+    if (c->pool->opts.discard_all) {
+        prt__stmt_clear(&c->stmts);
+        if (exec_simple(c, "DISCARD ALL", deadline, err, sizeof err) != PRT_OK)
+            return PRT_EBROKEN;
+    }
+    return PRT_OK;
+}
+
+uint64_t prt_conn_id(const prt_conn *c)
+{
+    return c->id;
+}
+
+int prt_conn_backend_pid(const prt_conn *c)
+{
+    return PQbackendPID(c->pg);
+}
+
+/* Results are libpq's PGresult under an opaque name. */
+#define R(r) ((const PGresult *)(const void *)(r))
+int prt_result_ntuples(const prt_result *r) { return PQntuples(R(r)); }
+int prt_result_nfields(const prt_result *r) { return PQnfields(R(r)); }
+const char *prt_result_fname(const prt_result *r, int col) { return PQfname(R(r), col); }
+const char *prt_result_value(const prt_result *r, int row, int col) { return PQgetvalue(R(r), row, col); }
+int prt_result_isnull(const prt_result *r, int row, int col) { return PQgetisnull(R(r), row, col); }
+int prt_result_length(const prt_result *r, int row, int col) { return PQgetlength(R(r), row, col); }
+void prt_result_free(prt_result *r) { PQclear((PGresult *)(void *)r); }
+
+long long prt_result_affected(const prt_result *r)
+{
+    const char *s = PQcmdTuples((PGresult *)(void *)r);
+    return (s && *s) ? atoll(s) : -1;
+}

@@ -1,0 +1,183 @@
+/*
+ * main.c -- the `poolrt` host: runs a Lua script with the runtime preloaded.
+ *
+ *   poolrt [options] SCRIPT.lua [ARGS...]
+ *
+ * The binary links the core statically and exports its symbols, so
+ * lua/poolrt.lua binds to them through ffi.C without loading libpoolrt.so.
+ * Options reach the Lua side as package.loaded["poolrt.host"], which
+ * poolrt.runtime{} reads for its defaults (policy, log level).
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <luajit.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+static const char usage[] =
+    "usage: poolrt [options] SCRIPT.lua [ARGS...]\n"
+    "       poolrt --version | --help\n"
+    "\n"
+    "Runs SCRIPT.lua with `require \"poolrt\"` available (a PostgreSQL\n"
+    "connection-pool runtime with Lua policies).\n"
+    "\n"
+    "options:\n"
+    "  --policy FILE       default policy file for runtimes the script creates\n"
+    "  --log-level LEVEL   error | warn | info | debug (default warn)\n"
+    "  --help              this text\n"
+    "  --version           print the version\n"
+    "\n"
+    "environment:\n"
+    "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
+    "  POOLRT_LUA_PATH     directory holding poolrt.lua (default: next to the binary)\n";
+
+typedef struct host_opts {
+    const char *policy;
+    const char *log_level;
+    int script; /* index in argv of the script, 0 if none */
+} host_opts;
+
+static int parse_level(const char *s)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Returns 0 to go on, or an exit code + 1. */
+static int parse_args(int argc, char **argv, host_opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("poolrt %s (%s)\n", PRT_VERSION, LUAJIT_VERSION);
+            return 1;
+        }
+        int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0;
+        if (takes_value && i + 1 >= argc) {
+            fprintf(stderr, "poolrt: %s needs a value\n%s", a, usage);
+            return 3;
+        }
+        if (strcmp(a, "--policy") == 0)
+            o->policy = argv[++i];
+        else if (strcmp(a, "--log-level") == 0) {
+            o->log_level = argv[++i];
+            if (parse_level(o->log_level) < 0) {
+                fprintf(stderr, "poolrt: unknown log level \"%s\" (error, warn, info, debug)\n", o->log_level);
+                return 3;
+            }
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "poolrt: unknown option %s\n%s", a, usage);
+            return 3;
+        } else {
+            o->script = i;
+            return 0;
+        }
+    }
+    fprintf(stderr, "poolrt: no script given\n%s", usage);
+    return 3;
+}
+
+/* Finds the directory holding poolrt.lua: $POOLRT_LUA_PATH, else the
+ * source tree (bin/../lua) or an install (bin/../share/poolrt/lua). */
+static void lua_dir(char *out, size_t len)
+{
+    const char *env = getenv("POOLRT_LUA_PATH");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    static const char *const rel[] = { "/../lua", "/../share/poolrt/lua" };
+    for (int i = 0; i < 2; i++) {
+        char probe[PATH_MAX + 32];
+        if (snprintf(probe, sizeof probe, "%s%s/poolrt.lua", exe, rel[i]) < (int)sizeof probe &&
+            access(probe, R_OK) == 0 && snprintf(out, len, "%s%s", exe, rel[i]) < (int)len)
+            return;
+    }
+    if (snprintf(out, len, "%s%s", exe, rel[1]) >= (int)len)
+        out[0] = '\0';
+}
+
+static void setup_state(lua_State *L, const host_opts *o, int argc, char **argv)
+{
+    char dir[PATH_MAX + 32], path[PATH_MAX * 2 + 128];
+    lua_dir(dir, sizeof dir);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    snprintf(path, sizeof path, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "loaded");
+    lua_newtable(L);
+    if (o->policy) {
+        lua_pushstring(L, o->policy);
+        lua_setfield(L, -2, "policy");
+    }
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "lua_dir");
+    lua_setfield(L, -2, "poolrt.host");
+    lua_pop(L, 2);
+    /* arg[0] is the script, arg[1..] its arguments, as in lua(1). */
+    lua_newtable(L);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - o->script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    host_opts o = { 0 };
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc - 1;
+    if (o.log_level)
+        prt_log_set_level(parse_level(o.log_level));
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "poolrt: out of memory\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    setup_state(L, &o, argc, argv);
+    lua_pushcfunction(L, traceback);
+    const char *script = argv[o.script];
+    if (luaL_loadfile(L, script) != 0) {
+        fprintf(stderr, "poolrt: %s\n", lua_tostring(L, -1));
+        lua_close(L);
+        return 1;
+    }
+    int nargs = argc - o.script - 1;
+    for (int i = 0; i < nargs; i++)
+        lua_pushstring(L, argv[o.script + 1 + i]);
+    rc = lua_pcall(L, nargs, 0, -nargs - 2);
+    if (rc != 0)
+        fprintf(stderr, "poolrt: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return rc != 0 ? 1 : 0;
+}

@@ -1,0 +1,224 @@
+/*
+ * runtime.c -- the runtime: the registry of named pools, the timer thread
+ * it owns, and shutdown (drain, then free).
+ *
+ * Pools live until the runtime is freed; a pool is looked up by name under
+ * rt->mu and created there too, so two threads asking for the same new name
+ * get the same pool.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+const char *prt_version(void)
+{
+    return PRT_VERSION;
+}
+
+const char *prt_strerror(int rc)
+{
+    switch (rc) {
+    case PRT_OK: return "ok";
+    case PRT_ENOMEM: return "out of memory";
+    case PRT_EINVAL: return "invalid argument";
+    case PRT_ETIMEDOUT: return "timed out";
+    case PRT_ECONNECT: return "connect failed";
+    case PRT_EQUERY: return "query failed";
+    case PRT_EBROKEN: return "connection broken";
+    case PRT_ECLOSED: return "closed";
+    case PRT_ETHREAD: return "thread start failed";
+    case PRT_ENOTFOUND: return "no such pool";
+    default: return "unknown error";
+    }
+}
+
+void prt_runtime_opts_default(prt_runtime_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->reap_interval = 1.0;
+    o->max_pools = 100;
+    o->max_connections = 0;
+}
+
+/* Creates a runtime and starts its timer thread.  *out is freed with
+ * prt_runtime_free. */
+int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, size_t errlen)
+{
+    prt_runtime_opts def;
+    if (!o) {
+        prt_runtime_opts_default(&def);
+        o = &def;
+    }
+    if (!out || o->max_pools < 0 || o->max_connections < 0) {
+        prt__errf(err, errlen, "runtime: max_pools and max_connections must be >= 0");
+        return PRT_EINVAL;
+    }
+    prt_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
+        free(rt);
+        prt__errf(err, errlen, "runtime: out of memory");
+        return PRT_ENOMEM;
+    }
+    rt->opts = *o;
+    rt->opts.conninfo = rt->conninfo;
+    pthread_mutex_init(&rt->mu, NULL);
+    prt__cond_init(&rt->cond);
+    if (o->reap_interval > 0) {
+        if (pthread_create(&rt->timer, NULL, prt__timer_main, rt) != 0) {
+            prt__errf(err, errlen, "runtime: could not start the timer thread");
+            prt_runtime_free(rt);
+            return PRT_ETHREAD;
+        }
+        rt->has_timer = 1;
+    }
+    *out = rt;
+    return PRT_OK;
+}
+
+static prt_pool *find(prt_runtime *rt, const char *name)
+{
+    for (int i = 0; i < rt->npools; i++)
+        if (strcmp(rt->pools[i]->name, name) == 0)
+            return rt->pools[i];
+    return NULL;
+}
+
+/* Fetches pool `name`, creating it from `o` when it does not exist (o NULL:
+ * fetch only, PRT_ENOTFOUND if absent).  Options of an existing pool are
+ * left as they are. */
+int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
+                 prt_pool **out, char *err, size_t errlen)
+{
+    if (!rt || !name || !out)
+        return PRT_EINVAL;
+    int rc = PRT_OK;
+    pthread_mutex_lock(&rt->mu);
+    prt_pool *p = find(rt, name);
+    if (!p && rt->draining) {
+        prt__errf(err, errlen, "pool \"%s\": runtime is shutting down", name);
+        rc = PRT_ECLOSED;
+    } else if (!p && !o) {
+        prt__errf(err, errlen, "pool \"%s\": no such pool", name);
+        rc = PRT_ENOTFOUND;
+    } else if (!p) {
+        if (rt->npools == rt->pools_cap) {
+            int cap = rt->pools_cap ? rt->pools_cap * 2 : 8;
+            prt_pool **n = realloc(rt->pools, (size_t)cap * sizeof *n);
+            if (!n) {
+                pthread_mutex_unlock(&rt->mu);
+                prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+                return PRT_ENOMEM;
+            }
+            rt->pools = n;
+            rt->pools_cap = cap;
+        }
+        rc = prt__pool_new(rt, name, o, &p, err, errlen);
+        if (rc == PRT_OK)
+            rt->pools[rt->npools++] = p;
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (rc == PRT_OK)
+        *out = p;
+    return rc;
+}
+
+int prt_runtime_pool_count(prt_runtime *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    int n = rt->npools;
+    pthread_mutex_unlock(&rt->mu);
+    return n;
+}
+
+prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
+{
+    pthread_mutex_lock(&rt->mu);
+    prt_pool *p = (i >= 0 && i < rt->npools) ? rt->pools[i] : NULL;
+    pthread_mutex_unlock(&rt->mu);
+    return p;
+}
+
+/* Runs one reap cycle over every pool now; returns connections closed. */
+int prt_reap(prt_runtime *rt)
+{
+    int closed = 0;
+    double now = prt_now();
+    for (int i = 0;; i++) {
+        prt_pool *p = prt_runtime_pool_at(rt, i);
+        if (!p)
+            break;
+        closed += prt__pool_reap(p, now);
+    }
+    return closed;
+}
+
+static int in_use_total(prt_runtime *rt)
+{
+    int n = 0;
+    for (int i = 0;; i++) {
+        prt_pool *p = prt_runtime_pool_at(rt, i);
+        if (!p)
+            return n;
+        pthread_mutex_lock(&p->mu);
+        n += p->in_use + p->opening;
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Stops taking new work (new pools and acquires fail, waiters are woken
+ * with an error), closes idle connections, and waits up to `grace` seconds
+ * for connections in use to come back.  Returns 0, or PRT_ETIMEDOUT with
+ * connections still out. */
+int prt_runtime_drain(prt_runtime *rt, double grace)
+{
+    pthread_mutex_lock(&rt->mu);
+    rt->draining = 1;
+    pthread_mutex_unlock(&rt->mu);
+    for (int i = 0;; i++) {
+        prt_pool *p = prt_runtime_pool_at(rt, i);
+        if (!p)
+            break;
+        prt__pool_close(p);
+    }
+    double deadline = prt_now() + grace;
+    int n;
+    while ((n = in_use_total(rt)) > 0 && prt_now() < deadline)
+        prt_sleep(0.005);
+    if (n > 0)
+        prt__logf(PRT_LOG_WARN, "runtime: %d connection(s) still in use after the %.1fs grace period", n,
+                  grace);
+    return n > 0 ? PRT_ETIMEDOUT : PRT_OK;
+}
+
+/* Stops the timer, drains without grace and frees every pool.  A pool
+ * whose connections are still in use is left allocated (and logged) rather
+ * than freed under its users. */
+void prt_runtime_free(prt_runtime *rt)
+{
+    if (!rt)
+        return;
+    pthread_mutex_lock(&rt->mu);
+    rt->stopping = 1;
+    pthread_cond_broadcast(&rt->cond);
+    pthread_mutex_unlock(&rt->mu);
+    if (rt->has_timer)
+        pthread_join(rt->timer, NULL);
+    prt_runtime_drain(rt, 0);
+    for (int i = 0; i < rt->npools; i++) {
+        prt_pool *p = rt->pools[i];
+        pthread_mutex_lock(&p->mu);
+        int busy = p->total;
+        pthread_mutex_unlock(&p->mu);
+        if (busy) {
+            prt__logf(PRT_LOG_ERROR, "pool \"%s\": runtime freed with %d connection(s) never released", p->name,
+                      busy);
+            continue;
+        }
+        prt__pool_free(p);
+    }
+    free(rt->pools);
+    pthread_cond_destroy(&rt->cond);
+    pthread_mutex_destroy(&rt->mu);
+    free(rt->conninfo);
+    free(rt);
+}
