@@ -50,7 +50,7 @@ run: deps all
 	tools/with-pg.sh $(BUILD)/poolrt examples/demo.lua
 
 test: deps all
-	tools/with-pg.sh tools/run-tests.sh
+	BUSTED="$(BUILD)/poolrt /usr/bin/busted" tools/with-pg.sh tools/run-tests.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

@@ -93,7 +93,7 @@ Conn.__index = Conn
 
 local function gc_release(c)
   C.prt_log(1, "a connection was never released; the garbage collector returned it (conn id "
-               .. tostring(C.prt_conn_id(c)) .. ")")
+               .. tonumber(C.prt_conn_id(c)) .. ")")
   C.prt_release(c, 0)
 end
 
@@ -200,8 +200,9 @@ end
 local function pool_query(self, method, sql, ...)
   local conn, err = self:acquire()
   if not conn then return nil, err end
-  local rows, qerr = method(conn, sql, ...)
+  local ok, rows, qerr = pcall(method, conn, sql, ...)
   conn:release()
+  if not ok then error(rows, 0) end
   return rows, qerr
 end
 

@@ -58,12 +58,19 @@ static int wait_socket(PGconn *pg, short events, double deadline)
     }
 }
 
-static void notice_to_log(void *arg, const char *message)
+/* Server messages outside a query.  A FATAL one while idle is the server
+ * saying why it is about to close the connection (pg_terminate_backend,
+ * shutdown): remember it, so the connection is not handed out again. */
+static void notice_receiver(void *arg, const PGresult *res)
 {
+    prt_conn *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        c->fatal = 1;
     char msg[PRT__ERRLEN];
-    snprintf(msg, sizeof msg, "%s", message);
+    snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res));
     one_line(msg);
-    prt__logf(PRT_LOG_DEBUG, "pool \"%s\": server notice: %s", ((prt_pool *)arg)->name, msg);
+    prt__logf(PRT_LOG_DEBUG, "pool \"%s\": server notice: %s", c->pool->name, msg);
 }
 
 /* Opens a connection for pool p, giving up at `deadline`.  On success *out
@@ -95,8 +102,8 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
         }
         st = PQconnectPoll(pg);
     }
-    PQsetNoticeProcessor(pg, notice_to_log, p);
     c->pg = pg;
+    PQsetNoticeReceiver(pg, notice_receiver, c);
     c->pool = p;
     c->created_at = c->returned_at = prt_now();
     if (p->opts.max_lifetime > 0) {
@@ -135,7 +142,7 @@ int prt__conn_alive(prt_conn *c)
 {
     struct pollfd pfd = { .fd = PQsocket(c->pg), .events = POLLIN };
     for (int i = 0; i < 4; i++) {
-        if (PQstatus(c->pg) != CONNECTION_OK || pfd.fd < 0)
+        if (PQstatus(c->pg) != CONNECTION_OK || pfd.fd < 0 || c->fatal)
             return 0;
         if (poll(&pfd, 1, 0) <= 0)
             return 1;
@@ -146,7 +153,7 @@ int prt__conn_alive(prt_conn *c)
         while ((n = PQnotifies(c->pg)) != NULL)
             PQfreemem(n);
     }
-    return PQstatus(c->pg) == CONNECTION_OK;
+    return PQstatus(c->pg) == CONNECTION_OK && !c->fatal;
 }
 
 /* Collects every result of the command in flight, keeping the first error

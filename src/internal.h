@@ -58,6 +58,7 @@ struct prt_conn {
     double expires_at;       /* 0: never */
     double returned_at;      /* when last released (or opened) */
     uint64_t uses;
+    int fatal;               /* the server sent FATAL: it is closing this connection */
     prt__stmt_cache stmts;
 };
 

@@ -176,7 +176,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nargs; i++)
         lua_pushstring(L, argv[o.script + 1 + i]);
     rc = lua_pcall(L, nargs, 0, -nargs - 2);
-    if (rc != 0)
+    if (rc != 0 && lua_tostring(L, -1))
         fprintf(stderr, "poolrt: %s\n", lua_tostring(L, -1));
     lua_close(L);
     return rc != 0 ? 1 : 0;

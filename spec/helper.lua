@@ -1,0 +1,42 @@
+-- Shared set-up for the specs: a runtime against the throwaway server that
+-- `make test` started ($POOLRT_CONNINFO), and bounded waits on conditions.
+local poolrt = require "poolrt"
+
+local H = { conninfo = assert(os.getenv("POOLRT_CONNINFO"), "POOLRT_CONNINFO is not set (run via make test)") }
+
+-- Polls cond() until it returns a true value or `timeout` seconds pass;
+-- returns that value, or raises with `what` so a failed wait names itself.
+function H.wait_until(cond, timeout, what)
+  local deadline = poolrt.now() + (timeout or 5)
+  while true do
+    local v = cond()
+    if v then return v end
+    if poolrt.now() > deadline then error("timed out waiting for " .. (what or "condition"), 2) end
+    poolrt.sleep(0.005)
+  end
+end
+
+-- A runtime whose timer is off unless asked for, so specs drive reaping.
+function H.runtime(opts)
+  opts = opts or {}
+  if opts.reap_interval == nil then opts.reap_interval = 0 end
+  return poolrt.runtime(opts)
+end
+
+-- One-off admin statement on a connection of its own (never the pool's).
+local admin_rt
+function H.admin(sql, ...)
+  admin_rt = admin_rt or poolrt.runtime{ reap_interval = 0 }
+  local rows, err = admin_rt:pool("admin", { max = 1, prepare = false }):query(sql, ...)
+  assert(rows, err)
+  return rows
+end
+
+-- Waits until the server no longer has a backend with this pid.
+function H.wait_backend_gone(pid)
+  H.wait_until(function()
+    return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
+  end, 5, "backend " .. pid .. " to exit")
+end
+
+return H

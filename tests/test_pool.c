@@ -1,0 +1,238 @@
+/*
+ * test_pool.c -- C-level tests of the pool where the Lua API would hide the
+ * detail: counting invariants under contention, connect deadlines against a
+ * server that never answers, lifetime jitter, drain, the statement cache.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "pgtest.h"
+
+static void stmt_cache_replaces_least_recently_used(void **state)
+{
+    (void)state;
+    prt__stmt_cache sc;
+    prt__stmt_init(&sc, 2);
+    assert_null(prt__stmt_victim(&sc));
+    assert_non_null(prt__stmt_add(&sc, "a"));
+    assert_non_null(prt__stmt_add(&sc, "b"));
+    assert_null(prt__stmt_add(&sc, "c")); /* full */
+    assert_non_null(prt__stmt_find(&sc, "a")); /* a is now more recent than b */
+    prt__stmt *v = prt__stmt_victim(&sc);
+    assert_string_equal(v->sql, "b");
+    prt__stmt_remove(&sc, v);
+    prt__stmt *c = prt__stmt_add(&sc, "c");
+    assert_non_null(c);
+    assert_int_equal(c->id, 3);
+    assert_null(prt__stmt_find(&sc, "b"));
+    assert_non_null(prt__stmt_find(&sc, "c"));
+    prt__stmt_clear(&sc);
+    assert_null(prt__stmt_find(&sc, "a"));
+}
+
+/* A listener that completes TCP handshakes (the kernel does, up to the
+ * backlog) but never reads or answers: libpq waits for the server's reply
+ * forever unless we bound it. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void connect_is_bounded_by_the_acquire_deadline(void **state)
+{
+    (void)state;
+    int port;
+    int fd = silent_listener(&port);
+    prt_runtime *rt = pgtest_runtime(0);
+    char ci[128], err[PRT__ERRLEN];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres sslmode=disable", port);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.conninfo = ci;
+    o.max = 2;
+    prt_pool *p = pgtest_pool(rt, "silent", &o);
+    prt_conn *c = NULL;
+    double t0 = prt_now();
+    assert_int_equal(prt_acquire(p, 0.3, &c, err, sizeof err), PRT_ETIMEDOUT);
+    double took = prt_now() - t0;
+    assert_true(took >= 0.29 && took < 2.0);
+    assert_non_null(strstr(err, "pool \"silent\": connect timed out"));
+    assert_non_null(strstr(err, "(max=2 in_use=0 idle=0 waiting=0)"));
+    prt_pool_stats s;
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.connect_errors_total, 1);
+    /* another pool of the same runtime is unaffected */
+    prt_pool_opts_default(&o);
+    prt_pool *good = pgtest_pool(rt, "good", &o);
+    assert_int_equal(prt_acquire(good, 2.0, &c, err, sizeof err), PRT_OK);
+    prt_release(c, 0);
+    prt_runtime_free(rt);
+    close(fd);
+}
+
+static void lifetimes_are_jittered(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 8;
+    o.max_lifetime = 100;
+    o.lifetime_jitter = 0.5;
+    prt_pool *p = pgtest_pool(rt, "jitter", &o);
+    prt_conn *cs[8];
+    char err[PRT__ERRLEN];
+    int distinct = 0;
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(prt_acquire(p, 5, &cs[i], err, sizeof err), PRT_OK);
+        double life = cs[i]->expires_at - cs[i]->created_at;
+        assert_true(life >= 50.0 && life <= 100.0);
+        if (i > 0 && cs[i]->expires_at - cs[i]->created_at != cs[0]->expires_at - cs[0]->created_at)
+            distinct++;
+    }
+    assert_true(distinct > 0);
+    for (int i = 0; i < 8; i++)
+        prt_release(cs[i], 0);
+    prt_runtime_free(rt);
+}
+
+typedef struct hammer_arg {
+    prt_pool *p;
+    int rounds;
+    int errors;
+} hammer_arg;
+
+static void *hammer(void *arg)
+{
+    hammer_arg *h = arg;
+    char err[PRT__ERRLEN];
+    for (int i = 0; i < h->rounds; i++) {
+        prt_conn *c;
+        if (prt_acquire(h->p, 10, &c, err, sizeof err) != PRT_OK) {
+            h->errors++;
+            continue;
+        }
+        if (i % 10 == 0) {
+            prt_result *r;
+            if (prt_query(c, "select 1", 0, NULL, 0, &r, err, sizeof err) == PRT_OK)
+                prt_result_free(r);
+            else
+                h->errors++;
+        }
+        prt_release(c, i % 97 == 0); /* now and then the caller says "broken" */
+    }
+    return NULL;
+}
+
+static void counts_hold_under_contention(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0.01); /* the reaper races the callers */
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 3;
+    o.min_idle = 1;
+    o.idle_timeout = 0.02;
+    prt_pool *p = pgtest_pool(rt, "hammer", &o);
+    enum { N = 8, ROUNDS = 400 };
+    pthread_t th[N];
+    hammer_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (hammer_arg){ p, ROUNDS, 0 };
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    }
+    int samples = 0;
+    for (;;) {
+        prt_pool_stats s;
+        prt_pool_stats_get(p, &s);
+        assert_true(s.total <= 3);
+        assert_true(s.in_use + s.idle <= s.total);
+        samples++;
+        if (s.acquire_total >= (uint64_t)(N * ROUNDS))
+            break;
+        prt_sleep(0.001);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].errors, 0);
+    }
+    prt_pool_stats s;
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.acquire_total, N * ROUNDS);
+    assert_int_equal(s.in_use, 0);
+    assert_int_equal(s.waiting, 0);
+    assert_true(s.closed_broken >= 1);
+    uint64_t closed = s.closed_idle + s.closed_lifetime + s.closed_broken + s.closed_evicted + s.closed_shrink;
+    assert_int_equal(s.connections_created_total - closed, (uint64_t)s.total);
+    assert_true(samples > 0);
+    prt_runtime_free(rt);
+}
+
+typedef struct drain_arg {
+    prt_runtime *rt;
+    int rc;
+} drain_arg;
+
+static void *drain(void *arg)
+{
+    drain_arg *d = arg;
+    d->rc = prt_runtime_drain(d->rt, 5.0);
+    return NULL;
+}
+
+static void drain_waits_for_connections_in_use(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    prt_pool *p = pgtest_pool(rt, "drain", &o);
+    prt_conn *c, *c2;
+    char err[PRT__ERRLEN];
+    assert_int_equal(prt_acquire(p, 5, &c, err, sizeof err), PRT_OK);
+    assert_int_equal(prt_acquire(p, 5, &c2, err, sizeof err), PRT_OK);
+    prt_release(c2, 0); /* one idle, one in use */
+    drain_arg d = { rt, 1 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, drain, &d), 0);
+    /* new work is refused once draining has begun */
+    prt_pool_stats s;
+    do {
+        prt_sleep(0.001);
+        prt_pool_stats_get(p, &s);
+    } while (s.closed_evicted == 0);
+    prt_conn *x;
+    assert_int_equal(prt_acquire(p, 0.1, &x, err, sizeof err), PRT_ECLOSED);
+    assert_non_null(strstr(err, "pool \"drain\": pool is closed"));
+    prt_result *r;
+    assert_int_equal(prt_query(c, "select 1", 0, NULL, 0, &r, err, sizeof err), PRT_OK);
+    prt_result_free(r);
+    prt_release(c, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(d.rc, PRT_OK);
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.closed_evicted, 2);
+    prt_runtime_free(rt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(stmt_cache_replaces_least_recently_used),
+        cmocka_unit_test(connect_is_bounded_by_the_acquire_deadline),
+        cmocka_unit_test(lifetimes_are_jittered),
+        cmocka_unit_test(counts_hold_under_contention),
+        cmocka_unit_test(drain_waits_for_connections_in_use),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
