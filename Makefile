@@ -6,7 +6,8 @@ PKGS        := luajit libpq
 DEPS_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPS_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT         ?= -O2 -g
-CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -fPIC -pthread -Iinclude $(DEPS_CFLAGS)
+CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -fPIC -pthread -Iinclude \
+               -I$(BUILD)/gen $(DEPS_CFLAGS)
 LDLIBS      += $(DEPS_LIBS) -lm -pthread
 
 CORE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -27,10 +28,15 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/obj:
+# The policy sandbox is Lua, compiled to bytecode and linked into the core.
+$(BUILD)/obj/policy.o: $(BUILD)/gen/policy_boot.h
+$(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen
+	luajit -bg -n policy_boot $< $@
+
+$(BUILD)/obj $(BUILD)/gen:
 	mkdir -p $@
 
 $(BUILD)/libpoolrt.so: $(CORE_OBJ)

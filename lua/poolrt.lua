@@ -244,7 +244,8 @@ local pool_fields = {
   max = "number", min_idle = "number", acquire_timeout = "number", idle_timeout = "number",
   max_lifetime = "number", lifetime_jitter = "number", validate_idle = "number",
   query_timeout = "number", stmt_cache = "number", discard_all = "boolean",
-  conninfo = "string", prepare = "boolean", null = true,
+  conninfo = "string", prepare = "boolean", null = true, threads = "number",
+  protected = "boolean", pinned = "boolean",
 }
 
 local function check_opts(opts, fields, what)
@@ -268,8 +269,9 @@ function Runtime:pool(name, opts)
   check_opts(opts, pool_fields, "pool")
   local o = ffi.new("prt_pool_opts")
   C.prt_pool_opts_default(o)
+  local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned" }
   for k, v in pairs(opts) do
-    if k == "discard_all" then o.discard_all = v and 1 or 0
+    if flags[k] then o[flags[k]] = v and 1 or 0
     elseif k ~= "prepare" and k ~= "null" then o[k] = v end
   end
   if opts.prepare == false then o.stmt_cache = 0 end
@@ -281,15 +283,48 @@ function Runtime:pool(name, opts)
   return p
 end
 
--- Per-pool statistics keyed by pool name.
+local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
+local pstats_buf = ffi.new("prt_policy_stats")
+
+-- The runtime's policy counters: generation, reloads {ok, failed}, and
+-- calls / errors per hook.
+function Runtime:policy_stats()
+  local s = pstats_buf
+  C.prt_runtime_policy_stats(self._rt, s)
+  local out = { generation = tonumber(s.generation), calls = {}, errors = {}, calls_total = 0, errors_total = 0,
+                reloads = { ok = tonumber(s.reloads_ok), failed = tonumber(s.reloads_failed) } }
+  for i, h in ipairs(HOOKS) do
+    out.calls[h], out.errors[h] = tonumber(s.calls[i - 1]), tonumber(s.errors[i - 1])
+    out.calls_total = out.calls_total + out.calls[h]
+    out.errors_total = out.errors_total + out.errors[h]
+  end
+  return out
+end
+
+-- Per-pool statistics keyed by pool name.  Each entry also carries the
+-- runtime-wide policy_calls_total, policy_errors_total and policy_generation.
 function Runtime:stats()
-  local all = {}
+  local all, ps = {}, self:policy_stats()
   for i = 0, C.prt_runtime_pool_count(self._rt) - 1 do
     local p = C.prt_runtime_pool_at(self._rt, i)
-    all[ffi.string(C.prt_pool_name(p))] = stats_of(p)
+    local s = stats_of(p)
+    s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
+    all[ffi.string(C.prt_pool_name(p))] = s
   end
   return all
 end
+
+-- Replaces the policy with `path` (default: the live policy's file) after
+-- compiling and dry-running it.  Returns true, or nil, err while the old
+-- policy keeps serving.
+function Runtime:reload(path)
+  if path ~= nil and type(path) ~= "string" then error("poolrt: reload(path): path must be a string", 2) end
+  if C.prt_runtime_reload(self._rt, path, errbuf, ERRLEN) ~= 0 then return nil, lasterr() end
+  return true
+end
+
+-- How many background jobs may hold connections of a pool at once.
+function Pool:concurrency() return C.prt_pool_concurrency(self._p) end
 
 -- Runs one reap cycle now; returns the number of connections closed.
 function Runtime:reap() return C.prt_reap(self._rt) end
@@ -333,13 +368,32 @@ local function wrap_runtime(ptr, owned)
 end
 
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
-                         max_connections = "number", policy = "string", log_level = "string" }
+                         max_connections = "number", policy = "string", log_level = "string",
+                         policy_budget = "number" }
 
--- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO),
--- reap_interval, max_pools, max_connections, log_level.
+-- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
+function M.policy_file(name)
+  local here = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "."
+  local dirs = { here .. "/../policies" }
+  if os.getenv("POOLRT_POLICY_DIR") then table.insert(dirs, 1, os.getenv("POOLRT_POLICY_DIR")) end
+  for _, dir in ipairs(dirs) do
+    local path = dir .. "/" .. name .. ".lua"
+    local f = io.open(path)
+    if f then f:close() return path end
+  end
+  return nil, "no shipped policy named " .. tostring(name)
+end
+
+local host = package.loaded["poolrt.host"] or {}
+
+-- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO), policy
+-- (a file; default: the host's --policy, else the built-in default),
+-- policy_budget, reap_interval, max_pools, max_connections, log_level.
+-- A policy that does not load raises.
 function M.runtime(opts)
   opts = opts or {}
   check_opts(opts, runtime_fields, "runtime")
+  local policy = opts.policy or host.policy
   if opts.log_level then M.set_log_level(opts.log_level) end
   local o = ffi.new("prt_runtime_opts")
   C.prt_runtime_opts_default(o)
@@ -347,6 +401,8 @@ function M.runtime(opts)
   if opts.reap_interval then o.reap_interval = opts.reap_interval end
   if opts.max_pools then o.max_pools = opts.max_pools end
   if opts.max_connections then o.max_connections = opts.max_connections end
+  if opts.policy_budget then o.policy_budget = opts.policy_budget end
+  o.policy = policy
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
   return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)

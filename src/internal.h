@@ -12,8 +12,10 @@
 #define POOLRT_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <libpq-fe.h>
 #include "poolrt.h"
+#include "policy_views.h"
 
 #define PRT__ERRLEN 512
 
@@ -105,6 +107,7 @@ struct prt_pool {
     uint64_t created_total, connect_errors;
     uint64_t closed_by[PRT__CLOSE_NREASONS];
     uint64_t next_conn_id;
+    uint64_t grown;          /* connections opened over max by overflow "grow" */
 };
 
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
@@ -112,15 +115,58 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
 void prt__pool_free(prt_pool *p);
 void prt__pool_close(prt_pool *p);               /* refuse new work, close idle */
 int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
-void prt__pool_state(prt_pool *p, char *buf, size_t len); /* "(max=.. in_use=..)", mu held */
+void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)", mu held */
+void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle; no lock held */
+
+/* --- policy.c: the boundary to Lua policy hooks ------------------------- */
+enum prt__hook {
+    PRT__H_PICK, PRT__H_SIZE, PRT__H_OVERFLOW, PRT__H_ADMIT, PRT__H_EVICT, PRT__H_REAP,
+    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__NHOOKS
+};
+/* A hook's mode: the built-in default, a Lua function, or a named built-in. */
+enum { PRT__MODE_DEFAULT = 0, PRT__MODE_LUA = -1 };
+enum { PRT__PICK_MRU = 1, PRT__PICK_LRU, PRT__PICK_RANDOM };
+enum { PRT__OVF_WAIT = 1, PRT__OVF_FAIL, PRT__OVF_EVICT_IDLE, PRT__OVF_GROW };
+enum { PRT__ADMIT_EVICT_LRU = 1, PRT__ADMIT_FAIL, PRT__ADMIT_ALLOW };
+
+/* A compiled and dry-run policy file; immutable once made, shared by
+ * reference between the runtime and the per-thread states built from it. */
+typedef struct prt__policy {
+    atomic_int refs;
+    uint64_t generation;     /* set before it is published */
+    char *path;              /* NULL: the built-in default policy */
+    char *source;            /* the file as read once */
+    int mode[PRT__NHOOKS];
+} prt__policy;
+
+typedef struct prt__pstate prt__pstate; /* one thread's Lua state for one policy */
+
+int prt__policy_load(const char *path, int32_t budget, prt__policy **out, char *report, size_t replen,
+                     char *err, size_t errlen);
+prt__policy *prt__policy_builtin(void);
+void prt__policy_unref(prt__policy *pol);
+prt__pstate *prt__policy_thread(prt_runtime *rt);   /* NULL: no Lua hooks live */
+void prt__policy_forget(prt_runtime *rt);             /* drop this thread's state for rt */
+int prt__pstate_mode(const prt__pstate *ps, int hook);
+
+/* Hook calls.  Each validates what Lua returned and, on any failure, counts
+ * and logs it and returns the built-in answer.  Pool hooks that take views
+ * of p's connections are called with p->mu held. */
+int prt__hook_pick(prt__pstate *ps, prt_pool *p);                  /* idle index, or -1 */
+void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle);
+int prt__hook_overflow(prt__pstate *ps, prt_pool *p, double timeout, double *wait);
+int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *close); /* -1: use default */
+int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use default */
+void prt__fill_pool_view(prt_pool_view *v, prt_pool *p);          /* p->mu held */
 
 /* --- pick.c --------------------------------------------------------------- */
-int prt__pick(prt_pool *p);                     /* index into p->idle; mu held */
+int prt__pick(prt_pool *p, prt__pstate *ps);   /* index into p->idle; mu held */
 
 /* --- runtime.c ------------------------------------------------------------ */
 struct prt_runtime {
-    prt_runtime_opts opts;   /* immutable (conninfo copied) */
+    prt_runtime_opts opts;   /* immutable (strings copied) */
     char *conninfo;          /* immutable */
+    uint64_t id;             /* immutable, unique in the process: keys per-thread states */
     pthread_mutex_t mu;
     pthread_cond_t cond;     /* signals the timer thread */
     /* Protected by mu. */
@@ -131,6 +177,17 @@ struct prt_runtime {
     /* Timer thread; started by prt_runtime_new, joined by prt_runtime_free. */
     pthread_t timer;
     int has_timer;
+
+    pthread_mutex_t policy_mu;
+    prt__policy *policy;     /* the live policy; policy_mu */
+    double err_logged_at[PRT__NHOOKS]; /* rate limit of hook error lines; policy_mu */
+    uint64_t err_suppressed[PRT__NHOOKS]; /* policy_mu */
+    /* Lock-free reads on hot paths; written under policy_mu. */
+    atomic_uint_fast64_t generation;
+    atomic_int pick_mode;    /* the live policy's mode for pick */
+    atomic_int lua_hot;      /* pick or overflow is a Lua function */
+    atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
+    atomic_uint_fast64_t reloads_ok, reloads_failed;
 };
 
 void *prt__timer_main(void *arg);

@@ -21,10 +21,13 @@
 
 static const char usage[] =
     "usage: poolrt [options] SCRIPT.lua [ARGS...]\n"
+    "       poolrt check POLICY.lua\n"
     "       poolrt --version | --help\n"
     "\n"
     "Runs SCRIPT.lua with `require \"poolrt\"` available (a PostgreSQL\n"
-    "connection-pool runtime with Lua policies).\n"
+    "connection-pool runtime with Lua policies).  `check` compiles a policy,\n"
+    "dry-runs each hook on sample inputs, prints what each returned, and\n"
+    "exits 0, or 1 with file:line of the problem.\n"
     "\n"
     "options:\n"
     "  --policy FILE       default policy file for runtimes the script creates\n"
@@ -150,9 +153,25 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* `poolrt check POLICY.lua` */
+static int check(const char *path)
+{
+    char report[8192];
+    int rc = prt_policy_check(path, report, sizeof report);
+    printf("%s: %s\n%s", path, rc == PRT_OK ? "ok" : "FAILED", report);
+    return rc == PRT_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     host_opts o = { 0 };
+    if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: poolrt check POLICY.lua\n");
+            return 2;
+        }
+        return check(argv[2]);
+    }
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc - 1;

@@ -199,6 +199,15 @@ static int timeout_error(prt_pool *p, double waited, char *err, size_t errlen)
     return PRT_ETIMEDOUT;
 }
 
+static int full_error(prt_pool *p, char *err, size_t errlen)
+{
+    char st[128];
+    prt__pool_state(p, st, sizeof st);
+    prt__errf(err, errlen, "pool \"%s\": pool is full and the overflow policy says fail%s", p->name, st);
+    p->acquire_timeouts++;
+    return PRT_EFULL;
+}
+
 static int closed_error(prt_pool *p, char *err, size_t errlen)
 {
     prt__errf(err, errlen, "pool \"%s\": pool is closed (runtime shutting down or pool evicted)", p->name);
@@ -272,6 +281,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     double start = prt_now();
     double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
     prt_conn *c = NULL;
+    prt__pstate *ps = atomic_load(&p->rt->lua_hot) ? prt__policy_thread(p->rt) : NULL;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         if (p->closed) {
@@ -282,7 +292,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         int got = W_WAITING;
         prt__waiter w;
         if (!p->wq_head && p->nidle > 0) {
-            c = take_idle(p, prt__pick(p));
+            c = take_idle(p, prt__pick(p, ps));
             p->in_use++;
             got = W_CONN;
         } else if (!p->wq_head && p->total < p->max) {
@@ -290,8 +300,25 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
             p->opening++;
             got = W_SLOT;
         } else {
-            got = wait_turn(p, deadline, &w);
-            c = w.conn;
+            double wait = deadline - prt_now();
+            int mode = prt__pstate_mode(ps, PRT__H_OVERFLOW) == PRT__MODE_LUA
+                           ? prt__hook_overflow(ps, p, wait, &wait)
+                           : PRT__OVF_WAIT;
+            if (mode == PRT__OVF_FAIL) {
+                int rc = full_error(p, err, errlen);
+                pthread_mutex_unlock(&p->mu);
+                return rc;
+            }
+            if (mode == PRT__OVF_GROW) { /* over max; closed again on release */
+                p->total++;
+                p->opening++;
+                p->grown++;
+                got = W_SLOT;
+            } else { /* wait; evict_idle waits too until a global cap exists */
+                double until = prt_now() + wait;
+                got = wait_turn(p, until < deadline ? until : deadline, &w);
+                c = w.conn;
+            }
         }
         if (got == W_CLOSED)
             continue;
@@ -422,8 +449,30 @@ void prt__pool_close(prt_pool *p)
  * or idle timeout (never going below min_idle for the latter), and above a
  * shrunk max; then open connections up to min_idle.  Returns how many
  * connections were closed. */
+/* The reap hook's choice, moved out of the idle list; -1: no hook. */
+static int take_reaped(prt_pool *p, prt__pstate *ps, double now, prt_conn **out)
+{
+    if (prt__pstate_mode(ps, PRT__H_REAP) != PRT__MODE_LUA || p->nidle == 0)
+        return -1;
+    unsigned char *close = malloc((size_t)p->nidle);
+    int n = close ? prt__hook_reap(ps, p, now, close) : -1;
+    if (n > 0) {
+        int k = 0;
+        for (int i = 0, j = 0; i < p->nidle; i++) {
+            if (close[i])
+                out[k++] = p->idle[i];
+            else
+                p->idle[j++] = p->idle[i];
+        }
+        p->nidle -= k;
+    }
+    free(close);
+    return n;
+}
+
 int prt__pool_reap(prt_pool *p, double now)
 {
+    prt__pstate *ps = prt__policy_thread(p->rt);
     pthread_mutex_lock(&p->mu);
     if (p->closed) {
         pthread_mutex_unlock(&p->mu);
@@ -435,7 +484,9 @@ int prt__pool_reap(prt_pool *p, double now)
         return 0;
     }
     int nl = take_where(p, is_expired, now, 0, cs);
-    int ns = take_where(p, is_stale, now, p->min_idle, cs + nl);
+    int ns = take_reaped(p, ps, now, cs + nl);
+    if (ns < 0)
+        ns = take_where(p, is_stale, now, p->min_idle, cs + nl);
     int over = p->total - nl - ns - p->max;
     int nk = take_where(p, is_any, now, over > 0 ? p->nidle - over : p->nidle, cs + nl + ns);
     p->total -= nl + ns + nk;
@@ -495,6 +546,43 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     s->closed_broken = p->closed_by[PRT__CLOSE_BROKEN];
     s->closed_evicted = p->closed_by[PRT__CLOSE_EVICTED];
     s->closed_shrink = p->closed_by[PRT__CLOSE_SHRINK];
+    s->grown_total = p->grown;
     pthread_mutex_unlock(&p->mu);
     return PRT_OK;
+}
+
+/* Asks the size hook for max and min_idle (default: as configured) and
+ * applies them: a larger max serves waiters at once; a smaller one closes
+ * idle connections above it now and in-use ones as they come back. */
+void prt__pool_apply_size(prt_pool *p)
+{
+    int max = p->opts.max, min_idle = p->opts.min_idle;
+    prt__pstate *ps = prt__policy_thread(p->rt);
+    if (prt__pstate_mode(ps, PRT__H_SIZE) == PRT__MODE_LUA)
+        prt__hook_size(ps, p, &max, &min_idle);
+    pthread_mutex_lock(&p->mu);
+    p->max = max;
+    p->min_idle = min_idle;
+    grant_slots(p);
+    int over = p->total - p->max;
+    prt_conn **cs = over > 0 ? malloc((size_t)over * sizeof *cs) : NULL;
+    int n = cs ? take_where(p, is_any, 0, p->nidle - over, cs) : 0;
+    p->total -= n;
+    p->closed_by[PRT__CLOSE_SHRINK] += (uint64_t)n;
+    pthread_mutex_unlock(&p->mu);
+    close_all(cs, n);
+    free(cs);
+}
+
+/* How many background jobs may hold connections of p at once: the
+ * concurrency hook, else coder's rule min(5, max(1, max / 2)). */
+int prt_pool_concurrency(prt_pool *p)
+{
+    int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
+    if (n > 0)
+        return n;
+    pthread_mutex_lock(&p->mu);
+    n = p->max / 2;
+    pthread_mutex_unlock(&p->mu);
+    return n < 1 ? 1 : n > 5 ? 5 : n;
 }

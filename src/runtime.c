@@ -38,6 +38,24 @@ void prt_runtime_opts_default(prt_runtime_opts *o)
     o->reap_interval = 1.0;
     o->max_pools = 100;
     o->max_connections = 0;
+    o->policy_budget = 1000000;
+}
+
+static atomic_uint_fast64_t next_runtime_id;
+
+/* Makes pol the live policy under the next generation; threads switch at
+ * their next hook call.  Takes over the caller's reference. */
+static void publish(prt_runtime *rt, prt__policy *pol)
+{
+    pthread_mutex_lock(&rt->policy_mu);
+    prt__policy *old = rt->policy;
+    pol->generation = atomic_load(&rt->generation) + 1;
+    rt->policy = pol;
+    atomic_store(&rt->pick_mode, pol->mode[PRT__H_PICK]);
+    atomic_store(&rt->lua_hot, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
+    atomic_store(&rt->generation, pol->generation);
+    pthread_mutex_unlock(&rt->policy_mu);
+    prt__policy_unref(old);
 }
 
 /* Creates a runtime and starts its timer thread.  *out is freed with
@@ -49,20 +67,31 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         prt_runtime_opts_default(&def);
         o = &def;
     }
-    if (!out || o->max_pools < 0 || o->max_connections < 0) {
-        prt__errf(err, errlen, "runtime: max_pools and max_connections must be >= 0");
+    if (!out || o->max_pools < 0 || o->max_connections < 0 || o->policy_budget < 1) {
+        prt__errf(err, errlen, "runtime: max_pools and max_connections must be >= 0, policy_budget >= 1");
         return PRT_EINVAL;
     }
+    prt__policy *pol = NULL;
+    int rc = o->policy ? prt__policy_load(o->policy, o->policy_budget, &pol, NULL, 0, err, errlen) : PRT_OK;
+    if (rc != PRT_OK)
+        return rc;
+    if (!pol)
+        pol = prt__policy_builtin();
     prt_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
+    if (!rt || !pol || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
         free(rt);
+        prt__policy_unref(pol);
         prt__errf(err, errlen, "runtime: out of memory");
         return PRT_ENOMEM;
     }
     rt->opts = *o;
     rt->opts.conninfo = rt->conninfo;
+    rt->opts.policy = NULL; /* the live policy keeps its own path */
+    rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
     pthread_mutex_init(&rt->mu, NULL);
+    pthread_mutex_init(&rt->policy_mu, NULL);
     prt__cond_init(&rt->cond);
+    publish(rt, pol);
     if (o->reap_interval > 0) {
         if (pthread_create(&rt->timer, NULL, prt__timer_main, rt) != 0) {
             prt__errf(err, errlen, "runtime: could not start the timer thread");
@@ -91,7 +120,7 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
 {
     if (!rt || !name || !out)
         return PRT_EINVAL;
-    int rc = PRT_OK;
+    int rc = PRT_OK, created = 0;
     pthread_mutex_lock(&rt->mu);
     prt_pool *p = find(rt, name);
     if (!p && rt->draining) {
@@ -115,8 +144,11 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         rc = prt__pool_new(rt, name, o, &p, err, errlen);
         if (rc == PRT_OK)
             rt->pools[rt->npools++] = p;
+        created = rc == PRT_OK;
     }
     pthread_mutex_unlock(&rt->mu);
+    if (created)
+        prt__pool_apply_size(p);
     if (rc == PRT_OK)
         *out = p;
     return rc;
@@ -217,8 +249,62 @@ void prt_runtime_free(prt_runtime *rt)
         prt__pool_free(p);
     }
     free(rt->pools);
+    prt__policy_forget(rt);
+    prt__policy_unref(rt->policy);
     pthread_cond_destroy(&rt->cond);
+    pthread_mutex_destroy(&rt->policy_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt->conninfo);
     free(rt);
+}
+
+/* Loads `path` (NULL: the live policy's file again), and on success makes
+ * it live and re-sizes every pool.  On failure the live policy keeps
+ * serving and err says why (file:line). */
+int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errlen)
+{
+    char *file = NULL;
+    pthread_mutex_lock(&rt->policy_mu);
+    if (path || rt->policy->path)
+        file = strdup(path ? path : rt->policy->path);
+    uint64_t gen = atomic_load(&rt->generation);
+    pthread_mutex_unlock(&rt->policy_mu);
+    if (!file) {
+        prt__errf(err, errlen, "policy: nothing to reload (this runtime runs the built-in default; give a file)");
+        atomic_fetch_add(&rt->reloads_failed, 1);
+        return PRT_EINVAL;
+    }
+    prt__policy *pol = NULL;
+    int rc = prt__policy_load(file, rt->opts.policy_budget, &pol, NULL, 0, err, errlen);
+    if (rc != PRT_OK) {
+        atomic_fetch_add(&rt->reloads_failed, 1);
+        prt__logf(PRT_LOG_ERROR, "policy reload of \"%s\" failed; generation %llu keeps serving: %s", file,
+                  (unsigned long long)gen, err ? err : "");
+        free(file);
+        return rc;
+    }
+    publish(rt, pol);
+    atomic_fetch_add(&rt->reloads_ok, 1);
+    prt__logf(PRT_LOG_INFO, "policy \"%s\" is live as generation %llu", file,
+              (unsigned long long)atomic_load(&rt->generation));
+    free(file);
+    for (int i = 0;; i++) {
+        prt_pool *p = prt_runtime_pool_at(rt, i);
+        if (!p)
+            break;
+        prt__pool_apply_size(p);
+    }
+    return PRT_OK;
+}
+
+void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int h = 0; h < PRT__NHOOKS; h++) {
+        out->calls[h] = atomic_load(&rt->hook_calls[h]);
+        out->errors[h] = atomic_load(&rt->hook_errors[h]);
+    }
+    out->reloads_ok = atomic_load(&rt->reloads_ok);
+    out->reloads_failed = atomic_load(&rt->reloads_failed);
+    out->generation = atomic_load(&rt->generation);
 }

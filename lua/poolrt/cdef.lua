@@ -15,7 +15,9 @@ enum {
     PRT_EBROKEN = -6,    /* the connection broke during a query */
     PRT_ECLOSED = -7,    /* the pool or runtime is shutting down */
     PRT_ETHREAD = -8,    /* a thread could not be started */
-    PRT_ENOTFOUND = -9   /* no pool by that name */
+    PRT_ENOTFOUND = -9,  /* no pool by that name */
+    PRT_EFULL = -10,     /* pool full and the overflow policy says fail */
+    PRT_EPOLICY = -11    /* a policy file failed to load or dry-run */
 };
 
 enum { PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
@@ -36,6 +38,8 @@ typedef struct prt_runtime_opts {
     double reap_interval;    /* seconds between background reap cycles; <= 0: no timer thread */
     int max_pools;           /* live pools before admission applies (0: unlimited) */
     int max_connections;     /* open connections across all pools (0: unlimited) */
+    const char *policy;      /* policy file (NULL: the built-in default policy) */
+    int policy_budget;       /* steps a hook may take per call (default 1000000) */
 } prt_runtime_opts;
 
 /* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
@@ -52,6 +56,9 @@ typedef struct prt_pool_opts {
     double query_timeout;    /* cancel queries running longer (default 0) */
     int stmt_cache;          /* prepared statements kept per connection; 0: unprepared (default 64) */
     int discard_all;         /* run DISCARD ALL when a connection is released (default 0) */
+    int threads;             /* threads that will use the pool, for size hooks (default 0) */
+    int is_protected;        /* never evicted as a whole pool (default 0) */
+    int is_pinned;           /* likewise; apartment's "pinned" tenants (default 0) */
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
@@ -66,7 +73,14 @@ typedef struct prt_pool_stats {
     uint64_t acquire_total, acquire_timeouts_total, acquire_wait_us_total;
     uint64_t connections_created_total, connect_errors_total;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
+    uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
 } prt_pool_stats;
+
+/* Policy counters; arrays are indexed by hook (see prt_policy_hook_name). */
+typedef struct prt_policy_stats {
+    uint64_t calls[8], errors[8];
+    uint64_t reloads_ok, reloads_failed, generation;
+} prt_policy_stats;
 
 /* One thread's outcome in prt_spawn: ok != 0 and a serialized Lua value, or
  * ok == 0 and an error message.  `value` is freed by prt_spawn_free. */
@@ -91,11 +105,17 @@ int prt_reap(prt_runtime *rt);
 int prt_runtime_pool_count(prt_runtime *rt);
 prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i);
 
+int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errlen);
+void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
+const char *prt_policy_hook_name(int hook);
+int prt_policy_check(const char *path, char *report, size_t replen);
+
 void prt_pool_opts_default(prt_pool_opts *o);
 int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                  prt_pool **out, char *err, size_t errlen);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
+int prt_pool_concurrency(prt_pool *p);
 
 int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen);
 void prt_release(prt_conn *c, int broken);

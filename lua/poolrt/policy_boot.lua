@@ -1,0 +1,327 @@
+-- poolrt.policy_boot -- how a policy file is loaded: the sandbox it runs in,
+-- the step budget that stops runaway hooks, and the trampolines C calls.
+--
+-- This file is compiled into libpoolrt (src/policy.c runs it in every
+-- policy state the runtime creates), and is also a plain module so specs
+-- and tools load policies exactly as production does.
+--
+-- Why a step budget, and why in the source: LuaJIT runs no debug hooks
+-- inside JIT-compiled traces, so a count hook cannot stop `while true do
+-- end` once it is compiled.  Instead, every place where Lua can repeat work
+-- gets a call to a budget check: the start of every `do` block (the body of
+-- each `while` and `for`), the start of every `repeat` body, every `goto`,
+-- and the start of every function body (recursion, tail calls).  The check
+-- is a local function the JIT inlines into traces: a decrement and a guard
+-- (a few ns per loop iteration).  When the budget runs out the guard fails,
+-- the trace exits, and the check raises "step budget exhausted" in the
+-- interpreter.  Code between checks is straight-line, so a hook always
+-- stops within its budget, with the JIT on.  Inserted text never adds a
+-- newline, so file:line in errors stays right.
+local B = {}
+
+-- Hook names, and the built-in strategies a hook may name as a string.
+B.HOOKS = {
+  pick = { mru = true, lru = true, random = true },
+  size = {},
+  overflow = { wait = true, fail = true, evict_idle = true, grow = true },
+  admit = { evict_lru = true, fail = true, allow = true },
+  evict = {},
+  reap = {},
+  concurrency = {},
+  on_evict = {},
+}
+B.ORDER = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
+
+local TICK = "__prt_tick"
+
+---------------------------------------------------------------------------
+-- Instrumentation
+---------------------------------------------------------------------------
+
+-- Returns the end (inclusive) of a long bracket starting at i ("[[", "[==["),
+-- or nil when s:sub(i) does not open one.
+local function long_bracket_end(s, i)
+  local eq = s:match("^%[(=*)%[", i)
+  if not eq then return nil end
+  local close = "]" .. eq .. "]"
+  local e = select(2, s:find(close, i + #eq + 2, true))
+  return e or #s
+end
+
+-- Splits Lua source into significant tokens: { text, start, stop }.
+local function tokens(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:sub(i, i)
+    if c:match("%s") then
+      i = s:find("[^%s]", i) or n + 1
+    elseif s:sub(i, i + 1) == "--" then
+      local e = long_bracket_end(s, i + 2)
+      i = (e or (s:find("\n", i, true) or n)) + 1
+    elseif c == '"' or c == "'" then
+      local j = i + 1
+      while j <= n do
+        local d = s:sub(j, j)
+        if d == "\\" then j = j + 2
+        elseif d == c or d == "\n" then break
+        else j = j + 1 end
+      end
+      out[#out + 1] = { "<string>", i, j }
+      i = j + 1
+    elseif c == "[" and long_bracket_end(s, i) then
+      local e = long_bracket_end(s, i)
+      out[#out + 1] = { "<string>", i, e }
+      i = e + 1
+    elseif c:match("[%a_]") then
+      local e = select(2, s:find("^[%w_]+", i))
+      out[#out + 1] = { s:sub(i, e), i, e }
+      i = e + 1
+    elseif c:match("%d") or (c == "." and s:sub(i + 1, i + 1):match("%d")) then
+      local e = select(2, s:find("^[%w%.]+", i))
+      while s:sub(e, e):match("[eEpP]") and s:sub(e + 1, e + 1):match("[%+%-]") do
+        e = select(2, s:find("^[%w%.]+", e + 2)) or e + 1
+      end
+      out[#out + 1] = { "<number>", i, e }
+      i = e + 1
+    elseif s:sub(i, i + 1) == "::" then
+      out[#out + 1] = { "::", i, i + 1 }
+      i = i + 2
+    else
+      out[#out + 1] = { c, i, i }
+      i = i + 1
+    end
+  end
+  return out
+end
+
+-- Returns the instrumented source, or nil, err when the source uses a name
+-- reserved for the budget check.
+function B.instrument(src)
+  local ins = {} -- byte positions after which to insert a check (before, for goto)
+  local fn_state = nil -- nil, "name" (after `function`), "params" (inside its parens)
+  for _, t in ipairs(tokens(src)) do
+    local text = t[1]
+    if text:sub(1, #TICK) == TICK or text:match("^__prt_") then
+      return nil, "names starting with __prt_ are reserved for poolrt"
+    end
+    if fn_state == "params" then
+      if text == ")" then ins[#ins + 1] = { t[3], "after" }; fn_state = nil end
+    elseif fn_state == "name" and text == "(" then
+      fn_state = "params"
+    elseif text == "function" then
+      fn_state = "name"
+    elseif text == "do" or text == "repeat" then
+      ins[#ins + 1] = { t[3], "after" }
+    elseif text == "goto" then
+      ins[#ins + 1] = { t[2] - 1, "before" }
+    end
+  end
+  local parts, last = {}, 0
+  for _, p in ipairs(ins) do
+    parts[#parts + 1] = src:sub(last + 1, p[1])
+    parts[#parts + 1] = p[2] == "after" and (" " .. TICK .. "();") or (TICK .. "(); ")
+    last = p[1]
+  end
+  parts[#parts + 1] = src:sub(last + 1)
+  -- same line 1: the chunk receives the check as its first vararg
+  local body = table.concat(parts)
+  if body:sub(1, 2) == "#!" then body = "--" .. body end
+  return "local " .. TICK .. " = ...; " .. body
+end
+
+---------------------------------------------------------------------------
+-- Sandbox
+---------------------------------------------------------------------------
+
+local function copy(t, except)
+  local c = {}
+  for k, v in pairs(t) do if not (except and except[k]) then c[k] = v end end
+  return c
+end
+
+-- A fresh global table for one policy: pure functions only, plus env().
+-- `getenv` lets tests substitute the environment.
+function B.sandbox(getenv)
+  getenv = getenv or os.getenv
+  local env = {
+    math = copy(math), string = copy(string, { dump = true }), table = copy(table),
+    os = { time = os.time, clock = os.clock },
+    pairs = pairs, ipairs = ipairs, next = next, select = select, type = type,
+    tonumber = tonumber, tostring = tostring, unpack = unpack, error = error, assert = assert,
+    pcall = pcall, setmetatable = setmetatable, getmetatable = getmetatable,
+    rawget = rawget, rawequal = rawequal,
+    env = function(name)
+      if type(name) ~= "string" then error("env(name): name must be a string", 2) end
+      return getenv(name)
+    end,
+  }
+  env._G = env
+  return env
+end
+
+-- "file:line: " of the policy code that triggered a metamethod (error's
+-- level counting does not see through metamethod frames in LuaJIT).
+local boot_source = debug.getinfo(1, "S").source
+local function caller()
+  for level = 2, 8 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.currentline > 0 and info.source ~= boot_source then
+      return info.short_src .. ":" .. info.currentline .. ": "
+    end
+  end
+  return ""
+end
+
+-- Globals may be defined while the file loads; afterwards the environment
+-- is frozen, so hooks cannot leak state between calls through globals, and
+-- a typo in a global name is an error, not a silent nil.
+local function freeze(env)
+  setmetatable(env, {
+    __newindex = function(_, k)
+      error(caller() .. "policy hooks may not set globals (assignment to '" .. tostring(k) .. "'); use a local", 0)
+    end,
+    __index = function(_, k)
+      error(caller() .. "'" .. tostring(k) .. "' is not available in policies", 0)
+    end,
+  })
+end
+
+local function strict_load_env(env)
+  setmetatable(env, {
+    __index = function(_, k)
+      error(caller() .. "'" .. tostring(k) .. "' is not available in policies", 0)
+    end,
+  })
+end
+
+-- Compiles and runs a policy source, checking what it returns.  Returns
+-- the policy table, or nil, "file:line: message".
+function B.load(src, chunkname, tick, getenv)
+  local code, ierr = B.instrument(src)
+  if not code then return nil, chunkname:gsub("^@", "") .. ": " .. ierr end
+  local chunk, err = loadstring(code, chunkname)
+  if not chunk then return nil, err end
+  local env = B.sandbox(getenv)
+  strict_load_env(env)
+  setfenv(chunk, env)
+  local ok, pol = pcall(chunk, tick or function() end)
+  if not ok then return nil, tostring(pol) end
+  freeze(env)
+  local name = chunkname:gsub("^@", "")
+  if type(pol) ~= "table" then
+    return nil, name .. ": a policy file must return a table of hooks, got " .. type(pol)
+  end
+  for k, v in pairs(pol) do
+    local builtins = B.HOOKS[k]
+    if not builtins then
+      return nil, name .. ": unknown hook '" .. tostring(k) .. "' (hooks: " .. table.concat(B.ORDER, ", ") .. ")"
+    end
+    if type(v) == "string" then
+      if not builtins[v] and v ~= "default" then
+        local names = {}
+        for b in pairs(builtins) do names[#names + 1] = '"' .. b .. '"' end
+        table.sort(names)
+        return nil, name .. ": hook " .. k .. ' = "' .. v .. '" is not a built-in'
+          .. (#names > 0 and (" (one of " .. table.concat(names, ", ") .. ")") or " (this hook has none: give a function)")
+      end
+    elseif type(v) ~= "function" then
+      return nil, name .. ": hook " .. k .. " must be a function or a built-in name, got " .. type(v)
+    end
+  end
+  return pol
+end
+
+---------------------------------------------------------------------------
+-- Policy states (called from src/policy.c)
+---------------------------------------------------------------------------
+
+-- Must match src/policy_views.h; spec/cdef_spec.lua checks it.
+B.CDEF = [[
+/* PRT_VIEWS_BEGIN */
+typedef struct prt_conn_view {
+    double id, created_at, returned_at, uses;
+    int endpoint;
+} prt_conn_view;
+
+typedef struct prt_pool_view {
+    char name_[64];
+    int max, min_idle, total, idle, in_use, waiting, threads, configured;
+    int protected_, pinned_;
+    double created_at, last_used_at;
+} prt_pool_view;
+
+typedef struct prt_req_view {
+    double timeout;
+    int position;
+} prt_req_view;
+
+typedef struct prt_hook_ctx {
+    int32_t budget;
+    double now;
+    prt_pool_view pool;
+    prt_req_view req;
+    prt_pool_view *pools;
+    int npools;
+    prt_conn_view idle[1025];
+} prt_hook_ctx;
+/* PRT_VIEWS_END */
+]]
+
+-- Sets up a state for one policy: `ud` points at the C context struct the
+-- hooks read their inputs from.  Returns the hook kinds (name -> "function"
+-- or the built-in's name), the trampolines C calls keyed by hook name, and
+-- the policy table itself (for file:line of each hook).
+function B.setup(ud, chunkname, src, budget_msg)
+  local ffi = require "ffi"
+  if not pcall(ffi.typeof, "prt_hook_ctx") then ffi.cdef(B.CDEF) end
+  local ctx = ffi.cast("prt_hook_ctx*", ud)
+  local function tick()
+    local b = ctx.budget - 1
+    ctx.budget = b
+    if b < 0 then error(budget_msg, 2) end
+  end
+  local getenv = os.getenv
+  local pool_mt = {
+    __index = function(v, k)
+      if k == "name" then return ffi.string(v.name_)
+      elseif k == "protected" then return v.protected_ ~= 0
+      elseif k == "pinned" then return v.pinned_ ~= 0
+      elseif k == "env" then return getenv end
+      return nil
+    end,
+  }
+  pcall(ffi.metatype, "prt_pool_view", pool_mt)
+  local pol, err = B.load(src, chunkname, tick)
+  if not pol then error(err, 0) end
+  local pool, req, idle = ctx.pool, ctx.req, ctx.idle
+  local function pool_list()
+    local list = {}
+    for i = 1, ctx.npools do list[i] = ctx.pools[i] end
+    return list
+  end
+  local f = pol
+  local calls = {
+    pick = function() return f.pick(idle, pool) end,
+    size = function() return f.size(pool) end,
+    overflow = function() return f.overflow(pool, req) end,
+    admit = function(name) return f.admit(pool_list(), name) end,
+    evict = function() return f.evict(pool_list(), ctx.now) end,
+    reap = function() return f.reap(idle, pool, ctx.now) end,
+    concurrency = function() return f.concurrency(pool) end,
+    on_evict = function(name, reason) return f.on_evict(name, reason) end,
+  }
+  local kinds, tramps = {}, {}
+  for _, h in ipairs(B.ORDER) do
+    local v = pol[h]
+    if type(v) == "function" then
+      kinds[h] = "function"
+      tramps[h] = calls[h]
+    elseif type(v) == "string" and v ~= "default" then
+      kinds[h] = v
+    end
+  end
+  return kinds, tramps, pol
+end
+
+return B

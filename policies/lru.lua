@@ -1,0 +1,11 @@
+-- Least recently used first: hand out the connection idle the longest.
+--
+-- golang/go#68539: MRU keeps reusing the same few connections, so behind a
+-- load balancer (pgbouncer, a replica set behind HAProxy or a cloud proxy)
+-- the load concentrates on whichever replicas those few landed on.  LRU
+-- rotates through every idle connection and so spreads queries over all of
+-- them, and over all the replicas they are connected to.  The price: every
+-- connection stays busy enough that the idle timeout rarely closes any.
+--
+-- Lua equivalent of the "lru" fast path: pick = function(idle, pool) return 1 end
+return { pick = "lru" }

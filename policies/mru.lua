@@ -1,0 +1,13 @@
+-- Most recently used first: database/sql's default.
+--
+-- database/sql hands out the connection that was released last.  Its
+-- backend has the warmest caches (catalog, plans, shared buffers it just
+-- touched), and the connections at the other end of the idle list stay
+-- untouched long enough for the idle timeout to close them, so a pool
+-- shrinks on its own after a burst.
+--
+-- "mru" selects the C fast path.  The same rule as a Lua function (idle is
+-- oldest-released first, so the most recent is the last one):
+--
+--   pick = function(idle, pool) return pool.idle end
+return { pick = "mru" }

@@ -1,0 +1,389 @@
+-- Specs for the policy files in policies/.  Each file is loaded by the very
+-- loader production uses (poolrt.policy_boot: instrumented for the step
+-- budget, run in the sandbox, globals frozen afterwards), with env(name)
+-- answered from a table the spec controls.  Views are plain tables here (FFI
+-- structs in production), so the booleans are given as numbers 0/1 as well
+-- as booleans: the policies must treat 0 as false.
+local B = require "poolrt.policy_boot"
+
+local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "")
+local DIR = ROOT .. "policies/"
+
+local function load_policy(file, vars)
+  vars = vars or {}
+  local path = DIR .. file
+  local f = assert(io.open(path, "rb"))
+  local src = f:read("*a")
+  f:close()
+  local getenv = function(name)
+    local v = vars[name]
+    if v == nil then return nil end
+    return tostring(v)
+  end
+  local policy = assert(B.load(src, "@" .. path, nil, getenv))
+  return policy
+end
+
+local function pool_view(t)
+  local p = { name = "app", max = 10, min_idle = 0, total = 0, idle = 0, in_use = 0,
+              waiting = 0, created_at = 0, last_used_at = 0, protected = 0, pinned = 0,
+              threads = 1, configured = 0 }
+  for k, v in pairs(t or {}) do p[k] = v end
+  return p
+end
+
+local function conn_view(id)
+  return { id = id, created_at = id, returned_at = 100 + id, uses = id, endpoint = "db" }
+end
+
+local HOOKS = { pick = true, size = true, overflow = true, admit = true, evict = true,
+                reap = true, concurrency = true, on_evict = true }
+
+describe("every policy file", function()
+  local files = {}
+  local ls = assert(io.popen("ls '" .. DIR .. "'"))
+  for name in ls:lines() do
+    if name:match("%.lua$") then files[#files + 1] = name end
+  end
+  ls:close()
+
+  it("includes the shipped policies", function()
+    local have = {}
+    for _, f in ipairs(files) do have[f] = true end
+    for _, f in ipairs{ "mru.lua", "lru.lua", "random.lua", "clamp.lua", "background_share.lua",
+                        "tenant_reaper.lua", "default.lua" } do
+      assert.is_true(have[f], f .. " missing")
+    end
+  end)
+
+  for _, file in ipairs(files) do
+    it(file .. " loads in the sandbox and its hooks run without a forbidden global", function()
+      local policy = load_policy(file, {})
+      for k, v in pairs(policy) do
+        assert.is_true(HOOKS[k], file .. ": unknown hook " .. tostring(k))
+        if k == "pick" and type(v) == "string" then
+          assert.is_true(v == "mru" or v == "lru" or v == "random", file .. ": pick = " .. v)
+        else
+          assert.equal("function", type(v), file .. ": " .. k)
+        end
+      end
+      -- Call every hook once with plausible views, so their bodies run
+      -- under the strict sandbox too.
+      local pool = pool_view{ idle = 3, total = 4, in_use = 1, threads = 4, configured = 8,
+                              last_used_at = 50 }
+      local idle = { conn_view(1), conn_view(2), conn_view(3) }
+      local pools = { pool, pool_view{ name = "default", last_used_at = 10 },
+                      pool_view{ name = "t1", last_used_at = 5 } }
+      local args = {
+        pick = { idle, pool }, size = { pool }, overflow = { pool, { timeout = 1, position = 1 } },
+        admit = { pools, "t2" }, evict = { pools, 1000 }, reap = { idle, pool, 1000 },
+        concurrency = { pool }, on_evict = { "t1", "idle" },
+      }
+      for k, v in pairs(policy) do
+        if type(v) == "function" then v(unpack(args[k])) end
+      end
+    end)
+  end
+
+  it("the loader catches a hook that assigns a global", function()
+    local p = assert(B.load("return { size = function() leak = 1 end }", "@inline"))
+    local ok, err = pcall(p.size)
+    assert.is_false(ok)
+    assert.equal("inline:1: policy hooks may not set globals (assignment to 'leak'); use a local", err)
+  end)
+end)
+
+describe("mru.lua", function()
+  it("picks the C fast path 'mru'", function()
+    local p = load_policy("mru.lua")
+    assert.same({ pick = "mru" }, p)
+  end)
+
+  it("documents a Lua equivalent that really picks the last released connection", function()
+    local f = assert(io.open(DIR .. "mru.lua"))
+    local src = f:read("*a")
+    f:close()
+    local fn = assert(src:match("%-%-%s*(pick = function%(idle, pool%).-end)"), "no Lua equivalent in the comment")
+    local p = assert(B.load("return { " .. fn .. " }", "@inline"))
+    local idle = { conn_view(1), conn_view(2), conn_view(3) }
+    assert.equal(3, p.pick(idle, pool_view{ idle = 3 }))
+  end)
+end)
+
+describe("lru.lua", function()
+  it("picks the C fast path 'lru'", function()
+    assert.same({ pick = "lru" }, load_policy("lru.lua"))
+  end)
+end)
+
+describe("random.lua", function()
+  it("picks the C fast path 'random'", function()
+    assert.same({ pick = "random" }, load_policy("random.lua"))
+  end)
+end)
+
+describe("clamp.lua", function()
+  -- size = clamp(configured, min(threads + headroom, MAX), MAX)
+  -- headroom/max: nil = unset (defaults 10 and 20).
+  local cases = {
+    -- threads, configured, headroom, max, expected
+    { 4,  0,   nil,   nil, 14, "nothing configured: threads + headroom" },
+    { 4,  16,  nil,   nil, 16, "configured between MIN and MAX wins" },
+    { 2,  5,   nil,   nil, 12, "configured below MIN is raised to MIN" },
+    { 2,  50,  nil,   nil, 20, "configured above MAX is capped" },
+    { 15, 0,   nil,   nil, 20, "threads + headroom above MAX is capped" },
+    { 15, 18,  nil,   nil, 20, "t + h > MAX makes MIN = MAX, even over a smaller u" },
+    { 0,  0,   nil,   nil, 10, "no threads: headroom alone" },
+    { 4,  0,   0,     nil, 4,  "headroom 0" },
+    { 4,  0,   3,     8,   7,  "both from env" },
+    { 6,  0,   3,     8,   8,  "env MAX caps t + h" },
+    { 4,  100, 3,     8,   8,  "env MAX caps configured" },
+    { 4,  0,   "2.5", nil, 6,  "fractional headroom is floored" },
+    { 4,  0,   " 5 ", nil, 9,  "surrounding spaces are fine" },
+    { 4,  0,   "lots", nil, 14, "garbage headroom -> 10" },
+    { 4,  0,   "",    nil, 14, "empty headroom -> 10" },
+    { 4,  0,   -3,    nil, 14, "negative headroom -> 10" },
+    { 4,  0,   "nan", nil, 14, "nan headroom -> 10" },
+    { 4,  0,   "1e999", nil, 14, "infinite headroom -> 10" },
+    { 15, 0,   nil,   "twenty", 20, "garbage MAX -> 20" },
+    { 15, 0,   nil,   -1,  20, "negative MAX -> 20" },
+    { 15, 0,   nil,   0,   20, "MAX 0 (a pool that could never serve) -> 20" },
+    { 15, 40,  nil,   "inf", 20, "infinite MAX -> 20" },
+    { 30, 0,   nil,   100, 40, "large MAX lets t + h through" },
+  }
+  for _, c in ipairs(cases) do
+    local t, u, h, max, want, why = unpack(c, 1, 6)
+    it(("threads=%d configured=%d headroom=%s max=%s -> %d (%s)")
+         :format(t, u, tostring(h), tostring(max), want, why), function()
+      local p = load_policy("clamp.lua", { POOLRT_POOL_HEADROOM = h, POOLRT_POOL_MAX = max })
+      local size, min_idle = p.size(pool_view{ threads = t, configured = u })
+      assert.equal(want, size)
+      assert.equal(0, min_idle)
+    end)
+  end
+
+  it("keeps min_idle, capped at the size", function()
+    local p = load_policy("clamp.lua", {})
+    assert.same({ 14, 3 }, { p.size(pool_view{ threads = 4, min_idle = 3 }) })
+    assert.same({ 14, 14 }, { p.size(pool_view{ threads = 4, min_idle = 50 }) })
+  end)
+
+  it("reads the environment on every call, not at load", function()
+    local vars = {}
+    local p = load_policy("clamp.lua", vars)
+    assert.equal(14, (p.size(pool_view{ threads = 4 })))
+    vars.POOLRT_POOL_HEADROOM, vars.POOLRT_POOL_MAX = "1", "3"
+    assert.equal(3, (p.size(pool_view{ threads = 4 })))
+  end)
+end)
+
+describe("background_share.lua", function()
+  local p = load_policy("background_share.lua")
+  for _, c in ipairs{ { 10, 5 }, { 30, 5 }, { 100, 5 }, { 4, 2 }, { 2, 1 }, { 1, 1 }, { 0, 1 } } do
+    it(("max = %d -> %d"):format(c[1], c[2]), function()
+      assert.equal(c[2], p.concurrency(pool_view{ max = c[1] }))
+    end)
+  end
+end)
+
+describe("tenant_reaper.lua", function()
+  -- 200 tenants plus "default".  last_used_at = 1000 + (i * 37) % 200 gives
+  -- every tenant a distinct time in an order unrelated to its name.
+  -- Protected: protected = 1 for i % 40 == 0 (5), pinned = true for
+  -- i % 50 == 7 (4), in_use > 0 for i % 33 == 0 (6), and "default", which is
+  -- the oldest pool of all: 16 protected, 185 evictable.
+  local function tenants()
+    local pools = { pool_view{ name = "default", last_used_at = 0 } }
+    for i = 1, 200 do
+      pools[#pools + 1] = pool_view{
+        name = ("tenant_%03d"):format(i),
+        last_used_at = 1000 + (i * 37) % 200,
+        protected = (i % 40 == 0) and 1 or 0,
+        pinned = (i % 50 == 7) or (i % 2 == 0 and false or nil),
+        in_use = (i % 33 == 0) and 2 or 0,
+      }
+    end
+    return pools
+  end
+
+  local PROTECTED = { "default", "tenant_007", "tenant_033", "tenant_040", "tenant_057",
+                      "tenant_066", "tenant_080", "tenant_099", "tenant_107", "tenant_120",
+                      "tenant_132", "tenant_157", "tenant_160", "tenant_165", "tenant_198",
+                      "tenant_200" }
+
+  local function by_name(pools)
+    local m = {}
+    for _, p in ipairs(pools) do m[p.name] = p end
+    return m
+  end
+
+  local function is_protected(p)
+    return p.name == "default" or p.protected == 1 or p.pinned == true or p.in_use > 0
+  end
+
+  local function remaining(pools, evicted)
+    local gone, left = {}, {}
+    for _, n in ipairs(evicted) do
+      assert.is_nil(gone[n], "evicted twice: " .. n)
+      gone[n] = true
+    end
+    for _, p in ipairs(pools) do
+      if not gone[p.name] then left[#left + 1] = p.name end
+    end
+    table.sort(left)
+    return left
+  end
+
+  it("caps 200 tenants at 20 by evicting only unprotected pools, least recently used first", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = tenants()
+    local named = by_name(pools)
+    local evicted = policy.evict(pools, 1250) -- nobody idle for 300 s yet
+
+    assert.equal(181, #evicted) -- 201 pools down to 20
+    for i, n in ipairs(evicted) do
+      local p = assert(named[n], "unknown pool " .. n)
+      assert.is_false(is_protected(p), "evicted protected pool " .. n)
+      assert.equal(0, p.in_use)
+      if i > 1 then
+        assert.is_true(named[evicted[i - 1]].last_used_at < p.last_used_at, "not in LRU order at " .. n)
+      end
+    end
+    -- The oldest evictable tenants, by hand: offsets 1 (tenant_173), 2
+    -- (146), 3 (119), ...; offset 0 is tenant_200, which is protected.
+    assert.same({ "tenant_173", "tenant_146", "tenant_119", "tenant_092", "tenant_065", "tenant_038" },
+                { unpack(evicted, 1, 6) })
+
+    -- What is left: every protected pool plus the 4 most recently used others.
+    local want = { "tenant_027", "tenant_054", "tenant_081", "tenant_108" }
+    for _, n in ipairs(PROTECTED) do want[#want + 1] = n end
+    table.sort(want)
+    assert.same(want, remaining(pools, evicted))
+  end)
+
+  it("never goes below the protected pools, even when they alone exceed the cap", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = tenants()
+    for i, p in ipairs(pools) do
+      if i % 6 == 0 then p.in_use = 1 end -- 33 more pools in use
+    end
+    local protected = 0
+    for _, p in ipairs(pools) do if is_protected(p) then protected = protected + 1 end end
+    assert.is_true(protected > 20)
+
+    local evicted = policy.evict(pools, 1250)
+    local named = by_name(pools)
+    for _, n in ipairs(evicted) do
+      assert.is_false(is_protected(named[n]), n)
+      assert.equal(0, named[n].in_use, n)
+    end
+    assert.equal(#pools - protected, #evicted)
+    assert.is_true(#remaining(pools, evicted) <= 20 + protected)
+  end)
+
+  it("evicts pools idle for idle_timeout (>=) and nothing else when under the cap", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 1000 })
+    local pools = tenants()
+    -- now = 1400: idle for >= 300 s means last_used_at <= 1100, offsets 0..100.
+    local evicted = policy.evict(pools, 1400)
+    local want = {}
+    for _, p in ipairs(pools) do
+      if not is_protected(p) and p.last_used_at <= 1100 then want[#want + 1] = p.name end
+    end
+    assert.is_true(#want > 80)
+    table.sort(want)
+    local got = { unpack(evicted) }
+    table.sort(got)
+    assert.same(want, got)
+    -- "default" has been idle for 1400 s and stays.
+    for _, n in ipairs(evicted) do assert.not_equal("default", n) end
+  end)
+
+  it("honours POOLRT_POOL_IDLE_TIMEOUT at the boundary", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = 60 })
+    local pools = { pool_view{ name = "a", last_used_at = 100 }, pool_view{ name = "b", last_used_at = 100.5 } }
+    assert.same({}, policy.evict(pools, 159.9))
+    assert.same({ "a" }, policy.evict(pools, 160))
+    assert.same({ "a", "b" }, policy.evict(pools, 161))
+  end)
+
+  it("combines idle eviction with the cap", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = tenants()
+    local evicted = policy.evict(pools, 1400)
+    assert.equal(181, #evicted)
+    assert.equal(20, #remaining(pools, evicted))
+  end)
+
+  it("breaks last_used_at ties by name", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 2 })
+    local pools = { pool_view{ name = "c", last_used_at = 5 }, pool_view{ name = "a", last_used_at = 5 },
+                    pool_view{ name = "b", last_used_at = 5 }, pool_view{ name = "z", last_used_at = 1 } }
+    assert.same({ "z", "a" }, policy.evict(pools, 10))
+  end)
+
+  it("treats protected/pinned 0 and false as unprotected", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 1 })
+    local pools = { pool_view{ name = "x", last_used_at = 1, protected = 0, pinned = false },
+                    pool_view{ name = "y", last_used_at = 2, protected = true },
+                    pool_view{ name = "z", last_used_at = 3 } }
+    assert.same({ "x", "z" }, policy.evict(pools, 10))
+  end)
+
+  it("admit: allow under the cap, evict_lru at the cap, fail when every pool is protected", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = tenants()
+    assert.equal("allow", policy.admit({ unpack(pools, 1, 19) }, "new"))
+    assert.equal("evict_lru", policy.admit({ unpack(pools, 1, 20) }, "new"))
+    assert.equal("evict_lru", policy.admit(pools, "new"))
+    for _, p in ipairs(pools) do p.pinned = 1 end
+    assert.equal("fail", policy.admit(pools, "new"))
+    assert.equal("allow", policy.admit({}, "new"))
+  end)
+
+  it("overflow answers POOLRT_TENANT_OVERFLOW, evict_idle unless it says fail", function()
+    local req = { timeout = 1, position = 3 }
+    assert.equal("evict_idle", load_policy("tenant_reaper.lua", {}).overflow(pool_view(), req))
+    assert.equal("fail", load_policy("tenant_reaper.lua", { POOLRT_TENANT_OVERFLOW = "fail" }).overflow(pool_view(), req))
+    assert.equal("evict_idle", load_policy("tenant_reaper.lua", { POOLRT_TENANT_OVERFLOW = "grow" }).overflow(pool_view(), req))
+  end)
+
+  it("falls back to the defaults on garbage settings", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = "soon", POOLRT_MAX_POOLS = -5 })
+    local pools = tenants()
+    assert.equal(181, #policy.evict(pools, 1250)) -- cap 20, nobody idle 300 s
+    assert.equal("evict_lru", policy.admit({ unpack(pools, 1, 20) }, "new"))
+    assert.equal("allow", policy.admit({ unpack(pools, 1, 19) }, "new"))
+  end)
+
+  it("on_evict does nothing (the host logs evictions)", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    assert.equal(0, select("#", policy.on_evict("tenant_001", "idle")))
+  end)
+end)
+
+describe("default.lua", function()
+  local p = load_policy("default.lua")
+
+  it("picks mru", function()
+    assert.equal("mru", p.pick)
+  end)
+
+  it("sizes the pool as configured", function()
+    assert.same({ 8, 2 }, { p.size(pool_view{ max = 8, configured = 8, min_idle = 2 }) })
+    assert.same({ 12, 0 }, { p.size(pool_view{ max = 10, configured = 12 }) })
+    assert.same({ 10, 1 }, { p.size(pool_view{ max = 10, configured = 0, min_idle = 1 }) })
+  end)
+
+  it("waits on overflow, with the request's own timeout", function()
+    assert.same({ "wait" }, { p.overflow(pool_view(), { timeout = 2, position = 1 }) })
+  end)
+
+  it("shares the pool with background jobs like background_share.lua", function()
+    local share = load_policy("background_share.lua")
+    for _, c in ipairs{ { 10, 5 }, { 30, 5 }, { 100, 5 }, { 4, 2 }, { 2, 1 }, { 1, 1 }, { 0, 1 } } do
+      assert.equal(c[2], p.concurrency(pool_view{ max = c[1] }))
+      assert.equal(share.concurrency(pool_view{ max = c[1] }), p.concurrency(pool_view{ max = c[1] }))
+    end
+  end)
+end)

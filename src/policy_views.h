@@ -1,0 +1,46 @@
+/*
+ * policy_views.h -- the structs through which hooks read their inputs.
+ *
+ * Each policy state owns one prt_hook_ctx (allocated by C, read by Lua via
+ * FFI as a persistent pointer), so a hook call builds no tables: C fills
+ * the views and calls a trampoline that passes them on.  Arrays seen by
+ * hooks are 1-based (element 0 unused).  The block below is mirrored in
+ * lua/poolrt/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
+ */
+#ifndef POOLRT_POLICY_VIEWS_H
+#define POOLRT_POLICY_VIEWS_H
+
+#include <stdint.h>
+
+#define PRT__MAX_VIEWS 1024 /* idle connections a pick/reap hook can see */
+
+/* PRT_VIEWS_BEGIN */
+typedef struct prt_conn_view {
+    double id, created_at, returned_at, uses;
+    int endpoint;
+} prt_conn_view;
+
+typedef struct prt_pool_view {
+    char name_[64];
+    int max, min_idle, total, idle, in_use, waiting, threads, configured;
+    int protected_, pinned_;
+    double created_at, last_used_at;
+} prt_pool_view;
+
+typedef struct prt_req_view {
+    double timeout;
+    int position;
+} prt_req_view;
+
+typedef struct prt_hook_ctx {
+    int32_t budget;
+    double now;
+    prt_pool_view pool;
+    prt_req_view req;
+    prt_pool_view *pools;
+    int npools;
+    prt_conn_view idle[1025];
+} prt_hook_ctx;
+/* PRT_VIEWS_END */
+
+#endif
