@@ -222,6 +222,7 @@ local function stats_of(p)
     cl_active = s.in_use, cl_waiting = s.waiting, sv_active = s.in_use, sv_idle = s.idle,
     created_at = s.created_at, last_used_at = s.last_used_at,
     acquire_total = n(s.acquire_total), acquire_timeouts_total = n(s.acquire_timeouts_total),
+    grown_total = n(s.grown_total),
     acquire_wait_seconds_sum = n(s.acquire_wait_us_total) / 1e6,
     connections_created_total = n(s.connections_created_total),
     connect_errors_total = n(s.connect_errors_total),
@@ -406,6 +407,18 @@ function M.runtime(opts)
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
   return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)
+end
+
+-- The runtime's address, for handing it to another Lua state in the same
+-- process (nginx worker threads, other VMs); see poolrt.attach.
+function Runtime:address() return tonumber(ffi.cast("uintptr_t", self._rt)) end
+
+-- A handle on a runtime created by another Lua state of this process, from
+-- rt:address().  It does not own the runtime: the creating state frees it,
+-- and must outlive every attached handle.
+function M.attach(address)
+  if type(address) ~= "number" then error("poolrt.attach(address): address must be a number", 2) end
+  return wrap_runtime(ffi.cast("prt_runtime*", address), false)
 end
 
 -- Entry point of rt:spawn threads (called from src/spawn.c).

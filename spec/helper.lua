@@ -35,8 +35,44 @@ end
 -- Waits until the server no longer has a backend with this pid.
 function H.wait_backend_gone(pid)
   H.wait_until(function()
-    return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
+    -- Writes `src` to a temporary policy file and returns its path.
+function H.write_file(src, path)
+  path = path or (os.tmpname() .. ".lua")
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit code.
+function H.run(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+  local out = f:read("*a")
+  f:close()
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  return (out:gsub("rc=%d+\n?$", "")), rc
+end
+
+return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
   end, 5, "backend " .. pid .. " to exit")
+end
+
+-- Writes `src` to a temporary policy file and returns its path.
+function H.write_file(src, path)
+  path = path or (os.tmpname() .. ".lua")
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit code.
+function H.run(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+  local out = f:read("*a")
+  f:close()
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  return (out:gsub("rc=%d+\n?$", "")), rc
 end
 
 return H

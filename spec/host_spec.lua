@@ -1,19 +1,6 @@
 -- The `poolrt` host binary, run as a user would.
-local function run(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = f:read("*a")
-  f:close()
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return out:gsub("rc=%d+\n?$", ""), rc
-end
-
-local function script(body)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(body)
-  f:close()
-  return path
-end
+local H = require "spec.helper"
+local run, script = H.run, H.write_file
 
 describe("poolrt host", function()
   it("prints its version and help", function()

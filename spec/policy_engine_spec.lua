@@ -1,0 +1,298 @@
+-- The policy engine end to end: hooks decide for real pools on the real
+-- server, and no policy -- broken, slow, or malicious -- stops a pool from
+-- serving.
+local poolrt = require "poolrt"
+local ffi = require "ffi"
+local H = require "spec.helper"
+
+pcall(ffi.cdef, "int setenv(const char *, const char *, int); int unsetenv(const char *);")
+
+-- Holds n connections of pool at once and gives them back in that order,
+-- so the idle list is (oldest-released first) ids in acquire order.
+local function cycle(pool, n)
+  local conns, ids = {}, {}
+  for i = 1, n do conns[i] = assert(pool:acquire()); ids[i] = conns[i].id end
+  for i = 1, n do conns[i]:release() end
+  return ids
+end
+
+local function next_id(pool)
+  local c = assert(pool:acquire())
+  local id = c.id
+  c:release()
+  return id
+end
+
+local LRU_FN = H.write_file([[
+-- least recently released first, as a Lua function
+return {
+  pick = function(idle, pool)
+    local best = 1
+    for i = 2, pool.idle do
+      if idle[i].returned_at < idle[best].returned_at then best = i end
+    end
+    return best
+  end,
+}
+]])
+
+describe("policy hooks", function()
+  it("a ten-line Lua pick decides which connection is handed out, and is counted", function()
+    local rt = H.runtime{ policy = LRU_FN }
+    local pool = rt:pool("lru_fn", { max = 3 })
+    local ids = cycle(pool, 3)
+    local calls0 = rt:stats().lru_fn.policy_calls_total
+    -- LRU: the connection released first comes back first, then the next
+    assert.equal(ids[1], next_id(pool))
+    assert.equal(ids[2], next_id(pool))
+    assert.is_true(rt:stats().lru_fn.policy_calls_total >= calls0 + 2)
+    assert.equal(0, rt:stats().lru_fn.policy_errors_total)
+    rt:close()
+  end)
+
+  it("the built-in default is mru", function()
+    local rt = H.runtime()
+    local pool = rt:pool("mru", { max = 3 })
+    local ids = cycle(pool, 3)
+    assert.equal(ids[3], next_id(pool))
+    assert.equal(ids[3], next_id(pool))
+    rt:close()
+  end)
+
+  it("shipped lru.lua and random.lua use the C built-ins", function()
+    local rt = H.runtime{ policy = poolrt.policy_file("lru") }
+    local pool = rt:pool("lru", { max = 3 })
+    local ids = cycle(pool, 3)
+    assert.equal(ids[1], next_id(pool))
+    assert.equal(0, rt:policy_stats().calls.pick) -- built-ins never enter Lua
+    rt:close()
+    local rr = H.runtime{ policy = poolrt.policy_file("random") }
+    local rp = rr:pool("random", { max = 4 })
+    cycle(rp, 4)
+    local seen = {}
+    for _ = 1, 200 do seen[next_id(rp)] = true end
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.is_true(n >= 3)
+    rr:close()
+  end)
+
+  it("size: clamp.lua applies GitLab's rule to live pools", function()
+    ffi.C.setenv("POOLRT_POOL_HEADROOM", "2", 1)
+    local rt = H.runtime{ policy = poolrt.policy_file("clamp") }
+    local small = rt:pool("small", { max = 1, threads = 3 }) -- MIN = 3 + 2 = 5 > configured 1
+    local big = rt:pool("big", { max = 50, threads = 3 })    -- MAX 20 caps configured 50
+    assert.equal(5, rt:stats().small.max)
+    assert.equal(20, rt:stats().big.max)
+    local conns = {}
+    for i = 1, 5 do conns[i] = assert(small:acquire(1)) end -- five at once although configured 1
+    for i = 1, 5 do conns[i]:release() end
+    ffi.C.unsetenv("POOLRT_POOL_HEADROOM")
+    assert.is_truthy(big)
+    rt:close()
+  end)
+
+  it("overflow: 'fail' fails fast with the pool's state, 'grow' opens past max and closes it on release", function()
+    local path = H.write_file([[
+      return { overflow = function(pool, req) return pool.name == "growy" and "grow" or "fail" end }
+    ]])
+    local rt = H.runtime{ policy = path }
+    local pool = rt:pool("failfast", { max = 1, acquire_timeout = 5 })
+    local held = assert(pool:acquire())
+    local t0 = poolrt.now()
+    local c, err = pool:acquire()
+    assert.is_nil(c)
+    assert.is_true(poolrt.now() - t0 < 1)
+    assert.equal('pool "failfast": pool is full and the overflow policy says fail (max=1 in_use=1 idle=0 waiting=0)', err)
+    held:release()
+
+    local g = rt:pool("growy", { max = 1 })
+    local a, b = assert(g:acquire()), assert(g:acquire())
+    local s = rt:stats().growy
+    assert.equal(2, s.in_use)
+    assert.equal(1, s.grown_total)
+    b:release()
+    a:release()
+    s = rt:stats().growy
+    assert.equal(1, s.total)
+    assert.equal(1, s.connections_closed_total.shrink)
+    rt:close()
+  end)
+
+  it("reap: the hook chooses which idle connections close", function()
+    local path = H.write_file([[
+      -- close every idle connection that has served more than once
+      return { reap = function(idle, pool, now)
+        local out = {}
+        for i = 1, pool.idle do if idle[i].uses > 1 then out[#out + 1] = i end end
+        return out
+      end }
+    ]])
+    local rt = H.runtime{ policy = path }
+    local pool = rt:pool("reapy", { max = 3 })
+    local ids = cycle(pool, 3)
+    local again = assert(pool:acquire()) -- the mru one, now used twice
+    again:release()
+    assert.equal(1, rt:reap())
+    local s = rt:stats().reapy
+    assert.equal(2, s.idle)
+    assert.equal(1, s.connections_closed_total.idle)
+    assert.is_truthy(ids)
+    rt:close()
+  end)
+
+  it("concurrency: background_share.lua and the default follow coder's rule", function()
+    local rt = H.runtime{ policy = poolrt.policy_file("background_share") }
+    assert.equal(5, rt:pool("c10", { max = 10 }):concurrency())
+    assert.equal(2, rt:pool("c4", { max = 4 }):concurrency())
+    assert.equal(1, rt:pool("c1", { max = 1 }):concurrency())
+    rt:close()
+    local d = H.runtime()
+    assert.equal(5, d:pool("d30", { max = 30 }):concurrency())
+    d:close()
+  end)
+end)
+
+describe("a broken policy never stops a pool from serving", function()
+  local BAD = H.write_file([[
+    -- misbehaves only for some pools, so it passes its dry run
+    local function runaway() local n = 0 while true do n = n + 1 end end
+    return {
+      pick = function(idle, pool)
+        local name = pool.name
+        if name == "raises" then error("boom") end
+        if name == "garbage" then return 99 end
+        if name == "nonnumber" then return "first" end
+        if name == "loops" then runaway() end
+        local best = 1
+        for i = 2, pool.idle do if idle[i].returned_at > idle[best].returned_at then best = i end end
+        return best
+      end,
+    }
+  ]])
+
+  local rt
+  setup(function() rt = H.runtime{ policy = BAD, policy_budget = 1000000 } end)
+  teardown(function() rt:close() end)
+
+  for _, case in ipairs({ { "raises", "boom" }, { "garbage", "returned number 99 %(want an integer index in 1%.%.3%)" },
+                          { "nonnumber", "returned string first" } }) do
+    it("falls back to the built-in pick when the hook " .. case[1], function()
+      local pool = rt:pool(case[1], { max = 3 })
+      local ids = cycle(pool, 3)
+      local errs0 = rt:policy_stats().errors.pick
+      assert.equal(ids[3], next_id(pool)) -- mru, the built-in default
+      assert.equal(errs0 + 1, rt:policy_stats().errors.pick)
+      assert.equal(0, rt:stats()[case[1]].in_use)
+      assert.is_truthy(case[2])
+    end)
+  end
+
+  it("stops an endless loop in a hook even after the JIT compiled it", function()
+    local warm = rt:pool("warm", { max = 3 })
+    cycle(warm, 3)
+    for _ = 1, 2000 do next_id(warm) end -- the hook and its loop are hot and compiled
+    local pool = rt:pool("loops", { max = 3 })
+    cycle(pool, 3)
+    local errs0 = rt:policy_stats().errors.pick
+    local t0 = poolrt.now()
+    for _ = 1, 5 do assert.is_number(next_id(pool)) end -- the runaway loop is compiled by now too
+    local took = poolrt.now() - t0
+    assert.equal(errs0 + 5, rt:policy_stats().errors.pick)
+    assert.is_true(took < 2.0, "five runaway picks took " .. took .. "s")
+  end)
+
+  it("refuses a policy with a syntax error, naming file and line", function()
+    local path = H.write_file("return {\n  pick = function(idle, pool)\n    return 1 +\n  end,\n}\n")
+    local ok, err = pcall(poolrt.runtime, { policy = path, reap_interval = 0 })
+    assert.is_false(ok)
+    assert.matches(path:gsub("%p", "%%%0") .. ":4: unexpected symbol near 'end'", err)
+  end)
+
+  it("refuses a policy whose hook fails its dry run, and keeps the live one on reload", function()
+    local path = H.write_file("return { size = function(pool) return 0 end }\n")
+    local gen = rt:policy_stats().generation
+    local ok, err = rt:reload(path)
+    assert.is_nil(ok)
+    assert.matches(":1: hook size: returned number 0 %(want max: an integer in 1%.%.100000%)", err)
+    assert.equal(gen, rt:policy_stats().generation)
+    assert.equal(1, rt:policy_stats().reloads.failed)
+    assert.is_number(next_id(rt:pool("raises"))) -- still served by the old policy
+  end)
+
+  it("keeps hooks away from io, os.execute, require and globals", function()
+    for src, want in pairs({
+      ["local f = io.open('/etc/passwd') return {}"] = "'io' is not available in policies",
+      ["os.execute('true') return {}"] = "attempt to call field 'execute'",
+      ["local m = require('ffi') return {}"] = "'require' is not available in policies",
+      ["return { size = function(p) counter = 1 return 5 end }"] = "policy hooks may not set globals",
+      ["return { pik = 'mru' }"] = "unknown hook 'pik'",
+      ["return { pick = 'fastest' }"] = 'hook pick = "fastest" is not a built-in',
+    }) do
+      local ok, err = rt:reload(H.write_file(src))
+      assert.is_nil(ok)
+      assert.matches(want, err, 1, true)
+    end
+  end)
+end)
+
+describe("rt:reload", function()
+  it("switching pick from mru to lru changes which connections are handed out", function()
+    local mru = H.write_file("return { pick = 'mru' }")
+    local lru = H.write_file("return { pick = 'lru' }")
+    local rt = H.runtime{ policy = mru }
+    local pool = rt:pool("switch", { max = 3 })
+    local ids = cycle(pool, 3)
+    assert.equal(ids[3], next_id(pool))
+    assert.is_true(rt:reload(lru))
+    assert.equal(ids[1], next_id(pool))
+    local ps = rt:policy_stats()
+    assert.equal(2, ps.generation)
+    assert.equal(1, ps.reloads.ok)
+    rt:close()
+  end)
+
+  it("applies a new size to live pools: shrinking closes idle connections above the new max", function()
+    local big = H.write_file("return { size = function(pool) return 6 end }")
+    local small = H.write_file("return { size = function(pool) return 2 end }")
+    local rt = H.runtime{ policy = big }
+    local pool = rt:pool("resize", { max = 10 })
+    assert.equal(6, rt:stats().resize.max)
+    cycle(pool, 6)
+    assert.is_true(rt:reload(small))
+    local s = rt:stats().resize
+    assert.equal(2, s.max)
+    assert.equal(2, s.total)
+    assert.equal(4, s.connections_closed_total.shrink)
+    rt:close()
+  end)
+end)
+
+describe("poolrt check and --policy", function()
+  it("prints what each hook returned and exits 0 for a good policy", function()
+    local out, rc = H.run("build/poolrt check policies/clamp.lua")
+    assert.equal(0, rc)
+    assert.matches("^policies/clamp.lua: ok\n", out)
+    assert.matches("size +policies/clamp.lua:%d+ +%-> number %d+, number %d+", out)
+    assert.matches("pick +%(built%-in default%)", out)
+  end)
+
+  it("exits 1 with file:line for a broken one", function()
+    local path = H.write_file("return {\n  pick = function(idle, pool) return nil + 1 end,\n}\n")
+    local out, rc = H.run("build/poolrt check " .. path)
+    assert.equal(1, rc)
+    assert.matches(path:gsub("%p", "%%%0") .. ":2: attempt to perform arithmetic on a nil value", out)
+  end)
+
+  it("runs an app under a policy given with --policy", function()
+    local app = H.write_file([[
+      local rt = require("poolrt").runtime{}
+      local pool = rt:pool("app", { max = 2 })
+      for _ = 1, 5 do assert(pool:query("select 1")) end
+      print(rt:stats().app.policy_calls_total)
+    ]])
+    local out, rc = H.run("build/poolrt --policy " .. LRU_FN .. " " .. app)
+    assert.equal(0, rc)
+    assert.is_true(tonumber(out) >= 4, out)
+  end)
+end)
