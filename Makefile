@@ -74,3 +74,6 @@ install: all
 
 clean:
 	rm -rf $(BUILD)
+
+# Feature targets (bench, nginx, sanitize) live in mk/*.mk.
+-include $(wildcard mk/*.mk)
