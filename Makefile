@@ -77,3 +77,12 @@ clean:
 
 # Feature targets (bench, nginx, sanitize) live in mk/*.mk.
 -include $(wildcard mk/*.mk)
+
+# Pool-logic microbenchmark of the policy boundary (fake connections, no I/O).
+$(BUILD)/bench_pick_cost: bench/pick_cost.c $(BUILD)/libpoolrt.a
+	$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libpoolrt.a $(LDFLAGS) $(LDLIBS)
+
+bench-policy: $(BUILD)/bench_pick_cost
+	$(BUILD)/bench_pick_cost
+	luajit bench/tick_cost.lua
+.PHONY: bench-policy

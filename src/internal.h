@@ -90,6 +90,7 @@ struct prt_pool {
     char *conninfo;          /* immutable */
     prt_pool_opts opts;      /* immutable, except max/min_idle below */
     double created_at;       /* immutable */
+    uint64_t serial;         /* immutable, unique in the process */
 
     pthread_mutex_t mu;
     /* Everything below is protected by mu. */

@@ -38,6 +38,7 @@ struct prt__pstate {
     int pools_cap;
     prt_runtime *rt;         /* for counters and logs; NULL during a dry run */
     int32_t budget;          /* steps per call */
+    uint64_t named;          /* serial of the pool whose name is in ctx->pool */
     uint64_t nerrors;        /* failed calls on this state */
     char last_error[PRT__ERRLEN];
 };
@@ -300,6 +301,9 @@ prt__pstate *prt__policy_thread(prt_runtime *rt)
 
 /* --- calling hooks --------------------------------------------------------- */
 
+static void fill_counts(prt_pool_view *v, prt_pool *p);
+static void pool_view(prt__pstate *ps, prt_pool *p);
+
 static void describe(lua_State *L, int idx, char *buf, size_t len)
 {
     int t = lua_type(L, idx);
@@ -385,6 +389,22 @@ static int as_int(lua_State *L, int idx, long lo, long hi, long *out)
 void prt__fill_pool_view(prt_pool_view *v, prt_pool *p)
 {
     snprintf(v->name_, sizeof v->name_, "%s", p->name);
+    fill_counts(v, p);
+}
+
+/* The view of p in this state's context; the name is copied only when the
+ * pool differs from the last call's (most calls repeat the same pool). */
+static void pool_view(prt__pstate *ps, prt_pool *p)
+{
+    if (ps->named != p->serial) {
+        snprintf(ps->ctx->pool.name_, sizeof ps->ctx->pool.name_, "%s", p->name);
+        ps->named = p->serial;
+    }
+    fill_counts(&ps->ctx->pool, p);
+}
+
+static void fill_counts(prt_pool_view *v, prt_pool *p)
+{
     v->max = p->max;
     v->min_idle = p->min_idle;
     v->total = p->total;
@@ -420,7 +440,7 @@ int prt__hook_pick(prt__pstate *ps, prt_pool *p)
 {
     if (begin(ps, PRT__H_PICK) != 0 || fill_idle_views(ps, p) < 0)
         return -1;
-    prt__fill_pool_view(&ps->ctx->pool, p);
+    pool_view(ps, p);
     if (finish(ps, PRT__H_PICK, 0, 1) != 0)
         return -1;
     long i;
@@ -440,7 +460,7 @@ void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle)
     if (begin(ps, PRT__H_SIZE) != 0)
         return;
     pthread_mutex_lock(&p->mu);
-    prt__fill_pool_view(&ps->ctx->pool, p);
+    pool_view(ps, p);
     pthread_mutex_unlock(&p->mu);
     if (finish(ps, PRT__H_SIZE, 0, 2) != 0)
         return;
@@ -464,7 +484,7 @@ int prt__hook_overflow(prt__pstate *ps, prt_pool *p, double timeout, double *wai
 {
     if (begin(ps, PRT__H_OVERFLOW) != 0)
         return PRT__OVF_WAIT;
-    prt__fill_pool_view(&ps->ctx->pool, p);
+    pool_view(ps, p);
     ps->ctx->req.timeout = timeout;
     ps->ctx->req.position = p->nwait + 1;
     if (finish(ps, PRT__H_OVERFLOW, 0, 2) != 0)
@@ -489,7 +509,7 @@ int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *clos
 {
     if (begin(ps, PRT__H_REAP) != 0 || fill_idle_views(ps, p) < 0)
         return -1;
-    prt__fill_pool_view(&ps->ctx->pool, p);
+    pool_view(ps, p);
     ps->ctx->now = now;
     if (finish(ps, PRT__H_REAP, 0, 1) != 0)
         return -1;
@@ -524,7 +544,7 @@ int prt__hook_concurrency(prt__pstate *ps, prt_pool *p)
     if (begin(ps, PRT__H_CONCURRENCY) != 0)
         return -1;
     pthread_mutex_lock(&p->mu);
-    prt__fill_pool_view(&ps->ctx->pool, p);
+    pool_view(ps, p);
     pthread_mutex_unlock(&p->mu);
     if (finish(ps, PRT__H_CONCURRENCY, 0, 1) != 0)
         return -1;

@@ -67,6 +67,8 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         prt__errf(err, errlen, "pool \"%s\": out of memory", name);
         return PRT_ENOMEM;
     }
+    static atomic_uint_fast64_t serials;
+    p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
