@@ -10,7 +10,9 @@ CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -
                -I$(BUILD)/gen $(DEPS_CFLAGS)
 LDLIBS      += $(DEPS_LIBS) -lm -pthread
 
-CORE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+HOST_SRC := src/main.c $(wildcard src/host_*.c)
+HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/obj/%.o)
+CORE_SRC := $(filter-out $(HOST_SRC),$(wildcard src/*.c))
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/%)
@@ -28,7 +30,7 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h src/host.h | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
@@ -46,7 +48,7 @@ $(BUILD)/libpoolrt.a: $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # The host exports the core's symbols so lua/poolrt.lua finds them in ffi.C.
-$(BUILD)/poolrt: $(BUILD)/obj/main.o $(CORE_OBJ)
+$(BUILD)/poolrt: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) -Wl,--export-dynamic -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/pgtest.h $(BUILD)/libpoolrt.a
@@ -85,4 +87,8 @@ $(BUILD)/bench_pick_cost: bench/pick_cost.c $(BUILD)/libpoolrt.a
 bench-policy: $(BUILD)/bench_pick_cost
 	$(BUILD)/bench_pick_cost
 	luajit bench/tick_cost.lua
-.PHONY: bench-policy
+
+# Hot reload: switch latency and throughput during reload storms.
+bench-reload: deps all
+	tools/with-pg.sh $(BUILD)/poolrt bench/reload_bench.lua 3 8
+.PHONY: bench-policy bench-reload

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "internal.h"
+#include "host.h"
 
 static const char usage[] =
     "usage: poolrt [options] SCRIPT.lua [ARGS...]\n"
@@ -31,9 +32,14 @@ static const char usage[] =
     "\n"
     "options:\n"
     "  --policy FILE       default policy file for runtimes the script creates\n"
+    "  --watch             reload the policy when FILE changes (inotify)\n"
+    "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
+    "                      in use before closing everything (default 10)\n"
     "  --log-level LEVEL   error | warn | info | debug (default warn)\n"
     "  --help              this text\n"
     "  --version           print the version\n"
+    "\n"
+    "signals: SIGHUP reloads policies; SIGINT/SIGTERM drain and exit 0.\n"
     "\n"
     "environment:\n"
     "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
@@ -42,6 +48,8 @@ static const char usage[] =
 typedef struct host_opts {
     const char *policy;
     const char *log_level;
+    int watch;
+    double grace;
     int script; /* index in argv of the script, 0 if none */
 } host_opts;
 
@@ -67,13 +75,26 @@ static int parse_args(int argc, char **argv, host_opts *o)
             printf("poolrt %s (%s)\n", PRT_VERSION, LUAJIT_VERSION);
             return 1;
         }
-        int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0;
+        if (strcmp(a, "--watch") == 0) {
+            o->watch = 1;
+            continue;
+        }
+        int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0 ||
+                          strcmp(a, "--grace") == 0;
         if (takes_value && i + 1 >= argc) {
             fprintf(stderr, "poolrt: %s needs a value\n%s", a, usage);
             return 3;
         }
         if (strcmp(a, "--policy") == 0)
             o->policy = argv[++i];
+        else if (strcmp(a, "--grace") == 0) {
+            char *end;
+            o->grace = strtod(argv[++i], &end);
+            if (*end || o->grace < 0) {
+                fprintf(stderr, "poolrt: --grace needs a number of seconds >= 0\n");
+                return 3;
+            }
+        }
         else if (strcmp(a, "--log-level") == 0) {
             o->log_level = argv[++i];
             if (parse_level(o->log_level) < 0) {
@@ -164,7 +185,7 @@ static int check(const char *path)
 
 int main(int argc, char **argv)
 {
-    host_opts o = { 0 };
+    host_opts o = { .grace = 10.0 };
     if (argc >= 2 && strcmp(argv[1], "check") == 0) {
         if (argc != 3) {
             fprintf(stderr, "usage: poolrt check POLICY.lua\n");
@@ -177,6 +198,12 @@ int main(int argc, char **argv)
         return rc - 1;
     if (o.log_level)
         prt_log_set_level(parse_level(o.log_level));
+    if (o.watch && !o.policy) {
+        fprintf(stderr, "poolrt: --watch needs --policy FILE\n");
+        return 2;
+    }
+    if (prt__host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
+        return 1;
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "poolrt: out of memory\n");

@@ -43,6 +43,63 @@ void prt_runtime_opts_default(prt_runtime_opts *o)
 
 static atomic_uint_fast64_t next_runtime_id;
 
+/* Every live runtime of the process, for process-wide events (SIGHUP,
+ * SIGTERM, --watch in the host).  Protected by live_mu. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static prt_runtime *live[64];
+static int nlive;
+
+static void live_add(prt_runtime *rt)
+{
+    pthread_mutex_lock(&live_mu);
+    if (nlive < 64)
+        live[nlive++] = rt;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(prt_runtime *rt)
+{
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; i < nlive; i++)
+        if (live[i] == rt)
+            live[i] = live[--nlive];
+    pthread_mutex_unlock(&live_mu);
+}
+
+/* Reloads the live policy file of every runtime that has one.  Returns the
+ * number of runtimes whose reload failed (each logged). */
+int prt_reload_all(void)
+{
+    int failed = 0;
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; i < nlive; i++) {
+        pthread_mutex_lock(&live[i]->policy_mu);
+        int has_file = live[i]->policy->path != NULL;
+        pthread_mutex_unlock(&live[i]->policy_mu);
+        char err[PRT__ERRLEN];
+        if (has_file && prt_runtime_reload(live[i], NULL, err, sizeof err) != PRT_OK)
+            failed++;
+    }
+    pthread_mutex_unlock(&live_mu);
+    return failed;
+}
+
+/* Drains every runtime (see prt_runtime_drain), sharing one grace period.
+ * Returns 0, or PRT_ETIMEDOUT when connections were still in use. */
+int prt_drain_all(double grace)
+{
+    int rc = PRT_OK;
+    double deadline = prt_now() + grace;
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; i < nlive; i++) {
+        double left = deadline - prt_now();
+        if (prt_runtime_drain(live[i], left > 0 ? left : 0) != PRT_OK)
+            rc = PRT_ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&live_mu);
+    return rc;
+}
+
 /* Makes pol the live policy under the next generation; threads switch at
  * their next hook call.  Takes over the caller's reference. */
 static void publish(prt_runtime *rt, prt__policy *pol)
@@ -100,6 +157,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         }
         rt->has_timer = 1;
     }
+    live_add(rt);
     *out = rt;
     return PRT_OK;
 }
@@ -229,6 +287,7 @@ void prt_runtime_free(prt_runtime *rt)
 {
     if (!rt)
         return;
+    live_remove(rt);
     pthread_mutex_lock(&rt->mu);
     rt->stopping = 1;
     pthread_cond_broadcast(&rt->cond);

@@ -27,18 +27,27 @@ echo "poolrt: started throwaway PostgreSQL on 127.0.0.1:$POOLRT_PGPORT ($dir)" >
 
 # Run CMD in the background and wait, so a signal to us is handled right away
 # (bash defers traps until a foreground child exits) and forwarded to CMD.
-# `<&0` keeps our stdin: background jobs otherwise get /dev/null.
-# Background jobs also ignore SIGINT in a non-interactive shell, hence TERM.
-"$@" <&0 &
+# `<&0` keeps our stdin (background jobs otherwise get /dev/null), and
+# `trap -` undoes bash's SIGINT/SIGQUIT-ignoring for background jobs, so a
+# terminal Ctrl-C still reaches CMD and everything it started.
+(trap - INT QUIT; exec "$@") <&0 &
 child=$!
-got_sig=0 interrupted=0
-trap 'got_sig=1 interrupted=130; kill -TERM "$child" 2>/dev/null || true' INT
-trap 'got_sig=1 interrupted=143; kill -TERM "$child" 2>/dev/null || true' TERM
+interrupted=0
+# First signal: ask CMD to stop; a second one (impatient user) kills it.
+on_signal() {
+  local sig=KILL
+  [ "$interrupted" -ne 0 ] || sig=TERM
+  got_sig=1 interrupted=$1
+  kill -"$sig" "$child" 2>/dev/null || true
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 while :; do
   got_sig=0 status=0
   wait "$child" || status=$?
-  # A trapped signal makes `wait` return early: wait again for CMD's real status.
-  [ "$got_sig" -eq 1 ] || break
+  # A trapped signal makes `wait` return early: keep waiting while CMD lives.
+  [ "$got_sig" -eq 1 ] && kill -0 "$child" 2>/dev/null || break
 done
-if [ "$interrupted" -ne 0 ] && [ "$status" -eq 0 ]; then status=$interrupted; fi
+# After a signal, CMD's own status is unreliable (bash can report -1): use 128+sig.
+[ "$interrupted" -eq 0 ] || status=$interrupted
 exit "$status"

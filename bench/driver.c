@@ -1,0 +1,333 @@
+/*
+ * bench/driver.c -- a small load client on the poolrt C API.
+ *
+ * N worker threads, each looping  acquire -> one query -> release  for D
+ * seconds (or a fixed number of iterations), measuring every cycle.  The
+ * default query is pgbench's built-in `-S` script:
+ *     SELECT abalance FROM pgbench_accounts WHERE aid = $1
+ * with aid uniform in [1, 100000 * scale], like pgbench.
+ *
+ *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
+ *          [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua]
+ *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT]
+ *
+ *   -q prepared    prt_query flags 0: prepared once per connection, reused
+ *                  (the like-for-like limit is `pgbench -M prepared`)
+ *   -q unprepared  PRT_Q_UNPREPARED: unnamed extended protocol (`-M extended`)
+ *   -q noop        acquire + release only, no query (pool-only cycle cost)
+ *   -t THINK_US    sleep uniformly 0..2*THINK_US between cycles (light load)
+ *   -S SQL         another statement (no parameters), e.g. "select pg_sleep(0.002)"
+ *   -C             cold start: do not open connections before the clock starts
+ *   -X N           prt_pool_opts.threads (what a size hook such as clamp.lua sees)
+ *
+ * Output: one line of key=value pairs on stdout (parsed by bench/run.sh):
+ *   tps= ops= secs= p50_us= p99_us= errors= acq_p99_us= conns= created= ...
+ * Latency is the whole cycle (acquire + query + release), in microseconds.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "poolrt.h"
+
+#define SELECT_SQL "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+
+enum { Q_PREPARED, Q_UNPREPARED, Q_NOOP };
+
+typedef struct {
+    float *v;
+    size_t n, cap;
+} samples;
+
+typedef struct {
+    int index;
+    pthread_t th;
+    uint64_t ops, errors;
+    samples lat, acq;
+    char first_error[256];
+    uint64_t rng;
+} worker;
+
+static struct {
+    const char *conninfo, *policy, *sql;
+    int workers, max, mode, scale, think_us, threads_hint, cold;
+    double secs, acq_timeout;
+    long iters;
+} cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
+          .acq_timeout = 5.0, .iters = 0 };
+
+static prt_pool *pool;
+static atomic_int stop_flag;
+static pthread_barrier_t start_line;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void push(samples *s, float x)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        float *nv = realloc(s->v, cap * sizeof *nv);
+        if (!nv)
+            return; /* drop the sample rather than the run */
+        s->v = nv;
+        s->cap = cap;
+    }
+    s->v[s->n++] = x;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void think(worker *w)
+{
+    if (cfg.think_us <= 0)
+        return;
+    long us = (long)(xorshift(&w->rng) % (uint64_t)(2 * cfg.think_us + 1));
+    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+static void note_error(worker *w, const char *msg)
+{
+    w->errors++;
+    if (!w->first_error[0])
+        snprintf(w->first_error, sizeof w->first_error, "%s", msg);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    char err[512], aid[32];
+    const char *params[1] = { aid };
+    long accounts = 100000L * cfg.scale;
+    int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
+    const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
+    int nparams = cfg.sql ? 0 : 1;
+
+    pthread_barrier_wait(&start_line); /* all workers start together */
+    for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
+        double t0 = now_s();
+        prt_conn *c;
+        err[0] = 0;
+        int rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
+        double t1 = now_s();
+        if (rc != PRT_OK) {
+            note_error(w, err[0] ? err : prt_strerror(rc));
+            continue;
+        }
+        int broken = 0;
+        if (cfg.mode != Q_NOOP) {
+            prt_result *r = NULL;
+            snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
+            rc = prt_query(c, sql, nparams, params, flags, &r, err, sizeof err);
+            if (rc == PRT_OK) {
+                prt_result_free(r);
+            } else {
+                broken = rc == PRT_EBROKEN;
+                note_error(w, err);
+            }
+        }
+        prt_release(c, broken);
+        double t2 = now_s();
+        if (rc != PRT_OK)
+            continue;
+        if (!cfg.iters && atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break; /* finished after the clock stopped: not counted */
+        w->ops++;
+        if (!cfg.iters) {
+            push(&w->lat, (float)((t2 - t0) * 1e6));
+            push(&w->acq, (float)((t1 - t0) * 1e6));
+        }
+        think(w);
+    }
+    return NULL;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Merges every worker's samples of one kind and returns percentiles. */
+static void percentiles(worker *ws, int n, int acq, double *p50, double *p99, double *max)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += acq ? ws[i].acq.n : ws[i].lat.n;
+    *p50 = *p99 = *max = 0;
+    if (!total)
+        return;
+    float *all = malloc(total * sizeof *all);
+    if (!all)
+        return;
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        samples *s = acq ? &ws[i].acq : &ws[i].lat;
+        memcpy(all + k, s->v, s->n * sizeof *all);
+        k += s->n;
+    }
+    qsort(all, total, sizeof *all, cmp_float);
+    *p50 = all[(size_t)(0.50 * (double)(total - 1))];
+    *p99 = all[(size_t)(0.99 * (double)(total - 1))];
+    *max = all[total - 1];
+    free(all);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
+                    "              [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
+                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    int opt;
+    cfg.conninfo = getenv("POOLRT_CONNINFO");
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:h")) != -1) {
+        switch (opt) {
+        case 'c': cfg.conninfo = optarg; break;
+        case 'w': cfg.workers = atoi(optarg); break;
+        case 'm': cfg.max = atoi(optarg); break;
+        case 'd': cfg.secs = atof(optarg); break;
+        case 'n': cfg.iters = atol(optarg); break;
+        case 'q':
+            if (!strcmp(optarg, "prepared")) cfg.mode = Q_PREPARED;
+            else if (!strcmp(optarg, "unprepared")) cfg.mode = Q_UNPREPARED;
+            else if (!strcmp(optarg, "noop")) cfg.mode = Q_NOOP;
+            else usage();
+            break;
+        case 's': cfg.scale = atoi(optarg); break;
+        case 'P': cfg.policy = optarg; break;
+        case 't': cfg.think_us = atoi(optarg); break;
+        case 'S': cfg.sql = optarg; break;
+        case 'X': cfg.threads_hint = atoi(optarg); break;
+        case 'C': cfg.cold = 1; break;
+        case 'A': cfg.acq_timeout = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (cfg.workers < 1 || cfg.scale < 1 || (cfg.secs <= 0 && !cfg.iters) || !cfg.conninfo)
+        usage();
+    if (cfg.max <= 0)
+        cfg.max = cfg.workers;
+
+    char err[512] = "";
+    prt_runtime_opts ro;
+    prt_runtime_opts_default(&ro);
+    ro.conninfo = cfg.conninfo;
+    ro.policy = cfg.policy;
+    ro.reap_interval = 1.0;
+    prt_runtime *rt;
+    if (prt_runtime_new(&ro, &rt, err, sizeof err)) {
+        fprintf(stderr, "driver: %s\n", err);
+        return 1;
+    }
+    prt_pool_opts po;
+    prt_pool_opts_default(&po);
+    po.max = cfg.max;
+    po.threads = cfg.threads_hint;
+    po.acquire_timeout = cfg.acq_timeout;
+    if (prt_pool_get(rt, "bench", &po, &pool, err, sizeof err)) {
+        fprintf(stderr, "driver: %s\n", err);
+        prt_runtime_free(rt);
+        return 1;
+    }
+
+    /* Open the connections the workers will use before the clock starts,
+     * as pgbench does (its TPS excludes the initial connection time). */
+    prt_pool_stats st;
+    prt_pool_stats_get(pool, &st);
+    int warm = cfg.cold ? 0 : (cfg.workers < st.max ? cfg.workers : st.max);
+    prt_conn **held = calloc((size_t)(warm ? warm : 1), sizeof *held);
+    int nheld = 0;
+    for (int i = 0; i < warm; i++) {
+        if (prt_acquire(pool, 30.0, &held[nheld], err, sizeof err)) {
+            fprintf(stderr, "driver: warm-up: %s\n", err);
+            break;
+        }
+        nheld++;
+    }
+    for (int i = 0; i < nheld; i++)
+        prt_release(held[i], 0);
+    free(held);
+
+    worker *ws = calloc((size_t)cfg.workers, sizeof *ws);
+    if (!ws)
+        return 1;
+    int started = 0;
+    pthread_barrier_init(&start_line, NULL, (unsigned)cfg.workers + 1);
+    for (int i = 0; i < cfg.workers; i++) {
+        ws[i].index = i;
+        ws[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
+        if (pthread_create(&ws[i].th, NULL, worker_main, &ws[i]) != 0) {
+            fprintf(stderr, "driver: could not start worker %d: %s\n", i, strerror(errno));
+            break;
+        }
+        started++;
+    }
+    if (started < cfg.workers) {
+        fprintf(stderr, "driver: only %d of %d workers started\n", started, cfg.workers);
+        return 1;
+    }
+    pthread_barrier_wait(&start_line);
+    double t0 = now_s();
+    if (!cfg.iters) {
+        struct timespec ts = { (time_t)cfg.secs, (long)((cfg.secs - (time_t)cfg.secs) * 1e9) };
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
+        atomic_store(&stop_flag, 1);
+    }
+    double t1 = now_s();
+    for (int i = 0; i < started; i++)
+        pthread_join(ws[i].th, NULL);
+    if (cfg.iters)
+        t1 = now_s();
+
+    uint64_t ops = 0, errors = 0;
+    const char *first = "";
+    for (int i = 0; i < started; i++) {
+        ops += ws[i].ops;
+        errors += ws[i].errors;
+        if (!first[0] && ws[i].first_error[0])
+            first = ws[i].first_error;
+    }
+    double p50, p99, pmax, a50, a99, amax;
+    percentiles(ws, started, 0, &p50, &p99, &pmax);
+    percentiles(ws, started, 1, &a50, &a99, &amax);
+    prt_pool_stats_get(pool, &st);
+    double secs = t1 - t0;
+    printf("tps=%.1f ops=%llu secs=%.3f p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%llu "
+           "acq_p50_us=%.1f acq_p99_us=%.1f acq_max_us=%.1f conns=%d max=%d created=%llu "
+           "workers=%d first_error=\"%s\"\n",
+           ops / secs, (unsigned long long)ops, secs, p50, p99, pmax, (unsigned long long)errors,
+           a50, a99, amax, st.total, st.max, (unsigned long long)st.connections_created_total,
+           started, first);
+    fflush(stdout);
+    for (int i = 0; i < started; i++) {
+        free(ws[i].lat.v);
+        free(ws[i].acq.v);
+    }
+    free(ws);
+    prt_runtime_free(rt);
+    return 0;
+}

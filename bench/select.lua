@@ -1,0 +1,58 @@
+-- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
+-- host, one OS thread per worker (rt:spawn), each with its own Lua state.
+--
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared] [SCALE]
+--
+-- Like bench/driver.c, connections are opened before the clock starts
+-- (pgbench's TPS excludes its initial connection time too), and every
+-- worker starts at the same instant.  Prints one key=value line:
+--   tps= ops= secs= p50_us= p99_us= errors= workers= max= late_ms= first_error=
+local poolrt = require "poolrt"
+
+local args = { ... }
+local workers = tonumber(args[1]) or 1
+local max = tonumber(args[2]) or workers
+local secs = tonumber(args[3]) or 5
+local mode = args[4] or "prepared"
+local scale = tonumber(args[5]) or 10
+assert(mode == "prepared" or mode == "unprepared", "mode: prepared | unprepared")
+
+-- The module search path must find bench/select_worker.lua from every
+-- spawned state: the script's own directory's parent.
+local here = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "bench"
+package.path = here .. "/../?.lua;" .. package.path
+
+local rt = poolrt.runtime{ reap_interval = 1.0 }
+local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode == "prepared" })
+
+-- Warm up: open min(workers, max) connections now.
+local held = {}
+for k = 1, math.min(workers, max) do held[k] = assert(pool:acquire(30)) end
+for k = 1, #held do held[k]:release() end
+
+local start_at = poolrt.now() + 0.3 + 0.01 * workers
+local stop_at = start_at + secs
+local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale))
+
+local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0
+for _, r in ipairs(res) do
+  ops, errors = ops + r.ops, errors + r.errors
+  if r.first_error and first_error == "" then first_error = r.first_error end
+  if r.late > late then late = r.late end
+  for k, c in pairs(r.hist) do hist[k] = (hist[k] or 0) + c; n = n + c end
+end
+local keys = {}
+for k in pairs(hist) do keys[#keys + 1] = k end
+table.sort(keys)
+local function pct(p)
+  local want, seen = p * n, 0
+  for _, k in ipairs(keys) do
+    seen = seen + hist[k]
+    if seen >= want then return 1.02 ^ (k + 0.5) end  -- bucket midpoint
+  end
+  return 0
+end
+print(("tps=%.1f ops=%d secs=%.3f p50_us=%.1f p99_us=%.1f errors=%d workers=%d max=%d late_ms=%.1f first_error=%q")
+  :format(ops / secs, ops, secs, pct(0.50), pct(0.99), errors, workers, max, math.max(late, 0) * 1000,
+          first_error):gsub("\\\n", " "))
+rt:close()

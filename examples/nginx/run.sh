@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Start/stop examples/nginx/nginx.conf on loopback as a non-root user.
+#
+#   examples/nginx/run.sh start [PREFIX]   render the config into PREFIX (default: a new
+#                                          temp dir), start nginx, print PREFIX and URL
+#   examples/nginx/run.sh stop PREFIX      `nginx -s quit` (graceful) and wait for the exit
+#   examples/nginx/run.sh reload PREFIX    `nginx -s reload` (new workers, old ones drain)
+#   examples/nginx/run.sh fg [PREFIX]      run in the foreground until Ctrl-C
+#
+# Environment: POOLRT_CONNINFO (required), NGINX_PORT (default: a free port),
+# NGINX_WORKERS (2), NGINX_CONF (template, default: nginx.conf next to this
+# script), NGINX_USER (default when root: www-data, else nobody; ignored when
+# not root), POOLRT_NGINX_POLICY, POOLRT_NGINX_POOL_MAX.
+# As root, nginx (master and workers) runs as NGINX_USER; the prefix is
+# chowned to it.  Needs: nginx libnginx-mod-http-lua lua-resty-core
+# (tools/deps.sh nginx) and a built libpoolrt.so (make).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cmd=${1:-}
+nginx_bin=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+as_user() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+
+pick_user() {
+  user=$(id -un)
+  if [ "$(id -u)" -eq 0 ]; then
+    user=${NGINX_USER:-}
+    if [ -z "$user" ]; then
+      if id www-data >/dev/null 2>&1; then user=www-data; else user=nobody; fi
+    fi
+  fi
+}
+
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+
+check_deps() {
+  [ -x "$nginx_bin" ] || die "nginx not found (install: tools/deps.sh nginx, or apt-get install -y nginx libnginx-mod-http-lua lua-resty-core)"
+  for m in ndk_http_module ngx_http_lua_module; do
+    [ -f "/usr/lib/nginx/modules/$m.so" ] || die "/usr/lib/nginx/modules/$m.so missing (apt-get install -y libnginx-mod-http-lua)"
+  done
+  [ -f /usr/share/lua/5.1/resty/core.lua ] || die "lua-resty-core missing (apt-get install -y lua-resty-core)"
+  [ -f "$repo/build/libpoolrt.so" ] || [ -n "${POOLRT_LIB:-}" ] || die "$repo/build/libpoolrt.so missing (run make)"
+  [ -n "${POOLRT_CONNINFO:-}" ] || die "POOLRT_CONNINFO is not set"
+}
+
+nginx_args() { echo -p "$prefix/" -c "$prefix/conf/nginx.conf" -e "$prefix/logs/error.log"; }
+
+render() {
+  local port=${NGINX_PORT:-$(free_port)} workers=${NGINX_WORKERS:-2}
+  local tmpl=${NGINX_CONF:-$here/nginx.conf}
+  mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
+  sed -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" -e "s|@WORKERS@|$workers|g" \
+    "$tmpl" > "$prefix/conf/nginx.conf"
+  echo "$port" > "$prefix/port"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown -R "$user:" "$prefix"
+    chmod 755 "$prefix"
+  fi
+  if ! as_user test -r "$repo/lua/resty/poolrt.lua"; then
+    die "user $user cannot read $repo (check the permissions of its parent directories)"
+  fi
+}
+
+start() {
+  check_deps
+  render
+  # -t first: a broken config or policy is reported here, not half-started.
+  # shellcheck disable=SC2046
+  if ! out=$(cd "$prefix" && as_user "$nginx_bin" $(nginx_args) -t 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "configuration test failed"
+  fi
+  # shellcheck disable=SC2046
+  (cd "$prefix" && as_user "$nginx_bin" $(nginx_args) "$@")
+}
+
+wait_pid_gone() {
+  local pid=$1 i
+  for i in $(seq 200); do   # 10 s
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+stop() {
+  [ -f "$prefix/logs/nginx.pid" ] || { echo "run.sh: not running ($prefix/logs/nginx.pid missing)" >&2; return 0; }
+  local pid
+  pid=$(cat "$prefix/logs/nginx.pid")
+  # shellcheck disable=SC2046
+  (cd "$prefix" && as_user "$nginx_bin" $(nginx_args) -s quit) || kill -QUIT "$pid" 2>/dev/null || true
+  if ! wait_pid_gone "$pid"; then
+    echo "run.sh: nginx $pid did not quit within 10s; sending TERM" >&2
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_pid_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
+pick_user
+case "$cmd" in
+  start|fg)
+    prefix=${2:-$(mktemp -d "${TMPDIR:-/tmp}/poolrt-nginx.XXXXXX")}
+    prefix=$(cd "$prefix" 2>/dev/null && pwd || { mkdir -p "$prefix" && cd "$prefix" && pwd; })
+    if [ "$cmd" = fg ]; then
+      NGINX_PORT=${NGINX_PORT:-$(free_port)}
+      echo "poolrt nginx: http://127.0.0.1:$NGINX_PORT/ (prefix $prefix); Ctrl-C stops" >&2
+      start -g "daemon off;"
+    else
+      start
+      # The master writes its pid file once it is up.
+      for _ in $(seq 200); do [ -s "$prefix/logs/nginx.pid" ] && break; sleep 0.05; done
+      [ -s "$prefix/logs/nginx.pid" ] || die "nginx did not start; see $prefix/logs/error.log"
+      echo "prefix=$prefix"
+      echo "url=http://127.0.0.1:$(cat "$prefix/port")"
+    fi ;;
+  stop)
+    [ -n "${2:-}" ] || die "usage: $0 stop PREFIX"
+    prefix=$(cd "$2" && pwd)
+    stop ;;
+  reload)
+    [ -n "${2:-}" ] || die "usage: $0 reload PREFIX"
+    prefix=$(cd "$2" && pwd)
+    # shellcheck disable=SC2046
+    (cd "$prefix" && as_user "$nginx_bin" $(nginx_args) -s reload) ;;
+  *)
+    echo "usage: $0 {start [PREFIX] | stop PREFIX | reload PREFIX | fg [PREFIX]}" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,639 @@
+-- resty.poolrt -- poolrt inside nginx workers (lua-nginx-module >= 0.10.21).
+--
+--   init_by_lua_block        { require("resty.poolrt").init{ ... } }   -- optional: checks the
+--                                                                      -- config when nginx (re)loads
+--   init_worker_by_lua_block { require("resty.poolrt").init_worker{
+--                                conninfo = os.getenv("POOLRT_CONNINFO"),
+--                                policy = "default",             -- a shipped name or a file
+--                                pools = { app = { max = 4 } } } }
+--   content_by_lua_block     { local rows, err = require("resty.poolrt").pool("app")
+--                                                  :query("select $1::int + 1 as n", 41) }
+--   exit_worker_by_lua_block { require("resty.poolrt").shutdown() }
+--
+-- Each worker process owns one runtime (libpoolrt.so through lua/poolrt.lua,
+-- same options, same policy files).  Everything that can block -- waiting
+-- for a connection, connecting, the query -- runs in ngx.run_worker_thread on
+-- an OS thread of the `thread_pool` named by `thread_pool` (default
+-- "poolrt"), so the event loop never blocks.  Arguments and results cross
+-- as strings, numbers, booleans and plain tables; rows come back exactly as
+-- from poolrt (values are strings, SQL NULL is nil unless the pool has a
+-- `null` option, e.g. ngx.null).
+--
+-- Requests wait for a worker thread in the event loop (ngx.semaphore,
+-- first come first served) so that no more than `max_inflight` calls are in
+-- the nginx thread pool at once.  Keep max_inflight <= the directive
+-- lua_worker_thread_vm_pool_size, and the thread_pool's max_queue well above
+-- both: lua-nginx-module 0.10.23 (Debian 12) aborts the worker when a
+-- thread_pool queue overflows.  If the module runs out of Lua VMs anyway
+-- (another user of ngx.run_worker_thread), a call returns nil, err, "busy"
+-- rather than waiting, which an application maps to HTTP 503.
+--
+-- This module is also what runs inside the worker-thread Lua VMs
+-- (_thread_query, _thread_run): there is no `ngx` there, only poolrt
+-- attached to the worker's runtime by address.
+local poolrt = require "poolrt"
+local ngx = rawget(_G, "ngx") -- nil inside ngx.run_worker_thread VMs
+
+local M = { _VERSION = poolrt.VERSION, poolrt = poolrt }
+
+local select, type, pairs, ipairs, tostring, tonumber, pcall, error = select, type, pairs, ipairs, tostring, tonumber, pcall, error
+local concat, sort, fmt = table.concat, table.sort, string.format
+
+---------------------------------------------------------------------------
+-- Worker-thread side (runs in the VMs of ngx.run_worker_thread)
+---------------------------------------------------------------------------
+
+-- One attached (non-owning) runtime handle per thread VM, rebuilt when the
+-- worker hands over a different runtime (address or epoch changed).
+local attached_addr, attached_epoch, attached_rt
+
+local function thread_rt(addr, epoch)
+  if attached_addr ~= addr or attached_epoch ~= epoch then
+    attached_rt = poolrt.attach(addr)
+    attached_addr, attached_epoch = addr, epoch
+  end
+  return attached_rt
+end
+
+-- A connection of pool `name` before the monotonic `deadline`, or nil, err.
+local function thread_acquire(addr, epoch, name, deadline, waited)
+  local pool = thread_rt(addr, epoch):pool(name)
+  local left = deadline - poolrt.now()
+  if left <= 0 then
+    return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread)", name, waited)
+  end
+  return pool:acquire(left)
+end
+
+-- Results: true, rows | false, err | "raise", message (a programming error,
+-- re-raised in the request).  Never raises itself, so that ok == false from
+-- ngx.run_worker_thread always means the thread machinery failed.
+local function thread_call(fn, ...)
+  local ok, res, err = pcall(fn, ...)
+  if not ok then return "raise", tostring(res) end
+  if res == nil then return false, tostring(err) end
+  return true, res
+end
+
+local function query_in_thread(addr, epoch, name, flags, deadline, waited, sql, ...)
+  local conn, err = thread_acquire(addr, epoch, name, deadline, waited)
+  if not conn then return nil, err end
+  local ok, rows, qerr
+  if flags == 1 then
+    ok, rows, qerr = pcall(conn.exec_simple, conn, sql, ...)
+  else
+    ok, rows, qerr = pcall(conn.query, conn, sql, ...)
+  end
+  conn:release()
+  if not ok then error(rows, 0) end
+  return rows, qerr
+end
+
+function M._thread_query(...)
+  return thread_call(query_in_thread, ...)
+end
+
+local function run_in_thread(addr, epoch, name, deadline, waited, module, fn, ...)
+  local conn, err = thread_acquire(addr, epoch, name, deadline, waited)
+  if not conn then return nil, err end
+  local ok, res, ferr = pcall(function(...)
+    local mod = require(module)
+    local f = type(mod) == "table" and mod[fn]
+    if type(f) ~= "function" then error(fmt("module %q has no function %q", module, fn), 0) end
+    return f(conn, ...)
+  end, ...)
+  conn:release()
+  if not ok then error(res, 0) end
+  if res == nil and ferr == nil then return true end
+  return res, ferr
+end
+
+function M._thread_run(...)
+  return thread_call(run_in_thread, ...)
+end
+
+if not ngx then return M end
+
+---------------------------------------------------------------------------
+-- Worker side (the nginx worker's main Lua VM)
+---------------------------------------------------------------------------
+local semaphore = require "ngx.semaphore"
+local null = ngx.null
+
+local W = {
+  rt = nil,          -- this worker's runtime (owned)
+  addr = nil,        -- rt:address(), handed to worker threads
+  epoch = 0,         -- bumped per runtime, so thread VMs never use a stale handle
+  cfg = nil,
+  pools = {},        -- name -> worker-side pool object
+  sem = nil,         -- worker-thread slots
+  inflight = 0,
+  max_inflight = 32,
+  thread_pool = "poolrt",
+  dict = nil,        -- lua_shared_dict for reload_all and metrics (optional)
+  reload_seen = 0,   -- reload_all generation this worker has applied
+  reload_result = nil,
+}
+
+local cfg_fields = {
+  conninfo = "string", policy = "string", reap_interval = "number", max_pools = "number",
+  max_connections = "number", log_level = "string", policy_budget = "number",
+  pools = "table", thread_pool = "string", max_inflight = "number", shdict = "string",
+  check_interval = "number", drain_grace = "number",
+}
+local rt_fields = { "conninfo", "reap_interval", "max_pools", "max_connections", "log_level", "policy_budget" }
+
+-- A shipped policy name ("default", "clamp") or a file path.
+local function policy_path(p)
+  if p == nil then return nil end
+  if p:find("/", 1, true) or p:match("%.lua$") then return p end
+  return assert(poolrt.policy_file(p))
+end
+
+local function load_config(cfg, level)
+  if type(cfg) == "string" then
+    local f, err = loadfile(cfg)
+    if not f then error("resty.poolrt: cannot load config " .. err, level + 1) end
+    local ok, res = pcall(f)
+    if not ok then error("resty.poolrt: config " .. cfg .. ": " .. tostring(res), level + 1) end
+    if type(res) ~= "table" then error("resty.poolrt: config " .. cfg .. " must return a table", level + 1) end
+    cfg = res
+  end
+  if type(cfg) ~= "table" then error("resty.poolrt: config must be a table or a file path", level + 1) end
+  for k, v in pairs(cfg) do
+    local want = cfg_fields[k]
+    if not want then error(fmt("resty.poolrt: unknown option %q", tostring(k)), level + 1) end
+    if type(v) ~= want then error(fmt("resty.poolrt: option %s must be a %s, got %s", k, want, type(v)), level + 1) end
+  end
+  return cfg
+end
+
+local function shdict(cfg)
+  if not cfg.shdict then return nil end
+  local d = ngx.shared[cfg.shdict]
+  if not d then error(fmt("resty.poolrt: no lua_shared_dict %q (shdict option)", cfg.shdict), 3) end
+  return d
+end
+
+-- In init_by_lua (optional, recommended): checks the configuration and its
+-- policy when nginx starts or reloads its configuration, so a bad policy
+-- fails `nginx -t` / `nginx -s reload` instead of every worker; and marks a
+-- configuration reload, so that new workers start from nginx.conf's policy
+-- rather than the last reload_all() of the previous configuration.
+function M.init(cfg)
+  cfg = load_config(cfg, 2)
+  local path = policy_path(cfg.policy)
+  if path then
+    local ffi = require "ffi"
+    local buf = ffi.new("char[?]", 4096)
+    if poolrt.C.prt_policy_check(path, buf, 4096) ~= 0 then
+      error("resty.poolrt: policy " .. path .. " does not load:\n" .. ffi.string(buf), 2)
+    end
+  end
+  local d = shdict(cfg)
+  if d then d:set("reload:base", d:get("reload:gen") or 0) end
+  W.cfg = cfg
+  return true
+end
+
+local function apply_reload_all(premature)
+  if premature or not W.rt then return end
+  local d = W.dict
+  local gen = d:get("reload:gen") or 0
+  if gen <= W.reload_seen then return end
+  local path = d:get("reload:path")
+  local ok, err = W.rt:reload(path ~= "" and path or nil)
+  W.reload_seen = gen
+  local id = ngx.worker.id() or 0
+  -- One value per worker, so readers never see half an update.
+  d:set("reload:w" .. id, poolrt._serialize{
+    gen = gen, ok = ok and true or false, err = err, pid = ngx.worker.pid(),
+    policy_generation = W.rt:policy_stats().generation,
+  })
+  if not ok then ngx.log(ngx.ERR, "resty.poolrt: reload of generation ", gen, " failed: ", err) end
+end
+
+local snapshot -- forward
+
+-- In init_worker_by_lua: creates this worker's runtime and its pools.
+-- cfg: a table or a Lua file returning one (default: what init() got):
+--   conninfo, policy (a file, or a shipped name like "default"),
+--   reap_interval, max_pools, max_connections, log_level, policy_budget
+--                  -- as poolrt.runtime{}
+--   pools = { name = { max = 4, acquire_timeout = 2, ... } }
+--                  -- created now, options as rt:pool()
+--   thread_pool    -- nginx thread_pool name ("poolrt")
+--   max_inflight   -- worker-thread calls at once (32; <= lua_worker_thread_vm_pool_size)
+--   shdict         -- a lua_shared_dict for reload_all() and all-worker metrics
+--   check_interval -- seconds between a worker's checks for reload_all (0.1)
+--   drain_grace    -- seconds shutdown() waits for connections in use (5)
+function M.init_worker(cfg)
+  if W.rt then error("resty.poolrt: init_worker called twice in this worker", 2) end
+  cfg = load_config(cfg or W.cfg, 2)
+  W.cfg = cfg
+  local ro = {}
+  for _, k in ipairs(rt_fields) do ro[k] = cfg[k] end
+  ro.policy = policy_path(cfg.policy)
+  W.rt = poolrt.runtime(ro)
+  W.addr = W.rt:address()
+  W.epoch = W.epoch + 1
+  W.pools = {}
+  W.thread_pool = cfg.thread_pool or "poolrt"
+  W.max_inflight = cfg.max_inflight or 32
+  W.sem = assert(semaphore.new(W.max_inflight))
+  W.inflight = 0
+  for name, opts in pairs(cfg.pools or {}) do M.pool(name, opts) end
+  W.dict = shdict(cfg)
+  if W.dict then
+    -- Start from nginx.conf's policy; a reload_all() of this configuration
+    -- that predates this worker (a respawn after a crash) is applied now.
+    W.reload_seen = W.dict:get("reload:base") or 0
+    apply_reload_all(false)
+    local interval = cfg.check_interval or 0.1
+    local ok, err = ngx.timer.every(interval, apply_reload_all)
+    if not ok then error("resty.poolrt: cannot start the reload timer: " .. tostring(err), 2) end
+    ok, err = ngx.timer.every(1, function(premature) if not premature then snapshot() end end)
+    if not ok then error("resty.poolrt: cannot start the stats timer: " .. tostring(err), 2) end
+    snapshot()
+  end
+  return true
+end
+
+local function need_rt(level)
+  if not W.rt then error("resty.poolrt: no runtime in this worker (call init_worker in init_worker_by_lua)", level + 1) end
+  return W.rt
+end
+
+-- This worker's runtime, for anything that is quick (stats, policy_stats).
+function M.runtime() return need_rt(2) end
+
+---------------------------------------------------------------------------
+-- Pools
+---------------------------------------------------------------------------
+local Pool = {}
+Pool.__index = Pool
+
+-- The pool `name` of this worker; created from opts (or the config's
+-- entry) when it does not exist yet (that is quick: no connection is opened).
+function M.pool(name, opts)
+  local p = W.pools[name]
+  if p then return p end
+  local rt = need_rt(2)
+  if type(name) ~= "string" then error("resty.poolrt: pool name must be a string", 2) end
+  opts = opts or (W.cfg.pools and W.cfg.pools[name]) or {}
+  local null_value = opts.null
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "null" then o[k] = v end end
+  rt:pool(name, o)
+  p = setmetatable({
+    name = name, _null = null_value,
+    _flags = opts.prepare == false and 1 or 0,
+    _timeout = opts.acquire_timeout or 5,
+  }, Pool)
+  W.pools[name] = p
+  return p
+end
+
+local function check_params(...)
+  local n = select("#", ...)
+  for i = 1, n do
+    local v = select(i, ...)
+    local t = type(v)
+    if not (t == "string" or t == "number" or t == "boolean" or v == nil or v == null) then
+      error("resty.poolrt: query parameter " .. i .. " of type " .. t .. " (want string, number, boolean, nil or ngx.null)", 4)
+    end
+  end
+  return n
+end
+
+local function has_null(...)
+  for i = 1, select("#", ...) do if select(i, ...) == null then return true end end
+  return false
+end
+
+local function denull(...)
+  local args = { n = select("#", ...), ... }
+  for i = 1, args.n do if args[i] == null then args[i] = nil end end
+  return unpack(args, 1, args.n)
+end
+
+-- Runs fn(...) on a worker thread once a slot is free; the wait counts
+-- against the pool's acquire timeout.  Returns what the thread returned.
+local function dispatch(self, timeout, fn, ...)
+  need_rt(3)
+  local start = poolrt.now()
+  timeout = timeout or self._timeout
+  local deadline = start + timeout
+  local ok, err = W.sem:wait(timeout)
+  if not ok then
+    if err == "timeout" then
+      return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread: %d/%d in flight)",
+                      self.name, timeout, W.inflight, W.max_inflight)
+    end
+    return nil, fmt("pool %q: cannot wait for a worker thread: %s", self.name, tostring(err)), "busy"
+  end
+  W.inflight = W.inflight + 1
+  -- pcall: run_worker_thread raises outside rewrite/access/content, and the
+  -- slot must come back either way.
+  local pok, tok, tag, res = pcall(ngx.run_worker_thread, W.thread_pool, "resty.poolrt", fn, W.addr, W.epoch,
+                                   self.name, deadline, poolrt.now() - start, ...)
+  W.inflight = W.inflight - 1
+  W.sem:post(1)
+  if not pok then error("resty.poolrt: " .. tostring(tok), 3) end
+  if not tok then
+    -- The thread machinery itself failed: no free Lua VM, the thread pool
+    -- is unknown or its queue refused the task, or the module did not load.
+    return nil, fmt("pool %q: no worker thread: %s (thread_pool %q, max_inflight %d; "
+                    .. "check lua_worker_thread_vm_pool_size and thread_pool max_queue)",
+                    self.name, tostring(tag), W.thread_pool, W.max_inflight), "busy"
+  end
+  if tag == true then return res end
+  if tag == false then return nil, res, "error" end
+  error(res, 3)
+end
+
+local function fill_nulls(rows, value)
+  local cols = rows.columns
+  if value == nil or not cols then return rows end
+  for i = 1, #rows do
+    local row = rows[i]
+    for j = 1, #cols do
+      if row[cols[j]] == nil then row[cols[j]] = value end
+    end
+  end
+  return rows
+end
+
+local function query(self, flags, sql, ...)
+  if type(sql) ~= "string" then error("resty.poolrt: sql must be a string", 3) end
+  check_params(...)
+  local rows, err, code
+  if has_null(...) then
+    rows, err, code = dispatch(self, nil, "_thread_query", flags, sql, denull(...))
+  else
+    rows, err, code = dispatch(self, nil, "_thread_query", flags, sql, ...)
+  end
+  if not rows then return nil, err, code end
+  return fill_nulls(rows, self._null)
+end
+
+-- rows, or nil, err, code.  code is "busy" when no worker thread could be
+-- had (map it to 503), "error" for timeouts, refused connects and query
+-- errors (err carries the pool's state).  Programming errors raise.
+-- Callable where ngx.run_worker_thread is: rewrite, access, content.
+function Pool:query(sql, ...) return query(self, self._flags, sql, ...) end
+function Pool:exec_simple(sql, ...) return query(self, 1, sql, ...) end
+
+-- Runs require(module)[fn](conn, ...) on a worker thread with one
+-- connection of this pool (released afterwards, also on error) -- for
+-- transactions and several statements on one connection.  `module` is
+-- loaded in the worker-thread VM; fn's results must be plain values.
+function Pool:run(module, fn, ...)
+  if type(module) ~= "string" or type(fn) ~= "string" then error("resty.poolrt: pool:run(module, fn, ...)", 2) end
+  return dispatch(self, nil, "_thread_run", module, fn, ...)
+end
+
+function Pool:stats() return need_rt(2):pool(self.name):stats() end
+
+---------------------------------------------------------------------------
+-- Stats, reload, shutdown
+---------------------------------------------------------------------------
+
+-- This worker's per-pool statistics (as rt:stats()).
+function M.stats() return need_rt(2):stats() end
+function M.policy_stats() return need_rt(2):policy_stats() end
+
+-- Reloads the policy of this worker (quick: compile + dry run); true or
+-- nil, err while the old policy keeps serving.
+function M.reload(path)
+  return need_rt(2):reload(path)
+end
+
+-- Reloads the policy in every worker of this nginx: this one now, the
+-- others within check_interval (needs `shdict`).  Waits up to `timeout`
+-- seconds (default 5) for every worker to report; returns a table
+-- { ok = bool, generation = n, workers = { [id] = {ok=, err=, policy_generation=, pid=} } }
+-- or nil, err.
+function M.reload_all(path, timeout)
+  need_rt(2)
+  local d = W.dict
+  if not d then return nil, "resty.poolrt: reload_all needs the shdict option (a lua_shared_dict)" end
+  if path ~= nil and type(path) ~= "string" then error("resty.poolrt: reload_all(path): path must be a string", 2) end
+  d:set("reload:path", path or "")
+  local gen = assert(d:incr("reload:gen", 1, 0))
+  apply_reload_all(false)
+  local count = ngx.worker.count()
+  local deadline = ngx.now() + (timeout or 5)
+  local workers
+  while true do
+    workers = {}
+    local done, all_ok = 0, true
+    for id = 0, count - 1 do
+      local s = d:get("reload:w" .. id)
+      s = s and poolrt._deserialize(s)
+      if s and s.gen >= gen then
+        done = done + 1
+        all_ok = all_ok and s.ok
+      end
+      workers[id] = s or false
+    end
+    if done == count then
+      return { ok = all_ok, generation = gen, workers = workers }
+    end
+    if ngx.now() >= deadline then
+      return nil, fmt("reload generation %d: %d of %d workers applied it within %.1fs", gen, done, count, timeout or 5)
+    end
+    ngx.sleep(0.01)
+    ngx.update_time()
+  end
+end
+
+-- What this worker runs: worker id and pid, reload generation seen, policy
+-- generation, per-pool stats.
+function M.worker_status()
+  local rt = need_rt(2)
+  return {
+    worker = ngx.worker.id(), pid = ngx.worker.pid(), reload_gen = W.reload_seen,
+    policy_generation = rt:policy_stats().generation, pools = rt:stats(), inflight = W.inflight,
+  }
+end
+
+-- Drains and frees this worker's runtime (exit_worker_by_lua): new work
+-- fails, connections in use get `grace` seconds (default: drain_grace or
+-- 5) to come back, then every server connection is closed.
+function M.shutdown(grace)
+  local rt = W.rt
+  if not rt then return true end
+  W.rt = nil
+  W.pools = {}
+  local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace) or 5)
+  rt:close()
+  return ok
+end
+
+---------------------------------------------------------------------------
+-- Prometheus metrics
+---------------------------------------------------------------------------
+local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
+local CLOSE_REASONS = { "idle", "lifetime", "broken", "evicted", "shrink" }
+
+-- { worker = id, pools = rt:stats(), policy = rt:policy_stats() } of this worker.
+local function own_snapshot()
+  return { worker = ngx.worker.id() or 0, pools = W.rt:stats(), policy = W.rt:policy_stats() }
+end
+
+-- Publishes this worker's snapshot for metrics served by any worker.
+function snapshot()
+  if not (W.rt and W.dict) then return end
+  local s = own_snapshot()
+  W.dict:set("stats:w" .. s.worker, poolrt._serialize(s), 5)
+end
+
+-- family: { name, type, help, samples = { {labels, value}, ... } }
+local families = {
+  { "poolrt_pool_max", "gauge", "Largest number of connections the pool may open.", function(p) return p.max end },
+  { "poolrt_pool_min_idle", "gauge", "Idle connections the pool keeps open.", function(p) return p.min_idle end },
+  { "poolrt_pool_total", "gauge", "Open server connections, including ones being opened.", function(p) return p.total end },
+  { "poolrt_pool_idle", "gauge", "Idle server connections.", function(p) return p.idle end },
+  { "poolrt_pool_in_use", "gauge", "Connections handed out.", function(p) return p.in_use end },
+  { "poolrt_pool_waiting", "gauge", "Callers waiting for a connection.", function(p) return p.waiting end },
+  { "poolrt_cl_active", "gauge", "PgBouncer cl_active: clients holding a connection.", function(p) return p.cl_active end },
+  { "poolrt_cl_waiting", "gauge", "PgBouncer cl_waiting: clients waiting.", function(p) return p.cl_waiting end },
+  { "poolrt_sv_active", "gauge", "PgBouncer sv_active: server connections in use.", function(p) return p.sv_active end },
+  { "poolrt_sv_idle", "gauge", "PgBouncer sv_idle: idle server connections.", function(p) return p.sv_idle end },
+  { "poolrt_maxwait_seconds", "gauge", "How long the oldest waiter has waited.", function(p) return p.maxwait end },
+  { "poolrt_acquire_total", "counter", "Connections handed out.", function(p) return p.acquire_total end },
+  { "poolrt_acquire_timeouts_total", "counter", "Acquires that timed out.", function(p) return p.acquire_timeouts_total end },
+  { "poolrt_acquire_wait_seconds", "summary", "Time callers waited for a connection.", function(p)
+      return { { "_sum", p.acquire_wait_seconds_sum }, { "_count", p.acquire_total } } end },
+  { "poolrt_connections_created_total", "counter", "Server connections opened.", function(p) return p.connections_created_total end },
+  { "poolrt_connect_errors_total", "counter", "Failed connection attempts.", function(p) return p.connect_errors_total end },
+  { "poolrt_connections_closed_total", "counter", "Server connections closed, by reason.", function(p)
+      local out = {}
+      for _, r in ipairs(CLOSE_REASONS) do out[#out + 1] = { "", p.connections_closed_total[r], "reason", r } end
+      return out end },
+  { "poolrt_pool_grown_total", "counter", "Connections opened over max because the overflow policy said grow.",
+    function(p) return p.grown_total end },
+}
+
+local runtime_families = {
+  { "poolrt_policy_generation", "gauge", "Generation of the live policy.", function(s)
+      return { { "", s.generation } } end },
+  { "poolrt_policy_reloads_total", "counter", "Policy reloads, by result.", function(s)
+      return { { "", s.reloads.ok, "result", "ok" }, { "", s.reloads.failed, "result", "failed" } } end },
+  { "poolrt_policy_calls_total", "counter", "Policy hook calls.", function(s)
+      local out = {}
+      for _, h in ipairs(HOOKS) do out[#out + 1] = { "", s.calls[h], "hook", h } end
+      return out end },
+  { "poolrt_policy_errors_total", "counter", "Policy hook calls that failed and fell back to the default.", function(s)
+      local out = {}
+      for _, h in ipairs(HOOKS) do out[#out + 1] = { "", s.errors[h], "hook", h } end
+      return out end },
+}
+
+local function esc(v)
+  return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
+local function num(v)
+  if v == nil then return "NaN" end
+  if v == math.huge then return "+Inf" end
+  if v == math.floor(v) and math.abs(v) < 2^53 then return fmt("%d", v) end
+  return fmt("%.9g", v)
+end
+
+local function render(snaps)
+  local out = {}
+  local function emit(fam, samples_of, items)
+    local name, typ, help, f = fam[1], fam[2], fam[3], fam[4]
+    out[#out + 1] = "# HELP " .. name .. " " .. help
+    out[#out + 1] = "# TYPE " .. name .. " " .. typ
+    for _, it in ipairs(items) do
+      local v = f(it.data)
+      if type(v) ~= "table" then v = { { "", v } } end
+      for _, s in ipairs(v) do
+        local labels = it.labels
+        if s[3] then labels = labels .. "," .. s[3] .. '="' .. esc(s[4]) .. '"' end
+        out[#out + 1] = name .. s[1] .. "{" .. labels .. "} " .. num(s[2])
+      end
+    end
+  end
+  local pool_items, rt_items = {}, {}
+  for _, snap in ipairs(snaps) do
+    local w = 'worker="' .. esc(snap.worker) .. '"'
+    rt_items[#rt_items + 1] = { labels = w, data = snap.policy }
+    local names = {}
+    for n in pairs(snap.pools) do names[#names + 1] = n end
+    sort(names)
+    for _, n in ipairs(names) do
+      pool_items[#pool_items + 1] = { labels = w .. ',pool="' .. esc(n) .. '"', data = snap.pools[n] }
+    end
+  end
+  for _, fam in ipairs(families) do emit(fam, nil, pool_items) end
+  for _, fam in ipairs(runtime_families) do emit(fam, nil, rt_items) end
+  return concat(out, "\n") .. "\n"
+end
+
+-- Prometheus text exposition of every worker's pools (with `shdict`; each
+-- worker publishes its numbers every second, this worker's are live), or of
+-- this worker only.  Labels: worker="<ngx.worker.id()>", pool="<name>".
+function M.metrics()
+  need_rt(2)
+  local own = own_snapshot()
+  local snaps = { own }
+  if W.dict then
+    snapshot()
+    for id = 0, ngx.worker.count() - 1 do
+      if id ~= own.worker then
+        local s = W.dict:get("stats:w" .. id)
+        if s then snaps[#snaps + 1] = poolrt._deserialize(s) end
+      end
+    end
+    sort(snaps, function(a, b) return a.worker < b.worker end)
+  end
+  return render(snaps)
+end
+
+---------------------------------------------------------------------------
+-- A small JSON encoder for handlers (no cjson in Debian's nginx lua module)
+---------------------------------------------------------------------------
+local json_esc = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+                   ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function json(v, depth)
+  local t = type(v)
+  if v == nil or v == null then return "null" end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    return num(v)
+  end
+  if t == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c) return json_esc[c] or fmt("\\u%04x", c:byte()) end) .. '"'
+  end
+  if t == "table" and (depth or 0) < 32 then
+    local n, count = #v, 0
+    for _ in pairs(v) do count = count + 1 end
+    local parts = {}
+    if count == n and (n > 0 or getmetatable(v) == M.json_array) then
+      for i = 1, n do parts[i] = json(v[i], (depth or 0) + 1) end
+      return "[" .. concat(parts, ",") .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+    sort(keys)
+    for i, k in ipairs(keys) do
+      local val = v[k]
+      if val == nil then val = v[tonumber(k)] end
+      parts[i] = json(k) .. ":" .. json(val, (depth or 0) + 1)
+    end
+    return "{" .. concat(parts, ",") .. "}"
+  end
+  error("resty.poolrt.json: cannot encode a " .. t, 2)
+end
+
+-- setmetatable({}, poolrt.json_array) encodes as [] rather than {}.
+M.json_array = {}
+function M.json(v) return json(v) end
+
+return M

@@ -1,0 +1,21 @@
+# bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
+# bench/chart.png).  Not part of `make test`; needs root or the bench
+# packages already installed (tools/deps.sh core bench).
+.PHONY: bench bench-bin
+
+BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
+
+bench:
+	bench/run.sh
+
+bench-bin: $(BENCH_BIN)
+
+$(BUILD)/bench:
+	mkdir -p $@
+
+# Linked statically against the core so it runs without LD_LIBRARY_PATH.
+$(BUILD)/bench/driver: bench/driver.c include/poolrt.h $(BUILD)/libpoolrt.a | $(BUILD)/bench
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libpoolrt.a $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench/relay: bench/relay.c | $(BUILD)/bench
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -o $@ $< -pthread

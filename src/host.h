@@ -1,0 +1,7 @@
+/* host.h -- pieces of the `poolrt` host binary that are not the library. */
+#ifndef POOLRT_HOST_H
+#define POOLRT_HOST_H
+
+int prt__host_events_start(const char *watch_path, double grace);
+
+#endif
