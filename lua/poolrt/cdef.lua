@@ -106,6 +106,8 @@ int prt_runtime_pool_count(prt_runtime *rt);
 prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i);
 
 int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errlen);
+int prt_reload_all(void);
+int prt_drain_all(double grace);
 void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
 int prt_policy_check(const char *path, char *report, size_t replen);

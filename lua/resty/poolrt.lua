@@ -75,7 +75,7 @@ local function thread_call(fn, ...)
   return true, res
 end
 
-local function query_in_thread(addr, epoch, name, flags, deadline, waited, sql, ...)
+local function query_in_thread(addr, epoch, name, deadline, waited, flags, sql, ...)
   local conn, err = thread_acquire(addr, epoch, name, deadline, waited)
   if not conn then return nil, err end
   local ok, rows, qerr
@@ -196,6 +196,8 @@ function M.init(cfg)
   return true
 end
 
+local snapshot -- forward
+
 local function apply_reload_all(premature)
   if premature or not W.rt then return end
   local d = W.dict
@@ -211,9 +213,8 @@ local function apply_reload_all(premature)
     policy_generation = W.rt:policy_stats().generation,
   })
   if not ok then ngx.log(ngx.ERR, "resty.poolrt: reload of generation ", gen, " failed: ", err) end
+  snapshot()
 end
-
-local snapshot -- forward
 
 -- In init_worker_by_lua: creates this worker's runtime and its pools.
 -- cfg: a table or a Lua file returning one (default: what init() got):
