@@ -469,6 +469,8 @@ function M.shutdown(grace)
   W.pools = {}
   local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace) or 5)
   rt:close()
+  ngx.log(ok and ngx.NOTICE or ngx.WARN, "resty.poolrt: worker ", ngx.worker.id() or "?", " closed its pools",
+          ok and "" or " (connections still in use after the grace period were left to the OS)")
   return ok
 end
 
