@@ -9,7 +9,7 @@
  *
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua]
- *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT]
+ *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -18,11 +18,15 @@
  *   -t THINK_US    sleep uniformly 0..2*THINK_US between cycles (light load)
  *   -S SQL         another statement (no parameters), e.g. "select pg_sleep(0.002)"
  *   -C             cold start: do not open connections before the clock starts
+ *   -W N           open N connections before the clock starts (default: min(workers,
+ *                  max); noop: max)
  *   -X N           prt_pool_opts.threads (what a size hook such as clamp.lua sees)
  *
  * Output: one line of key=value pairs on stdout (parsed by bench/run.sh):
  *   tps= ops= secs= p50_us= p99_us= errors= acq_p99_us= conns= created= ...
- * Latency is the whole cycle (acquire + query + release), in microseconds.
+ * Latency is the whole cycle (acquire + query + release), in microseconds
+ * (not measured in noop mode, where two clock reads would cost as much as
+ * the cycle itself).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,7 +60,7 @@ typedef struct {
 
 static struct {
     const char *conninfo, *policy, *sql;
-    int workers, max, mode, scale, think_us, threads_hint, cold;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -122,12 +126,13 @@ static void *worker_main(void *arg)
     int nparams = cfg.sql ? 0 : 1;
 
     pthread_barrier_wait(&start_line); /* all workers start together */
+    int timed = !cfg.iters && cfg.mode != Q_NOOP; /* noop: the clock calls would dominate */
     for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
-        double t0 = now_s();
+        double t0 = timed ? now_s() : 0;
         prt_conn *c;
         err[0] = 0;
         int rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
-        double t1 = now_s();
+        double t1 = timed ? now_s() : 0;
         if (rc != PRT_OK) {
             note_error(w, err[0] ? err : prt_strerror(rc));
             continue;
@@ -145,13 +150,13 @@ static void *worker_main(void *arg)
             }
         }
         prt_release(c, broken);
-        double t2 = now_s();
+        double t2 = timed ? now_s() : 0;
         if (rc != PRT_OK)
             continue;
         if (!cfg.iters && atomic_load_explicit(&stop_flag, memory_order_relaxed))
             break; /* finished after the clock stopped: not counted */
         w->ops++;
-        if (!cfg.iters) {
+        if (timed) {
             push(&w->lat, (float)((t2 - t0) * 1e6));
             push(&w->acq, (float)((t1 - t0) * 1e6));
         }
@@ -195,7 +200,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
-                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT]\n");
+                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM]\n");
     exit(2);
 }
 
@@ -203,7 +208,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:h")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:h")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -222,6 +227,7 @@ int main(int argc, char **argv)
         case 'S': cfg.sql = optarg; break;
         case 'X': cfg.threads_hint = atoi(optarg); break;
         case 'C': cfg.cold = 1; break;
+        case 'W': cfg.warm = atoi(optarg); break;
         case 'A': cfg.acq_timeout = atof(optarg); break;
         default: usage();
         }
@@ -236,7 +242,7 @@ int main(int argc, char **argv)
     prt_runtime_opts_default(&ro);
     ro.conninfo = cfg.conninfo;
     ro.policy = cfg.policy;
-    ro.reap_interval = 1.0;
+    ro.reap_interval = cfg.iters ? 0 : 1.0; /* -n (callgrind): no timer thread in the count */
     prt_runtime *rt;
     if (prt_runtime_new(&ro, &rt, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
@@ -257,7 +263,10 @@ int main(int argc, char **argv)
      * as pgbench does (its TPS excludes the initial connection time). */
     prt_pool_stats st;
     prt_pool_stats_get(pool, &st);
-    int warm = cfg.cold ? 0 : (cfg.workers < st.max ? cfg.workers : st.max);
+    /* noop (pool-only) runs open every connection: "T threads on max connections" */
+    int warm = cfg.cold ? 0 : cfg.mode == Q_NOOP || cfg.workers > st.max ? st.max : cfg.workers;
+    if (cfg.warm > 0 && !cfg.cold)
+        warm = cfg.warm < st.max ? cfg.warm : st.max;
     prt_conn **held = calloc((size_t)(warm ? warm : 1), sizeof *held);
     int nheld = 0;
     for (int i = 0; i < warm; i++) {
