@@ -74,6 +74,7 @@ static double run(const char *src, long iters, int nidle)
     p->idle = NULL;
     p->idle_cap = 0;
     free(conns);
+    prt_pool_unref(p);
     prt_runtime_free(rt);
     remove(path);
     return ns;

@@ -37,6 +37,7 @@ do
 end
 
 local M = { VERSION = ffi.string(C.prt_version()), C = C }
+M.WAIT_BOUNDS = { 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, math.huge }
 M.null = setmetatable({}, { __tostring = function() return "poolrt.null" end })
 
 local ERRLEN = 512
@@ -52,9 +53,18 @@ local function lasterr() return ffi.string(errbuf) end
 function M.now() return C.prt_now() end
 function M.sleep(s) C.prt_sleep(s) end
 
-local levels = { error = 0, warn = 1, info = 2, debug = 3 }
-function M.log(level, msg) C.prt_log(assert(levels[level], "unknown log level"), tostring(msg)) end
-function M.set_log_level(level) C.prt_log_set_level(assert(levels[level], "unknown log level")) end
+local levels = { off = -1, error = 0, warn = 1, info = 2, debug = 3 }
+local function level_of(name)
+  local n = levels[name]
+  if not n then error("poolrt: unknown log level " .. tostring(name) .. " (off, error, warn, info, debug)", 3) end
+  return n
+end
+function M.log(level, msg) C.prt_log(level_of(level), tostring(msg)) end
+function M.set_log_level(level) C.prt_log_set_level(level_of(level)) end
+function M.log_level()
+  local n = C.prt_log_get_level()
+  for name, v in pairs(levels) do if v == n then return name end end
+end
 
 ---------------------------------------------------------------------------
 -- Serialization of plain values between Lua states (rt:spawn).
@@ -177,10 +187,16 @@ end
 local Pool = {}
 Pool.__index = Pool
 
+local E_CLOSED = -7
+
 -- A connection within `timeout` seconds (default: the pool's
--- acquire_timeout), or nil, err.
+-- acquire_timeout), or nil, err.  A pool evicted meanwhile (idle tenant,
+-- rt:evict) is created afresh under the same name, as apartment does.
 function Pool:acquire(timeout)
   local rc = C.prt_acquire(self._p, timeout or -1, conn_out, errbuf, ERRLEN)
+  if rc == E_CLOSED and self.rt:_refresh(self) then
+    rc = C.prt_acquire(self._p, timeout or -1, conn_out, errbuf, ERRLEN)
+  end
   if rc ~= 0 then return nil, lasterr() end
   return wrap_conn(self, conn_out[0])
 end
@@ -215,6 +231,8 @@ local function stats_of(p)
   local s = stats_buf
   C.prt_pool_stats_get(p, s)
   local n = tonumber
+  local buckets = {}
+  for i = 0, C.PRT_WAIT_BUCKETS - 1 do buckets[i + 1] = n(s.acquire_wait_buckets[i]) end
   return {
     max = s.max, min_idle = s.min_idle, total = s.total, idle = s.idle, in_use = s.in_use,
     waiting = s.waiting, maxwait = s.maxwait,
@@ -224,8 +242,10 @@ local function stats_of(p)
     acquire_total = n(s.acquire_total), acquire_timeouts_total = n(s.acquire_timeouts_total),
     grown_total = n(s.grown_total),
     acquire_wait_seconds_sum = n(s.acquire_wait_us_total) / 1e6,
+    acquire_wait_buckets = buckets, -- counts per bound of poolrt.WAIT_BOUNDS
     connections_created_total = n(s.connections_created_total),
     connect_errors_total = n(s.connect_errors_total),
+    protected = s.is_protected ~= 0, pinned = s.is_pinned ~= 0, closed = s.closed,
     connections_closed_total = {
       idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
       evicted = n(s.closed_evicted), shrink = n(s.closed_shrink),
@@ -259,14 +279,7 @@ local function check_opts(opts, fields, what)
   end
 end
 
--- Fetches pool `name`, creating it from opts (fields of prt_pool_opts, plus
--- prepare = false for unprepared statements and null = <value for NULL>)
--- when it does not exist yet.
-function Runtime:pool(name, opts)
-  if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
-  local p = self._pools[name]
-  if p then return p end
-  opts = opts or {}
+local function pool_opts(opts)
   check_opts(opts, pool_fields, "pool")
   local o = ffi.new("prt_pool_opts")
   C.prt_pool_opts_default(o)
@@ -276,12 +289,67 @@ function Runtime:pool(name, opts)
     elseif k ~= "prepare" and k ~= "null" then o[k] = v end
   end
   if opts.prepare == false then o.stmt_cache = 0 end
-  local out = ffi.new("prt_pool*[1]")
-  if C.prt_pool_get(self._rt, name, o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
-  p = setmetatable({ _p = out[0], name = name, rt = self, _null = opts.null,
+  return o
+end
+
+local pool_out = ffi.new("prt_pool*[1]")
+
+-- The C pool for `name` (a new reference, released by the GC), created
+-- from `o` if absent; nil, err when it cannot be had.
+local function get_pool(rt, name, o)
+  local rc = C.prt_pool_get(rt, name, o, pool_out, errbuf, ERRLEN)
+  if rc ~= 0 then return nil, rc end
+  return ffi.gc(pool_out[0], C.prt_pool_unref)
+end
+
+-- Fetches pool `name`, creating it from opts (fields of prt_pool_opts, plus
+-- prepare = false for unprepared statements, null = <value for NULL>,
+-- protected/pinned = true to exempt it from eviction) when it does not
+-- exist yet.  Raises on bad options, and when max_pools is reached and
+-- nothing can be evicted (PgBouncer and apartment refuse there too).
+function Runtime:pool(name, opts)
+  if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
+  local p = self._pools[name]
+  if p then return p end
+  local o = pool_opts(opts or {})
+  local ptr = get_pool(self._rt, name, o)
+  if not ptr then error("poolrt: " .. lasterr(), 2) end
+  p = setmetatable({ _p = ptr, _o = o, name = name, rt = self, _null = (opts or {}).null,
                      _qflags = o.stmt_cache == 0 and 1 or 0 }, Pool)
   self._pools[name] = p
   return p
+end
+
+-- Re-resolves a pool handle whose C pool was evicted.  Returns true when
+-- the handle now points at a live pool.
+function Runtime:_refresh(p)
+  local s = stats_of(p._p)
+  if s.closed ~= 1 then return false end -- draining, not evicted
+  local ptr = get_pool(self._rt, p.name, p._o)
+  if not ptr then return false end
+  p._p = ptr
+  return true
+end
+
+-- Drops pool `name`: idle connections close now, in-use ones when they are
+-- released; a later rt:pool(name) creates it afresh.  true, or nil, err.
+function Runtime:evict(name)
+  if C.prt_runtime_evict(self._rt, name, errbuf, ERRLEN) ~= 0 then return nil, lasterr() end
+  return true
+end
+
+local rstats_buf = ffi.new("prt_runtime_stats")
+
+-- Runtime-wide counters: pools, max_pools, connections (open across
+-- pools), max_connections, pools_over_cap_total, pools_evicted_total{...}.
+function Runtime:runtime_stats()
+  local s = rstats_buf
+  C.prt_runtime_stats_get(self._rt, s)
+  return { pools = s.pools, max_pools = s.max_pools, connections = s.connections,
+           max_connections = s.max_connections, pools_over_cap_total = tonumber(s.pools_over_cap_total),
+           pools_evicted_total = { manual = tonumber(s.pools_evicted_total[0]),
+                                   lru = tonumber(s.pools_evicted_total[1]),
+                                   idle = tonumber(s.pools_evicted_total[2]) } }
 end
 
 local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
@@ -308,9 +376,12 @@ function Runtime:stats()
   local all, ps = {}, self:policy_stats()
   for i = 0, C.prt_runtime_pool_count(self._rt) - 1 do
     local p = C.prt_runtime_pool_at(self._rt, i)
-    local s = stats_of(p)
-    s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
-    all[ffi.string(C.prt_pool_name(p))] = s
+    if p ~= nil then
+      local s = stats_of(p)
+      s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
+      all[ffi.string(C.prt_pool_name(p))] = s
+      C.prt_pool_unref(p)
+    end
   end
   return all
 end
@@ -327,8 +398,13 @@ end
 -- How many background jobs may hold connections of a pool at once.
 function Pool:concurrency() return C.prt_pool_concurrency(self._p) end
 
--- Runs one reap cycle now; returns the number of connections closed.
-function Runtime:reap() return C.prt_reap(self._rt) end
+local evicted_out = ffi.new("int[1]")
+
+-- Runs one reap cycle now; returns connections closed and pools evicted.
+function Runtime:reap()
+  local closed = C.prt_reap(self._rt, evicted_out)
+  return closed, evicted_out[0]
+end
 
 -- Stops taking work and waits up to `grace` seconds for connections in use.
 function Runtime:drain(grace)
@@ -370,7 +446,7 @@ end
 
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
                          max_connections = "number", policy = "string", log_level = "string",
-                         policy_budget = "number" }
+                         policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string" }
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
 function M.policy_file(name)
@@ -403,6 +479,13 @@ function M.runtime(opts)
   if opts.max_pools then o.max_pools = opts.max_pools end
   if opts.max_connections then o.max_connections = opts.max_connections end
   if opts.policy_budget then o.policy_budget = opts.policy_budget end
+  if opts.pool_idle_timeout then o.pool_idle_timeout = opts.pool_idle_timeout end
+  if opts.pools_overflow then
+    if opts.pools_overflow ~= "fail" and opts.pools_overflow ~= "allow" then
+      error('poolrt: pools_overflow must be "fail" or "allow"', 2)
+    end
+    o.pools_overflow_allow = opts.pools_overflow == "allow" and 1 or 0
+  end
   o.policy = policy
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end

@@ -35,7 +35,18 @@ end
 -- Waits until the server no longer has a backend with this pid.
 function H.wait_backend_gone(pid)
   H.wait_until(function()
-    -- Writes `src` to a temporary policy file and returns its path.
+    -- Runs fn with the runtime's log silenced (specs that provoke errors on
+-- purpose), restoring the level afterwards.
+function H.quietly(fn, ...)
+  local level = poolrt.log_level()
+  poolrt.set_log_level("off")
+  local res = { pcall(fn, ...) }
+  poolrt.set_log_level(level)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
+end
+
+-- Writes `src` to a temporary policy file and returns its path.
 function H.write_file(src, path)
   path = path or (os.tmpname() .. ".lua")
   local f = assert(io.open(path, "w"))
@@ -55,6 +66,17 @@ end
 
 return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
   end, 5, "backend " .. pid .. " to exit")
+end
+
+-- Runs fn with the runtime's log silenced (specs that provoke errors on
+-- purpose), restoring the level afterwards.
+function H.quietly(fn, ...)
+  local level = poolrt.log_level()
+  poolrt.set_log_level("off")
+  local res = { pcall(fn, ...) }
+  poolrt.set_log_level(level)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
 end
 
 -- Writes `src` to a temporary policy file and returns its path.

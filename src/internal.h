@@ -70,27 +70,30 @@ int prt__conn_alive(prt_conn *c);               /* non-blocking check of an idle
 int prt__conn_reset(prt_conn *c, double deadline); /* clean state for reuse; 0 or negative */
 int prt__conn_expired(const prt_conn *c, double now);
 
-/* --- pool.c --------------------------------------------------------------- */
+/* --- pool.c, acquire.c, reap.c ------------------------------------------- */
 enum prt__close_reason {
     PRT__CLOSE_IDLE, PRT__CLOSE_LIFETIME, PRT__CLOSE_BROKEN, PRT__CLOSE_EVICTED,
-    PRT__CLOSE_SHRINK, PRT__CLOSE_NREASONS
+    PRT__CLOSE_SHRINK, PRT__CLOSE_NREASONS /* the last: not counted as a close */
 };
+enum { PRT__CLOSED_EVICTED = 1, PRT__CLOSED_DRAINING = 2 };
+enum { PRT__W_WAITING, PRT__W_CONN, PRT__W_SLOT, PRT__W_CLOSED };
 
 typedef struct prt__waiter {
     struct prt__waiter *next;
     pthread_cond_t cond;
     prt_conn *conn;          /* handed over by a releaser; protected by pool->mu */
-    int state;               /* waiting, handed a conn, granted a slot, or pool closed; pool->mu */
+    int state;               /* PRT__W_*; pool->mu */
     double since;
 } prt__waiter;
 
 struct prt_pool {
-    prt_runtime *rt;         /* immutable */
+    prt_runtime *rt;         /* set to NULL (under mu) when the runtime is freed first */
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
-    prt_pool_opts opts;      /* immutable, except max/min_idle below */
+    prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
     double created_at;       /* immutable */
     uint64_t serial;         /* immutable, unique in the process */
+    atomic_int refs;         /* registry + handles + connections in use */
 
     pthread_mutex_t mu;
     /* Everything below is protected by mu. */
@@ -100,24 +103,48 @@ struct prt_pool {
     int total;               /* idle + in_use + opening */
     int in_use;
     int opening;
-    int closed;              /* no new acquires; connections close on release */
+    int closed;              /* PRT__CLOSED_*: no new acquires; connections close on release */
     prt__waiter *wq_head, *wq_tail;
     int nwait;
     double last_used_at;
     uint64_t acquire_total, acquire_timeouts, acquire_wait_us;
+    uint64_t wait_buckets[PRT_WAIT_BUCKETS];
     uint64_t created_total, connect_errors;
     uint64_t closed_by[PRT__CLOSE_NREASONS];
     uint64_t next_conn_id;
     uint64_t grown;          /* connections opened over max by overflow "grow" */
 };
 
+extern const double prt__wait_bounds[PRT_WAIT_BUCKETS];
+
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen);
-void prt__pool_free(prt_pool *p);
-void prt__pool_close(prt_pool *p);               /* refuse new work, close idle */
-int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
+void prt__pool_ref(prt_pool *p);
+void prt__pool_close(prt_pool *p, int reason);   /* refuse new work, close idle */
 void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)", mu held */
 void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle; no lock held */
+void prt__pool_after_close(prt_pool *p);         /* slots were given back; no lock held */
+int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
+/* mu held: */
+int prt__slot_take(prt_pool *p, int over_max);
+void prt__slot_give(prt_pool *p, int n, enum prt__close_reason why);
+void prt__grant_slots(prt_pool *p);
+void prt__waiter_push(prt_pool *p, prt__waiter *w);
+prt__waiter *prt__waiter_pop(prt_pool *p);
+void prt__waiter_unlink(prt_pool *p, prt__waiter *w);
+int prt__put_idle(prt_pool *p, prt_conn *c);
+prt_conn *prt__take_idle(prt_pool *p, int i);
+int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), double now, int keep,
+                    prt_conn **out);
+void prt__close_all(prt_conn **cs, int n);
+int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
+
+/* --- registry.c ------------------------------------------------------------ */
+enum { PRT__EVICT_MANUAL, PRT__EVICT_LRU, PRT__EVICT_IDLE, PRT__EVICT_NREASONS };
+int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out);
+void prt__registry_release(prt_pool **pools, int n);
+void prt__registry_grant(prt_runtime *rt);
+int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self);
 
 /* --- policy.c: the boundary to Lua policy hooks ------------------------- */
 enum prt__hook {
@@ -158,6 +185,9 @@ void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle);
 int prt__hook_overflow(prt__pstate *ps, prt_pool *p, double timeout, double *wait);
 int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *close); /* -1: use default */
 int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use default */
+int prt__hook_admit(prt__pstate *ps, prt_pool **pools, int n, const char *name); /* mode or 0 */
+int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict);
+void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
 void prt__fill_pool_view(prt_pool_view *v, prt_pool *p);          /* p->mu held */
 
 /* --- pick.c --------------------------------------------------------------- */
@@ -185,10 +215,13 @@ struct prt_runtime {
     uint64_t err_suppressed[PRT__NHOOKS]; /* policy_mu */
     /* Lock-free reads on hot paths; written under policy_mu. */
     atomic_uint_fast64_t generation;
-    atomic_int pick_mode;    /* the live policy's mode for pick */
+    atomic_int pick_mode, overflow_mode, admit_mode; /* the live policy's modes */
     atomic_int lua_hot;      /* pick or overflow is a Lua function */
     atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
     atomic_uint_fast64_t reloads_ok, reloads_failed;
+    atomic_int nconns;       /* open connections across pools (global slots) */
+    atomic_int nwaiting;     /* callers waiting in any pool */
+    atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT__EVICT_NREASONS];
 };
 
 void *prt__timer_main(void *arg);

@@ -13,10 +13,11 @@
 static atomic_int log_level = PRT_LOG_WARN;
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
+/* PRT_LOG_OFF (-1) silences everything. */
 void prt_log_set_level(int level)
 {
-    if (level < PRT_LOG_ERROR)
-        level = PRT_LOG_ERROR;
+    if (level < PRT_LOG_OFF)
+        level = PRT_LOG_OFF;
     if (level > PRT_LOG_DEBUG)
         level = PRT_LOG_DEBUG;
     atomic_store(&log_level, level);
@@ -36,7 +37,7 @@ void prt_log(int level, const char *msg)
  * threads never interleave. */
 void prt__logf(int level, const char *fmt, ...)
 {
-    if (level > atomic_load(&log_level) || level < 0)
+    if (level > atomic_load(&log_level) || level < PRT_LOG_ERROR)
         return;
     char msg[1024];
     va_list ap;

@@ -555,6 +555,86 @@ int prt__hook_concurrency(prt__pstate *ps, prt_pool *p)
     return (int)n;
 }
 
+/* Fills the 1-based pool views hooks get as `pools`; -1 when out of memory.
+ * Takes each pool's lock briefly (callers may hold rt->mu). */
+static int fill_pool_list(prt__pstate *ps, prt_pool **pools, int n)
+{
+    if (n + 1 > ps->pools_cap) {
+        prt_pool_view *v = realloc(ps->pools, (size_t)(n + 1) * sizeof *v);
+        if (!v)
+            return -1;
+        ps->pools = v;
+        ps->pools_cap = n + 1;
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&pools[i]->mu);
+        prt__fill_pool_view(&ps->pools[i + 1], pools[i]);
+        pthread_mutex_unlock(&pools[i]->mu);
+    }
+    ps->ctx->pools = ps->pools;
+    ps->ctx->npools = n;
+    return 0;
+}
+
+int prt__hook_admit(prt__pstate *ps, prt_pool **pools, int n, const char *name)
+{
+    if (begin(ps, PRT__H_ADMIT) != 0 || fill_pool_list(ps, pools, n) != 0)
+        return 0;
+    lua_pushstring(ps->L, name);
+    if (finish(ps, PRT__H_ADMIT, 1, 1) != 0)
+        return 0;
+    const char *s = lua_type(ps->L, 1) == LUA_TSTRING ? lua_tostring(ps->L, 1) : NULL;
+    int mode = s ? builtin_id(PRT__H_ADMIT, s) : 0;
+    if (!mode)
+        return reject(ps, PRT__H_ADMIT, 1, "\"evict_lru\", \"fail\" or \"allow\""), 0;
+    lua_settop(ps->L, 0);
+    return mode;
+}
+
+/* Marks evict[i] for each pool named in the hook's answer.  Returns how
+ * many, or -1 when the built-in rule should apply. */
+int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict)
+{
+    if (begin(ps, PRT__H_EVICT) != 0 || fill_pool_list(ps, pools, n) != 0)
+        return -1;
+    ps->ctx->now = now;
+    if (finish(ps, PRT__H_EVICT, 0, 1) != 0)
+        return -1;
+    lua_State *L = ps->L;
+    if (lua_isnil(L, 1)) {
+        lua_settop(L, 0);
+        return 0;
+    }
+    if (!lua_istable(L, 1))
+        return reject(ps, PRT__H_EVICT, 1, "a list of pool names");
+    int count = 0;
+    size_t len = lua_objlen(L, 1);
+    for (size_t k = 1; k <= len; k++) {
+        lua_rawgeti(L, 1, (int)k);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return reject(ps, PRT__H_EVICT, -1, "pool names (strings)");
+        const char *name = lua_tostring(L, -1);
+        for (int i = 0; i < n; i++)
+            if (!evict[i] && strcmp(pools[i]->name, name) == 0) {
+                evict[i] = 1;
+                count++;
+            }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    return count;
+}
+
+void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason)
+{
+    if (begin(ps, PRT__H_ON_EVICT) != 0)
+        return;
+    lua_pushstring(ps->L, name);
+    lua_pushstring(ps->L, reason);
+    if (finish(ps, PRT__H_ON_EVICT, 2, 0) == 0)
+        lua_settop(ps->L, 0);
+}
+
 /* --- loading and dry runs --------------------------------------------------- */
 
 /* Sample inputs for dry runs: a pool of 10 with three idle connections. */

@@ -1,5 +1,5 @@
 /*
- * runtime.c -- the runtime: the registry of named pools, the timer thread
+ * runtime.c -- the runtime: its lifecycle, the timer thread
  * it owns, and shutdown (drain, then free).
  *
  * Pools live until the runtime is freed; a pool is looked up by name under
@@ -109,6 +109,8 @@ static void publish(prt_runtime *rt, prt__policy *pol)
     pol->generation = atomic_load(&rt->generation) + 1;
     rt->policy = pol;
     atomic_store(&rt->pick_mode, pol->mode[PRT__H_PICK]);
+    atomic_store(&rt->overflow_mode, pol->mode[PRT__H_OVERFLOW]);
+    atomic_store(&rt->admit_mode, pol->mode[PRT__H_ADMIT]);
     atomic_store(&rt->lua_hot, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
     atomic_store(&rt->generation, pol->generation);
     pthread_mutex_unlock(&rt->policy_mu);
@@ -162,97 +164,17 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     return PRT_OK;
 }
 
-static prt_pool *find(prt_runtime *rt, const char *name)
-{
-    for (int i = 0; i < rt->npools; i++)
-        if (strcmp(rt->pools[i]->name, name) == 0)
-            return rt->pools[i];
-    return NULL;
-}
-
-/* Fetches pool `name`, creating it from `o` when it does not exist (o NULL:
- * fetch only, PRT_ENOTFOUND if absent).  Options of an existing pool are
- * left as they are. */
-int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
-                 prt_pool **out, char *err, size_t errlen)
-{
-    if (!rt || !name || !out)
-        return PRT_EINVAL;
-    int rc = PRT_OK, created = 0;
-    pthread_mutex_lock(&rt->mu);
-    prt_pool *p = find(rt, name);
-    if (!p && rt->draining) {
-        prt__errf(err, errlen, "pool \"%s\": runtime is shutting down", name);
-        rc = PRT_ECLOSED;
-    } else if (!p && !o) {
-        prt__errf(err, errlen, "pool \"%s\": no such pool", name);
-        rc = PRT_ENOTFOUND;
-    } else if (!p) {
-        if (rt->npools == rt->pools_cap) {
-            int cap = rt->pools_cap ? rt->pools_cap * 2 : 8;
-            prt_pool **n = realloc(rt->pools, (size_t)cap * sizeof *n);
-            if (!n) {
-                pthread_mutex_unlock(&rt->mu);
-                prt__errf(err, errlen, "pool \"%s\": out of memory", name);
-                return PRT_ENOMEM;
-            }
-            rt->pools = n;
-            rt->pools_cap = cap;
-        }
-        rc = prt__pool_new(rt, name, o, &p, err, errlen);
-        if (rc == PRT_OK)
-            rt->pools[rt->npools++] = p;
-        created = rc == PRT_OK;
-    }
-    pthread_mutex_unlock(&rt->mu);
-    if (created)
-        prt__pool_apply_size(p);
-    if (rc == PRT_OK)
-        *out = p;
-    return rc;
-}
-
-int prt_runtime_pool_count(prt_runtime *rt)
-{
-    pthread_mutex_lock(&rt->mu);
-    int n = rt->npools;
-    pthread_mutex_unlock(&rt->mu);
-    return n;
-}
-
-prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
-{
-    pthread_mutex_lock(&rt->mu);
-    prt_pool *p = (i >= 0 && i < rt->npools) ? rt->pools[i] : NULL;
-    pthread_mutex_unlock(&rt->mu);
-    return p;
-}
-
-/* Runs one reap cycle over every pool now; returns connections closed. */
-int prt_reap(prt_runtime *rt)
-{
-    int closed = 0;
-    double now = prt_now();
-    for (int i = 0;; i++) {
-        prt_pool *p = prt_runtime_pool_at(rt, i);
-        if (!p)
-            break;
-        closed += prt__pool_reap(p, now);
-    }
-    return closed;
-}
-
 static int in_use_total(prt_runtime *rt)
 {
-    int n = 0;
-    for (int i = 0;; i++) {
-        prt_pool *p = prt_runtime_pool_at(rt, i);
-        if (!p)
-            return n;
-        pthread_mutex_lock(&p->mu);
-        n += p->in_use + p->opening;
-        pthread_mutex_unlock(&p->mu);
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools), busy = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&pools[i]->mu);
+        busy += pools[i]->in_use + pools[i]->opening;
+        pthread_mutex_unlock(&pools[i]->mu);
     }
+    prt__registry_release(pools, n);
+    return busy;
 }
 
 /* Stops taking new work (new pools and acquires fail, waiters are woken
@@ -264,25 +186,24 @@ int prt_runtime_drain(prt_runtime *rt, double grace)
     pthread_mutex_lock(&rt->mu);
     rt->draining = 1;
     pthread_mutex_unlock(&rt->mu);
-    for (int i = 0;; i++) {
-        prt_pool *p = prt_runtime_pool_at(rt, i);
-        if (!p)
-            break;
-        prt__pool_close(p);
-    }
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools);
+    for (int i = 0; i < n; i++)
+        prt__pool_close(pools[i], PRT__CLOSED_DRAINING);
+    prt__registry_release(pools, n);
     double deadline = prt_now() + grace;
-    int n;
-    while ((n = in_use_total(rt)) > 0 && prt_now() < deadline)
+    int busy;
+    while ((busy = in_use_total(rt)) > 0 && prt_now() < deadline)
         prt_sleep(0.005);
-    if (n > 0)
-        prt__logf(PRT_LOG_WARN, "runtime: %d connection(s) still in use after the %.1fs grace period", n,
-                  grace);
-    return n > 0 ? PRT_ETIMEDOUT : PRT_OK;
+    if (busy > 0 && grace > 0)
+        prt__logf(PRT_LOG_WARN, "runtime: %d connection(s) still in use after the %.1fs grace period", busy, grace);
+    return busy > 0 ? PRT_ETIMEDOUT : PRT_OK;
 }
 
-/* Stops the timer, drains without grace and frees every pool.  A pool
- * whose connections are still in use is left allocated (and logged) rather
- * than freed under its users. */
+/* Stops the timer, drains without grace and drops every pool.  Pools still
+ * referenced (handles not yet released, connections still in use) stay
+ * allocated, closed and detached from the runtime, until their last
+ * reference goes. */
 void prt_runtime_free(prt_runtime *rt)
 {
     if (!rt)
@@ -295,19 +216,22 @@ void prt_runtime_free(prt_runtime *rt)
     if (rt->has_timer)
         pthread_join(rt->timer, NULL);
     prt_runtime_drain(rt, 0);
-    for (int i = 0; i < rt->npools; i++) {
-        prt_pool *p = rt->pools[i];
-        pthread_mutex_lock(&p->mu);
-        int busy = p->total;
-        pthread_mutex_unlock(&p->mu);
-        if (busy) {
-            prt__logf(PRT_LOG_ERROR, "pool \"%s\": runtime freed with %d connection(s) never released", p->name,
-                      busy);
-            continue;
-        }
-        prt__pool_free(p);
+    pthread_mutex_lock(&rt->mu);
+    prt_pool **pools = rt->pools;
+    int n = rt->npools;
+    rt->pools = NULL;
+    rt->npools = 0;
+    pthread_mutex_unlock(&rt->mu);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&pools[i]->mu);
+        if (pools[i]->in_use > 0)
+            prt__logf(PRT_LOG_WARN, "pool \"%s\": runtime freed with %d connection(s) still in use; "
+                      "they close when released", pools[i]->name, pools[i]->in_use);
+        pools[i]->rt = NULL;
+        pthread_mutex_unlock(&pools[i]->mu);
+        prt_pool_unref(pools[i]);
     }
-    free(rt->pools);
+    free(pools);
     prt__policy_forget(rt);
     prt__policy_unref(rt->policy);
     pthread_cond_destroy(&rt->cond);
@@ -347,12 +271,11 @@ int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errl
     prt__logf(PRT_LOG_INFO, "policy \"%s\" is live as generation %llu", file,
               (unsigned long long)atomic_load(&rt->generation));
     free(file);
-    for (int i = 0;; i++) {
-        prt_pool *p = prt_runtime_pool_at(rt, i);
-        if (!p)
-            break;
-        prt__pool_apply_size(p);
-    }
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools);
+    for (int i = 0; i < n; i++)
+        prt__pool_apply_size(pools[i]);
+    prt__registry_release(pools, n);
     return PRT_OK;
 }
 
@@ -366,4 +289,16 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out)
     out->reloads_ok = atomic_load(&rt->reloads_ok);
     out->reloads_failed = atomic_load(&rt->reloads_failed);
     out->generation = atomic_load(&rt->generation);
+}
+
+void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->pools = prt_runtime_pool_count(rt);
+    out->max_pools = rt->opts.max_pools;
+    out->connections = atomic_load(&rt->nconns);
+    out->max_connections = rt->opts.max_connections;
+    out->pools_over_cap_total = atomic_load(&rt->pools_over_cap);
+    for (int i = 0; i < 3; i++)
+        out->pools_evicted_total[i] = atomic_load(&rt->pools_evicted[i]);
 }

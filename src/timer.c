@@ -20,7 +20,7 @@ void *prt__timer_main(void *arg)
         if (rt->stopping || prt_now() < next)
             continue;
         pthread_mutex_unlock(&rt->mu);
-        int closed = prt_reap(rt);
+        int closed = prt_reap(rt, NULL);
         if (closed > 0)
             prt__logf(PRT_LOG_DEBUG, "reap: closed %d connection(s)", closed);
         next = prt_now() + rt->opts.reap_interval;

@@ -52,8 +52,8 @@ start() {
     exit 1
   fi
 
-  local attempt port p opts
-  for attempt in 1 2 3 4 5; do
+  local _try port p opts
+  for _try in 1 2 3 4 5; do
     # Random start so parallel runs don't all probe the same ports.
     port=
     p=$((20000 + RANDOM % 40000))

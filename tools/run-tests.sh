@@ -45,7 +45,7 @@ run_suite() {
       *) continue ;;
     esac
     shopt -s nocasematch
-    if [[ $line =~ \#[[:space:]]*(skip|todo) ]]; then s=$((s + 1))
+    if [[ $line =~ \#[[:space:]]*(skip|todo)([^[:alnum:]]|$) ]]; then s=$((s + 1))
     elif [[ $line == ok* ]]; then p=$((p + 1))
     else f=$((f + 1))
     fi

@@ -20,7 +20,9 @@ enum {
     PRT_EPOLICY = -11    /* a policy file failed to load or dry-run */
 };
 
-enum { PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
+enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
+
+enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 
 /* Query flags. */
 enum {
@@ -40,6 +42,8 @@ typedef struct prt_runtime_opts {
     int max_connections;     /* open connections across all pools (0: unlimited) */
     const char *policy;      /* policy file (NULL: the built-in default policy) */
     int policy_budget;       /* steps a hook may take per call (default 1000000) */
+    double pool_idle_timeout; /* evict whole pools unused this long (default 0: never) */
+    int pools_overflow_allow; /* max_pools reached, nothing evictable: 1 admit over the cap, 0 fail */
 } prt_runtime_opts;
 
 /* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
@@ -71,10 +75,21 @@ typedef struct prt_pool_stats {
     double maxwait;          /* seconds the oldest waiter has waited */
     double created_at, last_used_at;
     uint64_t acquire_total, acquire_timeouts_total, acquire_wait_us_total;
+    /* acquires by wait, upper bounds 0.5ms 1ms 5ms 10ms 50ms 100ms 0.5s 1s 5s +Inf */
+    uint64_t acquire_wait_buckets[PRT_WAIT_BUCKETS];
     uint64_t connections_created_total, connect_errors_total;
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
     uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
+    int is_protected, is_pinned;
+    int closed;              /* 1: evicted, 2: runtime draining */
 } prt_pool_stats;
+
+typedef struct prt_runtime_stats {
+    int pools, max_pools;
+    int connections, max_connections; /* open across pools */
+    uint64_t pools_over_cap_total;
+    uint64_t pools_evicted_total[3];  /* manual, lru, idle */
+} prt_runtime_stats;
 
 /* Policy counters; arrays are indexed by hook (see prt_policy_hook_name). */
 typedef struct prt_policy_stats {
@@ -101,7 +116,9 @@ void prt_runtime_opts_default(prt_runtime_opts *o);
 int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, size_t errlen);
 int prt_runtime_drain(prt_runtime *rt, double grace);
 void prt_runtime_free(prt_runtime *rt);
-int prt_reap(prt_runtime *rt);
+int prt_reap(prt_runtime *rt, int *pools_evicted);
+int prt_runtime_evict(prt_runtime *rt, const char *name, char *err, size_t errlen);
+void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out);
 int prt_runtime_pool_count(prt_runtime *rt);
 prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i);
 
@@ -115,6 +132,7 @@ int prt_policy_check(const char *path, char *report, size_t replen);
 void prt_pool_opts_default(prt_pool_opts *o);
 int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                  prt_pool **out, char *err, size_t errlen);
+void prt_pool_unref(prt_pool *p);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
 int prt_pool_concurrency(prt_pool *p);

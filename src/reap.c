@@ -1,0 +1,88 @@
+/*
+ * reap.c -- one reap cycle for one pool: idle connections past their
+ * lifetime close (always), idle ones chosen by the `reap` hook or, by
+ * default, idle longer than idle_timeout (never going below min_idle), and
+ * any above a shrunk max; then connections are opened up to min_idle.
+ * The runtime's timer runs this for every pool (registry.c).
+ */
+#include <stdlib.h>
+#include "internal.h"
+
+static int is_expired(prt_pool *p, prt_conn *c, double now)
+{
+    (void)p;
+    return prt__conn_expired(c, now);
+}
+
+static int is_stale(prt_pool *p, prt_conn *c, double now)
+{
+    return p->opts.idle_timeout > 0 && now - c->returned_at >= p->opts.idle_timeout;
+}
+
+/* The reap hook's choice, moved out of the idle list; -1: no hook here. */
+static int take_reaped(prt_pool *p, prt__pstate *ps, double now, prt_conn **out)
+{
+    if (prt__pstate_mode(ps, PRT__H_REAP) != PRT__MODE_LUA || p->nidle == 0)
+        return -1;
+    unsigned char *close = malloc((size_t)p->nidle);
+    int n = close ? prt__hook_reap(ps, p, now, close) : -1;
+    if (n > 0) {
+        int k = 0;
+        for (int i = 0, j = 0; i < p->nidle; i++) {
+            if (close[i])
+                out[k++] = p->idle[i];
+            else
+                p->idle[j++] = p->idle[i];
+        }
+        p->nidle -= k;
+    }
+    free(close);
+    return n;
+}
+
+/* Returns how many connections were closed. */
+int prt__pool_reap(prt_pool *p, double now)
+{
+    prt__pstate *ps = p->rt ? prt__policy_thread(p->rt) : NULL;
+    pthread_mutex_lock(&p->mu);
+    prt_conn **cs = p->closed ? NULL : malloc((size_t)(p->nidle ? p->nidle : 1) * sizeof *cs);
+    if (!cs) {
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    int nl = prt__take_where(p, is_expired, now, 0, cs);
+    int ns = take_reaped(p, ps, now, cs + nl);
+    if (ns < 0)
+        ns = prt__take_where(p, is_stale, now, p->min_idle, cs + nl);
+    int over = p->total - nl - ns - p->max;
+    int nk = prt__take_where(p, NULL, now, over > 0 ? p->nidle - over : p->nidle, cs + nl + ns);
+    prt__slot_give(p, nl, PRT__CLOSE_LIFETIME);
+    prt__slot_give(p, ns, PRT__CLOSE_IDLE);
+    prt__slot_give(p, nk, PRT__CLOSE_SHRINK);
+    prt__grant_slots(p);
+    int want = p->wq_head ? 0 : p->min_idle - p->nidle - p->opening; /* waiters open their own */
+    int reserved = 0;
+    while (reserved < want && prt__slot_take(p, 0))
+        reserved++;
+    double deadline = now + p->opts.acquire_timeout;
+    pthread_mutex_unlock(&p->mu);
+    prt__close_all(cs, nl + ns + nk);
+    free(cs);
+    if (nl + ns + nk)
+        prt__pool_after_close(p);
+    for (int i = 0; i < reserved; i++) {
+        char err[PRT__ERRLEN];
+        prt_conn *c = NULL;
+        if (prt__open_in_slot(p, deadline, 1, &c, err, sizeof err) != PRT_OK) {
+            prt__logf(PRT_LOG_WARN, "%s (min_idle refill)", err);
+            pthread_mutex_lock(&p->mu);
+            p->opening -= reserved - i - 1;
+            prt__slot_give(p, reserved - i - 1, PRT__CLOSE_NREASONS);
+            prt__grant_slots(p);
+            pthread_mutex_unlock(&p->mu);
+            prt__pool_after_close(p);
+            break;
+        }
+    }
+    return nl + ns + nk;
+}

@@ -1,0 +1,342 @@
+/*
+ * registry.c -- a runtime's pools by name (apartment's PoolManager):
+ * fetch-or-create under rt->mu, admission when max_pools are live, whole-
+ * pool eviction (by name, LRU on admission, by the `evict` hook or idle
+ * timeout in the reap cycle) with `on_evict`, and the cross-pool work of
+ * the global max_connections cap.
+ *
+ * A pool is protected from automatic eviction when it is named "default",
+ * is marked protected or pinned, or has connections in use, opening or
+ * waited for.  An evicted pool leaves the registry at once and is closed:
+ * idle connections close now, in-use ones when released; a later
+ * prt_pool_get of the name creates a fresh pool.
+ *
+ * Locks: rt->mu guards the pool array; a pool's own mu is taken inside it
+ * only briefly, to read counts.  Hooks and network I/O run outside rt->mu
+ * except admission, which decides while holding it so that two creators
+ * cannot both take the last place.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static const char *const evict_reasons[PRT__EVICT_NREASONS] = { "manual", "lru", "idle" };
+
+static int find(prt_runtime *rt, const char *name)
+{
+    for (int i = 0; i < rt->npools; i++)
+        if (strcmp(rt->pools[i]->name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Copies the live pools with a reference each; release with
+ * prt__registry_release.  Returns how many (0 on allocation failure). */
+int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out)
+{
+    pthread_mutex_lock(&rt->mu);
+    int n = rt->npools;
+    *out = malloc((size_t)(n ? n : 1) * sizeof **out);
+    if (!*out)
+        n = 0;
+    for (int i = 0; i < n; i++) {
+        (*out)[i] = rt->pools[i];
+        prt__pool_ref(rt->pools[i]);
+    }
+    pthread_mutex_unlock(&rt->mu);
+    return n;
+}
+
+void prt__registry_release(prt_pool **pools, int n)
+{
+    for (int i = 0; i < n; i++)
+        prt_pool_unref(pools[i]);
+    free(pools);
+}
+
+/* p->mu held. */
+static int busy(const prt_pool *p)
+{
+    return p->in_use > 0 || p->opening > 0 || p->nwait > 0;
+}
+
+static int is_protected(prt_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int prot = busy(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
+    pthread_mutex_unlock(&p->mu);
+    return prot;
+}
+
+/* Takes pool i out of the array; the registry's reference passes to the
+ * caller.  rt->mu held. */
+static prt_pool *detach(prt_runtime *rt, int i)
+{
+    prt_pool *p = rt->pools[i];
+    rt->pools[i] = rt->pools[--rt->npools];
+    return p;
+}
+
+/* Closes a detached pool, tells on_evict, drops the registry's reference. */
+static void finish_evict(prt_runtime *rt, prt_pool *p, int reason)
+{
+    prt__pool_close(p, PRT__CLOSED_EVICTED);
+    atomic_fetch_add(&rt->pools_evicted[reason], 1);
+    prt__logf(PRT_LOG_INFO, "pool \"%s\": evicted (%s)", p->name, evict_reasons[reason]);
+    prt__hook_on_evict(prt__policy_thread(rt), p->name, evict_reasons[reason]);
+    prt_pool_unref(p);
+}
+
+int prt_runtime_evict(prt_runtime *rt, const char *name, char *err, size_t errlen)
+{
+    if (!rt || !name)
+        return PRT_EINVAL;
+    pthread_mutex_lock(&rt->mu);
+    int i = find(rt, name);
+    prt_pool *p = i >= 0 ? detach(rt, i) : NULL;
+    pthread_mutex_unlock(&rt->mu);
+    if (!p) {
+        prt__errf(err, errlen, "pool \"%s\": no such pool", name);
+        return PRT_ENOTFOUND;
+    }
+    finish_evict(rt, p, PRT__EVICT_MANUAL);
+    return PRT_OK;
+}
+
+/* The least recently used pool that may be evicted, or -1.  rt->mu held. */
+static int lru_victim(prt_runtime *rt)
+{
+    int best = -1;
+    double best_t = 0;
+    for (int i = 0; i < rt->npools; i++) {
+        prt_pool *p = rt->pools[i];
+        if (is_protected(p))
+            continue;
+        pthread_mutex_lock(&p->mu);
+        double t = p->last_used_at;
+        pthread_mutex_unlock(&p->mu);
+        if (best < 0 || t < best_t) {
+            best = i;
+            best_t = t;
+        }
+    }
+    return best;
+}
+
+/* Decides whether pool `name` may be created while max_pools are live.
+ * Returns 0 (admitted; *victim may be a detached pool to evict after
+ * unlocking) or PRT_EFULL with err.  rt->mu held. */
+static int admit(prt_runtime *rt, prt__pstate *ps, const char *name, prt_pool **victim, char *err, size_t errlen)
+{
+    int mode = prt__pstate_mode(ps, PRT__H_ADMIT);
+    if (mode == PRT__MODE_LUA)
+        mode = prt__hook_admit(ps, rt->pools, rt->npools, name);
+    else if (!ps)
+        mode = atomic_load(&rt->admit_mode);
+    if (mode <= 0)
+        mode = PRT__ADMIT_EVICT_LRU;
+    if (mode == PRT__ADMIT_EVICT_LRU) {
+        int i = lru_victim(rt);
+        if (i >= 0) {
+            *victim = detach(rt, i);
+            return PRT_OK;
+        }
+        mode = rt->opts.pools_overflow_allow ? PRT__ADMIT_ALLOW : PRT__ADMIT_FAIL;
+        if (mode == PRT__ADMIT_FAIL) {
+            prt__errf(err, errlen, "pool \"%s\": max_pools=%d reached; no idle pool to evict", name,
+                      rt->opts.max_pools);
+            return PRT_EFULL;
+        }
+    }
+    if (mode == PRT__ADMIT_FAIL) {
+        prt__errf(err, errlen, "pool \"%s\": max_pools=%d reached; the admit policy says fail", name,
+                  rt->opts.max_pools);
+        return PRT_EFULL;
+    }
+    atomic_fetch_add(&rt->pools_over_cap, 1);
+    return PRT_OK;
+}
+
+static int grow_array(prt_runtime *rt)
+{
+    if (rt->npools < rt->pools_cap)
+        return 0;
+    int cap = rt->pools_cap ? rt->pools_cap * 2 : 8;
+    prt_pool **n = realloc(rt->pools, (size_t)cap * sizeof *n);
+    if (!n)
+        return -1;
+    rt->pools = n;
+    rt->pools_cap = cap;
+    return 0;
+}
+
+/* Fetches pool `name`, creating it from `o` when it does not exist (o NULL:
+ * fetch only, PRT_ENOTFOUND if absent).  Options of an existing pool are
+ * left as they are.  *out is a new reference: prt_pool_unref it. */
+int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
+                 prt_pool **out, char *err, size_t errlen)
+{
+    if (!rt || !name || !out)
+        return PRT_EINVAL;
+    prt__pstate *ps = rt->opts.max_pools > 0 ? prt__policy_thread(rt) : NULL;
+    prt_pool *p = NULL, *victim = NULL;
+    int rc = PRT_OK;
+    pthread_mutex_lock(&rt->mu);
+    int i = find(rt, name);
+    if (i >= 0) {
+        p = rt->pools[i];
+        prt__pool_ref(p);
+        pthread_mutex_unlock(&rt->mu);
+        *out = p;
+        return PRT_OK;
+    }
+    if (rt->draining) {
+        prt__errf(err, errlen, "pool \"%s\": runtime is shutting down", name);
+        rc = PRT_ECLOSED;
+    } else if (!o) {
+        prt__errf(err, errlen, "pool \"%s\": no such pool", name);
+        rc = PRT_ENOTFOUND;
+    } else if (rt->opts.max_pools > 0 && rt->npools >= rt->opts.max_pools) {
+        rc = admit(rt, ps, name, &victim, err, errlen);
+    }
+    if (rc == PRT_OK && grow_array(rt) != 0) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+        rc = PRT_ENOMEM;
+    }
+    if (rc == PRT_OK)
+        rc = prt__pool_new(rt, name, o, &p, err, errlen);
+    if (rc == PRT_OK) {
+        rt->pools[rt->npools++] = p; /* the registry's reference */
+        prt__pool_ref(p);            /* the caller's */
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (victim)
+        finish_evict(rt, victim, PRT__EVICT_LRU);
+    if (rc != PRT_OK)
+        return rc;
+    prt__pool_apply_size(p);
+    *out = p;
+    return PRT_OK;
+}
+
+int prt_runtime_pool_count(prt_runtime *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    int n = rt->npools;
+    pthread_mutex_unlock(&rt->mu);
+    return n;
+}
+
+/* The i-th live pool as a new reference (prt_pool_unref it), or NULL. */
+prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
+{
+    pthread_mutex_lock(&rt->mu);
+    prt_pool *p = (i >= 0 && i < rt->npools) ? rt->pools[i] : NULL;
+    if (p)
+        prt__pool_ref(p);
+    pthread_mutex_unlock(&rt->mu);
+    return p;
+}
+
+/* Which pools the reap cycle evicts: the `evict` hook's answer, or those
+ * idle longer than pool_idle_timeout.  Either way never a busy pool, and by
+ * default never a protected one. */
+static void choose_evictions(prt_runtime *rt, prt_pool **pools, int n, double now, unsigned char *evict)
+{
+    prt__pstate *ps = prt__policy_thread(rt);
+    memset(evict, 0, (size_t)n);
+    if (prt__pstate_mode(ps, PRT__H_EVICT) == PRT__MODE_LUA && prt__hook_evict(ps, pools, n, now, evict) >= 0)
+        return;
+    memset(evict, 0, (size_t)n);
+    for (int i = 0; rt->opts.pool_idle_timeout > 0 && i < n; i++) {
+        pthread_mutex_lock(&pools[i]->mu);
+        evict[i] = now - pools[i]->last_used_at >= rt->opts.pool_idle_timeout;
+        pthread_mutex_unlock(&pools[i]->mu);
+        evict[i] = evict[i] && !is_protected(pools[i]);
+    }
+}
+
+/* One reap cycle over every pool: connections first, then whole pools.
+ * Returns connections closed; *evicted (may be NULL) gets pools evicted. */
+int prt_reap(prt_runtime *rt, int *evicted)
+{
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools), closed = 0, gone = 0;
+    double now = prt_now();
+    for (int i = 0; i < n; i++)
+        closed += prt__pool_reap(pools[i], now);
+    unsigned char *evict = malloc((size_t)(n ? n : 1));
+    if (evict)
+        choose_evictions(rt, pools, n, now, evict);
+    for (int i = 0; evict && i < n; i++) {
+        if (!evict[i])
+            continue;
+        prt_pool *p = NULL;
+        pthread_mutex_lock(&rt->mu);
+        int k = find(rt, pools[i]->name);
+        if (k >= 0 && rt->pools[k] == pools[i]) {
+            pthread_mutex_lock(&pools[i]->mu);
+            int b = busy(pools[i]);
+            pthread_mutex_unlock(&pools[i]->mu);
+            if (!b)
+                p = detach(rt, k);
+        }
+        pthread_mutex_unlock(&rt->mu);
+        if (p) {
+            finish_evict(rt, p, PRT__EVICT_IDLE);
+            gone++;
+        }
+    }
+    free(evict);
+    prt__registry_release(pools, n);
+    if (evicted)
+        *evicted = gone;
+    return closed;
+}
+
+/* A global slot came free: let waiters of every pool try for it. */
+void prt__registry_grant(prt_runtime *rt)
+{
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&pools[i]->mu);
+        prt__grant_slots(pools[i]);
+        pthread_mutex_unlock(&pools[i]->mu);
+    }
+    prt__registry_release(pools, n);
+}
+
+/* Overflow "evict_idle": closes the least recently released idle
+ * connection of a pool other than `self`, freeing a global slot.  Returns 1
+ * when one was closed.  No pool lock may be held by the caller. */
+int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self)
+{
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools), best = -1;
+    double best_t = 0;
+    for (int i = 0; i < n; i++) {
+        if (pools[i] == self)
+            continue;
+        pthread_mutex_lock(&pools[i]->mu);
+        if (pools[i]->nidle > 0 && (best < 0 || pools[i]->idle[0]->returned_at < best_t)) {
+            best = i;
+            best_t = pools[i]->idle[0]->returned_at;
+        }
+        pthread_mutex_unlock(&pools[i]->mu);
+    }
+    prt_conn *c = NULL;
+    if (best >= 0) {
+        prt_pool *q = pools[best];
+        pthread_mutex_lock(&q->mu);
+        if (q->nidle > 0) {
+            c = prt__take_idle(q, 0);
+            prt__slot_give(q, 1, PRT__CLOSE_EVICTED);
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+    prt__registry_release(pools, n);
+    prt__conn_close(c);
+    return c != NULL;
+}
