@@ -37,10 +37,13 @@ pick_user() {
   fi
 }
 
+# A port below the kernel's ephemeral range, so no client socket holds it.
 free_port() {
-  local p
+  local p low
+  low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 11000 ] || low=32768
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   die "no free port found"
@@ -76,15 +79,28 @@ render() {
 
 start() {
   check_deps
-  render
-  # -t first: a broken config or policy is reported here, not half-started.
-  # shellcheck disable=SC2046
-  if ! out=$(cd "$prefix" && as_user "$nginx_bin" $(nginx_args) -t 2>&1); then
-    printf '%s\n' "$out" >&2
-    die "configuration test failed"
-  fi
-  # shellcheck disable=SC2046
-  (cd "$prefix" && as_user "$nginx_bin" $(nginx_args) "$@")
+  local fixed=${NGINX_PORT:-} attempt out
+  for attempt in 1 2 3 4 5; do
+    render
+    # -t first: a broken config or policy is reported here, not half-started.
+    # shellcheck disable=SC2046
+    if ! out=$(cd "$prefix" && as_user "$nginx_bin" $(nginx_args) -t 2>&1); then
+      printf '%s\n' "$out" >&2
+      die "configuration test failed"
+    fi
+    # shellcheck disable=SC2046
+    if (cd "$prefix" && as_user "$nginx_bin" $(nginx_args) 2>"$prefix/logs/start.err"); then
+      cat "$prefix/logs/start.err" >&2
+      return 0
+    fi
+    cat "$prefix/logs/start.err" >&2
+    # Someone took the port between our probe and nginx's bind: another one.
+    if [ -n "$fixed" ] || ! grep -q "Address already in use" "$prefix/logs/start.err"; then
+      die "nginx failed to start; see $prefix/logs/error.log"
+    fi
+    echo "run.sh: port $(cat "$prefix/port") taken, retrying (attempt $attempt)" >&2
+  done
+  die "no free port after 5 attempts"
 }
 
 wait_pid_gone() {
@@ -112,20 +128,36 @@ stop() {
 pick_user
 case "$cmd" in
   start|fg)
-    prefix=${2:-$(mktemp -d "${TMPDIR:-/tmp}/poolrt-nginx.XXXXXX")}
+    if [ -z "${2:-}" ]; then
+      prefix=$(mktemp -d "${TMPDIR:-/tmp}/poolrt-nginx.XXXXXX")
+      # A prefix we made is ours to remove if nginx never came up.
+      trap '[ -s "$prefix/logs/nginx.pid" ] && kill -0 "$(cat "$prefix/logs/nginx.pid")" 2>/dev/null || rm -rf "$prefix"' EXIT
+    fi
+    prefix=${prefix:-$2}
     prefix=$(cd "$prefix" 2>/dev/null && pwd || { mkdir -p "$prefix" && cd "$prefix" && pwd; })
-    if [ "$cmd" = fg ]; then
-      NGINX_PORT=${NGINX_PORT:-$(free_port)}
-      echo "poolrt nginx: http://127.0.0.1:$NGINX_PORT/ (prefix $prefix); Ctrl-C stops" >&2
-      start -g "daemon off;"
-    else
-      start
-      # The master writes its pid file once it is up.
-      for _ in $(seq 200); do [ -s "$prefix/logs/nginx.pid" ] && break; sleep 0.05; done
-      [ -s "$prefix/logs/nginx.pid" ] || die "nginx did not start; see $prefix/logs/error.log"
+    start
+    # The master writes its pid file once it is up.
+    for _ in $(seq 200); do [ -s "$prefix/logs/nginx.pid" ] && break; sleep 0.05; done
+    [ -s "$prefix/logs/nginx.pid" ] || die "nginx did not start; see $prefix/logs/error.log"
+    url=http://127.0.0.1:$(cat "$prefix/port")
+    if [ "$cmd" = start ]; then
       echo "prefix=$prefix"
-      echo "url=http://127.0.0.1:$(cat "$prefix/port")"
-    fi ;;
+      echo "url=$url"
+      exit 0
+    fi
+    # fg: serve until Ctrl-C / TERM, then quit gracefully and clean up.
+    master=$(cat "$prefix/logs/nginx.pid")
+    trap 'echo >&2; stop; rm -rf "$prefix"; exit 0' INT TERM
+    cat >&2 <<MSG
+poolrt nginx is up (prefix $prefix, log $prefix/logs/error.log); Ctrl-C stops it.
+  curl $url/query?n=41        one row through resty.poolrt
+  curl $url/slow              pg_sleep(0.5) in a worker thread; /ping stays fast
+  curl $url/worker            which worker answered, its policy generation and pools
+  curl $url/metrics           Prometheus text, every worker
+  curl $url/admin/reload      reload the policy in every worker
+MSG
+    while kill -0 "$master" 2>/dev/null; do sleep 1 & wait $! || true; done
+    die "nginx exited; see $prefix/logs/error.log" ;;
   stop)
     [ -n "${2:-}" ] || die "usage: $0 stop PREFIX"
     prefix=$(cd "$2" && pwd)
