@@ -49,7 +49,7 @@ $(BUILD)/libpoolrt.a: $(CORE_OBJ)
 
 # The host exports the core's symbols so lua/poolrt.lua finds them in ffi.C.
 $(BUILD)/poolrt: $(HOST_OBJ) $(CORE_OBJ)
-	$(CC) -Wl,--export-dynamic -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) -Wl,--export-dynamic -o $@ $^ $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 $(BUILD)/test_%: tests/test_%.c tests/pgtest.h $(BUILD)/libpoolrt.a
 	$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libpoolrt.a $(LDFLAGS) $(LDLIBS) -lcmocka

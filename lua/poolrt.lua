@@ -386,6 +386,15 @@ function Runtime:stats()
   return all
 end
 
+-- Prometheus text exposition of this runtime (see README "Statistics").
+function Runtime:metrics()
+  local text = C.prt_metrics_text(self._rt)
+  if text == nil then error("poolrt: out of memory building metrics", 2) end
+  local s = ffi.string(text)
+  C.prt_free(text)
+  return s
+end
+
 -- Replaces the policy with `path` (default: the live policy's file) after
 -- compiling and dry-running it.  Returns true, or nil, err while the old
 -- policy keeps serving.
@@ -490,6 +499,84 @@ function M.runtime(opts)
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
   return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)
+end
+
+-- Bounded background work (coder's reconciler): runs fn(conn, job) for each
+-- job on worker threads, at most `limit` holding connections of the pool at
+-- once (default: the pool's `concurrency` hook, min(5, max(1, max // 2))),
+-- so foreground work keeps the rest of the pool.  skip(job), when given,
+-- runs first in the calling thread, without a connection, and filters jobs
+-- out.  fn is a function without upvalues (it is shipped to the worker
+-- threads as bytecode) or a "module.function" name.  A job fails when fn
+-- raises, returns false, or returns nil, err, or when no connection could be
+-- had.  Returns { total, skipped, ran, failed, elapsed, errors = {...} }.
+function Runtime:run_limited(jobs, opts)
+  if type(jobs) ~= "table" or type(opts) ~= "table" then error("poolrt: run_limited(jobs, { pool =, fn = })", 2) end
+  local pool = type(opts.pool) == "string" and self:pool(opts.pool) or opts.pool
+  if type(pool) ~= "table" or not pool._p then error("poolrt: run_limited: opts.pool must be a pool or its name", 2) end
+  local fn, spec = opts.fn, nil
+  if type(fn) == "function" then
+    if debug.getupvalue(fn, 1) then
+      error("poolrt: run_limited: fn must not use locals from outside it (upvalue '"
+            .. debug.getupvalue(fn, 1) .. "'); require what it needs inside, or pass \"module.function\"", 2)
+    end
+    spec = { dump = string.dump(fn) }
+  elseif type(fn) == "string" and fn:match("^[%w_%.]+%.[%w_]+$") then
+    spec = { name = fn }
+  else
+    error("poolrt: run_limited: opts.fn must be a function or a \"module.function\" name", 2)
+  end
+  if opts.skip ~= nil and type(opts.skip) ~= "function" then error("poolrt: run_limited: opts.skip must be a function", 2) end
+  local limit = opts.limit or pool:concurrency()
+  if type(limit) ~= "number" or limit < 1 then error("poolrt: run_limited: limit must be >= 1", 2) end
+  local t0 = M.now()
+  local todo, skipped = {}, 0
+  for _, job in ipairs(jobs) do
+    if opts.skip and opts.skip(job) then skipped = skipped + 1 else todo[#todo + 1] = job end
+  end
+  local out = { total = #jobs, skipped = skipped, ran = 0, failed = 0, errors = {} }
+  local n = math.min(math.floor(limit), #todo)
+  if n > 0 then
+    local res, err = self:spawn(n, "poolrt", "_limited_worker", pool.name, spec, todo, n)
+    if not res then error("poolrt: run_limited: " .. err, 2) end
+    for _, r in ipairs(res) do
+      out.ran, out.failed = out.ran + r.ran, out.failed + r.failed
+      for _, e in ipairs(r.errors) do out.errors[#out.errors + 1] = e end
+    end
+  end
+  out.elapsed = M.now() - t0
+  return out
+end
+
+-- Worker of run_limited: jobs i, i + stride, ... one connection at a time.
+function M._limited_worker(rt, i, pool_name, spec, jobs, stride)
+  local f
+  if spec.dump then
+    f = assert(loadstring(spec.dump))
+  else
+    local mod, name = spec.name:match("^(.*)%.([^.]+)$")
+    f = require(mod)[name]
+    if type(f) ~= "function" then error(("module %q has no function %q"):format(mod, name), 0) end
+  end
+  local pool = rt:pool(pool_name)
+  local r = { ran = 0, failed = 0, errors = {} }
+  local function failed(e)
+    r.failed = r.failed + 1
+    if #r.errors < 10 then r.errors[#r.errors + 1] = tostring(e) end
+  end
+  for k = i, #jobs, stride do
+    local conn, err = pool:acquire()
+    if not conn then
+      failed(err)
+    else
+      local ok, v, verr = pcall(f, conn, jobs[k])
+      conn:release()
+      if not ok then failed(v)
+      elseif v == false or (v == nil and verr ~= nil) then failed(verr or "job returned false")
+      else r.ran = r.ran + 1 end
+    end
+  end
+  return r
 end
 
 -- The runtime's address, for handing it to another Lua state in the same

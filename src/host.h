@@ -3,5 +3,6 @@
 #define POOLRT_HOST_H
 
 int prt__host_events_start(const char *watch_path, double grace);
+int prt__host_metrics_start(const char *addr);
 
 #endif

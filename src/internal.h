@@ -225,5 +225,6 @@ struct prt_runtime {
 };
 
 void *prt__timer_main(void *arg);
+char *prt__live_metrics(void);
 
 #endif

@@ -33,6 +33,7 @@ static const char usage[] =
     "options:\n"
     "  --policy FILE       default policy file for runtimes the script creates\n"
     "  --watch             reload the policy when FILE changes (inotify)\n"
+    "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
     "                      in use before closing everything (default 10)\n"
     "  --log-level LEVEL   error | warn | info | debug (default warn)\n"
@@ -48,6 +49,7 @@ static const char usage[] =
 typedef struct host_opts {
     const char *policy;
     const char *log_level;
+    const char *metrics;
     int watch;
     double grace;
     int script; /* index in argv of the script, 0 if none */
@@ -80,13 +82,15 @@ static int parse_args(int argc, char **argv, host_opts *o)
             continue;
         }
         int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0 ||
-                          strcmp(a, "--grace") == 0;
+                          strcmp(a, "--grace") == 0 || strcmp(a, "--metrics") == 0;
         if (takes_value && i + 1 >= argc) {
             fprintf(stderr, "poolrt: %s needs a value\n%s", a, usage);
             return 3;
         }
         if (strcmp(a, "--policy") == 0)
             o->policy = argv[++i];
+        else if (strcmp(a, "--metrics") == 0)
+            o->metrics = argv[++i];
         else if (strcmp(a, "--grace") == 0) {
             char *end;
             o->grace = strtod(argv[++i], &end);
@@ -203,6 +207,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (prt__host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
+        return 1;
+    if (o.metrics && prt__host_metrics_start(o.metrics) != 0)
         return 1;
     lua_State *L = luaL_newstate();
     if (!L) {

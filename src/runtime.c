@@ -84,6 +84,30 @@ int prt_reload_all(void)
     return failed;
 }
 
+/* Every live runtime's metrics text, concatenated; NULL when out of memory. */
+char *prt__live_metrics(void)
+{
+    size_t len = 0;
+    char *all = calloc(1, 1);
+    pthread_mutex_lock(&live_mu);
+    for (int i = 0; all && i < nlive; i++) {
+        char *one = prt_metrics_text(live[i]);
+        size_t n = one ? strlen(one) : 0;
+        char *grown = one ? realloc(all, len + n + 1) : NULL;
+        if (!grown) {
+            free(all);
+            all = NULL;
+        } else {
+            memcpy(grown + len, one, n + 1);
+            all = grown;
+            len += n;
+        }
+        free(one);
+    }
+    pthread_mutex_unlock(&live_mu);
+    return all;
+}
+
 /* Drains every runtime (see prt_runtime_drain), sharing one grace period.
  * Returns 0, or PRT_ETIMEDOUT when connections were still in use. */
 int prt_drain_all(double grace)

@@ -14,7 +14,7 @@ for group in "$@"; do
     # luajit2/libluajit2-5.1-dev are Debian's OpenResty fork, the LuaJIT that
     # libnginx-mod-http-lua links against; we build against the same one.
     core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted
-                     libcmocka-dev pkg-config gcc make) ;;
+                     libcmocka-dev libmicrohttpd-dev curl pkg-config gcc make) ;;
     nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl) ;;
     bench)    pkgs+=(pgbouncer gnuplot-nox golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;

@@ -153,6 +153,10 @@ int prt_result_length(const prt_result *r, int row, int col);
 long long prt_result_affected(const prt_result *r);
 void prt_result_free(prt_result *r);
 
+char *prt_metrics_text(prt_runtime *rt);
+char *prt_metrics_all(void);
+void prt_free(void *ptr);
+
 int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
               const char *args, const char *path, const char *cpath,
               prt_spawn_result *results);
