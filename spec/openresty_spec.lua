@@ -241,13 +241,17 @@ describe("resty.poolrt in nginx", function()
     it("serves Prometheus metrics with pool and worker labels", function()
       local m, status = get(n.url .. "/metrics")
       assert.equal(200, status)
-      for _, name in ipairs{ "poolrt_pool_total", "poolrt_pool_idle", "poolrt_pool_in_use", "poolrt_pool_waiting",
-                             "poolrt_pool_max", "poolrt_acquire_total", "poolrt_acquire_timeouts_total",
-                             "poolrt_cl_active", "poolrt_sv_idle", "poolrt_connections_created_total" } do
+      -- DESIGN.md's names (PgBouncer's SHOW POOLS, prefixed poolrt_).
+      for _, name in ipairs{ "poolrt_pool_total", "poolrt_pool_max", "poolrt_cl_active", "poolrt_cl_waiting",
+                             "poolrt_sv_active", "poolrt_sv_idle", "poolrt_maxwait", "poolrt_acquire_total",
+                             "poolrt_acquire_timeouts_total", "poolrt_connections_created_total" } do
         assert.is_number(metric(m, name, 'worker="0",pool="app"'), name)
         assert.matches("# TYPE " .. name .. " ", m, 1, true)
       end
       assert.is_number(metric(m, "poolrt_connections_closed_total", 'worker="0",pool="app",reason="idle"'))
+      local count = metric(m, "poolrt_acquire_wait_seconds_count", 'worker="0",pool="app"')
+      assert.is_true(count >= 200)
+      assert.equal(count, metric(m, "poolrt_acquire_wait_seconds_bucket", 'worker="0",pool="app",le="+Inf"'))
       assert.equal(1, metric(m, "poolrt_policy_generation", 'worker="0"'))
       -- One TYPE line per family, or Prometheus rejects the scrape.
       local seen = {}

@@ -56,8 +56,10 @@ local function thread_rt(addr, epoch)
 end
 
 -- A connection of pool `name` before the monotonic `deadline`, or nil, err.
-local function thread_acquire(addr, epoch, name, deadline, waited)
-  local pool = thread_rt(addr, epoch):pool(name)
+-- `opts` are the pool's options, so that a pool evicted meanwhile (idle
+-- tenant) comes back as configured, whichever VM re-creates it.
+local function thread_acquire(addr, epoch, name, opts, deadline, waited)
+  local pool = thread_rt(addr, epoch):pool(name, opts)
   local left = deadline - poolrt.now()
   if left <= 0 then
     return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread)", name, waited)
@@ -75,8 +77,8 @@ local function thread_call(fn, ...)
   return true, res
 end
 
-local function query_in_thread(addr, epoch, name, deadline, waited, flags, sql, ...)
-  local conn, err = thread_acquire(addr, epoch, name, deadline, waited)
+local function query_in_thread(addr, epoch, name, opts, deadline, waited, flags, sql, ...)
+  local conn, err = thread_acquire(addr, epoch, name, opts, deadline, waited)
   if not conn then return nil, err end
   local ok, rows, qerr
   if flags == 1 then
@@ -93,8 +95,8 @@ function M._thread_query(...)
   return thread_call(query_in_thread, ...)
 end
 
-local function run_in_thread(addr, epoch, name, deadline, waited, module, fn, ...)
-  local conn, err = thread_acquire(addr, epoch, name, deadline, waited)
+local function run_in_thread(addr, epoch, name, opts, deadline, waited, module, fn, ...)
+  local conn, err = thread_acquire(addr, epoch, name, opts, deadline, waited)
   if not conn then return nil, err end
   local ok, res, ferr = pcall(function(...)
     local mod = require(module)
@@ -287,7 +289,7 @@ function M.pool(name, opts)
   for k, v in pairs(opts) do if k ~= "null" then o[k] = v end end
   rt:pool(name, o)
   p = setmetatable({
-    name = name, _null = null_value,
+    name = name, _null = null_value, _opts = o,
     _flags = opts.prepare == false and 1 or 0,
     _timeout = opts.acquire_timeout or 5,
   }, Pool)
@@ -337,7 +339,7 @@ local function dispatch(self, timeout, fn, ...)
   -- pcall: run_worker_thread raises outside rewrite/access/content, and the
   -- slot must come back either way.
   local pok, tok, tag, res = pcall(ngx.run_worker_thread, W.thread_pool, "resty.poolrt", fn, W.addr, W.epoch,
-                                   self.name, deadline, poolrt.now() - start, ...)
+                                   self.name, self._opts, deadline, poolrt.now() - start, ...)
   W.inflight = W.inflight - 1
   W.sem:post(1)
   if not pok then error("resty.poolrt: " .. tostring(tok), 3) end
@@ -480,64 +482,6 @@ end
 local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
 local CLOSE_REASONS = { "idle", "lifetime", "broken", "evicted", "shrink" }
 
--- { worker = id, pools = rt:stats(), policy = rt:policy_stats() } of this worker.
-local function own_snapshot()
-  return { worker = ngx.worker.id() or 0, pools = W.rt:stats(), policy = W.rt:policy_stats() }
-end
-
--- Publishes this worker's snapshot for metrics served by any worker.
-function snapshot()
-  if not (W.rt and W.dict) then return end
-  local s = own_snapshot()
-  W.dict:set("stats:w" .. s.worker, poolrt._serialize(s), 5)
-end
-
--- family: { name, type, help, samples = { {labels, value}, ... } }
-local families = {
-  { "poolrt_pool_max", "gauge", "Largest number of connections the pool may open.", function(p) return p.max end },
-  { "poolrt_pool_min_idle", "gauge", "Idle connections the pool keeps open.", function(p) return p.min_idle end },
-  { "poolrt_pool_total", "gauge", "Open server connections, including ones being opened.", function(p) return p.total end },
-  { "poolrt_pool_idle", "gauge", "Idle server connections.", function(p) return p.idle end },
-  { "poolrt_pool_in_use", "gauge", "Connections handed out.", function(p) return p.in_use end },
-  { "poolrt_pool_waiting", "gauge", "Callers waiting for a connection.", function(p) return p.waiting end },
-  { "poolrt_cl_active", "gauge", "PgBouncer cl_active: clients holding a connection.", function(p) return p.cl_active end },
-  { "poolrt_cl_waiting", "gauge", "PgBouncer cl_waiting: clients waiting.", function(p) return p.cl_waiting end },
-  { "poolrt_sv_active", "gauge", "PgBouncer sv_active: server connections in use.", function(p) return p.sv_active end },
-  { "poolrt_sv_idle", "gauge", "PgBouncer sv_idle: idle server connections.", function(p) return p.sv_idle end },
-  { "poolrt_maxwait_seconds", "gauge", "How long the oldest waiter has waited.", function(p) return p.maxwait end },
-  { "poolrt_acquire_total", "counter", "Connections handed out.", function(p) return p.acquire_total end },
-  { "poolrt_acquire_timeouts_total", "counter", "Acquires that timed out.", function(p) return p.acquire_timeouts_total end },
-  { "poolrt_acquire_wait_seconds", "summary", "Time callers waited for a connection.", function(p)
-      return { { "_sum", p.acquire_wait_seconds_sum }, { "_count", p.acquire_total } } end },
-  { "poolrt_connections_created_total", "counter", "Server connections opened.", function(p) return p.connections_created_total end },
-  { "poolrt_connect_errors_total", "counter", "Failed connection attempts.", function(p) return p.connect_errors_total end },
-  { "poolrt_connections_closed_total", "counter", "Server connections closed, by reason.", function(p)
-      local out = {}
-      for _, r in ipairs(CLOSE_REASONS) do out[#out + 1] = { "", p.connections_closed_total[r], "reason", r } end
-      return out end },
-  { "poolrt_pool_grown_total", "counter", "Connections opened over max because the overflow policy said grow.",
-    function(p) return p.grown_total end },
-}
-
-local runtime_families = {
-  { "poolrt_policy_generation", "gauge", "Generation of the live policy.", function(s)
-      return { { "", s.generation } } end },
-  { "poolrt_policy_reloads_total", "counter", "Policy reloads, by result.", function(s)
-      return { { "", s.reloads.ok, "result", "ok" }, { "", s.reloads.failed, "result", "failed" } } end },
-  { "poolrt_policy_calls_total", "counter", "Policy hook calls.", function(s)
-      local out = {}
-      for _, h in ipairs(HOOKS) do out[#out + 1] = { "", s.calls[h], "hook", h } end
-      return out end },
-  { "poolrt_policy_errors_total", "counter", "Policy hook calls that failed and fell back to the default.", function(s)
-      local out = {}
-      for _, h in ipairs(HOOKS) do out[#out + 1] = { "", s.errors[h], "hook", h } end
-      return out end },
-}
-
-local function esc(v)
-  return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
-end
-
 local function num(v)
   if v == nil then return "NaN" end
   if v == math.huge then return "+Inf" end
@@ -545,56 +489,169 @@ local function num(v)
   return fmt("%.9g", v)
 end
 
-local function render(snaps)
-  local out = {}
-  local function emit(fam, samples_of, items)
-    local name, typ, help, f = fam[1], fam[2], fam[3], fam[4]
-    out[#out + 1] = "# HELP " .. name .. " " .. help
-    out[#out + 1] = "# TYPE " .. name .. " " .. typ
-    for _, it in ipairs(items) do
-      local v = f(it.data)
-      if type(v) ~= "table" then v = { { "", v } } end
-      for _, s in ipairs(v) do
-        local labels = it.labels
-        if s[3] then labels = labels .. "," .. s[3] .. '="' .. esc(s[4]) .. '"' end
-        out[#out + 1] = name .. s[1] .. "{" .. labels .. "} " .. num(s[2])
+local function esc(v)
+  return (tostring(v):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
+end
+
+-- This runtime's exposition text without a worker label, from rt:stats()
+-- and friends, with the names of the core's rt:metrics() (src/metrics.c);
+-- used when the binding has no rt:metrics().
+local per_pool = {
+  { "poolrt_cl_active", "gauge", "Callers holding a connection (PgBouncer cl_active).", "cl_active" },
+  { "poolrt_cl_waiting", "gauge", "Callers waiting for a connection (PgBouncer cl_waiting).", "cl_waiting" },
+  { "poolrt_sv_active", "gauge", "Server connections in use (PgBouncer sv_active).", "sv_active" },
+  { "poolrt_sv_idle", "gauge", "Server connections idle in the pool (PgBouncer sv_idle).", "sv_idle" },
+  { "poolrt_maxwait", "gauge", "Seconds the oldest waiter has waited (PgBouncer maxwait).", "maxwait" },
+  { "poolrt_pool_max", "gauge", "The pool's live maximum (after the size policy).", "max" },
+  { "poolrt_pool_total", "gauge", "Server connections open or opening.", "total" },
+  { "poolrt_acquire_total", "counter", "Connections handed out.", "acquire_total" },
+  { "poolrt_acquire_timeouts_total", "counter", "Acquires that timed out or were refused by overflow fail.",
+    "acquire_timeouts_total" },
+  { "poolrt_connections_created_total", "counter", "Server connections opened.", "connections_created_total" },
+  { "poolrt_connect_errors_total", "counter", "Failed connection attempts.", "connect_errors_total" },
+  { "poolrt_connections_grown_total", "counter", "Connections opened over max by overflow grow.", "grown_total" },
+}
+
+local function own_text(rt)
+  local out, stats, names = {}, rt:stats(), {}
+  for n in pairs(stats) do names[#names + 1] = n end
+  sort(names)
+  local function head(name, typ, help) out[#out + 1] = "# HELP " .. name .. " " .. help .. "\n# TYPE " .. name .. " " .. typ end
+  for _, g in ipairs(per_pool) do
+    head(g[1], g[2], g[3])
+    for _, n in ipairs(names) do out[#out + 1] = fmt('%s{pool="%s"} %s', g[1], esc(n), num(stats[n][g[4]])) end
+  end
+  head("poolrt_connections_closed_total", "counter", "Server connections closed, by reason.")
+  for _, n in ipairs(names) do
+    for _, r in ipairs(CLOSE_REASONS) do
+      out[#out + 1] = fmt('poolrt_connections_closed_total{pool="%s",reason="%s"} %s', esc(n), r,
+                          num(stats[n].connections_closed_total[r]))
+    end
+  end
+  head("poolrt_acquire_wait_seconds", "histogram", "Time acquires waited for a connection.")
+  local bounds = poolrt.WAIT_BOUNDS
+  for _, n in ipairs(names) do
+    local s, cum = stats[n], 0
+    local buckets = s.acquire_wait_buckets
+    if buckets and bounds then
+      for k = 1, #bounds do
+        cum = cum + (buckets[k] or 0)
+        out[#out + 1] = fmt('poolrt_acquire_wait_seconds_bucket{pool="%s",le="%s"} %s', esc(n),
+                            bounds[k] == math.huge and "+Inf" or fmt("%g", bounds[k]), num(cum))
       end
+    else
+      cum = s.acquire_total
+      out[#out + 1] = fmt('poolrt_acquire_wait_seconds_bucket{pool="%s",le="+Inf"} %s', esc(n), num(cum))
+    end
+    out[#out + 1] = fmt('poolrt_acquire_wait_seconds_sum{pool="%s"} %.6f', esc(n), s.acquire_wait_seconds_sum)
+    out[#out + 1] = fmt('poolrt_acquire_wait_seconds_count{pool="%s"} %s', esc(n), num(cum))
+  end
+  local ps = rt:policy_stats()
+  head("poolrt_policy_calls_total", "counter", "Policy hook calls.")
+  for _, h in ipairs(HOOKS) do out[#out + 1] = fmt('poolrt_policy_calls_total{hook="%s"} %s', h, num(ps.calls[h])) end
+  head("poolrt_policy_errors_total", "counter", "Policy hook calls that failed and used the built-in default.")
+  for _, h in ipairs(HOOKS) do out[#out + 1] = fmt('poolrt_policy_errors_total{hook="%s"} %s', h, num(ps.errors[h])) end
+  head("poolrt_policy_reloads_total", "counter", "Policy reloads.")
+  out[#out + 1] = 'poolrt_policy_reloads_total{result="ok"} ' .. num(ps.reloads.ok)
+  out[#out + 1] = 'poolrt_policy_reloads_total{result="failed"} ' .. num(ps.reloads.failed)
+  head("poolrt_policy_generation", "gauge", "The live policy's generation.")
+  out[#out + 1] = "poolrt_policy_generation " .. num(ps.generation)
+  if rt.runtime_stats then
+    local rs = rt:runtime_stats()
+    head("poolrt_pools", "gauge", "Live pools.")
+    out[#out + 1] = "poolrt_pools " .. num(rs.pools)
+    head("poolrt_connections", "gauge", "Server connections open across pools.")
+    out[#out + 1] = "poolrt_connections " .. num(rs.connections)
+    head("poolrt_pools_over_cap_total", "counter", "Pools admitted over max_pools.")
+    out[#out + 1] = "poolrt_pools_over_cap_total " .. num(rs.pools_over_cap_total)
+    head("poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason.")
+    for _, r in ipairs{ "manual", "lru", "idle" } do
+      out[#out + 1] = fmt('poolrt_pools_evicted_total{reason="%s"} %s', r, num(rs.pools_evicted_total[r]))
     end
   end
-  local pool_items, rt_items = {}, {}
-  for _, snap in ipairs(snaps) do
-    local w = 'worker="' .. esc(snap.worker) .. '"'
-    rt_items[#rt_items + 1] = { labels = w, data = snap.policy }
-    local names = {}
-    for n in pairs(snap.pools) do names[#names + 1] = n end
-    sort(names)
-    for _, n in ipairs(names) do
-      pool_items[#pool_items + 1] = { labels = w .. ',pool="' .. esc(n) .. '"', data = snap.pools[n] }
-    end
-  end
-  for _, fam in ipairs(families) do emit(fam, nil, pool_items) end
-  for _, fam in ipairs(runtime_families) do emit(fam, nil, rt_items) end
   return concat(out, "\n") .. "\n"
 end
 
--- Prometheus text exposition of every worker's pools (with `shdict`; each
--- worker publishes its numbers every second, this worker's are live), or of
--- this worker only.  Labels: worker="<ngx.worker.id()>", pool="<name>".
-function M.metrics()
-  need_rt(2)
-  local own = own_snapshot()
-  local snaps = { own }
-  if W.dict then
-    snapshot()
-    for id = 0, ngx.worker.count() - 1 do
-      if id ~= own.worker then
-        local s = W.dict:get("stats:w" .. id)
-        if s then snaps[#snaps + 1] = poolrt._deserialize(s) end
+-- This worker's exposition text: the core's rt:metrics() when the binding
+-- has it (one source of names for the host, scripts and nginx), else own_text.
+local function worker_text()
+  local rt = W.rt
+  if rt.metrics then return rt:metrics() end
+  return own_text(rt)
+end
+
+-- Publishes this worker's metrics for /metrics served by any worker.
+function snapshot()
+  if not (W.rt and W.dict) then return end
+  W.dict:set("stats:w" .. (ngx.worker.id() or 0), worker_text(), 5)
+end
+
+-- Merges per-worker texts into one exposition: every sample gets a
+-- worker="<id>" label, and each family (HELP, TYPE, samples) appears once,
+-- as Prometheus requires.
+local function merge(texts)
+  local order, fams = {}, {}
+  for _, t in ipairs(texts) do
+    local label, cur = 'worker="' .. esc(t.worker) .. '"', nil
+    for line in t.text:gmatch("[^\n]+") do
+      local kind, name = line:match("^# (%u+) ([%w_:]+)")
+      if kind then
+        cur = name
+        local f = fams[name]
+        if not f then
+          f = { samples = {} }
+          fams[name] = f
+          order[#order + 1] = name
+        end
+        f[kind] = f[kind] or line
+      elseif not line:match("^#") then
+        local sname, rest = line:match("^([%w_:]+)(.*)$")
+        if sname then
+          if rest:sub(1, 1) == "{" then
+            rest = "{" .. label .. (rest:sub(2, 2) == "}" and "" or ",") .. rest:sub(2)
+          else
+            rest = "{" .. label .. "}" .. rest
+          end
+          local f = fams[cur or sname]
+          if not f then
+            f = { samples = {} }
+            fams[sname] = f
+            order[#order + 1] = sname
+          end
+          f.samples[#f.samples + 1] = sname .. rest
+        end
       end
     end
-    sort(snaps, function(a, b) return a.worker < b.worker end)
   end
-  return render(snaps)
+  local out = {}
+  for _, name in ipairs(order) do
+    local f = fams[name]
+    if f.HELP then out[#out + 1] = f.HELP end
+    if f.TYPE then out[#out + 1] = f.TYPE end
+    for _, smp in ipairs(f.samples) do out[#out + 1] = smp end
+  end
+  return concat(out, "\n") .. "\n"
+end
+
+-- Prometheus text exposition (version 0.0.4) of every worker's runtime
+-- (with `shdict`: each worker publishes its metrics every second and after
+-- a reload; this worker's are live), or of this worker only.  Names as the
+-- core's rt:metrics(), plus a worker="<ngx.worker.id()>" label.
+function M.metrics()
+  need_rt(2)
+  local me = ngx.worker.id() or 0
+  local texts = { { worker = me, text = worker_text() } }
+  if W.dict then
+    W.dict:set("stats:w" .. me, texts[1].text, 5)
+    for id = 0, ngx.worker.count() - 1 do
+      if id ~= me then
+        local t = W.dict:get("stats:w" .. id)
+        if t then texts[#texts + 1] = { worker = id, text = t } end
+      end
+    end
+    sort(texts, function(a, b) return a.worker < b.worker end)
+  end
+  return merge(texts)
 end
 
 ---------------------------------------------------------------------------
