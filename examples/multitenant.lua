@@ -8,8 +8,9 @@ local poolrt = require "poolrt"
 local seconds = tonumber(arg[1] or 2)
 local rt = poolrt.runtime{
   policy = poolrt.policy_file("tenant_reaper"),   -- idle tenants evicted, LRU over the cap
-  max_pools = 8,                                  -- live tenant pools
-  max_connections = 12,                           -- server connections across all of them
+  max_pools = 20,                                 -- live tenant pools (the policy's cap,
+                                                  -- POOLRT_MAX_POOLS, defaults to 20 too)
+  max_connections = 24,                           -- server connections across all of them
   reap_interval = 0.5,
 }
 local default = rt:pool("default", { max = 4 })    -- never evicted
@@ -17,8 +18,8 @@ assert(default:query("select 1"))
 
 local stop, t = poolrt.now() + seconds, 0
 while poolrt.now() < stop do
-  t = t % 20 + 1                                   -- 20 tenants take turns; 8 fit at once
-  local tenant = rt:pool(("tenant_%02d"):format(t), { max = 2, acquire_timeout = 1 })
+  t = t % 30 + 1                                   -- 30 tenants take turns; 20 pools fit at once
+  local tenant = rt:pool(("tenant_%02d"):format(t), { max = 1, acquire_timeout = 1 })
   local rows = assert(tenant:query("select $1::int as tenant", t))
   assert(rows[1].tenant == tostring(t))
   poolrt.sleep(0.01)

@@ -3,6 +3,9 @@
 -- max_pools by evicting the least recently used.  A pool is never evicted
 -- while it is "default", protected, pinned or has a connection checked out.
 -- Settings are read once, when the policy is loaded (reload to change them).
+-- The runtime asks `admit` only when its own max_pools are live; keep
+-- POOLRT_MAX_POOLS equal to it (a larger value admits pools over the
+-- runtime's cap, counted in pools_over_cap_total).
 
 -- A number >= least from the environment; anything else (unset, garbage,
 -- too small, inf/nan) falls back to the default.
