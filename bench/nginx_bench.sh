@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${POOLRT_CONNINFO:-}" ] || exec tools/with-pg.sh "$0" "$@"
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 secs=${BENCH_SECONDS:-10}
 workers=${BENCH_NGINX_WORKERS:-2}
 pool_max=${BENCH_POOL_MAX:-4}
@@ -102,7 +103,8 @@ with the same number of server connections: $server_conns
 ($workers nginx workers x pool max $pool_max; pgbench \`-M prepared -c $server_conns -j $threads\`).
 HTTP: \`wrk -t$threads -c$conns -d${secs}s --latency\`, keep-alive, access log off.
 Machine: $(nproc) CPU(s) ($cpu), PostgreSQL $pgver, $ngxver + lua-nginx-module 0.10.23,
-everything (client, nginx, PostgreSQL) on the same host over loopback; $(date -u +%Y-%m-%d).
+everything (client, nginx, PostgreSQL) on the same host over loopback; $(date -u +%Y-%m-%d),
+load average before the run: $load_start.
 
 | path | requests/s | p50 ms | p90 ms | p99 ms | errors |
 |---|---:|---:|---:|---:|---:|
@@ -114,7 +116,9 @@ nginx + poolrt serves **${ratio}x** of pgbench's direct rate here.  Latencies ar
 not like for like: wrk's include HTTP and queueing of $conns clients for
 $server_conns connections, pgbench's only its $server_conns clients' round trips.
 Each request crosses the event loop -> ngx.run_worker_thread -> a Lua VM on an
-OS thread -> libpq and back; with client, nginx and PostgreSQL sharing
-$(nproc) cores the numbers are CPU-bound and vary by +-10% between runs.
+OS thread -> libpq and back (two thread hand-offs and two copies of the
+values per query).  Client, nginx and PostgreSQL share $(nproc) cores, so the
+run is CPU-bound; with other work on the machine (see the load average) the
+tails in particular move a lot between runs.
 MD
 cat "$out"

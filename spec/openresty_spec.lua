@@ -222,16 +222,20 @@ describe("resty.poolrt in nginx", function()
       local slow = io.popen("curl -sS -m 10 -w '\\n@@%{http_code}' " .. q(n.url .. "/slow") .. " 2>&1")
       local running = " and state = 'active' and query like '%pg_sleep(0.5)%'"
       H.wait_until(function() return backends(APP, running) == 1 end, 5, "the slow query to run")
-      local worst = 0
-      for _ = 1, 5 do
+      local times = {}
+      for i = 1, 5 do
         local body, status, secs = get(n.url .. "/ping")
         assert.equal(200, status)
         assert.equal("pong\n", body)
-        worst = math.max(worst, secs)
+        times[i] = secs
       end
-      -- The pings happened while the slow query was still in progress.
+      -- The pings happened while the slow query was still in progress (a
+      -- blocked loop would have answered the first one only after it).
       assert.equal(1, backends(APP, running))
-      assert.is_true(worst < 0.05, ("slowest /ping took %.1f ms"):format(worst * 1000))
+      table.sort(times)
+      -- The median, so one scheduling hiccup on a loaded CI box does not count.
+      assert.is_true(times[3] < 0.05, ("/ping took %.1f ms (median; max %.1f ms)"):format(times[3] * 1000,
+                                                                                      times[5] * 1000))
       local out = slow:read("*a")
       slow:close()
       assert.matches("@@200$", out)

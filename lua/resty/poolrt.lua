@@ -134,7 +134,6 @@ local W = {
   thread_pool = "poolrt",
   dict = nil,        -- lua_shared_dict for reload_all and metrics (optional)
   reload_seen = 0,   -- reload_all generation this worker has applied
-  reload_result = nil,
 }
 
 local cfg_fields = {
