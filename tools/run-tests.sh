@@ -3,14 +3,16 @@
 # Runs each suite, streams its TAP output, and tallies the results.
 #   CTESTS  glob of cmocka test binaries (default: build/test_*)
 #   BUSTED  busted command              (default: luajit /usr/bin/busted)
-#   SPECS   busted spec dirs/files      (default: spec)
+#   SPECS   busted spec dirs/files      (default: spec; empty: no specs)
+#   VALGRIND command prefix for the C tests (e.g. valgrind ...; default none)
 # Last line printed is always "N passed, N failed"; exit 1 if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."   # lpath and default globs are relative to the repo root
 
 CTESTS=${CTESTS:-build/test_*}
 BUSTED=${BUSTED:-luajit /usr/bin/busted}
-SPECS=${SPECS:-spec}
+SPECS=${SPECS-spec}
+VALGRIND=${VALGRIND:-}
 
 passed=0 failed=0 skipped=0
 tmp=$(mktemp -d)
@@ -70,12 +72,13 @@ run_suite() {
 export CMOCKA_MESSAGE_OUTPUT=TAP
 for t in $CTESTS; do   # unquoted on purpose: CTESTS is a glob
   [ -f "$t" ] && [ -x "$t" ] || continue
-  run_suite "$t" 300 "$t"
+  # shellcheck disable=SC2086
+  run_suite "$t" 300 $VALGRIND "$t"
 done
 
 # BUSTED and SPECS are word-split on purpose (command + args, list of dirs).
 # shellcheck disable=SC2086
-run_suite "busted $SPECS" 600 $BUSTED \
+[ -z "$SPECS" ] || run_suite "busted $SPECS" 600 $BUSTED \
   --lpath='./lua/?.lua;./lua/?/init.lua;./policies/?.lua' -o TAP $SPECS
 
 [ "$skipped" -eq 0 ] || echo "# $skipped skipped"
