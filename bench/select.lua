@@ -1,7 +1,11 @@
 -- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
 -- host, one OS thread per worker (rt:spawn), each with its own Lua state.
 --
---   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared] [SCALE]
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|ffi] [SCALE]
+--
+-- prepared / unprepared: pool:query, the friendly API (rows as tables).
+-- ffi: the same cycle on the C API through LuaJIT's FFI (prepared), to
+-- show how much of the Lua host's cost is the friendly layer.
 --
 -- Like bench/driver.c, connections are opened before the clock starts
 -- (pgbench's TPS excludes its initial connection time too), and every
@@ -15,7 +19,7 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-assert(mode == "prepared" or mode == "unprepared", "mode: prepared | unprepared")
+assert(mode == "prepared" or mode == "unprepared" or mode == "ffi", "mode: prepared | unprepared | ffi")
 
 -- The module search path must find bench/select_worker.lua from every
 -- spawned state: the script's own directory's parent.
@@ -23,7 +27,7 @@ local here = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "bench"
 package.path = here .. "/../?.lua;" .. package.path
 
 local rt = poolrt.runtime{ reap_interval = 1.0 }
-local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode == "prepared" })
+local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared" })
 
 -- Warm up: open min(workers, max) connections now.
 local held = {}
@@ -32,7 +36,8 @@ for k = 1, #held do held[k]:release() end
 
 local start_at = poolrt.now() + 0.3 + 0.01 * workers
 local stop_at = start_at + secs
-local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale))
+local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
+                        mode == "ffi"))
 
 local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0
 for _, r in ipairs(res) do
@@ -52,7 +57,7 @@ local function pct(p)
   end
   return 0
 end
-print(("tps=%.1f ops=%d secs=%.3f p50_us=%.1f p99_us=%.1f errors=%d workers=%d max=%d late_ms=%.1f first_error=%q")
+print((("tps=%.1f ops=%d secs=%.3f p50_us=%.1f p99_us=%.1f errors=%d workers=%d max=%d late_ms=%.1f first_error=%q")
   :format(ops / secs, ops, secs, pct(0.50), pct(0.99), errors, workers, max, math.max(late, 0) * 1000,
-          first_error):gsub("\\\n", " "))
+          first_error):gsub("\\\n", " ")))
 rt:close()

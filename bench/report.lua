@@ -1,0 +1,539 @@
+-- bench/report.lua -- turns one run's raw rows into bench/RESULTS.md and the
+-- data files for bench/chart.gp.  Run by bench/run.sh with plain luajit:
+--
+--   luajit bench/report.lua META.tsv RESULTS.tsv COMMANDS.txt OUT.md CHARTDIR
+--
+-- Every ratio is computed from runs of the same `make bench` (interleaved
+-- rounds on the same server), never against figures of another run.
+local meta_path, res_path, cmd_path, out_path, chart_dir = ...
+assert(chart_dir, "usage: luajit bench/report.lua META RESULTS COMMANDS OUT.md CHARTDIR")
+
+local function lines(path)
+  local f = assert(io.open(path))
+  local t = {}
+  for l in f:lines() do t[#t + 1] = l end
+  f:close()
+  return t
+end
+
+local function split(l)
+  local t = {}
+  for field in (l .. "\t"):gmatch("([^\t]*)\t") do t[#t + 1] = field end
+  return t
+end
+
+local meta = {}
+for _, l in ipairs(lines(meta_path)) do
+  local k, v = l:match("^([^\t]*)\t(.*)$")
+  if k then meta[k] = v end
+end
+
+-- rows[section][name][workers] = list of runs
+local rows = {}
+for _, l in ipairs(lines(res_path)) do
+  local f = split(l)
+  if #f >= 9 then
+    local r = { section = f[1], name = f[2], w = tonumber(f[3]), max = tonumber(f[4]), rep = tonumber(f[5]),
+                tps = tonumber(f[6]) or 0, p50 = tonumber(f[7]) or 0, p99 = tonumber(f[8]) or 0,
+                errors = tonumber(f[9]) or 0, extra = f[10] or "" }
+    for k, v in r.extra:gmatch("([%w_]+)=([^ ]*)") do
+      if r[k] == nil then r[k] = tonumber(v) or v end
+    end
+    r.first_error = r.extra:match("first_error=(.*)$")
+    rows[r.section] = rows[r.section] or {}
+    rows[r.section][r.name] = rows[r.section][r.name] or {}
+    local byw = rows[r.section][r.name]
+    byw[r.w] = byw[r.w] or {}
+    table.insert(byw[r.w], r)
+  end
+end
+
+local cmds, cmd_order = {}, {}
+for _, l in ipairs(lines(cmd_path)) do
+  local k, v = l:match("^([^\t]*)\t(.*)$")
+  if k and not cmds[k] then cmds[k] = v; cmd_order[#cmd_order + 1] = k end
+end
+
+local function runs(section, name, w)
+  return rows[section] and rows[section][name] and rows[section][name][w] or nil
+end
+
+local function mean(list, field)
+  if not list or #list == 0 then return nil end
+  local s = 0
+  for _, r in ipairs(list) do s = s + (r[field] or 0) end
+  return s / #list
+end
+
+local function by_rep(list)
+  local t = {}
+  for _, r in ipairs(list or {}) do t[r.rep] = r end
+  return t
+end
+
+-- Ratio of mean TPS, plus the range of per-round ratios (A and B of the
+-- same round ran back to back).
+local function ratio(section, a, b, w, field)
+  field = field or "tps"
+  local ra, rb = runs(section, a, w), runs(section, b, w)
+  local ma, mb = mean(ra, field), mean(rb, field)
+  if not ma or not mb or mb == 0 then return nil end
+  local lo, hi
+  local pa, pb = by_rep(ra), by_rep(rb)
+  for rep, x in pairs(pa) do
+    local y = pb[rep]
+    if y and y[field] and y[field] > 0 then
+      local q = x[field] / y[field]
+      lo = lo and math.min(lo, q) or q
+      hi = hi and math.max(hi, q) or q
+    end
+  end
+  return ma / mb, lo, hi
+end
+
+local out = {}
+local function p(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+
+local function fmt_tps(x) return x and ("%.0f"):format(x) or "–" end
+local function fmt_us(x) return x and (x >= 1000 and ("%.1f ms"):format(x / 1000) or ("%.0f µs"):format(x)) or "–" end
+local function fmt_ratio(r, lo, hi)
+  if not r then return "–" end
+  if lo and hi and (hi - lo) > 0.005 then return ("%.2fx (%.2f–%.2f)"):format(r, lo, hi) end
+  return ("%.2fx"):format(r)
+end
+local function verdict(r, target, higher_better)
+  if not r then return "not measured" end
+  if higher_better == false then return r <= target and "met" or "**missed**" end
+  return r >= target and "met" or "**missed**"
+end
+
+local WORKERS = {}
+for w in (meta.workers or "1 8 32 128"):gmatch("%d+") do WORKERS[#WORKERS + 1] = tonumber(w) end
+local SECS = tonumber(meta.secs) or 5
+
+local SERIES = {
+  { "pgbench_extended", "pgbench -M extended, direct (W server processes)" },
+  { "pgbench_prepared", "pgbench -M prepared, direct" },
+  { "c_prepared", "poolrt C driver, prepared, max = W" },
+  { "c_unprepared", "poolrt C driver, unprepared, max = W" },
+  { "c_prepared_max8", "poolrt C driver, prepared, max = 8" },
+  { "c_unprepared_max8", "poolrt C driver, unprepared, max = 8" },
+  { "lua_prepared", "poolrt Lua host (rt:spawn), max = W" },
+  { "lua_prepared_max8", "poolrt Lua host, max = 8" },
+  { "lua_ffi", "poolrt Lua host, raw FFI calls (no pool:query layer), max = W" },
+  { "pgbouncer_extended", "PgBouncer (transaction, pool 8) + pgbench -M extended" },
+  { "go_pq", "Go database/sql + lib/pq, max = W" },
+  { "go_pgx", "Go pgxpool, max = W" },
+  { "go_pq_max8", "Go database/sql + lib/pq, max = 8" },
+  { "go_pgx_max8", "Go pgxpool, max = 8" },
+}
+
+---------------------------------------------------------------------------
+p("# poolrt benchmarks: side by side, one run")
+p("")
+p("Generated by `make bench` (`bench/run.sh` → `bench/report.lua`) on %s, poolrt at %s.",
+  meta.date or "?", meta.git or "?")
+p("`make bench` took **%s s** end to end (set-up, builds, every workload, report).", meta.elapsed or "?")
+p("Raw rows: [`results.tsv`](results.tsv). Chart: [`chart.png`](chart.png).")
+p("")
+p("Each matrix run lasts **%d s** (not the issue's 10 s: with %d configurations × 4 worker counts × %s",
+  SECS, 14, meta.reps or "2")
+p("interleaved rounds, 10 s runs would take the whole `make bench` past its 20-minute budget on this")
+p("2-core machine). Rounds are interleaved A/B/A/B: every configuration of a worker count runs once,")
+p("then all of them again, so slow phases of this shared machine hit every contender alike. Figures")
+p("are the mean of the rounds; ratios are ratios of those means, with the range of the per-round")
+p("ratios (A and B of one round ran back to back) in brackets.")
+p("")
+p("## Machine and versions")
+p("")
+p("| | |")
+p("|---|---|")
+for _, k in ipairs({ "cpu", "nproc", "ram", "os", "server", "postgresql", "pgbench", "libpq", "poolrt",
+                     "luajit", "pgbouncer", "go", "lib/pq", "pgx", "gcc", "valgrind", "gnuplot" }) do
+  p("| %s | %s |", k, (meta[k] or "?"):gsub("|", "\\|"))
+end
+p("")
+p("All clients, servers and helpers ran on this one machine, over loopback TCP; the clients compete")
+p("with PostgreSQL for the same 2 cores, so a client's own CPU per transaction (last table below) is")
+p("taken away from the server.")
+p("")
+
+---------------------------------------------------------------------------
+p("## 1. Throughput: pgbench's scale-10 `-S` query")
+p("")
+p("`SELECT abalance FROM pgbench_accounts WHERE aid = $1`, aid uniform in 1..1,000,000, every client")
+p("holding or borrowing a connection per transaction. TPS (mean of rounds, min–max in brackets):")
+p("")
+local hdr, sep = "| client |", "|---|"
+for _, w in ipairs(WORKERS) do hdr = hdr .. (" W=%d |"):format(w); sep = sep .. "---:|" end
+p(hdr); p(sep)
+local function cell_tps(name, w)
+  local rs = runs("matrix", name, w)
+  if not rs then return "–" end
+  local lo, hi
+  for _, r in ipairs(rs) do lo = lo and math.min(lo, r.tps) or r.tps; hi = hi and math.max(hi, r.tps) or r.tps end
+  local errs = 0
+  for _, r in ipairs(rs) do errs = errs + (r.errors or 0) end
+  local s = fmt_tps(mean(rs, "tps"))
+  if #rs > 1 then s = s .. (" (%s–%s)"):format(fmt_tps(lo), fmt_tps(hi)) end
+  if errs > 0 then s = s .. (" **%d errors**"):format(errs) end
+  return s
+end
+for _, s in ipairs(SERIES) do
+  if rows.matrix and rows.matrix[s[1]] then
+    local line = ("| %s |"):format(s[2])
+    for _, w in ipairs(WORKERS) do line = line .. " " .. cell_tps(s[1], w) .. " |" end
+    p(line)
+  end
+end
+p("")
+p("For W ≤ 8 the max = 8 rows would equal the max = W rows and were not run. PgBouncer runs with")
+p("default_pool_size 8 at every W. pgbench uses `-j 2` (one thread per core) for W ≥ 2.")
+p("")
+p("Latency per transaction, p50 / p99 (whole cycle: acquire + query + release for the pools;")
+p("pgbench: from a 10% sample of its per-transaction log; Lua host: 2%-wide histogram buckets):")
+p("")
+p(hdr); p(sep)
+for _, s in ipairs(SERIES) do
+  if rows.matrix and rows.matrix[s[1]] then
+    local line = ("| %s |"):format(s[2])
+    for _, w in ipairs(WORKERS) do
+      local rs = runs("matrix", s[1], w)
+      line = line .. (rs and (" %s / %s |"):format(fmt_us(mean(rs, "p50")), fmt_us(mean(rs, "p99"))) or " – |")
+    end
+    p(line)
+  end
+end
+p("")
+
+---------------------------------------------------------------------------
+p("## 2. Ratios and the issue's targets")
+p("")
+p("| comparison | " .. table.concat((function() local t = {} for _, w in ipairs(WORKERS) do t[#t + 1] = "W=" .. w end return t end)(), " | ") .. " | target | verdict |")
+p("|---|" .. ("---:|"):rep(#WORKERS) .. "---|---|")
+local verdicts = {}
+local function ratio_row(label, a, b, target, only_w)
+  local line, worst = "| " .. label .. " |", nil
+  for _, w in ipairs(WORKERS) do
+    if only_w and not only_w[w] then
+      line = line .. " |"
+    else
+      local r, lo, hi = ratio("matrix", a, b, w)
+      line = line .. " " .. fmt_ratio(r, lo, hi) .. " |"
+      if r then worst = worst and math.min(worst, r) or r end
+    end
+  end
+  local v = target and verdict(worst, target) or ""
+  line = line .. (target and (" ≥ %.2fx |"):format(target) or " |") .. " " .. v .. " |"
+  p(line)
+  verdicts[#verdicts + 1] = { label = label, worst = worst, target = target, verdict = v }
+  return worst
+end
+local big = {}
+for _, w in ipairs(WORKERS) do if w > 8 then big[w] = true end end
+local at32 = { [32] = true }
+ratio_row("poolrt C prepared (max=W) / pgbench -M prepared", "c_prepared", "pgbench_prepared", 0.95)
+ratio_row("poolrt C unprepared (max=W) / pgbench -M extended", "c_unprepared", "pgbench_extended", 0.95)
+ratio_row("poolrt C prepared (max=W) / pgbench -M extended", "c_prepared", "pgbench_extended", nil)
+ratio_row("poolrt C prepared, 8 conns / PgBouncer, 8 conns", "c_prepared_max8", "pgbouncer_extended", 1.3, at32)
+ratio_row("poolrt C unprepared, 8 conns / PgBouncer, 8 conns", "c_unprepared_max8", "pgbouncer_extended", 1.3, at32)
+ratio_row("(same, prepared, at every W > 8)", "c_prepared_max8", "pgbouncer_extended", nil, big)
+ratio_row("poolrt Lua host / poolrt C (prepared, max=W)", "lua_prepared", "c_prepared", 0.9)
+ratio_row("poolrt Lua host / poolrt C (prepared, max=8)", "lua_prepared_max8", "c_prepared_max8", 0.9, big)
+ratio_row("(Lua, raw FFI instead of pool:query) / poolrt C", "lua_ffi", "c_prepared", nil)
+if meta.go_ok == "1" then
+  ratio_row("poolrt C prepared / pgxpool (max=W)", "c_prepared", "go_pgx", 1.0)
+  ratio_row("poolrt C prepared / database/sql+lib/pq (max=W)", "c_prepared", "go_pq", 1.0)
+  ratio_row("poolrt C prepared / pgxpool (max=8)", "c_prepared_max8", "go_pgx_max8", 1.0, big)
+  ratio_row("poolrt C prepared / database/sql (max=8)", "c_prepared_max8", "go_pq_max8", 1.0, big)
+  ratio_row("poolrt Lua host / pgxpool (max=W)", "lua_prepared", "go_pgx", 1.0)
+  ratio_row("poolrt Lua host / database/sql+lib/pq (max=W)", "lua_prepared", "go_pq", 1.0)
+end
+p("")
+p("\"Met\"/\"missed\" judges the worst worker count of the row. Like is compared with like as")
+p("DESIGN.md asks: prepared execution against `pgbench -M prepared`, unprepared (unnamed extended")
+p("protocol) against `-M extended`. PgBouncer in transaction mode cannot use named prepared")
+p("statements, so it only has an extended row; poolrt's pool lives in the client process, so its")
+p("prepared statements survive across borrowings, and the prepared row is poolrt as it is meant to")
+p("be used (the unprepared row isolates the pooling itself).")
+p("")
+
+---------------------------------------------------------------------------
+p("### Client CPU per transaction")
+p("")
+p("User + system CPU of the client process (all its threads) divided by its transactions, from")
+p("bash's `time` around each run (for PgBouncer only pgbench's share; the pgbouncer process is")
+p("not counted). On 2 cores every client µs is taken from the server:")
+p("")
+p(hdr); p(sep)
+for _, s in ipairs(SERIES) do
+  if rows.matrix and rows.matrix[s[1]] then
+    local line = ("| %s |"):format(s[2])
+    for _, w in ipairs(WORKERS) do
+      local rs = runs("matrix", s[1], w)
+      local cpu, tps = mean(rs, "cpu_s"), mean(rs, "tps")
+      line = line .. ((cpu and tps and tps > 0) and (" %.1f µs |"):format(cpu / (tps * SECS) * 1e6) or " – |")
+    end
+    p(line)
+  end
+end
+p("")
+
+---------------------------------------------------------------------------
+if rows.conns250 then
+  p("## 3. 250 workers against `max_connections = 100`")
+  p("")
+  local setting = runs("conns250", "setting", 0)
+  p("Server restarted with %s for this case.", setting and setting[1].extra or "max_connections=100")
+  p("")
+  p("| client | TPS | p50 / p99 | errors | note |")
+  p("|---|---:|---|---:|---|")
+  local function row250(name, label)
+    local r = runs("conns250", name, 250)
+    r = r and r[1]
+    if not r then return end
+    local note = (r.first_error and r.first_error ~= '""' and r.first_error ~= "") and r.first_error or ""
+    if r.extra and r.extra:match("^cpu_s=[^ ]* (.+)$") and name:match("^pgbench") then
+      note = r.extra:match("^cpu_s=[^ ]* (.+)$")
+    end
+    if r.conns then note = ("pool ended with %s connections. %s"):format(r.conns, note) end
+    p("| %s | %s | %s / %s | %d | %s |", label, fmt_tps(r.tps), fmt_us(r.p50), fmt_us(r.p99), r.errors,
+      (note:gsub("|", "\\|")))
+  end
+  row250("pgbench_direct_250", "pgbench -c 250 direct")
+  row250("c_prepared_250_max20", "poolrt C driver, 250 threads, max 20")
+  row250("lua_prepared_250_max20", "poolrt Lua host, 250 threads, max 20")
+  p("")
+  local d = runs("conns250", "pgbench_direct_250", 250)
+  local c = runs("conns250", "c_prepared_250_max20", 250)
+  local l = runs("conns250", "lua_prepared_250_max20", 250)
+  verdicts[#verdicts + 1] = { label = "250 workers, max_connections=100: poolrt max 20 with zero errors",
+    verdict = (c and c[1].errors == 0 and c[1].tps > 0 and (not l or l[1].errors == 0)) and "met" or "**missed**" }
+  p("Direct pgbench needs one server process per client and stops at the server's limit; the pools")
+  p("multiplex 250 threads over 20 connections. %s",
+    (d and d[1].tps == 0) and "pgbench's error is quoted in the note column." or "")
+  p("")
+end
+
+---------------------------------------------------------------------------
+if rows.micro then
+  p("## 4. Pool-only microbenchmark: acquire + release, 4 open connections")
+  p("")
+  p("No query: each thread loops acquire → release on a pool of 4 already-open connections for %d s",
+    2)
+  p("(threads > 4: contended, waiters queue FIFO and a release hands the connection to the oldest")
+  p("waiter). Cycles per second, all threads together (mean of rounds):")
+  p("")
+  local TS = { 1, 2, 8, 32 }
+  p("| pool | T=1 | T=2 | T=8 | T=32 |")
+  p("|---|---:|---:|---:|---:|")
+  local MS = {
+    { "builtin_mru", "poolrt, built-in `mru` (C fast path)" },
+    { "lua_pick", "poolrt, Lua `pick` function (bench/pick_lua.lua)" },
+    { "builtin_lru", "poolrt, built-in `lru`" },
+    { "go_sql_conn", "Go database/sql: `db.Conn` + `Close`" },
+    { "go_pgxpool", "Go pgxpool: `Acquire` + `Release`" },
+  }
+  for _, m in ipairs(MS) do
+    if rows.micro[m[1]] then
+      local line = "| " .. m[2] .. " |"
+      for _, t in ipairs(TS) do
+        local rs = runs("micro", m[1], t)
+        line = line .. (rs and (" %s |"):format(fmt_tps(mean(rs, "tps"))) or " – |")
+      end
+      p(line)
+    end
+  end
+  local line = "| **Lua pick cost / built-in mru cost** (target ≤ 1.5x) |"
+  local worst
+  for _, t in ipairs(TS) do
+    local r, lo, hi = ratio("micro", "builtin_mru", "lua_pick", t)
+    line = line .. " " .. fmt_ratio(r, lo, hi) .. " |"
+    if r then worst = worst and math.max(worst, r) or r end
+  end
+  p(line)
+  p("")
+  local cg_mru, cg_lua = runs("callgrind", "builtin_mru", 1), runs("callgrind", "lua_pick", 1)
+  if cg_mru or cg_lua then
+    p("Instructions per acquire + release cycle (callgrind, one thread, 4 connections; the difference")
+    p("between a 20,000- and a 220,000-cycle run, so start-up and shutdown cancel out):")
+    p("")
+    p("| pick | instructions / cycle |")
+    p("|---|---:|")
+    for _, m in ipairs({ { "builtin_mru", "built-in mru" }, { "lua_pick", "Lua pick function" }, { "builtin_lru", "built-in lru" } }) do
+      local r = runs("callgrind", m[1], 1)
+      if r then p("| %s | %s |", m[2], tostring(r[1].ir_per_cycle)) end
+    end
+    local ir
+    if cg_mru and cg_lua and tonumber(cg_mru[1].ir_per_cycle) then
+      ir = cg_lua[1].ir_per_cycle / cg_mru[1].ir_per_cycle
+      p("| **Lua / built-in** | **%.2fx** |", ir)
+    end
+    p("")
+    verdicts[#verdicts + 1] = { label = "Lua pick ≤ 1.5x built-in per cycle (instructions, callgrind)",
+      verdict = ir and verdict(ir, 1.5, false) or "not measured", worst = ir }
+  end
+  verdicts[#verdicts + 1] = { label = "Lua pick ≤ 1.5x built-in per cycle (wall time, worst T)",
+    verdict = worst and verdict(worst, 1.5, false) or "not measured", worst = worst }
+  p("The Go rows use goroutines (GOMAXPROCS = %s): a contended hand-off there is a goroutine switch,", meta.nproc or "2")
+  p("in poolrt an OS-thread wake-up (futex), which is what the T=8 and T=32 columns mostly measure.")
+  p("callgrind was not run on the Go pools (valgrind does not support Go's runtime well).")
+  p("")
+end
+
+---------------------------------------------------------------------------
+if rows.replica_servers then
+  p("## 5. Replica balance (golang/go#68539)")
+  p("")
+  p("Two PostgreSQL servers on two loopback ports, both `pgbench -i -s 10`, behind `bench/relay`, a")
+  p("small TCP relay that hands each new connection to the next server in turn (what a round-robin")
+  p("load balancer in front of replicas does). libpq 15 has no `load_balance_hosts`, and a")
+  p("multi-host conninfo only fails over, so the spreading is done by the relay, not by poolrt; the")
+  p("pool (max 8) opens its 8 connections up front (4 land on each server), then W workers run the")
+  p("`-S` query with a uniform 0–2 ms pause after each (light load), for %d s per policy.", SECS)
+  p("Transactions per server are `pg_stat_database.xact_commit` deltas (read after the pool closed,")
+  p("so the backends have flushed their counters; they include a handful of the bench's own reads).")
+  p("")
+  p("| W | pick | server 1 | server 2 | max/min |")
+  p("|---:|---|---:|---:|---:|")
+  local rep_dat = {}
+  for _, w in ipairs({ 1, 3 }) do
+    for _, pol in ipairs({ "mru", "lru", "random" }) do
+      local r = runs("replica_servers", "replica_" .. pol, w)
+      if r then
+        local s1, s2 = tonumber(r[1].server1) or 0, tonumber(r[1].server2) or 0
+        local mx, mn = math.max(s1, s2), math.min(s1, s2)
+        p("| %d | %s | %d | %d | %s |", w, pol, s1, s2, mn > 0 and ("%.2f"):format(mx / mn) or "∞")
+        rep_dat[#rep_dat + 1] = ("\"%s W=%d\" %d %d"):format(pol, w, s1, s2)
+      end
+    end
+  end
+  local f = assert(io.open(chart_dir .. "/replica.dat", "w"))
+  f:write(table.concat(rep_dat, "\n"), "\n")
+  f:close()
+  p("")
+  p("MRU hands out the most recently released connection, so a light load keeps reusing the same")
+  p("one to three connections and the servers behind them get all the work: with one worker every")
+  p("query went to the server of a single connection; with three, the hot set is the last three")
+  p("connections released, here two on one server and one on the other. LRU rotates through all")
+  p("eight idle connections and so through both servers equally. How uneven MRU gets depends on")
+  p("which servers its hot connections happen to sit on; behind a balancer that is luck, which is")
+  p("the point of golang/go#68539. The relay's round-robin order makes it reproducible here.")
+  p("")
+end
+
+---------------------------------------------------------------------------
+if rows.spike then
+  p("## 6. Spike (HikariCP's spike test, adapted)")
+  p("")
+  p("50 worker threads start at once against a cold pool (no connection open) whose connections take")
+  p("~150 ms to open (`bench/relay -D 150` in front of the server), each running `select")
+  p("pg_sleep(0.002)` in a loop for 2 s. Configured max 10; `clamp.lua` sizes the pool from the 50")
+  p("threads it is told about (`threads + headroom`, capped at MAX 20).")
+  p("")
+  p("| policy | connections at the end | opened | acquire wait p50 / p99 / max | TPS | errors |")
+  p("|---|---:|---:|---|---:|---:|")
+  for _, pol in ipairs({ "default", "clamp" }) do
+    local r = runs("spike", "spike_" .. pol, 50)
+    r = r and r[1]
+    if r then
+      p("| %s | %s | %s | %s / %s / %s | %s | %d |", pol == "default" and "built-in default (max 10)" or "policies/clamp.lua",
+        tostring(r.conns), tostring(r.created), fmt_us(r.acq_p50_us), fmt_us(r.acq_p99_us), fmt_us(r.acq_max_us),
+        fmt_tps(r.tps), r.errors)
+    end
+  end
+  p("")
+  p("The pool never opens more than its max, even with 50 callers arriving together: extra callers")
+  p("queue FIFO and are handed connections as they are released or opened. The max wait is the first")
+  p("callers' connection set-up (150 ms + the PostgreSQL handshake).")
+  p("")
+end
+
+---------------------------------------------------------------------------
+p("## 7. Verdicts")
+p("")
+p("| target | worst measured | verdict |")
+p("|---|---:|---|")
+for _, v in ipairs(verdicts) do
+  if v.verdict ~= "" then
+    p("| %s%s | %s | %s |", v.label, v.target and (" ≥ %.2fx"):format(v.target) or "",
+      v.worst and ("%.2fx"):format(v.worst) or "", v.verdict)
+  end
+end
+p("")
+local ok, analysis = pcall(function()
+  local f = assert(io.open("bench/ANALYSIS.md"))
+  local s = f:read("*a"); f:close(); return s
+end)
+if ok and analysis then
+  p(analysis)
+end
+
+---------------------------------------------------------------------------
+p("## Exact commands")
+p("")
+p("`$CONN` = `host=127.0.0.1 port=<PGPORT> user=postgres dbname=postgres`; `$TMP` = the run's temp dir.")
+p("Server: `tools/pg.sh start` (initdb, loopback, fsync off), then `pg_ctl restart -o \"-c shared_buffers=512MB -c max_connections=300\"`,")
+p("`pgbench -i -s 10 -q $CONN`, a 3 s pgbench warm-up. One line per configuration (W, max, rounds vary):")
+p("")
+p("```")
+for _, k in ipairs(cmd_order) do p("%-24s %s", k, cmds[k]) end
+p("```")
+p("")
+p("Go clients built offline from Debian's packages: `GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off")
+p("go build -o build/bench/gobench bench/go/gobench.go`%s.", meta.go_ok == "1" and "" or " — **this failed in this run, so the Go rows are missing**")
+p("PgBouncer config (`pgbouncer -u postgres pgbouncer.ini`): `pool_mode = transaction`,")
+p("`default_pool_size = 8`, `listen_addr = 127.0.0.1`, `auth_type = trust`, `max_client_conn = 400`.")
+p("")
+
+local f = assert(io.open(out_path, "w"))
+f:write(table.concat(out, "\n"), "\n")
+f:close()
+
+---------------------------------------------------------------------------
+-- Chart data: mean TPS per worker count, one column per series.
+local cols = {}
+for _, s in ipairs(SERIES) do if rows.matrix and rows.matrix[s[1]] then cols[#cols + 1] = s end end
+local d = assert(io.open(chart_dir .. "/tps.dat", "w"))
+local head = { "workers" }
+for _, s in ipairs(cols) do head[#head + 1] = s[1] end
+d:write("# ", table.concat(head, " "), "\n")
+for _, w in ipairs(WORKERS) do
+  local t = { tostring(w) }
+  for _, s in ipairs(cols) do
+    local m = mean(runs("matrix", s[1], w), "tps")
+    t[#t + 1] = m and ("%.1f"):format(m) or "NaN"
+  end
+  d:write(table.concat(t, " "), "\n")
+end
+d:close()
+local n = assert(io.open(chart_dir .. "/series.gp", "w"))
+local titles = {
+  pgbench_extended = "pgbench -M extended (direct)", pgbench_prepared = "pgbench -M prepared (direct)",
+  c_prepared = "poolrt C, prepared, max=W", c_unprepared = "poolrt C, unprepared, max=W",
+  c_prepared_max8 = "poolrt C, prepared, max=8", c_unprepared_max8 = "poolrt C, unprepared, max=8",
+  lua_prepared = "poolrt Lua host, max=W", lua_prepared_max8 = "poolrt Lua host, max=8",
+  lua_ffi = "poolrt Lua, raw FFI, max=W",
+  pgbouncer_extended = "PgBouncer pool 8 (pgbench -M extended)",
+  go_pq = "database/sql+lib/pq, max=W", go_pgx = "pgxpool, max=W",
+  go_pq_max8 = "database/sql+lib/pq, max=8", go_pgx_max8 = "pgxpool, max=8",
+}
+-- one colour per client family; dashed = max 8 (or unprepared), dotted = Go max 8
+local styles = {
+  pgbench_extended = "lc rgb '#000000' dt 2 pt 1", pgbench_prepared = "lc rgb '#000000' dt 1 pt 2",
+  c_prepared = "lc rgb '#d62728' dt 1 pt 7", c_unprepared = "lc rgb '#d62728' dt 2 pt 6",
+  c_prepared_max8 = "lc rgb '#ff7f0e' dt 1 pt 5", c_unprepared_max8 = "lc rgb '#ff7f0e' dt 2 pt 4",
+  lua_prepared = "lc rgb '#1f77b4' dt 1 pt 9", lua_prepared_max8 = "lc rgb '#17becf' dt 2 pt 8",
+  lua_ffi = "lc rgb '#1f77b4' dt 3 pt 3",
+  pgbouncer_extended = "lc rgb '#9467bd' dt 1 pt 13",
+  go_pq = "lc rgb '#8c564b' dt 1 pt 11", go_pgx = "lc rgb '#2ca02c' dt 1 pt 15",
+  go_pq_max8 = "lc rgb '#8c564b' dt 3 pt 10", go_pgx_max8 = "lc rgb '#2ca02c' dt 3 pt 14",
+}
+local plots = {}
+for i, s in ipairs(cols) do
+  plots[#plots + 1] = ("dir.'/tps.dat' using 1:%d with linespoints lw 2 %s title '%s'"):format(
+    i + 1, styles[s[1]] or "", titles[s[1]] or s[1])
+end
+n:write("tps_plot = \"plot ", table.concat(plots, ", "):gsub('"', '\\"'), "\"\n")
+n:write(("have_replica = %d\n"):format(rows.replica_servers and 1 or 0))
+n:close()
