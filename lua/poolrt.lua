@@ -244,7 +244,8 @@ local function stats_of(p)
     acquire_wait_seconds_sum = n(s.acquire_wait_us_total) / 1e6,
     acquire_wait_buckets = buckets, -- counts per bound of poolrt.WAIT_BOUNDS
     connections_created_total = n(s.connections_created_total),
-    connect_errors_total = n(s.connect_errors_total),
+    connect_errors_total = n(s.connect_errors_total), connect_backoff_total = n(s.connect_backoff_total),
+    leaks_total = n(s.leaks_total),
     protected = s.is_protected ~= 0, pinned = s.is_pinned ~= 0, closed = s.closed,
     connections_closed_total = {
       idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
@@ -266,7 +267,7 @@ local pool_fields = {
   max_lifetime = "number", lifetime_jitter = "number", validate_idle = "number",
   query_timeout = "number", stmt_cache = "number", discard_all = "boolean",
   conninfo = "string", prepare = "boolean", null = true, threads = "number",
-  protected = "boolean", pinned = "boolean",
+  protected = "boolean", pinned = "boolean", leak_threshold = "number", connect_backoff_max = "number",
 }
 
 local function check_opts(opts, fields, what)

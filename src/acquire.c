@@ -37,13 +37,53 @@ static int closed_error(prt_pool *p, char *err, size_t errlen)
     return PRT_ECLOSED;
 }
 
+/* After consecutive connect failures, attempts are spaced out (doubling
+ * from 50 ms up to connect_backoff_max) so a server that is down is not
+ * hammered; meanwhile acquires that would connect fail at once with the
+ * last error.  Returns 0 to go ahead, or PRT_ECONNECT with err.  mu held. */
+static int backing_off(prt_pool *p, char *err, size_t errlen)
+{
+    double left = p->backoff_until - prt_now();
+    if (left <= 0)
+        return PRT_OK;
+    p->backoff_refusals++;
+    prt__errf(err, errlen, "pool \"%s\": connect failed %d time(s) in a row; next attempt in %.2fs; last error: %s",
+              p->name, p->connect_failures, left, p->last_connect_error);
+    return PRT_ECONNECT;
+}
+
+static void connect_result(prt_pool *p, int rc, const char *err)
+{
+    if (rc == PRT_OK) {
+        p->connect_failures = 0;
+        p->backoff = 0;
+        return;
+    }
+    p->connect_failures++;
+    p->connect_errors++;
+    p->backoff = p->backoff > 0 ? p->backoff * 2 : 0.05;
+    if (p->backoff > p->opts.connect_backoff_max)
+        p->backoff = p->opts.connect_backoff_max;
+    p->backoff_until = prt_now() + p->backoff;
+    const char *msg = err ? strstr(err, "\": ") : NULL; /* drop the pool prefix */
+    snprintf(p->last_connect_error, sizeof p->last_connect_error, "%s", msg ? msg + 3 : "unknown");
+}
+
 /* Opens a connection into a slot already reserved.  On success it is
  * counted in use (for the caller) or put idle (min_idle refill). */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen)
 {
     prt_conn *c = NULL;
-    int rc = prt__conn_open(p, deadline, &c, err, errlen);
     pthread_mutex_lock(&p->mu);
+    int rc = backing_off(p, err, errlen);
+    pthread_mutex_unlock(&p->mu);
+    if (rc == PRT_OK) {
+        rc = prt__conn_open(p, deadline, &c, err, errlen);
+        pthread_mutex_lock(&p->mu);
+        connect_result(p, rc, err);
+    } else {
+        pthread_mutex_lock(&p->mu);
+    }
     p->opening--;
     if (rc == PRT_OK) {
         c->id = ++p->next_conn_id;
@@ -54,7 +94,6 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
             rc = PRT_ENOMEM;
     }
     if (rc != PRT_OK) {
-        p->connect_errors += c == NULL;
         prt__slot_give(p, 1, c ? PRT__CLOSE_BROKEN : PRT__CLOSE_NREASONS);
         prt__grant_slots(p);
         size_t n = err ? strlen(err) : errlen;
@@ -69,6 +108,28 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
     }
     *out = c;
     return PRT_OK;
+}
+
+/* The in-use list, for leak detection (mu held). */
+static void busy_link(prt_pool *p, prt_conn *c, double now)
+{
+    c->acquired_at = now;
+    c->leak_reported = 0;
+    c->busy_prev = NULL;
+    c->busy_next = p->busy;
+    if (p->busy)
+        p->busy->busy_prev = c;
+    p->busy = c;
+}
+
+static void busy_unlink(prt_pool *p, prt_conn *c)
+{
+    if (c->busy_prev)
+        c->busy_prev->busy_next = c->busy_next;
+    else
+        p->busy = c->busy_next;
+    if (c->busy_next)
+        c->busy_next->busy_prev = c->busy_prev;
 }
 
 /* Waits in the FIFO until handed a connection or a slot, or the deadline.
@@ -205,6 +266,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         b++;
     p->wait_buckets[b]++;
     p->last_used_at = now;
+    busy_link(p, c, now);
     pthread_mutex_unlock(&p->mu);
     prt__pool_ref(p); /* a connection in use keeps its pool alive */
     c->uses++;
@@ -226,6 +288,10 @@ void prt_release(prt_conn *c, int broken)
     pthread_mutex_lock(&p->mu);
     p->in_use--;
     p->last_used_at = now;
+    busy_unlink(p, c);
+    if (c->leak_reported)
+        prt__logf(PRT_LOG_WARN, "pool \"%s\": connection %llu released after %.3fs (reported as a possible leak)",
+                  p->name, (unsigned long long)c->id, now - c->acquired_at);
     if (reason < 0 && p->closed)
         reason = PRT__CLOSE_EVICTED;
     else if (reason < 0 && p->total > p->max)

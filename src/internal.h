@@ -60,6 +60,9 @@ struct prt_conn {
     double expires_at;       /* 0: never */
     double returned_at;      /* when last released (or opened) */
     uint64_t uses;
+    double acquired_at;      /* while in use; protected by pool->mu */
+    struct prt_conn *busy_prev, *busy_next; /* the pool's in-use list; pool->mu */
+    int leak_reported;       /* pool->mu */
     int fatal;               /* the server sent FATAL: it is closing this connection */
     prt__stmt_cache stmts;
 };
@@ -113,6 +116,13 @@ struct prt_pool {
     uint64_t closed_by[PRT__CLOSE_NREASONS];
     uint64_t next_conn_id;
     uint64_t grown;          /* connections opened over max by overflow "grow" */
+    prt_conn *busy;          /* connections in use, for leak detection */
+    uint64_t leaks;
+    /* Connect backoff: after consecutive failures, attempts wait. */
+    int connect_failures;
+    double backoff, backoff_until;
+    uint64_t backoff_refusals;
+    char last_connect_error[256];
 };
 
 extern const double prt__wait_bounds[PRT_WAIT_BUCKETS];

@@ -172,9 +172,12 @@ static void setup_state(lua_State *L, const host_opts *o, int argc, char **argv)
     lua_setglobal(L, "arg");
 }
 
+/* Adds a traceback to string errors; other error values (busted raises
+ * nil to signal failed specs) pass through for main to judge. */
 static int traceback(lua_State *L)
 {
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    if (lua_type(L, 1) == LUA_TSTRING)
+        luaL_traceback(L, L, lua_tostring(L, 1), 1);
     return 1;
 }
 

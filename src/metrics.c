@@ -74,6 +74,8 @@ static const gauge per_pool[] = {
     { "poolrt_connections_created_total", "counter", "Server connections opened." },
     { "poolrt_connect_errors_total", "counter", "Failed connection attempts." },
     { "poolrt_connections_grown_total", "counter", "Connections opened over max by overflow grow." },
+    { "poolrt_connect_backoff_total", "counter", "Acquires refused at once while connects back off." },
+    { "poolrt_leaks_total", "counter", "Connections held longer than leak_threshold." },
 };
 
 static double pool_value(const prt_pool_stats *s, int i)
@@ -89,7 +91,9 @@ static double pool_value(const prt_pool_stats *s, int i)
     case 8: return (double)s->acquire_timeouts_total;
     case 9: return (double)s->connections_created_total;
     case 10: return (double)s->connect_errors_total;
-    default: return (double)s->grown_total;
+    case 11: return (double)s->grown_total;
+    case 12: return (double)s->connect_backoff_total;
+    default: return (double)s->leaks_total;
     }
 }
 

@@ -31,6 +31,7 @@ void prt_pool_opts_default(prt_pool_opts *o)
     o->lifetime_jitter = 0.1;
     o->validate_idle = 1.0;
     o->stmt_cache = 64;
+    o->connect_backoff_max = 0.5;
 }
 
 static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const char *name)
@@ -41,7 +42,7 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
     else if (o->min_idle < 0 || o->min_idle > o->max)
         bad = "min_idle must be between 0 and max";
     else if (o->acquire_timeout < 0 || o->idle_timeout < 0 || o->max_lifetime < 0 ||
-             o->validate_idle < 0 || o->query_timeout < 0)
+             o->validate_idle < 0 || o->query_timeout < 0 || o->leak_threshold < 0 || o->connect_backoff_max < 0)
         bad = "timeouts must be >= 0";
     else if (o->lifetime_jitter < 0 || o->lifetime_jitter >= 1)
         bad = "lifetime_jitter must be in [0, 1)";
@@ -366,6 +367,8 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     memcpy(s->acquire_wait_buckets, p->wait_buckets, sizeof s->acquire_wait_buckets);
     s->connections_created_total = p->created_total;
     s->connect_errors_total = p->connect_errors;
+    s->connect_backoff_total = p->backoff_refusals;
+    s->leaks_total = p->leaks;
     s->closed_idle = p->closed_by[PRT__CLOSE_IDLE];
     s->closed_lifetime = p->closed_by[PRT__CLOSE_LIFETIME];
     s->closed_broken = p->closed_by[PRT__CLOSE_BROKEN];

@@ -40,9 +40,40 @@ static int take_reaped(prt_pool *p, prt__pstate *ps, double now, prt_conn **out)
     return n;
 }
 
+/* Warns once about each connection held longer than leak_threshold (a
+ * caller that never releases).  Logging happens after the lock is gone. */
+static void find_leaks(prt_pool *p, double now)
+{
+    enum { MAXLOG = 8 };
+    uint64_t ids[MAXLOG];
+    double held[MAXLOG];
+    int n = 0, more = 0;
+    pthread_mutex_lock(&p->mu);
+    for (prt_conn *c = p->busy; p->opts.leak_threshold > 0 && c; c = c->busy_next) {
+        if (c->leak_reported || now - c->acquired_at < p->opts.leak_threshold)
+            continue;
+        c->leak_reported = 1;
+        p->leaks++;
+        if (n < MAXLOG) {
+            ids[n] = c->id;
+            held[n++] = now - c->acquired_at;
+        } else {
+            more++;
+        }
+    }
+    double threshold = p->opts.leak_threshold;
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n; i++)
+        prt__logf(PRT_LOG_WARN, "pool \"%s\": connection %llu held for %.3fs, over leak_threshold=%.3fs; "
+                  "a caller that never releases it?", p->name, (unsigned long long)ids[i], held[i], threshold);
+    if (more)
+        prt__logf(PRT_LOG_WARN, "pool \"%s\": %d more connection(s) held over leak_threshold", p->name, more);
+}
+
 /* Returns how many connections were closed. */
 int prt__pool_reap(prt_pool *p, double now)
 {
+    find_leaks(p, now);
     prt__pstate *ps = p->rt ? prt__policy_thread(p->rt) : NULL;
     pthread_mutex_lock(&p->mu);
     prt_conn **cs = p->closed ? NULL : malloc((size_t)(p->nidle ? p->nidle : 1) * sizeof *cs);

@@ -5,6 +5,8 @@
 #   tools/pg.sh stop DIR    stop it (if running) and remove DIR
 # DIR/env defines POOLRT_CONNINFO, POOLRT_PGDATA, POOLRT_PGBIN, POOLRT_PGPORT,
 # POOLRT_PGUSER_RUN (the OS user the server runs as, for tests that restart it).
+# POOLRT_PG_MAX_CONNECTIONS overrides the server's max_connections (200).
+# Role poolrt_pw (if a test creates it) must log in with a password.
 set -euo pipefail
 
 usage() { echo "usage: $0 {start|stop} DIR" >&2; exit 2; }
@@ -51,6 +53,9 @@ start() {
     echo "pg.sh: initdb failed" >&2
     exit 1
   fi
+  # One role authenticates by password (specs of wrong-password errors);
+  # pg_hba.conf is read top down, so this line wins for that role only.
+  sed -i '1i host all poolrt_pw 127.0.0.1/32 scram-sha-256' "$data/pg_hba.conf"
 
   local _try port p opts
   for _try in 1 2 3 4 5; do
@@ -64,7 +69,8 @@ start() {
     done
     [ -n "$port" ] || { echo "pg.sh: no free port found" >&2; exit 1; }
 
-    opts="-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c max_connections=200"
+    local maxconn=${POOLRT_PG_MAX_CONNECTIONS:-200}
+    opts="-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c max_connections=$maxconn"
     opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     # Also persist the settings so a test that does a plain `pg_ctl stop` +
     # `pg_ctl start` (no -o) comes back on the same port and socket dir.
@@ -72,7 +78,7 @@ start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
-max_connections = 200
+max_connections = $maxconn
 fsync = off
 synchronous_commit = off
 full_page_writes = off

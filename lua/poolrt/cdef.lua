@@ -63,6 +63,8 @@ typedef struct prt_pool_opts {
     int threads;             /* threads that will use the pool, for size hooks (default 0) */
     int is_protected;        /* never evicted as a whole pool (default 0) */
     int is_pinned;           /* likewise; apartment's "pinned" tenants (default 0) */
+    double leak_threshold;   /* warn about connections held longer (default 0: off) */
+    double connect_backoff_max; /* after failed connects, retry at most this often (default 0.5) */
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
@@ -78,6 +80,8 @@ typedef struct prt_pool_stats {
     /* acquires by wait, upper bounds 0.5ms 1ms 5ms 10ms 50ms 100ms 0.5s 1s 5s +Inf */
     uint64_t acquire_wait_buckets[PRT_WAIT_BUCKETS];
     uint64_t connections_created_total, connect_errors_total;
+    uint64_t connect_backoff_total; /* acquires refused at once while backing off */
+    uint64_t leaks_total;           /* connections held past leak_threshold */
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
     uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
     int is_protected, is_pinned;
