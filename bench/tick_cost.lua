@@ -6,7 +6,7 @@ local ffi = require "ffi"
 local B = require "poolrt.policy_boot"
 ffi.cdef(B.CDEF)
 local ctx = ffi.new("prt_hook_ctx")
-for i = 1, 16 do ctx.idle[i].returned_at = 1000 + (i * 7) % 16 end
+for i = 1, 16 do ctx.idle.v[i].returned_at = 1000 + (i * 7) % 16 end
 ctx.pool.idle = 16
 
 local src = [[return { pick = function(idle, pool)
@@ -21,7 +21,7 @@ local plain = assert(loadstring(src))().pick
 local function tick() local b = ctx.budget - 1 ctx.budget = b if b < 0 then error("budget", 2) end end
 local checked = assert(B.load(src, "=bench", tick)).pick
 
-local idle, pool, N = ctx.idle, ctx.pool, 2e7
+local idle, pool, N = ctx.idle.v, ctx.pool, 2e7
 local function time(f)
   local t0 = os.clock()
   local s = 0

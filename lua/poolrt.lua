@@ -362,7 +362,8 @@ function Runtime:policy_stats()
   local s = pstats_buf
   C.prt_runtime_policy_stats(self._rt, s)
   local out = { generation = tonumber(s.generation), calls = {}, errors = {}, calls_total = 0, errors_total = 0,
-                reloads = { ok = tonumber(s.reloads_ok), failed = tonumber(s.reloads_failed) } }
+                reloads = { ok = tonumber(s.reloads_ok), failed = tonumber(s.reloads_failed) },
+                last_error = s.last_error[0] ~= 0 and ffi.string(s.last_error) or nil }
   for i, h in ipairs(HOOKS) do
     out.calls[h], out.errors[h] = tonumber(s.calls[i - 1]), tonumber(s.errors[i - 1])
     out.calls_total = out.calls_total + out.calls[h]

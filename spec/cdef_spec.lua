@@ -27,6 +27,6 @@ describe("lua/poolrt/cdef.lua", function()
     assert.equal(normalize(want), normalize(got))
     -- and C's idle view capacity matches the array in the declaration
     local cap = tonumber(h:match("#define PRT__MAX_VIEWS (%d+)"))
-    assert.equal(cap + 1, tonumber(got:match("idle%[(%d+)%]")))
+    assert.equal(cap + 1, tonumber(got:match("prt_conn_view v%[(%d+)%]")))
   end)
 end)

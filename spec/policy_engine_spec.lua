@@ -164,6 +164,10 @@ describe("a broken policy never stops a pool from serving", function()
         if name == "garbage" then return 99 end
         if name == "nonnumber" then return "first" end
         if name == "loops" then runaway() end
+        if name == "oob" then return idle[1e9].id end        -- reads outside the views
+        if name == "oobneg" then return idle[-5].id end
+        if name == "writes" then idle[1] = 5 end
+        if name == "len" then return #idle end
         local best = 1
         for i = 2, pool.idle do if idle[i].returned_at > idle[best].returned_at then best = i end end
         return best
@@ -180,7 +184,8 @@ describe("a broken policy never stops a pool from serving", function()
   teardown(function() rt:close() poolrt.set_log_level(level) end)
 
   for _, case in ipairs({ { "raises", "boom" }, { "garbage", "returned number 99 %(want an integer index in 1%.%.3%)" },
-                          { "nonnumber", "returned string first" } }) do
+                          { "nonnumber", "returned string first" }, { "oob", "idle%[1000000000%]: index out of range 1%.%.3" },
+                          { "oobneg", "out of range" }, { "writes", "read%-only" } }) do
     it("falls back to the built-in pick when the hook " .. case[1], function()
       local pool = rt:pool(case[1], { max = 3 })
       local ids = cycle(pool, 3)
@@ -188,9 +193,17 @@ describe("a broken policy never stops a pool from serving", function()
       assert.equal(ids[3], next_id(pool)) -- mru, the built-in default
       assert.equal(errs0 + 1, rt:policy_stats().errors.pick)
       assert.equal(0, rt:stats()[case[1]].in_use)
-      assert.is_truthy(case[2])
+      assert.matches(":%d+: hook pick: .*" .. case[2], rt:policy_stats().last_error)
     end)
   end
+
+  it("lets hooks use #idle", function()
+    local pool = rt:pool("len", { max = 3 })
+    local ids = cycle(pool, 3)
+    local errs0 = rt:policy_stats().errors.pick
+    assert.equal(ids[3], next_id(pool)) -- #idle == 3: the last one
+    assert.equal(errs0, rt:policy_stats().errors.pick)
+  end)
 
   it("stops an endless loop in a hook even after the JIT compiled it", function()
     local warm = rt:pool("warm", { max = 3 })
@@ -204,6 +217,7 @@ describe("a broken policy never stops a pool from serving", function()
     local took = poolrt.now() - t0
     assert.equal(errs0 + 5, rt:policy_stats().errors.pick)
     assert.is_true(took < 2.0, "five runaway picks took " .. took .. "s")
+    assert.matches(":2: hook exceeded its step budget %(an endless loop%?%)", rt:policy_stats().last_error)
   end)
 
   it("refuses a policy with a syntax error, naming file and line", function()

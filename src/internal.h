@@ -223,6 +223,7 @@ struct prt_runtime {
     prt__policy *policy;     /* the live policy; policy_mu */
     double err_logged_at[PRT__NHOOKS]; /* rate limit of hook error lines; policy_mu */
     uint64_t err_suppressed[PRT__NHOOKS]; /* policy_mu */
+    char last_hook_error[256]; /* policy_mu */
     /* Lock-free reads on hot paths; written under policy_mu. */
     atomic_uint_fast64_t generation;
     atomic_int pick_mode, overflow_mode, admit_mode; /* the live policy's modes */

@@ -325,6 +325,7 @@ static void hook_failed(prt__pstate *ps, int hook, const char *msg)
     atomic_fetch_add(&rt->hook_errors[hook], 1);
     double now = prt_now();
     pthread_mutex_lock(&rt->policy_mu);
+    snprintf(rt->last_hook_error, sizeof rt->last_hook_error, "%.255s", ps->last_error);
     int log = now - rt->err_logged_at[hook] >= 1.0;
     uint64_t suppressed = rt->err_suppressed[hook];
     if (log) {
@@ -424,9 +425,10 @@ static int fill_idle_views(prt__pstate *ps, prt_pool *p)
 {
     if (p->nidle > PRT__MAX_VIEWS)
         return -1;
+    ps->ctx->idle.n = p->nidle;
     for (int i = 0; i < p->nidle; i++) {
         prt_conn *c = p->idle[i];
-        prt_conn_view *v = &ps->ctx->idle[i + 1];
+        prt_conn_view *v = &ps->ctx->idle.v[i + 1];
         v->id = (double)c->id;
         v->created_at = c->created_at;
         v->returned_at = c->returned_at;
@@ -652,8 +654,9 @@ static void sample_inputs(prt__pstate *ps)
     c->pool.threads = 4;
     c->pool.created_at = now - 600;
     c->pool.last_used_at = now - 1;
+    c->idle.n = 3;
     for (int i = 1; i <= 3; i++)
-        c->idle[i] = (prt_conn_view){ i, now - 600 + i, now - 10 * (4 - i), 10.0 * i, 0 };
+        c->idle.v[i] = (prt_conn_view){ i, now - 600 + i, now - 10 * (4 - i), 10.0 * i, 0 };
     c->req = (prt_req_view){ 2.0, 1 };
     c->now = now;
 }

@@ -3,8 +3,9 @@
  *
  * Each policy state owns one prt_hook_ctx (allocated by C, read by Lua via
  * FFI as a persistent pointer), so a hook call builds no tables: C fills
- * the views and calls a trampoline that passes them on.  Arrays seen by
- * hooks are 1-based (element 0 unused).  The block below is mirrored in
+ * the views and calls a trampoline that passes them on.  The idle list is
+ * 1-based (v[0] unused) and, in Lua, bounds-checked by a metatype: a hook
+ * can read no memory outside the views.  The block below is mirrored in
  * lua/poolrt/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
  */
 #ifndef POOLRT_POLICY_VIEWS_H
@@ -32,6 +33,11 @@ typedef struct prt_req_view {
     int position;
 } prt_req_view;
 
+typedef struct prt_idle_list {
+    int n;
+    prt_conn_view v[1025];
+} prt_idle_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -39,7 +45,7 @@ typedef struct prt_hook_ctx {
     prt_req_view req;
     prt_pool_view *pools;
     int npools;
-    prt_conn_view idle[1025];
+    prt_idle_list idle;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 

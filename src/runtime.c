@@ -313,6 +313,9 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out)
     out->reloads_ok = atomic_load(&rt->reloads_ok);
     out->reloads_failed = atomic_load(&rt->reloads_failed);
     out->generation = atomic_load(&rt->generation);
+    pthread_mutex_lock(&rt->policy_mu);
+    snprintf(out->last_error, sizeof out->last_error, "%s", rt->last_hook_error);
+    pthread_mutex_unlock(&rt->policy_mu);
 }
 
 void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)

@@ -99,6 +99,7 @@ typedef struct prt_runtime_stats {
 typedef struct prt_policy_stats {
     uint64_t calls[8], errors[8];
     uint64_t reloads_ok, reloads_failed, generation;
+    char last_error[256];    /* the latest failed hook call: file:line, hook, error */
 } prt_policy_stats;
 
 /* One thread's outcome in prt_spawn: ok != 0 and a serialized Lua value, or

@@ -256,6 +256,11 @@ typedef struct prt_req_view {
     int position;
 } prt_req_view;
 
+typedef struct prt_idle_list {
+    int n;
+    prt_conn_view v[1025];
+} prt_idle_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -263,7 +268,7 @@ typedef struct prt_hook_ctx {
     prt_req_view req;
     prt_pool_view *pools;
     int npools;
-    prt_conn_view idle[1025];
+    prt_idle_list idle;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 ]]
@@ -292,12 +297,33 @@ function B.setup(ud, chunkname, src, budget_msg)
     end,
   }
   pcall(ffi.metatype, "prt_pool_view", pool_mt)
+  -- FFI arrays are not bounds-checked; the idle list is, so a hook can
+  -- read nothing outside the views (and #idle works).
+  pcall(ffi.metatype, "prt_idle_list", {
+    __index = function(l, i)
+      if type(i) ~= "number" or not (i >= 1 and i <= l.n) then
+        error("idle[" .. tostring(i) .. "]: index out of range 1.." .. l.n, 2)
+      end
+      return l.v[i]
+    end,
+    __newindex = function() error("the idle list is read-only", 2) end,
+    __len = function(l) return l.n end,
+  })
   local pol, err = B.load(src, chunkname, tick)
   if not pol then error(err, 0) end
   local pool, req, idle = ctx.pool, ctx.req, ctx.idle
+  -- admit/evict are rare: they get plain copies, which stay valid if a
+  -- hook keeps them (the C array behind them may move).
+  local fields = { "max", "min_idle", "total", "idle", "in_use", "waiting", "threads", "configured",
+                   "created_at", "last_used_at" }
   local function pool_list()
     local list = {}
-    for i = 1, ctx.npools do list[i] = ctx.pools[i] end
+    for i = 1, ctx.npools do
+      local v = ctx.pools[i]
+      local t = { name = ffi.string(v.name_), protected = v.protected_ ~= 0, pinned = v.pinned_ ~= 0 }
+      for _, f in ipairs(fields) do t[f] = v[f] end
+      list[i] = t
+    end
     return list
   end
   local f = pol
