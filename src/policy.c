@@ -173,7 +173,7 @@ static prt__pstate *pstate_new(prt__policy *pol, int fill_modes, char *err, size
         lua_pushstring(L, chunk);
         lua_pushstring(L, pol->source);
         lua_pushstring(L, budget_msg);
-        ps->ctx->budget = INT32_MAX; /* the file's top level runs unbounded, as a module would */
+        ps->ctx->budget = 100000000; /* the file's top level: generous, still bounded */
         rc = lua_pcall(L, 4, 3, 0);
     }
     if (rc != 0) {
