@@ -57,7 +57,8 @@ $(BUILD)/test_%: tests/test_%.c tests/pgtest.h $(BUILD)/libpoolrt.a
 run: deps all
 	tools/with-pg.sh $(BUILD)/poolrt examples/demo.lua
 
-test: deps all
+# make test also needs nginx + lua-nginx-module for spec/openresty_spec.lua.
+test: deps nginx-deps all
 	BUSTED="$(BUILD)/poolrt /usr/bin/busted" tools/with-pg.sh tools/run-tests.sh
 
 install: all

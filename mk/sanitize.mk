@@ -10,7 +10,7 @@ SUPP := $(CURDIR)/tools/sanitizers
 
 .PHONY: sanitize sanitize-asan sanitize-tsan valgrind deps-sanitize
 deps-sanitize:
-	@tools/deps.sh core sanitize
+	@tools/deps.sh core nginx sanitize
 
 sanitize: sanitize-asan sanitize-tsan
 
