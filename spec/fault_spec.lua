@@ -153,21 +153,11 @@ describe("shutdown", function()
     ]]):format(app_name, ready))
     local t0 = poolrt.now()
     os.execute(("sh -c 'build/poolrt --log-level info --grace 5 %s; echo exit=$?' > %s 2>&1 &"):format(app, out))
-    local pid = H.wait_until(function()
-      local f = io.open(ready)
-      local s = f and f:read("*a")
-      if f then f:close() end
-      return s and tonumber(s)
-    end, 10, "8 queries in flight")
+    local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "8 queries in flight"))
     assert.equal(8, tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1 "
                                      .. "and state = 'active'", app_name)[1].n))
     os.execute("kill -TERM " .. pid)
-    local log = H.wait_until(function()
-      local f = io.open(out)
-      local s = f and f:read("*a") or ""
-      if f then f:close() end
-      return s:find("exit=%d+") and s
-    end, 10, "the host to exit")
+    local log = H.wait_file(out, "exit=%d+", 10, "the host to exit")
     assert.matches("exit=0", log)
     assert.matches("SIGTERM: draining %(grace 5%.0s%)", log)
     assert.matches("drained; exiting", log)

@@ -35,37 +35,26 @@ end
 -- Waits until the server no longer has a backend with this pid.
 function H.wait_backend_gone(pid)
   H.wait_until(function()
-    -- Runs fn with the runtime's log silenced (specs that provoke errors on
--- purpose), restoring the level afterwards.
-function H.quietly(fn, ...)
-  local level = poolrt.log_level()
-  poolrt.set_log_level("off")
-  local res = { pcall(fn, ...) }
-  poolrt.set_log_level(level)
-  if not res[1] then error(res[2], 0) end
-  return unpack(res, 2, table.maxn(res))
-end
-
--- Writes `src` to a temporary policy file and returns its path.
-function H.write_file(src, path)
-  path = path or (os.tmpname() .. ".lua")
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
-
--- Runs a shell command; returns its output (stdout and stderr) and exit code.
-function H.run(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
-  local out = f:read("*a")
-  f:close()
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return (out:gsub("rc=%d+\n?$", "")), rc
-end
-
-return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
+    return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
   end, 5, "backend " .. pid .. " to exit")
+end
+
+-- A file's contents, or "" when it does not exist (yet).
+function H.read_file(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Waits until the file at `path` contains `pattern` (a Lua pattern);
+-- returns the contents.  For output of processes started in the background.
+function H.wait_file(path, pattern, timeout, what)
+  return H.wait_until(function()
+    local s = H.read_file(path)
+    return s:find(pattern) and s
+  end, timeout, what)
 end
 
 -- Runs fn with the runtime's log silenced (specs that provoke errors on

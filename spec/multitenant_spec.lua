@@ -265,11 +265,6 @@ describe("metrics", function()
     assert.matches("poolrt_policy_generation 1", body, 1, true)
     local nf = H.run(("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/nope"):format(port))
     assert.equal("404", nf)
-    H.wait_until(function()
-      local f = io.open(out)
-      local s = f and f:read("*a") or ""
-      if f then f:close() end
-      return s:find("multitenant demo done", 1, true)
-    end, 20, "the example to finish")
+    H.wait_file(out, "multitenant demo done", 20, "the example to finish")
   end)
 end)

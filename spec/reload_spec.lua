@@ -69,24 +69,8 @@ local function start_host(args, app_src)
   ]]):format(ready) .. app_src)
   local out = os.tmpname()
   os.execute("build/poolrt " .. args .. " " .. app .. " > " .. out .. " 2>&1 &")
-  local pid = H.wait_until(function()
-    local f = io.open(ready)
-    local s = f and f:read("*a")
-    if f then f:close() end
-    return s and tonumber(s)
-  end, 10, "the host to start")
-  return pid, function()
-    H.wait_until(function()
-      local f = io.open(out)
-      local s = f and f:read("*a") or ""
-      if f then f:close() end
-      return s:find("done", 1, true)
-    end, 15, "the host to finish")
-    local f = io.open(out)
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
+  local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "the host to start"))
+  return pid, function() return H.wait_file(out, "\ndone", 15, "the host to finish") end
 end
 
 -- App tail: wait until `n` reloads happened (or 10 s), then 0.5 s more to

@@ -376,6 +376,17 @@ static int reject(prt__pstate *ps, int hook, int idx, const char *want)
     return -1;
 }
 
+/* A hook's answer that must be a list (nil: empty): returns its length,
+ * or -1 after rejecting anything else.  The list stays at stack index 1. */
+static int answer_list(prt__pstate *ps, int hook, const char *want)
+{
+    if (lua_isnil(ps->L, 1))
+        return 0;
+    if (!lua_istable(ps->L, 1))
+        return reject(ps, hook, 1, want);
+    return (int)lua_objlen(ps->L, 1);
+}
+
 static int as_int(lua_State *L, int idx, long lo, long hi, long *out)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
@@ -516,17 +527,13 @@ int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *clos
     if (finish(ps, PRT__H_REAP, 0, 1) != 0)
         return -1;
     lua_State *L = ps->L;
-    if (lua_isnil(L, 1)) {
-        lua_settop(L, 0);
-        return 0;
-    }
-    if (!lua_istable(L, 1))
-        return reject(ps, PRT__H_REAP, 1, "a list of idle indexes");
+    int len = answer_list(ps, PRT__H_REAP, "a list of idle indexes");
+    if (len < 0)
+        return -1;
     memset(close, 0, (size_t)p->nidle);
     int n = 0;
-    size_t len = lua_objlen(L, 1);
-    for (size_t k = 1; k <= len; k++) {
-        lua_rawgeti(L, 1, (int)k);
+    for (int k = 1; k <= len; k++) {
+        lua_rawgeti(L, 1, k);
         long i;
         if (!as_int(L, -1, 1, p->nidle, &i)) {
             char want[64];
@@ -603,16 +610,12 @@ int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsign
     if (finish(ps, PRT__H_EVICT, 0, 1) != 0)
         return -1;
     lua_State *L = ps->L;
-    if (lua_isnil(L, 1)) {
-        lua_settop(L, 0);
-        return 0;
-    }
-    if (!lua_istable(L, 1))
-        return reject(ps, PRT__H_EVICT, 1, "a list of pool names");
+    int len = answer_list(ps, PRT__H_EVICT, "a list of pool names");
+    if (len < 0)
+        return -1;
     int count = 0;
-    size_t len = lua_objlen(L, 1);
-    for (size_t k = 1; k <= len; k++) {
-        lua_rawgeti(L, 1, (int)k);
+    for (int k = 1; k <= len; k++) {
+        lua_rawgeti(L, 1, k);
         if (lua_type(L, -1) != LUA_TSTRING)
             return reject(ps, PRT__H_EVICT, -1, "pool names (strings)");
         const char *name = lua_tostring(L, -1);

@@ -2,13 +2,7 @@
 local poolrt = require "poolrt"
 local W = {}
 
-local function wait_until(cond, timeout)
-  local deadline = poolrt.now() + timeout
-  while not cond() do
-    if poolrt.now() > deadline then error("worker timed out waiting", 0) end
-    poolrt.sleep(0.002)
-  end
-end
+local wait_until = require("spec.helper").wait_until
 
 -- Every thread asks for the same new pool at once and runs one query.
 function W.same_pool(rt, i, name)

@@ -3,13 +3,7 @@
 local poolrt = require "poolrt"
 local W = {}
 
-local function wait_until(cond, timeout)
-  local deadline = poolrt.now() + timeout
-  while not cond() do
-    if poolrt.now() > deadline then error("worker timed out waiting", 0) end
-    poolrt.sleep(0.002)
-  end
-end
+local wait_until = require("spec.helper").wait_until
 
 -- Thread 1 holds the only connection until n-1 others queue, then lets go.
 -- Thread i > 1 queues once i-2 others are queued, so the queue order is
