@@ -171,6 +171,8 @@ function Conn:query(sql, ...) return run(self, self.pool._qflags, sql, ...) end
 function Conn:exec_simple(sql, ...) return run(self, 1, sql, ...) end
 
 function Conn:backend_pid() return C.prt_conn_backend_pid(self._c) end
+-- Which host of a multi-host conninfo ("host=a,b port=p1,p2") this is on, 1-based.
+function Conn:endpoint() return C.prt_conn_endpoint(self._c) end
 
 -- Gives the connection back; `broken` (or a failure seen on it) closes it.
 function Conn:release(broken)

@@ -73,13 +73,11 @@ static void notice_receiver(void *arg, const PGresult *res)
     prt__logf(PRT_LOG_DEBUG, "pool \"%s\": server notice: %s", c->pool->name, msg);
 }
 
-/* Opens a connection for pool p, giving up at `deadline`.  On success *out
- * is owned by the caller; on failure err says why, with the pool's name and
- * libpq's message (which never contains the password). */
-int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+/* Opens one connection to endpoint e of pool p (or its only host). */
+static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *err, size_t errlen)
 {
     prt_conn *c = calloc(1, sizeof *c);
-    PGconn *pg = PQconnectStart(p->conninfo);
+    PGconn *pg = p->endpoints ? prt__endpoints_start(p->endpoints, e) : PQconnectStart(p->conninfo);
     if (!c || !pg || PQstatus(pg) == CONNECTION_BAD) {
         pq_error(err, errlen, p->name, "connect failed", pg);
         free(c);
@@ -90,10 +88,11 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED) {
             pq_error(err, errlen, p->name, "connect failed", pg);
-            goto fail;
+            PQfinish(pg);
+            free(c);
+            return PRT_ECONNECT;
         }
-        int rc = wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
-        if (rc == PRT_ETIMEDOUT) {
+        if (wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline) == PRT_ETIMEDOUT) {
             prt__errf(err, errlen, "pool \"%s\": connect timed out (server did not answer before the deadline)",
                       p->name);
             PQfinish(pg);
@@ -103,7 +102,26 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
         st = PQconnectPoll(pg);
     }
     c->pg = pg;
-    PQsetNoticeReceiver(pg, notice_receiver, c);
+    c->endpoint = e;
+    *out = c;
+    return PRT_OK;
+}
+
+/* Opens a connection for pool p, giving up at `deadline`: on the endpoint
+ * with the fewest of the pool's connections, then the others in turn.  On
+ * success *out is owned by the caller; on failure err carries the pool's
+ * name and libpq's message (which never contains the password). */
+int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+{
+    int n = prt__endpoints_count(p->endpoints), first = p->endpoints ? prt__endpoints_choose(p->endpoints) : 0;
+    prt_conn *c = NULL;
+    int rc = PRT_ECONNECT;
+    for (int k = 0; k < n && rc == PRT_ECONNECT; k++)
+        rc = open_one(p, (first + k) % n, deadline, &c, err, errlen);
+    if (rc != PRT_OK)
+        return rc;
+    prt__endpoints_opened(p->endpoints, c->endpoint, 1);
+    PQsetNoticeReceiver(c->pg, notice_receiver, c);
     c->pool = p;
     c->created_at = c->returned_at = prt_now();
     if (p->opts.max_lifetime > 0) {
@@ -113,16 +131,14 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
     prt__stmt_init(&c->stmts, p->opts.stmt_cache);
     *out = c;
     return PRT_OK;
-fail:
-    PQfinish(pg);
-    free(c);
-    return PRT_ECONNECT;
 }
 
 void prt__conn_close(prt_conn *c)
 {
     if (!c)
         return;
+    if (c->pool && c->pg)
+        prt__endpoints_opened(c->pool->endpoints, c->endpoint, -1);
     prt__stmt_clear(&c->stmts);
     PQfinish(c->pg);
     free(c);
@@ -372,6 +388,12 @@ uint64_t prt_conn_id(const prt_conn *c)
 int prt_conn_backend_pid(const prt_conn *c)
 {
     return PQbackendPID(c->pg);
+}
+
+/* Which of the pool's hosts the connection is on, 1-based. */
+int prt_conn_endpoint(const prt_conn *c)
+{
+    return c->endpoint + 1;
 }
 
 /* Results are libpq's PGresult under an opaque name. */

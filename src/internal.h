@@ -51,6 +51,16 @@ prt__stmt *prt__stmt_victim(prt__stmt_cache *sc); /* entry to replace when full,
 prt__stmt *prt__stmt_add(prt__stmt_cache *sc, const char *sql);
 void prt__stmt_remove(prt__stmt_cache *sc, prt__stmt *s);
 
+/* --- endpoint.c: a pool over several hosts ------------------------------- */
+#define PRT__MAX_ENDPOINTS 16
+typedef struct prt__endpoints prt__endpoints;
+prt__endpoints *prt__endpoints_new(const char *conninfo);  /* NULL: a single host */
+void prt__endpoints_free(prt__endpoints *e);
+int prt__endpoints_count(const prt__endpoints *e);
+int prt__endpoints_choose(prt__endpoints *e);
+PGconn *prt__endpoints_start(prt__endpoints *e, int i);
+void prt__endpoints_opened(prt__endpoints *e, int i, int delta);
+
 /* --- conn.c --------------------------------------------------------------- */
 struct prt_conn {
     PGconn *pg;
@@ -60,6 +70,7 @@ struct prt_conn {
     double expires_at;       /* 0: never */
     double returned_at;      /* when last released (or opened) */
     uint64_t uses;
+    int endpoint;            /* which of the pool's hosts (0-based) */
     double acquired_at;      /* while in use; protected by pool->mu */
     struct prt_conn *busy_prev, *busy_next; /* the pool's in-use list; pool->mu */
     int leak_reported;       /* pool->mu */
@@ -93,6 +104,7 @@ struct prt_pool {
     prt_runtime *rt;         /* set to NULL (under mu) when the runtime is freed first */
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
+    prt__endpoints *endpoints; /* immutable; NULL for a single host */
     prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
     double created_at;       /* immutable */
     uint64_t serial;         /* immutable, unique in the process */

@@ -444,7 +444,7 @@ static int fill_idle_views(prt__pstate *ps, prt_pool *p)
         v->created_at = c->created_at;
         v->returned_at = c->returned_at;
         v->uses = (double)c->uses;
-        v->endpoint = 0;
+        v->endpoint = c->endpoint + 1;
     }
     return p->nidle;
 }

@@ -75,6 +75,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         return PRT_ENOMEM;
     }
     atomic_init(&p->refs, 1);
+    p->endpoints = prt__endpoints_new(conninfo);
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
     p->opts = *o;
@@ -103,6 +104,7 @@ void prt_pool_unref(prt_pool *p)
     free(p->idle);
     free(p->name);
     free(p->conninfo);
+    prt__endpoints_free(p->endpoints);
     free(p);
 }
 

@@ -146,6 +146,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
 void prt_release(prt_conn *c, int broken);
 uint64_t prt_conn_id(const prt_conn *c);
 int prt_conn_backend_pid(const prt_conn *c);
+int prt_conn_endpoint(const prt_conn *c);
 int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
               int flags, prt_result **out, char *err, size_t errlen);
 
