@@ -8,13 +8,16 @@
  * with aid uniform in [1, 100000 * scale], like pgbench.
  *
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
- *          [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua]
+ *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
  *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
  *   -q unprepared  PRT_Q_UNPREPARED: unnamed extended protocol (`-M extended`)
  *   -q noop        acquire + release only, no query (pool-only cycle cost)
+ *   -q direct      control without poolrt: each thread owns one libpq
+ *                  connection (PQprepare once, PQexecPrepared per cycle), so
+ *                  the thread-per-worker model is measured without the pool
  *   -t THINK_US    sleep uniformly 0..2*THINK_US between cycles (light load)
  *   -S SQL         another statement (no parameters), e.g. "select pg_sleep(0.002)"
  *   -C             cold start: do not open connections before the clock starts
@@ -38,11 +41,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <libpq-fe.h>
 #include "poolrt.h"
 
 #define SELECT_SQL "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 
-enum { Q_PREPARED, Q_UNPREPARED, Q_NOOP };
+enum { Q_PREPARED, Q_UNPREPARED, Q_NOOP, Q_DIRECT };
 
 typedef struct {
     float *v;
@@ -113,6 +117,43 @@ static void note_error(worker *w, const char *msg)
     w->errors++;
     if (!w->first_error[0])
         snprintf(w->first_error, sizeof w->first_error, "%s", msg);
+}
+
+/* -q direct: the same loop on a libpq connection of this thread's own. */
+static void *direct_main(void *arg)
+{
+    worker *w = arg;
+    char aid[32];
+    const char *params[1] = { aid };
+    long accounts = 100000L * cfg.scale;
+    PGconn *pg = PQconnectdb(cfg.conninfo);
+    int ok = PQstatus(pg) == CONNECTION_OK;
+    if (ok) {
+        PGresult *r = PQprepare(pg, "s", SELECT_SQL, 1, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (!ok)
+        note_error(w, PQerrorMessage(pg));
+    pthread_barrier_wait(&start_line);
+    while (ok && !atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        double t0 = now_s();
+        snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
+        PGresult *r = PQexecPrepared(pg, "s", 1, params, NULL, NULL, 0);
+        int good = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        double t1 = now_s();
+        if (!good) {
+            note_error(w, PQerrorMessage(pg));
+            continue;
+        }
+        if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break;
+        w->ops++;
+        push(&w->lat, (float)((t1 - t0) * 1e6));
+    }
+    PQfinish(pg);
+    return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -199,7 +240,7 @@ static void percentiles(worker *ws, int n, int acq, double *p50, double *p99, do
 static void usage(void)
 {
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
-                    "              [-q prepared|unprepared|noop] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
+                    "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
                     "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM]\n");
     exit(2);
 }
@@ -219,6 +260,7 @@ int main(int argc, char **argv)
             if (!strcmp(optarg, "prepared")) cfg.mode = Q_PREPARED;
             else if (!strcmp(optarg, "unprepared")) cfg.mode = Q_UNPREPARED;
             else if (!strcmp(optarg, "noop")) cfg.mode = Q_NOOP;
+            else if (!strcmp(optarg, "direct")) cfg.mode = Q_DIRECT;
             else usage();
             break;
         case 's': cfg.scale = atoi(optarg); break;
@@ -264,7 +306,7 @@ int main(int argc, char **argv)
     prt_pool_stats st;
     prt_pool_stats_get(pool, &st);
     /* noop (pool-only) runs open every connection: "T threads on max connections" */
-    int warm = cfg.cold ? 0 : cfg.mode == Q_NOOP || cfg.workers > st.max ? st.max : cfg.workers;
+    int warm = cfg.cold || cfg.mode == Q_DIRECT ? 0 : cfg.mode == Q_NOOP || cfg.workers > st.max ? st.max : cfg.workers;
     if (cfg.warm > 0 && !cfg.cold)
         warm = cfg.warm < st.max ? cfg.warm : st.max;
     prt_conn **held = calloc((size_t)(warm ? warm : 1), sizeof *held);
@@ -288,7 +330,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         ws[i].index = i;
         ws[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
-        if (pthread_create(&ws[i].th, NULL, worker_main, &ws[i]) != 0) {
+        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main : worker_main, &ws[i]) != 0) {
             fprintf(stderr, "driver: could not start worker %d: %s\n", i, strerror(errno));
             break;
         }

@@ -9,7 +9,7 @@
 # is bounded in time (pgbench -T, driver -d, and `timeout` around each).
 #
 # Knobs (environment): BENCH_SECS (seconds per run, default 5),
-# BENCH_REPS (rounds of the A/B/A/B interleaving, default 2),
+# BENCH_REPS (interleaved rounds, default 3),
 # BENCH_WORKERS (default "1 8 32 128"), BENCH_SKIP (space-separated parts
 # to leave out: matrix conns250 micro callgrind replica spike go).
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build}
 SECS=${BENCH_SECS:-5}
-REPS=${BENCH_REPS:-2}
+REPS=${BENCH_REPS:-3}
 WORKERS=${BENCH_WORKERS:-"1 8 32 128"}
 SKIP=" ${BENCH_SKIP:-} "
 MICRO_SECS=2
@@ -228,31 +228,50 @@ EOF
 }
 
 # --- 1. the side-by-side matrix --------------------------------------------------
+# One configuration of the matrix at W workers, round REP.
+matrix_step() { # name w rep
+  local name=$1 w=$2 rep=$3
+  case $name in
+    pgbench_extended)   run_pgbench matrix "$name" "$w" extended "$CONN1" "$rep" "$w" ;;
+    pgbench_prepared)   run_pgbench matrix "$name" "$w" prepared "$CONN1" "$rep" "$w" ;;
+    c_direct)           run_driver matrix "$name" "$w" "$w" "$rep" -q direct -d "$SECS" ;;
+    c_prepared)         run_driver matrix "$name" "$w" "$w" "$rep" -q prepared -d "$SECS" ;;
+    c_unprepared)       run_driver matrix "$name" "$w" "$w" "$rep" -q unprepared -d "$SECS" ;;
+    c_prepared_max8)    run_driver matrix "$name" "$w" 8 "$rep" -q prepared -d "$SECS" ;;
+    c_unprepared_max8)  run_driver matrix "$name" "$w" 8 "$rep" -q unprepared -d "$SECS" ;;
+    lua_prepared)       run_lua matrix "$name" "$w" "$w" "$rep" prepared ;;
+    lua_ffi)            run_lua matrix "$name" "$w" "$w" "$rep" ffi ;;
+    lua_prepared_max8)  run_lua matrix "$name" "$w" 8 "$rep" prepared ;;
+    pgbouncer_extended) run_pgbench matrix "$name" "$w" extended "$BOUNCER_CONN" "$rep" 8 ;;
+    go_pq)              run_go matrix "$name" "$w" "$w" "$rep" pq -d "$SECS" ;;
+    go_pgx)             run_go matrix "$name" "$w" "$w" "$rep" pgx -d "$SECS" ;;
+    go_pq_max8)         run_go matrix "$name" "$w" 8 "$rep" pq -d "$SECS" ;;
+    go_pgx_max8)        run_go matrix "$name" "$w" 8 "$rep" pgx -d "$SECS" ;;
+    *) echo "run.sh: unknown matrix step $name" >&2; exit 1 ;;
+  esac
+}
+
 if ! skipped matrix; then
   start_pgbouncer
   log "warm-up: pgbench -S 3 s (not recorded)"
   "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 3 "$CONN1" >/dev/null 2>&1 || true
   for w in $WORKERS; do
+    steps=(pgbench_extended pgbench_prepared c_direct c_prepared c_unprepared)
+    if [ "$w" -gt 8 ]; then steps+=(c_prepared_max8 c_unprepared_max8); fi
+    steps+=(lua_prepared lua_ffi)
+    if [ "$w" -gt 8 ]; then steps+=(lua_prepared_max8); fi
+    steps+=(pgbouncer_extended go_pq go_pgx)
+    if [ "$w" -gt 8 ]; then steps+=(go_pq_max8 go_pgx_max8); fi
     for rep in $(seq "$REPS"); do
+      # A B C ... then ... C B A: each configuration's average position in
+      # the sequence is the same, so a drift of the machine favours nobody.
+      order=("${steps[@]}")
+      if [ $((rep % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#steps[@]} - 1; i >= 0; i--)); do order+=("${steps[i]}"); done
+      fi
       log "matrix: $w workers, round $rep of $REPS"
-      run_pgbench matrix pgbench_extended "$w" extended "$CONN1" "$rep" "$w"
-      run_pgbench matrix pgbench_prepared "$w" prepared "$CONN1" "$rep" "$w"
-      run_driver matrix c_prepared "$w" "$w" "$rep" -q prepared -d "$SECS"
-      run_driver matrix c_unprepared "$w" "$w" "$rep" -q unprepared -d "$SECS"
-      if [ "$w" -gt 8 ]; then
-        run_driver matrix c_prepared_max8 "$w" 8 "$rep" -q prepared -d "$SECS"
-        run_driver matrix c_unprepared_max8 "$w" 8 "$rep" -q unprepared -d "$SECS"
-      fi
-      run_lua matrix lua_prepared "$w" "$w" "$rep" prepared
-      run_lua matrix lua_ffi "$w" "$w" "$rep" ffi
-      if [ "$w" -gt 8 ]; then run_lua matrix lua_prepared_max8 "$w" 8 "$rep" prepared; fi
-      run_pgbench matrix pgbouncer_extended "$w" extended "$BOUNCER_CONN" "$rep" 8
-      run_go matrix go_pq "$w" "$w" "$rep" pq -d "$SECS"
-      run_go matrix go_pgx "$w" "$w" "$rep" pgx -d "$SECS"
-      if [ "$w" -gt 8 ]; then
-        run_go matrix go_pq_max8 "$w" 8 "$rep" pq -d "$SECS"
-        run_go matrix go_pgx_max8 "$w" 8 "$rep" pgx -d "$SECS"
-      fi
+      for name in "${order[@]}"; do matrix_step "$name" "$w" "$rep"; done
     done
   done
   kill "$BOUNCER_PID" 2>/dev/null || true
