@@ -142,29 +142,41 @@ local function rows_of(r, null)
   return rows
 end
 
--- Runs sql with parameters $1.. on this connection: rows, or nil, err.
-local function run(self, flags, sql, ...)
-  local c = self._c
-  if not c then error("poolrt: query on a released connection", 3) end
+-- Fills parambuf with the query's parameters; the strings stay referenced
+-- from `keep` until the next call (one state runs one query at a time).
+-- Raises on a parameter that cannot be sent, before any connection is held.
+local keep = {}
+local function set_params(sql, ...)
   if type(sql) ~= "string" then error("poolrt: sql must be a string", 3) end
   local n = select("#", ...)
   if n > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 3) end
-  local keep = {}
   for i = 1, n do
     local s = to_param((select(i, ...)))
     keep[i] = s
     parambuf[i - 1] = s
   end
+  return n
+end
+
+-- Runs the query on connection c; returns rows, or nil, err, broken.
+local function exec(c, flags, null, sql, n)
   local rc = C.prt_query(c, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
-  if rc ~= 0 then
-    if rc == E.BROKEN then self.broken = true end
-    return nil, lasterr()
-  end
+  if rc ~= 0 then return nil, lasterr(), rc == E.BROKEN end
   local r = res_out[0]
-  local ok, rows = pcall(rows_of, r, self.pool._null)
+  local ok, rows = pcall(rows_of, r, null)
   C.prt_result_free(r)
   if not ok then error(rows, 0) end
   return rows
+end
+
+-- Runs sql with parameters $1.. on this connection: rows, or nil, err.
+local function run(self, flags, sql, ...)
+  local c = self._c
+  if not c then error("poolrt: query on a released connection", 3) end
+  local n = set_params(sql, ...)
+  local rows, err, broken = exec(c, flags, self.pool._null, sql, n)
+  if broken then self.broken = true end
+  return rows, err
 end
 
 function Conn:query(sql, ...) return run(self, self.pool._qflags, sql, ...) end
@@ -215,17 +227,25 @@ function Pool:with(fn, ...)
   return unpack(res, 2, table.maxn(res))
 end
 
-local function pool_query(self, method, sql, ...)
-  local conn, err = self:acquire()
-  if not conn then return nil, err end
-  local ok, rows, qerr = pcall(method, conn, sql, ...)
-  conn:release()
+-- acquire + query + release without a Conn object: the parameters are
+-- converted (and may raise) before the connection is taken, and nothing
+-- between acquire and release can raise but running out of memory.
+local function pool_query(self, flags, sql, ...)
+  local n = set_params(sql, ...)
+  local rc = C.prt_acquire(self._p, -1, conn_out, errbuf, ERRLEN)
+  if rc == E_CLOSED and self.rt:_refresh(self) then
+    rc = C.prt_acquire(self._p, -1, conn_out, errbuf, ERRLEN)
+  end
+  if rc ~= 0 then return nil, lasterr() end
+  local c = conn_out[0]
+  local ok, rows, err, broken = pcall(exec, c, flags, self._null, sql, n)
+  C.prt_release(c, broken and 1 or 0)
   if not ok then error(rows, 0) end
-  return rows, qerr
+  return rows, err
 end
 
-function Pool:query(sql, ...) return pool_query(self, Conn.query, sql, ...) end
-function Pool:exec_simple(sql, ...) return pool_query(self, Conn.exec_simple, sql, ...) end
+function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
+function Pool:exec_simple(sql, ...) return pool_query(self, 1, sql, ...) end
 
 local stats_buf = ffi.new("prt_pool_stats")
 
