@@ -248,6 +248,7 @@ struct prt_runtime {
 };
 
 void *prt__timer_main(void *arg);
+int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
 char *prt__live_metrics(void);
 
 #endif

@@ -176,7 +176,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     prt__cond_init(&rt->cond);
     publish(rt, pol);
     if (o->reap_interval > 0) {
-        if (pthread_create(&rt->timer, NULL, prt__timer_main, rt) != 0) {
+        if (prt__thread_create(&rt->timer, prt__timer_main, rt) != 0) {
             prt__errf(err, errlen, "runtime: could not start the timer thread");
             prt_runtime_free(rt);
             return PRT_ETHREAD;

@@ -82,7 +82,7 @@ int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
     int rc = PRT_OK, started = 0;
     for (int i = 0; i < n; i++) {
         jobs[i] = (job){ rt, i + 1, module, fn, args, path, cpath, &results[i], 0 };
-        if (pthread_create(&jobs[i].thread, NULL, spawn_main, &jobs[i]) != 0) {
+        if (prt__thread_create(&jobs[i].thread, spawn_main, &jobs[i]) != 0) {
             for (int k = i; k < n; k++)
                 set_result(&results[k], 0, "could not start thread");
             rc = PRT_ETHREAD;

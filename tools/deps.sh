@@ -16,7 +16,7 @@ for group in "$@"; do
     core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted
                      libcmocka-dev libmicrohttpd-dev curl pkg-config gcc make) ;;
     nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl) ;;
-    bench)    pkgs+=(pgbouncer gnuplot-nox golang-go golang-github-lib-pq-dev
+    bench)    pkgs+=(pgbouncer gnuplot-nox wrk golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;
     # clang 14 is bookworm's default; its sanitizer runtimes live in a separate package.
     sanitize) pkgs+=(clang libclang-rt-14-dev valgrind) ;;
