@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh -- `make bench`: poolrt side by side with pgbench direct,
 # PgBouncer, Go database/sql + lib/pq and pgxpool, on one throwaway
-# PostgreSQL in one run, then writes bench/RESULTS.md, bench/results.tsv and
-# bench/chart.png.
+# PostgreSQL in one run, then writes bench/RESULTS.md, bench/chart.png and
+# the raw rows under bench/raw/.
 #
 # Everything listens on 127.0.0.1 only; every server and helper started
 # here is stopped by the EXIT trap, also on failure or Ctrl-C; every load
@@ -404,8 +404,12 @@ dpkgv() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
   echo "elapsed	$(( $(date +%s) - T0 ))"
 } >"$WORK/meta.tsv"
 
-mkdir -p "$WORK/chart"
-cp "$RES" bench/results.tsv
-luajit bench/report.lua "$WORK/meta.tsv" "$RES" "$CMDS" bench/RESULTS.md "$WORK/chart"
+# The raw rows stay next to the report, so it can be regenerated without a
+# new run:  luajit bench/report.lua bench/raw/{meta.tsv,results.tsv,commands.txt} bench/RESULTS.md DIR
+mkdir -p "$WORK/chart" bench/raw
+cp "$WORK/meta.tsv" bench/raw/meta.tsv
+cp "$RES" bench/raw/results.tsv
+cp "$CMDS" bench/raw/commands.txt
+luajit bench/report.lua bench/raw/meta.tsv bench/raw/results.tsv bench/raw/commands.txt bench/RESULTS.md "$WORK/chart"
 gnuplot -e "dir='$WORK/chart'; out='bench/chart.png'" bench/chart.gp
-log "done in $(( $(date +%s) - T0 )) s: bench/RESULTS.md, bench/chart.png, bench/results.tsv"
+log "done in $(( $(date +%s) - T0 )) s: bench/RESULTS.md, bench/chart.png, bench/raw/"
