@@ -46,7 +46,6 @@ local MAXPARAMS = 256
 local parambuf = ffi.new("const char*[?]", MAXPARAMS)
 local conn_out = ffi.new("prt_conn*[1]")
 local res_out = ffi.new("prt_result*[1]")
-local E = { TIMEDOUT = -3, BROKEN = -6 }
 
 local function lasterr() return ffi.string(errbuf) end
 
@@ -161,7 +160,7 @@ end
 -- Runs the query on connection c; returns rows, or nil, err, broken.
 local function exec(c, flags, null, sql, n)
   local rc = C.prt_query(c, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
-  if rc ~= 0 then return nil, lasterr(), rc == E.BROKEN end
+  if rc ~= 0 then return nil, lasterr(), rc == C.PRT_EBROKEN end
   local r = res_out[0]
   local ok, rows = pcall(rows_of, r, null)
   C.prt_result_free(r)
@@ -201,17 +200,21 @@ end
 local Pool = {}
 Pool.__index = Pool
 
-local E_CLOSED = -7
+-- prt_acquire on this pool into conn_out; a pool evicted meanwhile (idle
+-- tenant, rt:evict) is created afresh under the same name, as apartment
+-- does.  Returns the C result code.
+local function acquire_c(self, timeout)
+  local rc = C.prt_acquire(self._p, timeout, conn_out, errbuf, ERRLEN)
+  if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
+    rc = C.prt_acquire(self._p, timeout, conn_out, errbuf, ERRLEN)
+  end
+  return rc
+end
 
 -- A connection within `timeout` seconds (default: the pool's
--- acquire_timeout), or nil, err.  A pool evicted meanwhile (idle tenant,
--- rt:evict) is created afresh under the same name, as apartment does.
+-- acquire_timeout), or nil, err.
 function Pool:acquire(timeout)
-  local rc = C.prt_acquire(self._p, timeout or -1, conn_out, errbuf, ERRLEN)
-  if rc == E_CLOSED and self.rt:_refresh(self) then
-    rc = C.prt_acquire(self._p, timeout or -1, conn_out, errbuf, ERRLEN)
-  end
-  if rc ~= 0 then return nil, lasterr() end
+  if acquire_c(self, timeout or -1) ~= 0 then return nil, lasterr() end
   return wrap_conn(self, conn_out[0])
 end
 
@@ -232,11 +235,7 @@ end
 -- between acquire and release can raise but running out of memory.
 local function pool_query(self, flags, sql, ...)
   local n = set_params(sql, ...)
-  local rc = C.prt_acquire(self._p, -1, conn_out, errbuf, ERRLEN)
-  if rc == E_CLOSED and self.rt:_refresh(self) then
-    rc = C.prt_acquire(self._p, -1, conn_out, errbuf, ERRLEN)
-  end
-  if rc ~= 0 then return nil, lasterr() end
+  if acquire_c(self, -1) ~= 0 then return nil, lasterr() end
   local c = conn_out[0]
   local ok, rows, err, broken = pcall(exec, c, flags, self._null, sql, n)
   C.prt_release(c, broken and 1 or 0)

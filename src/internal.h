@@ -210,7 +210,6 @@ int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use de
 int prt__hook_admit(prt__pstate *ps, prt_pool **pools, int n, const char *name); /* mode or 0 */
 int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict);
 void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
-void prt__fill_pool_view(prt_pool_view *v, prt_pool *p);          /* p->mu held */
 
 /* --- pick.c --------------------------------------------------------------- */
 int prt__pick(prt_pool *p, prt__pstate *ps);   /* index into p->idle; mu held */

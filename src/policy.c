@@ -302,7 +302,6 @@ prt__pstate *prt__policy_thread(prt_runtime *rt)
 /* --- calling hooks --------------------------------------------------------- */
 
 static void fill_counts(prt_pool_view *v, prt_pool *p);
-static void pool_view(prt__pstate *ps, prt_pool *p);
 
 static void describe(lua_State *L, int idx, char *buf, size_t len)
 {
@@ -398,7 +397,7 @@ static int as_int(lua_State *L, int idx, long lo, long hi, long *out)
     return 1;
 }
 
-void prt__fill_pool_view(prt_pool_view *v, prt_pool *p)
+static void fill_pool_view(prt_pool_view *v, prt_pool *p)
 {
     snprintf(v->name_, sizeof v->name_, "%s", p->name);
     fill_counts(v, p);
@@ -577,7 +576,7 @@ static int fill_pool_list(prt__pstate *ps, prt_pool **pools, int n)
     }
     for (int i = 0; i < n; i++) {
         pthread_mutex_lock(&pools[i]->mu);
-        prt__fill_pool_view(&ps->pools[i + 1], pools[i]);
+        fill_pool_view(&ps->pools[i + 1], pools[i]);
         pthread_mutex_unlock(&pools[i]->mu);
     }
     ps->ctx->pools = ps->pools;
