@@ -233,30 +233,35 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
             pthread_mutex_unlock(&p->mu);
             return rc;
         }
-        pthread_mutex_unlock(&p->mu);
-        if (got == PRT__W_SLOT) {
-            int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
-            if (rc != PRT_OK)
-                return rc;
+        if (got == PRT__W_CONN) {
+            /* Fresh (just released, or idle less than validate_idle) goes
+             * out under this same lock; an older one has its socket checked
+             * first, outside it. */
+            double now = prt_now();
+            int expired = prt__conn_expired(c, now);
+            if (!expired && now - c->returned_at < p->opts.validate_idle)
+                break;
+            pthread_mutex_unlock(&p->mu);
+            int alive = !expired && prt__conn_alive(c);
             pthread_mutex_lock(&p->mu);
-            break;
-        }
-        /* An idle connection: check it before handing it out. */
-        double now = prt_now();
-        int expired = prt__conn_expired(c, now);
-        if (!expired && (now - c->returned_at < p->opts.validate_idle || prt__conn_alive(c))) {
+            if (alive)
+                break;
+            p->in_use--;
+            prt__slot_give(p, 1, expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
+            prt__grant_slots(p);
+            pthread_mutex_unlock(&p->mu);
+            prt__conn_close(c);
+            prt__pool_after_close(p);
+            c = NULL;
             pthread_mutex_lock(&p->mu);
-            break;
+            continue;
         }
+        pthread_mutex_unlock(&p->mu); /* a slot: connect outside the lock */
+        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
+        if (rc != PRT_OK)
+            return rc;
         pthread_mutex_lock(&p->mu);
-        p->in_use--;
-        prt__slot_give(p, 1, expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
-        prt__grant_slots(p);
-        pthread_mutex_unlock(&p->mu);
-        prt__conn_close(c);
-        prt__pool_after_close(p);
-        c = NULL;
-        pthread_mutex_lock(&p->mu);
+        break;
     }
     double now = prt_now(), waited = now - start;
     p->acquire_total++;
