@@ -515,7 +515,7 @@ p("workers at %s TPS with a p99 of %s (max = 128: %s TPS, p99 %s; pgbench with 1
 p("processes: %s TPS, p99 %s).", fmt_tps(mt("pgbench_prepared", 128)),
   fmt_us(mean(runs("matrix", "pgbench_prepared", 128), "p99")))
 p("The unprepared row sends the same messages as `-M extended` (Parse/Bind/Describe/Execute/Sync")
-p("via `PQsendQueryParams`), so it misses for the same reason.")
+p("via `PQsendQueryParams`) and is subject to the same threading-model cost.")
 p("")
 p("**Lua host vs C client (target ≥ 0.9x).** The Lua host's client CPU per transaction:")
 local t = {}
@@ -524,11 +524,18 @@ for _, w in ipairs(WORKERS) do
     us(cpu_us("c_prepared", w)))
 end
 p("%s.", table.concat(t, "; "))
-p("The raw-FFI row calls the very same C functions from the same spawned Lua states, without the")
-p("friendly `pool:query` layer, and lands at %s of the C client (W = 8, 32, 128: %s, %s, %s).",
-  "the ratios", q(mt("lua_ffi", 8), mt("c_prepared", 8)), q(mt("lua_ffi", 32), mt("c_prepared", 32)),
-  q(mt("lua_ffi", 128), mt("c_prepared", 128)))
-p("So most of the gap is `lua/poolrt.lua`'s per-query work, not LuaJIT or the FFI: per query it")
+local lr, fr = {}, {}
+for _, w in ipairs(WORKERS) do
+  lr[#lr + 1] = ("%d: %s"):format(w, q(mt("lua_prepared", w), mt("c_prepared", w)))
+  fr[#fr + 1] = ("%d: %s"):format(w, q(mt("lua_ffi", w), mt("c_prepared", w)))
+end
+p("Relative to the C client, by W, `pool:query` reaches %s; the raw-FFI row, which calls the very", table.concat(lr, ", "))
+p("same C functions from the same spawned Lua states without the friendly layer, reaches %s.", table.concat(fr, ", "))
+p("The difference between those two is `lua/poolrt.lua`'s per-query work (below); what is left")
+p("between the raw-FFI row and C is Lua-side work even the lean loop does (random number, `tostring`,")
+p("two clock reads, a histogram update, `ffi.string` of the value) in up to 128 separate LuaJIT")
+p("states, each compiling its own traces, plus this machine's noise (see the ranges in §2).")
+p("Per query the friendly layer")
 p("wraps the connection in a table with a metatable and an `ffi.gc` finaliser, builds a parameter")
 p("table, `string.format`s the number, `pcall`s twice, and builds a rows table with a column-name")
 p("table and one `ffi.string` per value. With `jit.v` on (while writing this bench, not part of")
@@ -545,9 +552,10 @@ p("2 OS threads and the netpoller, like pgbench's event loop; poolrt's clients h
 p("one per worker, and at high W pay the thread-per-worker cost described above, visible in the")
 p("control row too (%s TPS at W = 128 without any pool, against pgxpool's %s). pgxpool's median",
   fmt_tps(mt("c_direct", 128)), fmt_tps(mt("go_pgx", 128)))
-p("latency at W = 128 (%s) is below its own single-worker round trip (%s) while its p99 is %s:",
-  fmt_us(mean(runs("matrix", "go_pgx", 128), "p50")), fmt_us(mean(runs("matrix", "go_pgx", 1), "p50")),
-  fmt_us(mean(runs("matrix", "go_pgx", 128), "p99")))
+local pgx128 = mt("go_pgx", 128)
+p("latency at W = 128 is %s and its p99 %s, while Little's law puts its mean at W / TPS = %s:",
+  fmt_us(mean(runs("matrix", "go_pgx", 128), "p50")), fmt_us(mean(runs("matrix", "go_pgx", 128), "p99")),
+  pgx128 and fmt_us(128 / pgx128 * 1e6) or "?")
 p("Go's scheduler keeps serving the goroutines that are already running, which buys throughput with")
 p("an unfair tail; poolrt's FIFO hand-off serves waiters in arrival order.")
 local pq = {}
