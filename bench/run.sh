@@ -110,7 +110,12 @@ note_cmd() { grep -qxF -- "$1	$2" "$CMDS" 2>/dev/null || printf '%s\t%s\n' "$1" 
 kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 first_error() { sed -n 's/.*first_error=//p' <<<"$1" | head -1 | tr '\t' ' '; }
 # Logged commands read better with names for the run's conninfo and temp dir.
-show() { local s="$*"; s=${s//"$CONN1"/\$CONN}; s=${s//"$WORK"/\$TMP}; s=${s//"$ROOT\/"/}; echo "$s"; }
+show() {
+  local s="$*"
+  s=${s//"$CONN1"/\$CONN}; s=${s//"$WORK"/\$TMP}; s=${s//"$ROOT\/"/}
+  [ -n "${PORT2:-}" ] && s=${s//"port=$PORT1,$PORT2"/port=\$PORT1,\$PORT2}
+  echo "$s"
+}
 
 # runcmd LIMIT CMD...: runs CMD bounded by LIMIT seconds; sets OUT (stdout
 # and stderr) and CPU (user + system seconds of CMD and its threads).
@@ -325,7 +330,7 @@ if ! skipped callgrind && command -v valgrind >/dev/null 2>&1; then
   done
 fi
 
-# --- 4. replica balance: two servers behind a round-robin TCP relay -------------
+# --- 4. replica balance: one pool over two servers ----------------------------
 xacts() { "$PGBIN/psql" -X -Atq "host=127.0.0.1 port=$1 user=postgres dbname=postgres" \
             -c "select xact_commit from pg_stat_database where datname = 'postgres'"; }
 start_relay() { # delay_ms backend_port... -> RELAY_PORT
@@ -338,12 +343,13 @@ start_relay() { # delay_ms backend_port... -> RELAY_PORT
   RELAY_PORT=$(sed -n 's/^port=//p' "$out")
 }
 if ! skipped replica; then
-  log "replica balance: second server, pgbench -i, relay"
+  log "replica balance: second server, pgbench -i, one pool over both"
   tools/pg.sh start "$WORK/pg2"
   PORT2=$(. "$WORK/pg2/env"; echo "$POOLRT_PGPORT")
   "$PGBIN/pgbench" -i -s 10 -q "host=127.0.0.1 port=$PORT2 user=postgres dbname=postgres" >/dev/null 2>&1
-  start_relay 0 "$PORT1" "$PORT2"
-  RCONN="host=127.0.0.1 port=$RELAY_PORT user=postgres dbname=postgres"
+  # poolrt's multi-host conninfo: each new connection goes to the endpoint
+  # with the fewest of the pool's connections.
+  RCONN="host=127.0.0.1,127.0.0.1 port=$PORT1,$PORT2 user=postgres dbname=postgres"
   for w in 1 3; do
     for pp in mru:policies/mru.lua lru:policies/lru.lua random:policies/random.lua; do
       a1=$(xacts "$PORT1") a2=$(xacts "$PORT2")
@@ -354,8 +360,6 @@ if ! skipped replica; then
       log "  ${pp%%:*} w=$w: server1=$((b1 - a1)) server2=$((b2 - a2))"
     done
   done
-  kill "$RELAY_PID" 2>/dev/null || true
-  wait "$RELAY_PID" 2>/dev/null || true
   tools/pg.sh stop "$WORK/pg2"
 fi
 
