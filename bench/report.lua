@@ -493,20 +493,39 @@ for _, w in ipairs(WORKERS) do
 end
 p("")
 local cg = runs("callgrind", "builtin_mru", 1)
-p("*Threading model.* pgbench drives its W connections from 2 threads, each multiplexing its")
-p("connections with one `poll()`; `bench/driver.c` does what a thread-per-request application does:")
-p("one OS thread per worker, blocking on its query. On 2 cores every query then costs a thread")
-p("wake-up and sleep on the client side, taken from the server's CPU. No pool can win that back.")
+local function range_of(a, b, only_big)
+  local lo, hi
+  for _, w in ipairs(WORKERS) do
+    if not only_big or w > 8 then
+      local x, y = mt(a, w), mt(b, w)
+      if x and y and y > 0 then
+        lo = lo and math.min(lo, x / y) or x / y
+        hi = hi and math.max(hi, x / y) or x / y
+      end
+    end
+  end
+  return lo and ("%.2f–%.2f"):format(lo, hi) or "?"
+end
+p("*Threading model* (control / pgbench: %s over all W in this run). pgbench drives its W",
+  range_of("c_direct", "pgbench_prepared"))
+p("connections from 2 threads, each multiplexing its connections with one `poll()`;")
+p("`bench/driver.c` does what a thread-per-request application does: one OS thread per worker,")
+p("blocking on its query, so every query costs a thread wake-up and sleep on the client side,")
+p("taken from the server's CPU on 2 cores. No pool can win that back.")
 p("")
-p("*Pooling.* The pool's code is not where the time goes: an uncontended acquire + release is about")
-p("%s instructions (§4), and in a `perf` profile of a W = 32 run (taken while writing this bench,",
+p("*Pooling* (poolrt / control: %s at W > 8 in this run). The pool's code is not where the time",
+  range_of("c_prepared", "c_direct", true))
+p("goes: an uncontended acquire + release is about %s instructions (§4), and, measured while",
   cg and tostring(cg[1].ir_per_cycle) or "600")
-p("not part of `make bench`) all `prt_*` functions and the pool mutex together were ~2.5% of the")
-p("client's samples; the client's time is in `send()` waking the server and `poll()` waiting for it.")
-p("What does differ from the control: a pooled connection moves between threads (each query goes")
-p("to the backend released last, by any thread), while in the control each client thread talks to")
-p("one server process for the whole run; `perf stat` on the same pair counted 2.4x as many CPU")
-p("migrations for the pooled run. That is the likely cost, not proven here.")
+p("writing this bench (not part of `make bench`), a `perf` profile of a W = 128 run put all `prt_*`")
+p("functions plus the pool mutex, futex waits included, under 1.5% of the client's samples, and")
+p("`strace -c` of a W = 8 run counted one `poll`, one `sendto` and one `recvfrom` per query in both")
+p("the pooled and the control run: the pool adds no system calls. Yet the pooled client spends more")
+p("CPU per query than the control at high W (table above); where exactly it goes")
+p("was not pinned down. One suspect, connections moving between threads (each query goes to the")
+p("backend released last, by any thread, while each control thread keeps one server process), was")
+p("tried with a Lua `pick` that hands each thread the connection it released last: it did not close")
+p("the gap in a few A/B runs, so that is not the whole explanation.")
 p("")
 p("At W = 1 a run is one round trip at a time, paced by how fast the kernel wakes the server and")
 p("the client; read the per-round ranges in §2 before anything else. A pool of 8 serves 128")
