@@ -18,14 +18,17 @@ function W.load(rt, i, n, pool_name, stop_at, reload, a, b, switch_at)
     return { reloads = count }
   end
   local pool = rt:pool(pool_name)
-  local queries, first_after = 0, nil
+  local queries, window = 0, {}
   while poolrt.now() < stop_at do
     local started = poolrt.now()
     assert(pool:query("select 1"))
     queries = queries + 1
-    if switch_at and not first_after and started >= switch_at then first_after = poolrt.now() end
+    -- around a switch, keep (start, end) of each query for the caller
+    if switch_at and started >= switch_at - 0.05 and started <= switch_at + 0.5 then
+      window[#window + 1] = { started, poolrt.now() }
+    end
   end
-  return { queries = queries, first_after = first_after }
+  return { queries = queries, window = window }
 end
 
 -- Thread n reloads once at `switch_at`; the others query until stop_at.
