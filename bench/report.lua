@@ -181,13 +181,17 @@ local function cell_tps(name, w)
   if errs > 0 then s = s .. (" **%d errors**"):format(errs) end
   return s
 end
-for _, s in ipairs(SERIES) do
-  if rows.matrix and rows.matrix[s[1]] then
-    local line = ("| %s |"):format(s[2])
-    for _, w in ipairs(WORKERS) do line = line .. " " .. cell_tps(s[1], w) .. " |" end
-    p(line)
+-- One table row per matrix series that ran, one cell per worker count.
+local function series_rows(cell)
+  for _, s in ipairs(SERIES) do
+    if rows.matrix and rows.matrix[s[1]] then
+      local line = ("| %s |"):format(s[2])
+      for _, w in ipairs(WORKERS) do line = line .. " " .. cell(s[1], w) .. " |" end
+      p(line)
+    end
   end
 end
+series_rows(cell_tps)
 p("")
 p("For W ≤ 8 the max = 8 rows would equal the max = W rows and were not run. PgBouncer runs with")
 p("default_pool_size 8 at every W. pgbench uses `-j 2` (one thread per core) for W ≥ 2.")
@@ -196,16 +200,10 @@ p("Latency per transaction, p50 / p99 (whole cycle: acquire + query + release fo
 p("pgbench: from a 10% sample of its per-transaction log; Lua host: 2%-wide histogram buckets):")
 p("")
 p(hdr); p(sep)
-for _, s in ipairs(SERIES) do
-  if rows.matrix and rows.matrix[s[1]] then
-    local line = ("| %s |"):format(s[2])
-    for _, w in ipairs(WORKERS) do
-      local rs = runs("matrix", s[1], w)
-      line = line .. (rs and (" %s / %s |"):format(fmt_us(mean(rs, "p50")), fmt_us(mean(rs, "p99"))) or " – |")
-    end
-    p(line)
-  end
-end
+series_rows(function(name, w)
+  local rs = runs("matrix", name, w)
+  return rs and ("%s / %s"):format(fmt_us(mean(rs, "p50")), fmt_us(mean(rs, "p99"))) or "–"
+end)
 p("")
 
 ---------------------------------------------------------------------------
@@ -270,17 +268,11 @@ p("bash's `time` around each run (for PgBouncer only pgbench's share; the pgboun
 p("not counted). On 2 cores every client µs is taken from the server:")
 p("")
 p(hdr); p(sep)
-for _, s in ipairs(SERIES) do
-  if rows.matrix and rows.matrix[s[1]] then
-    local line = ("| %s |"):format(s[2])
-    for _, w in ipairs(WORKERS) do
-      local rs = runs("matrix", s[1], w)
-      local cpu, tps = mean(rs, "cpu_s"), mean(rs, "tps")
-      line = line .. ((cpu and tps and tps > 0) and (" %.1f µs |"):format(cpu / (tps * SECS) * 1e6) or " – |")
-    end
-    p(line)
-  end
-end
+series_rows(function(name, w)
+  local rs = runs("matrix", name, w)
+  local cpu, tps = mean(rs, "cpu_s"), mean(rs, "tps")
+  return (cpu and tps and tps > 0) and ("%.1f µs"):format(cpu / (tps * SECS) * 1e6) or "–"
+end)
 p("")
 
 ---------------------------------------------------------------------------
