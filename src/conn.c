@@ -267,7 +267,7 @@ static int prepare(prt_conn *c, const char *sql, int nparams, prt__stmt **out, c
     prt__stmt *victim = prt__stmt_victim(&c->stmts);
     if (victim) {
         char q[64];
-        snprintf(q, sizeof q, "DEALLOCATE prt_%u", victim->id);
+        snprintf(q, sizeof q, "DEALLOCATE %s", victim->name);
         int rc = exec_simple(c, q, query_deadline(c), err, errlen);
         if (rc != PRT_OK)
             return rc;
@@ -278,10 +278,8 @@ static int prepare(prt_conn *c, const char *sql, int nparams, prt__stmt **out, c
         prt__errf(err, errlen, "pool \"%s\": out of memory", c->pool->name);
         return PRT_ENOMEM;
     }
-    char name[32];
-    snprintf(name, sizeof name, "prt_%u", s->id);
     PGresult *r = NULL;
-    int rc = PQsendPrepare(c->pg, name, sql, nparams, NULL) ? collect(c, query_deadline(c), &r, err, errlen)
+    int rc = PQsendPrepare(c->pg, s->name, sql, nparams, NULL) ? collect(c, query_deadline(c), &r, err, errlen)
                                                             : PRT_EBROKEN;
     if (rc == PRT_EBROKEN && !r)
         pq_error(err, errlen, c->pool->name, "connection lost", c->pg);
@@ -309,9 +307,7 @@ static int send_query(prt_conn *c, const char *sql, int nparams, const char *con
             if (rc != PRT_OK)
                 return rc;
         }
-        char name[32];
-        snprintf(name, sizeof name, "prt_%u", s->id);
-        ok = PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
+        ok = PQsendQueryPrepared(c->pg, s->name, nparams, params, NULL, NULL, 0);
     }
     if (!ok) {
         pq_error(err, errlen, c->pool->name, "send failed", c->pg);

@@ -34,7 +34,8 @@ typedef struct prt__stmt {
     char *sql;
     uint64_t hash;
     uint64_t last_use;       /* for LRU replacement */
-    unsigned id;             /* statement name is "prt_<id>" */
+    unsigned id;
+    char name[16];           /* "prt_<id>", formatted once */
 } prt__stmt;
 
 typedef struct prt__stmt_cache {

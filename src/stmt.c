@@ -8,6 +8,7 @@
  * cleared whenever the server may have forgotten the statements (DISCARD
  * ALL, a reset, a close).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -80,6 +81,7 @@ prt__stmt *prt__stmt_add(prt__stmt_cache *sc, const char *sql)
     s->hash = fnv1a(sql);
     s->last_use = ++sc->tick;
     s->id = ++sc->next_id;
+    snprintf(s->name, sizeof s->name, "prt_%u", s->id);
     return s;
 }
 
