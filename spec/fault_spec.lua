@@ -125,8 +125,8 @@ end)
 describe("shutdown", function()
   it("SIGTERM while 8 threads are mid-query: queries finish, every server connection closes, exit 0", function()
     local app_name = "poolrt_sigterm_spec"
-    local ready, out = os.tmpname(), os.tmpname()
-    os.remove(ready)
+    local ready, out, moddir = H.tmpname(), H.tmpname(), H.tmpname()
+    os.execute("mkdir -p " .. moddir)
     local worker = H.write_file([[
       local poolrt = require "poolrt"
       local ffi = require "ffi"
@@ -142,15 +142,15 @@ describe("shutdown", function()
         while true do assert(pool:query("select pg_sleep(0.3)")) end
       end
       return M
-    ]], "/tmp/poolrt_sigterm_worker.lua")
+    ]], moddir .. "/poolrt_sigterm_worker.lua")
     local app = H.write_file(([[
       require("ffi").cdef "int getpid(void);"
-      package.path = "/tmp/?.lua;" .. package.path
+      package.path = "%s/?.lua;" .. package.path
       local poolrt = require "poolrt"
       local rt = poolrt.runtime{ conninfo = os.getenv("POOLRT_CONNINFO") .. " application_name=%s" }
       rt:pool("busy", { max = 8 })
       rt:spawn(9, "poolrt_sigterm_worker", "run", %q)
-    ]]):format(app_name, ready))
+    ]]):format(moddir, app_name, ready))
     local t0 = poolrt.now()
     os.execute(("sh -c 'build/poolrt --log-level info --grace 5 %s; echo exit=$?' > %s 2>&1 &"):format(app, out))
     local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "8 queries in flight"))

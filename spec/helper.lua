@@ -68,9 +68,22 @@ function H.quietly(fn, ...)
   return unpack(res, 2, table.maxn(res))
 end
 
--- Writes `src` to a temporary policy file and returns its path.
+-- A fresh path in the run's scratch directory: tools/run-tests.sh makes
+-- it ($POOLRT_SPEC_TMP) and removes it when the run ends.
+local scratch, nscratch = os.getenv("POOLRT_SPEC_TMP"), 0
+function H.tmpname(suffix)
+  if not scratch then
+    local f = assert(io.popen("mktemp -d /tmp/poolrt-spec.XXXXXX"))
+    scratch = f:read("*l")
+    f:close()
+  end
+  nscratch = nscratch + 1
+  return ("%s/%d-%d%s"):format(scratch, math.random(1e9), nscratch, suffix or "")
+end
+
+-- Writes `src` to a temporary file (a policy, a script) and returns its path.
 function H.write_file(src, path)
-  path = path or (os.tmpname() .. ".lua")
+  path = path or H.tmpname(".lua")
   local f = assert(io.open(path, "w"))
   f:write(src)
   f:close()

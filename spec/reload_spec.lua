@@ -58,8 +58,7 @@ end)
 -- pid to a ready file once its runtime exists.  Returns the pid and a
 -- function that waits for the app's output.
 local function start_host(args, app_src)
-  local ready = os.tmpname()
-  os.remove(ready)
+  local ready = H.tmpname()
   local app = H.write_file(([[
     local ffi = require "ffi"
     ffi.cdef "int getpid(void);"
@@ -67,7 +66,7 @@ local function start_host(args, app_src)
     local rt = poolrt.runtime{ reap_interval = 0 }
     local f = assert(io.open(%q, "w")) f:write(ffi.C.getpid()) f:close()
   ]]):format(ready) .. app_src)
-  local out = os.tmpname()
+  local out = H.tmpname()
   os.execute("build/poolrt " .. args .. " " .. app .. " > " .. out .. " 2>&1 &")
   local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "the host to start"))
   return pid, function() return H.wait_file(out, "\ndone", 15, "the host to finish") end

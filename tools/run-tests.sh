@@ -16,6 +16,9 @@ VALGRIND=${VALGRIND:-}
 
 passed=0 failed=0 skipped=0
 tmp=$(mktemp -d)
+# Specs write their temporary files (policies, scripts, outputs) here.
+export POOLRT_SPEC_TMP="$tmp/spec"
+mkdir -p "$POOLRT_SPEC_TMP"
 tpid=
 trap 'rm -rf "$tmp"' EXIT
 # timeout puts the test in its own process group (so a hung test's children
