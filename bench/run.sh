@@ -151,32 +151,29 @@ run_pgbench() { # section name workers mode conninfo rep maxlabel
   log "  $name w=$w rep=$rep: tps=$tps p99=${p99}us errors=${err:-0}"
 }
 
-run_driver() { # section name workers max rep [driver args...]
-  local sec=$1 name=$2 w=$3 m=$4 rep=$5; shift 5
-  local cmd=("$DRIVER" -w "$w" -m "$m" "$@")
-  runcmd $((SECS + 120)) "${cmd[@]}"
-  local out=$OUT
-  note_cmd "$name" "$(show "${cmd[@]}")"
-  local tps
+# Runs a client that prints key=value results (bench/driver.c,
+# bench/select.lua) and records tps, p50, p99, errors and the listed keys.
+run_kv() { # section name workers max rep "extra keys" command...
+  local sec=$1 name=$2 w=$3 m=$4 rep=$5 keys=$6; shift 6
+  runcmd $((SECS + 120)) "$@"
+  local out=$OUT extra="" k tps
+  note_cmd "$name" "$(show "$@")"
+  for k in $keys; do extra+=" $k=$(kv "$k" "$out")"; done
   tps=$(kv tps "$out")
   record "$sec" "$name" "$w" "$m" "$rep" "${tps:-0}" "$(kv p50_us "$out")" "$(kv p99_us "$out")" \
-    "$(kv errors "$out")" "cpu_s=$CPU acq_p50_us=$(kv acq_p50_us "$out") acq_p99_us=$(kv acq_p99_us "$out") acq_max_us=$(kv acq_max_us "$out") conns=$(kv conns "$out") created=$(kv created "$out") first_error=$(first_error "$out")"
+    "$(kv errors "$out")" "cpu_s=$CPU$extra first_error=$(first_error "$out")"
   [ -n "$tps" ] || log "  $name: no result: $(tail -2 <<<"$out")"
   log "  $name w=$w max=$m rep=$rep: tps=${tps:-0} p99=$(kv p99_us "$out")us errors=$(kv errors "$out")"
 }
 
+run_driver() { # section name workers max rep [driver args...]
+  local sec=$1 name=$2 w=$3 m=$4 rep=$5; shift 5
+  run_kv "$sec" "$name" "$w" "$m" "$rep" "acq_p50_us acq_p99_us acq_max_us conns created" \
+    "$DRIVER" -w "$w" -m "$m" "$@"
+}
+
 run_lua() { # section name workers max rep mode
-  local sec=$1 name=$2 w=$3 m=$4 rep=$5 mode=$6
-  local cmd=("$HOST" bench/select.lua "$w" "$m" "$SECS" "$mode")
-  runcmd $((SECS + 120)) "${cmd[@]}"
-  local out=$OUT
-  note_cmd "$name" "$(show "${cmd[@]}")"
-  local tps
-  tps=$(kv tps "$out")
-  record "$sec" "$name" "$w" "$m" "$rep" "${tps:-0}" "$(kv p50_us "$out")" "$(kv p99_us "$out")" \
-    "$(kv errors "$out")" "cpu_s=$CPU late_ms=$(kv late_ms "$out") first_error=$(first_error "$out")"
-  [ -n "$tps" ] || log "  $name: no result: $(tail -2 <<<"$out")"
-  log "  $name w=$w max=$m rep=$rep: tps=${tps:-0} p99=$(kv p99_us "$out")us"
+  run_kv "$1" "$2" "$3" "$4" "$5" "late_ms" "$HOST" bench/select.lua "$3" "$4" "$SECS" "$6"
 }
 
 run_go() { # section name workers max rep driver [args...]
