@@ -176,6 +176,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
     prt_conn *c = NULL;
     prt__pstate *ps = p->rt && atomic_load(&p->rt->lua_hot) ? prt__policy_thread(p->rt) : NULL;
+    double now = 0; /* set when a fresh idle connection leaves at once */
     pthread_mutex_lock(&p->mu);
     for (;;) {
         if (p->closed) {
@@ -237,10 +238,11 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
             /* Fresh (just released, or idle less than validate_idle) goes
              * out under this same lock; an older one has its socket checked
              * first, outside it. */
-            double now = prt_now();
+            now = prt_now();
             int expired = prt__conn_expired(c, now);
             if (!expired && now - c->returned_at < p->opts.validate_idle)
                 break;
+            now = 0;
             pthread_mutex_unlock(&p->mu);
             int alive = !expired && prt__conn_alive(c);
             pthread_mutex_lock(&p->mu);
@@ -263,7 +265,9 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         pthread_mutex_lock(&p->mu);
         break;
     }
-    double now = prt_now(), waited = now - start;
+    if (now == 0)
+        now = prt_now();
+    double waited = now - start;
     p->acquire_total++;
     p->acquire_wait_us += (uint64_t)(waited * 1e6);
     int b = 0;
