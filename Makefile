@@ -3,8 +3,13 @@ PREFIX      ?= /usr/local
 BUILD       ?= build
 CC          ?= cc
 PKGS        := luajit libpq
-DEPS_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEPS_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# pkg-config runs when a recipe first needs the flags, not when the Makefile is
+# parsed: on a fresh machine `make run` installs luajit2 and libpq-dev (the
+# `deps` prerequisite below) before anything is compiled.  Each is computed
+# once and fails loudly instead of compiling without include paths.
+pkgflags = $(or $(shell pkg-config $(1) $(PKGS) 2>/dev/null),$(error pkg-config $(1) $(PKGS) failed: run `make deps` (or tools/deps.sh core) first))
+DEPS_CFLAGS = $(eval DEPS_CFLAGS := $(call pkgflags,--cflags))$(DEPS_CFLAGS)
+DEPS_LIBS   = $(eval DEPS_LIBS := $(call pkgflags,--libs))$(DEPS_LIBS)
 OPT         ?= -O2 -g
 CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -fPIC -pthread -Iinclude \
                -I$(BUILD)/gen $(DEPS_CFLAGS)
@@ -30,12 +35,12 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h src/host.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h src/host.h | $(BUILD)/obj deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
 $(BUILD)/obj/policy.o: $(BUILD)/gen/policy_boot.h
-$(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen
+$(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
 
 $(BUILD)/obj $(BUILD)/gen:

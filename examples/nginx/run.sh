@@ -12,7 +12,9 @@
 # script), NGINX_USER (default when root: www-data, else nobody; ignored when
 # not root), POOLRT_NGINX_POLICY, POOLRT_NGINX_POOL_MAX.
 # As root, nginx (master and workers) runs as NGINX_USER; the prefix is
-# chowned to it.  Needs: nginx libnginx-mod-http-lua lua-resty-core
+# chowned to it.  nginx loads poolrt from a copy staged in PREFIX/poolrt
+# (lua/, policies/, build/libpoolrt.so), never from the repository itself, so
+# a clone that NGINX_USER cannot read (e.g. under /root) works as well.  Needs: nginx libnginx-mod-http-lua lua-resty-core
 # (tools/deps.sh nginx) and a built libpoolrt.so (make).
 set -euo pipefail
 
@@ -65,16 +67,29 @@ render() {
   local port=${NGINX_PORT:-$(free_port)} workers=${NGINX_WORKERS:-2}
   local tmpl=${NGINX_CONF:-$here/nginx.conf}
   mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
-  sed -e "s|@REPO@|$repo|g" -e "s|@PORT@|$port|g" -e "s|@WORKERS@|$workers|g" \
+  stage
+  sed -e "s|@REPO@|$prefix/poolrt|g" -e "s|@PORT@|$port|g" -e "s|@WORKERS@|$workers|g" \
     "$tmpl" > "$prefix/conf/nginx.conf"
   echo "$port" > "$prefix/port"
   if [ "$(id -u)" -eq 0 ]; then
     chown -R "$user:" "$prefix"
     chmod 755 "$prefix"
   fi
-  if ! as_user test -r "$repo/lua/resty/poolrt.lua"; then
-    die "user $user cannot read $repo (check the permissions of its parent directories)"
+  if ! as_user test -r "$prefix/poolrt/lua/resty/poolrt.lua"; then
+    die "user $user cannot read $prefix (check the permissions of its parent directories, or set TMPDIR)"
   fi
+}
+
+# The copy of poolrt that nginx loads: same layout as the repository, so
+# lua/poolrt.lua finds ../build/libpoolrt.so and ../policies as usual.
+stage() {
+  local dst=$prefix/poolrt
+  rm -rf "$dst"
+  mkdir -p "$dst/build"
+  cp -R "$repo/lua" "$repo/policies" "$dst/"
+  cp "${POOLRT_LIB:-$repo/build/libpoolrt.so}" "$dst/build/libpoolrt.so"
+  chmod -R a+rX "$dst"
+  export POOLRT_LIB=$dst/build/libpoolrt.so
 }
 
 start() {
