@@ -168,6 +168,7 @@ int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out);
 void prt__registry_release(prt_pool **pools, int n);
 void prt__registry_grant(prt_runtime *rt);
 int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self);
+int prt__pool_evictable(prt_pool *p);   /* the eviction rule; p->mu not held */
 
 /* --- policy.c: the boundary to Lua policy hooks ------------------------- */
 enum prt__hook {

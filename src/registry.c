@@ -55,18 +55,22 @@ void prt__registry_release(prt_pool **pools, int n)
     free(pools);
 }
 
-/* p->mu held. */
-static int busy(const prt_pool *p)
+/* Work in flight: connections in use or opening, or callers waiting.  A
+ * pool with any is never evicted, whatever a policy says.  p->mu held. */
+static int has_work(const prt_pool *p)
 {
     return p->in_use > 0 || p->opening > 0 || p->nwait > 0;
 }
 
-static int is_protected(prt_pool *p)
+/* The one eviction rule: a pool may be evicted automatically unless it is
+ * named "default", protected or pinned, or has work in flight.  Policies
+ * see it as the `evictable` field of their pool views.  p->mu not held. */
+int prt__pool_evictable(prt_pool *p)
 {
     pthread_mutex_lock(&p->mu);
-    int prot = busy(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
+    int prot = has_work(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
     pthread_mutex_unlock(&p->mu);
-    return prot;
+    return !prot;
 }
 
 /* Takes pool i out of the array; the registry's reference passes to the
@@ -111,7 +115,7 @@ static int lru_victim(prt_runtime *rt)
     double best_t = 0;
     for (int i = 0; i < rt->npools; i++) {
         prt_pool *p = rt->pools[i];
-        if (is_protected(p))
+        if (!prt__pool_evictable(p))
             continue;
         pthread_mutex_lock(&p->mu);
         double t = p->last_used_at;
@@ -253,7 +257,7 @@ static void choose_evictions(prt_runtime *rt, prt_pool **pools, int n, double no
         pthread_mutex_lock(&pools[i]->mu);
         evict[i] = now - pools[i]->last_used_at >= rt->opts.pool_idle_timeout;
         pthread_mutex_unlock(&pools[i]->mu);
-        evict[i] = evict[i] && !is_protected(pools[i]);
+        evict[i] = evict[i] && prt__pool_evictable(pools[i]);
     }
 }
 
@@ -277,7 +281,7 @@ int prt_reap(prt_runtime *rt, int *evicted)
         int k = find(rt, pools[i]->name);
         if (k >= 0 && rt->pools[k] == pools[i]) {
             pthread_mutex_lock(&pools[i]->mu);
-            int b = busy(pools[i]);
+            int b = has_work(pools[i]);
             pthread_mutex_unlock(&pools[i]->mu);
             if (!b)
                 p = detach(rt, k);
