@@ -66,7 +66,7 @@ in_root sh -c 'apt-get clean && rm -rf /var/lib/apt/lists/* && mkdir -p /var/lib
 echo "fresh-machine: cloning $(git -C "$repo" rev-parse --short "$ref") into /root/poolrt"
 git -C "$repo" bundle create "$root/root/poolrt.bundle" "$ref" >> "$log" 2>&1
 in_root git clone -q /root/poolrt.bundle /root/poolrt
-in_root git -C /root/poolrt checkout -q "$(git -C "$repo" rev-parse "$ref")"
+in_root git -C /root/poolrt -c advice.detachedHead=false checkout -q "$(git -C "$repo" rev-parse "$ref")"
 rm -f "$root/root/poolrt.bundle"
 
 run_rc=0 test_rc=0
