@@ -1,0 +1,36 @@
+-- bench/report/series.lua -- the configurations of the side-by-side matrix
+-- (names as bench/run.sh records them), in table order: the label in
+-- RESULTS.md, the title in the chart, and the chart style (one colour per
+-- client family; dashed = max 8 or unprepared, dotted = Go max 8).
+return {
+  { "pgbench_extended", "pgbench -M extended, direct (W server processes)",
+    "pgbench -M extended (direct)", "lc rgb '#000000' dt 2 pt 1" },
+  { "pgbench_prepared", "pgbench -M prepared, direct",
+    "pgbench -M prepared (direct)", "lc rgb '#000000' dt 1 pt 2" },
+  { "c_direct", "control: W threads, each its own libpq connection, no pool (prepared)",
+    "control: threads + libpq, no pool", "lc rgb '#7f7f7f' dt 4 pt 12" },
+  { "c_prepared", "poolrt C driver, prepared, max = W",
+    "poolrt C, prepared, max=W", "lc rgb '#d62728' dt 1 pt 7" },
+  { "c_unprepared", "poolrt C driver, unprepared, max = W",
+    "poolrt C, unprepared, max=W", "lc rgb '#d62728' dt 2 pt 6" },
+  { "c_prepared_max8", "poolrt C driver, prepared, max = 8",
+    "poolrt C, prepared, max=8", "lc rgb '#ff7f0e' dt 1 pt 5" },
+  { "c_unprepared_max8", "poolrt C driver, unprepared, max = 8",
+    "poolrt C, unprepared, max=8", "lc rgb '#ff7f0e' dt 2 pt 4" },
+  { "lua_prepared", "poolrt Lua host (rt:spawn), max = W",
+    "poolrt Lua host, max=W", "lc rgb '#1f77b4' dt 1 pt 9" },
+  { "lua_prepared_max8", "poolrt Lua host, max = 8",
+    "poolrt Lua host, max=8", "lc rgb '#17becf' dt 2 pt 8" },
+  { "lua_ffi", "poolrt Lua host, raw FFI calls (no pool:query layer), max = W",
+    "poolrt Lua, raw FFI, max=W", "lc rgb '#1f77b4' dt 3 pt 3" },
+  { "pgbouncer_extended", "PgBouncer (transaction, pool 8) + pgbench -M extended",
+    "PgBouncer pool 8 (pgbench -M extended)", "lc rgb '#9467bd' dt 1 pt 13" },
+  { "go_pq", "Go database/sql + lib/pq, max = W",
+    "database/sql+lib/pq, max=W", "lc rgb '#8c564b' dt 1 pt 11" },
+  { "go_pgx", "Go pgxpool, max = W",
+    "pgxpool, max=W", "lc rgb '#2ca02c' dt 1 pt 15" },
+  { "go_pq_max8", "Go database/sql + lib/pq, max = 8",
+    "database/sql+lib/pq, max=8", "lc rgb '#8c564b' dt 3 pt 10" },
+  { "go_pgx_max8", "Go pgxpool, max = 8",
+    "pgxpool, max=8", "lc rgb '#2ca02c' dt 3 pt 14" },
+}
