@@ -13,11 +13,12 @@
 #include <lualib.h>
 #include <luajit.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "poolrt.h"
 #include "host.h"
 
 static const char usage[] =
@@ -45,6 +46,21 @@ static const char usage[] =
     "environment:\n"
     "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
     "  POOLRT_LUA_PATH     directory holding poolrt.lua (default: next to the binary)\n";
+
+/* Formats a log line and hands it to the library's prt_log, which filters by
+ * level and stamps it; the host has no logger of its own.  Lines longer than
+ * 1 KB are cut. */
+void host_logf(int level, const char *fmt, ...)
+{
+    if (level > prt_log_get_level())
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    prt_log(level, msg);
+}
 
 typedef struct host_opts {
     const char *policy;
@@ -209,9 +225,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "poolrt: --watch needs --policy FILE\n");
         return 2;
     }
-    if (prt__host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
+    if (host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
         return 1;
-    if (o.metrics && prt__host_metrics_start(o.metrics) != 0)
+    if (o.metrics && host_metrics_start(o.metrics) != 0)
         return 1;
     lua_State *L = luaL_newstate();
     if (!L) {
