@@ -251,5 +251,6 @@ struct prt_runtime {
 void *prt__timer_main(void *arg);
 int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
 char *prt__live_metrics(void);
+char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 
 #endif
