@@ -37,14 +37,14 @@ static void *signal_main(void *arg)
         if (sigwait(set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            host_logf(PRT_LOG_INFO, "SIGHUP: reloading policies");
+            prt_logf(PRT_LOG_INFO, "SIGHUP: reloading policies");
             if (prt_reload_all() > 0)
-                host_logf(PRT_LOG_WARN, "SIGHUP: some policies did not reload; their old versions keep serving");
+                prt_logf(PRT_LOG_WARN, "SIGHUP: some policies did not reload; their old versions keep serving");
             continue;
         }
-        host_logf(PRT_LOG_INFO, "%s: draining (grace %.1fs)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace_period);
+        prt_logf(PRT_LOG_INFO, "%s: draining (grace %.1fs)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace_period);
         int rc = prt_drain_all(grace_period);
-        host_logf(rc == PRT_OK ? PRT_LOG_INFO : PRT_LOG_WARN, "drained%s; exiting",
+        prt_logf(rc == PRT_OK ? PRT_LOG_INFO : PRT_LOG_WARN, "drained%s; exiting",
                   rc == PRT_OK ? "" : " with connections still in use after the grace period");
         fflush(stdout);
         fflush(stderr);
@@ -75,7 +75,7 @@ static void *watch_main(void *arg)
     watch *w = arg;
     int fd = inotify_init1(IN_CLOEXEC);
     if (fd < 0 || inotify_add_watch(fd, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
-        host_logf(PRT_LOG_ERROR, "--watch: cannot watch %s: %s", w->dir, strerror(errno));
+        prt_logf(PRT_LOG_ERROR, "--watch: cannot watch %s: %s", w->dir, strerror(errno));
         return NULL;
     }
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -87,7 +87,7 @@ static void *watch_main(void *arg)
         while (poll(&pfd, 1, 100) > 0) /* coalesce the burst */
             if (read(fd, buf, sizeof buf) <= 0)
                 break;
-        host_logf(PRT_LOG_INFO, "--watch: %s/%s changed; reloading", w->dir, w->base);
+        prt_logf(PRT_LOG_INFO, "--watch: %s/%s changed; reloading", w->dir, w->base);
         prt_reload_all();
     }
     return NULL;

@@ -9,7 +9,5 @@
 int host_events_start(const char *watch_path, double grace);
 /* metrics_http.c: --metrics HOST:PORT. */
 int host_metrics_start(const char *addr);
-/* main.c: printf-style front end to the library's prt_log. */
-void host_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

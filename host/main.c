@@ -13,7 +13,6 @@
 #include <lualib.h>
 #include <luajit.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,21 +45,6 @@ static const char usage[] =
     "environment:\n"
     "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
     "  POOLRT_LUA_PATH     directory holding poolrt.lua (default: next to the binary)\n";
-
-/* Formats a log line and hands it to the library's prt_log, which filters by
- * level and stamps it; the host has no logger of its own.  Lines longer than
- * 1 KB are cut. */
-void host_logf(int level, const char *fmt, ...)
-{
-    if (level > prt_log_get_level())
-        return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    prt_log(level, msg);
-}
 
 typedef struct host_opts {
     const char *policy;

@@ -55,6 +55,6 @@ int host_metrics_start(const char *addr)
         fprintf(stderr, "poolrt: --metrics: cannot listen on %s\n", addr);
         return -1;
     }
-    host_logf(PRT_LOG_INFO, "metrics on http://%s/metrics", addr);
+    prt_logf(PRT_LOG_INFO, "metrics on http://%s/metrics", addr);
     return 0; /* runs until the process exits */
 }
