@@ -69,6 +69,7 @@ typedef struct family {
     const char *name, *type, *help;
 } family;
 
+/* A family's HELP and TYPE lines, written once before all its samples. */
 static void put_family(buf *b, const family *f)
 {
     put(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
@@ -139,56 +140,70 @@ static void pool_label(char *out, size_t len, const prt_pool *p)
     snprintf(out, len, "pool=\"%s\"", esc);
 }
 
-static void pool_series(buf *b, const snap *s, int ns)
+/* One pool's samples of poolrt_connections_closed_total, one per reason;
+ * `lab` is the pool's label. */
+static void pool_closed(buf *b, const snap *s, int i, const char *lab)
 {
     static const char *const reasons[] = { "idle", "lifetime", "broken", "evicted", "shrink" };
+    const prt_pool_stats *st = &s->st[i];
+    const uint64_t v[] = { st->closed_idle, st->closed_lifetime, st->closed_broken, st->closed_evicted,
+                           st->closed_shrink };
+    char labels[360];
+    for (int r = 0; r < 5; r++) {
+        snprintf(labels, sizeof labels, "%s,reason=\"%s\"", lab, reasons[r]);
+        series(b, "poolrt_connections_closed_total", labels, s);
+        put(b, "%llu\n", (unsigned long long)v[r]);
+    }
+}
+
+/* One pool's acquire-wait histogram: cumulative buckets over
+ * prt__wait_bounds, then sum and count. */
+static void pool_wait(buf *b, const snap *s, int i, const char *lab)
+{
+    const prt_pool_stats *st = &s->st[i];
+    char labels[360];
+    uint64_t cum = 0;
+    for (int j = 0; j < PRT_WAIT_BUCKETS; j++) {
+        cum += st->acquire_wait_buckets[j];
+        if (j == PRT_WAIT_BUCKETS - 1)
+            snprintf(labels, sizeof labels, "%s,le=\"+Inf\"", lab);
+        else
+            snprintf(labels, sizeof labels, "%s,le=\"%g\"", lab, prt__wait_bounds[j]);
+        series(b, "poolrt_acquire_wait_seconds_bucket", labels, s);
+        put(b, "%llu\n", (unsigned long long)cum);
+    }
+    series(b, "poolrt_acquire_wait_seconds_sum", lab, s);
+    put(b, "%.6f\n", (double)st->acquire_wait_us_total / 1e6);
+    series(b, "poolrt_acquire_wait_seconds_count", lab, s);
+    put(b, "%llu\n", (unsigned long long)cum);
+}
+
+/* Every per-pool family in turn: the per_pool table, then closed
+ * connections by reason, then the wait histogram, each listing the pools of
+ * every runtime in s[0..ns). */
+static void pool_series(buf *b, const snap *s, int ns)
+{
     static const family closed = { "poolrt_connections_closed_total", "counter",
                                    "Server connections closed, by reason." };
     static const family wait = { "poolrt_acquire_wait_seconds", "histogram",
                                  "Time acquires waited for a connection." };
-    char lab[320], le[360];
-    for (size_t g = 0; g < sizeof per_pool / sizeof per_pool[0]; g++) {
-        put_family(b, &per_pool[g]);
+    const int nplain = (int)(sizeof per_pool / sizeof per_pool[0]);
+    char lab[320];
+    for (int g = 0; g < nplain + 2; g++) {
+        put_family(b, g < nplain ? &per_pool[g] : g == nplain ? &closed : &wait);
         for (int k = 0; k < ns; k++)
             for (int i = 0; i < s[k].n; i++) {
                 pool_label(lab, sizeof lab, s[k].pools[i]);
-                series(b, per_pool[g].name, lab, &s[k]);
-                put(b, "%.17g\n", pool_value(&s[k].st[i], (int)g));
+                if (g == nplain) {
+                    pool_closed(b, &s[k], i, lab);
+                } else if (g > nplain) {
+                    pool_wait(b, &s[k], i, lab);
+                } else {
+                    series(b, per_pool[g].name, lab, &s[k]);
+                    put(b, "%.17g\n", pool_value(&s[k].st[i], g));
+                }
             }
     }
-    put_family(b, &closed);
-    for (int k = 0; k < ns; k++)
-        for (int i = 0; i < s[k].n; i++) {
-            const prt_pool_stats *st = &s[k].st[i];
-            const uint64_t v[] = { st->closed_idle, st->closed_lifetime, st->closed_broken, st->closed_evicted,
-                                   st->closed_shrink };
-            pool_label(lab, sizeof lab, s[k].pools[i]);
-            for (int r = 0; r < 5; r++) {
-                snprintf(le, sizeof le, "%s,reason=\"%s\"", lab, reasons[r]);
-                series(b, closed.name, le, &s[k]);
-                put(b, "%llu\n", (unsigned long long)v[r]);
-            }
-        }
-    put_family(b, &wait);
-    for (int k = 0; k < ns; k++)
-        for (int i = 0; i < s[k].n; i++) {
-            const prt_pool_stats *st = &s[k].st[i];
-            pool_label(lab, sizeof lab, s[k].pools[i]);
-            uint64_t cum = 0;
-            for (int j = 0; j < PRT_WAIT_BUCKETS; j++) {
-                cum += st->acquire_wait_buckets[j];
-                if (j == PRT_WAIT_BUCKETS - 1)
-                    snprintf(le, sizeof le, "%s,le=\"+Inf\"", lab);
-                else
-                    snprintf(le, sizeof le, "%s,le=\"%g\"", lab, prt__wait_bounds[j]);
-                series(b, "poolrt_acquire_wait_seconds_bucket", le, &s[k]);
-                put(b, "%llu\n", (unsigned long long)cum);
-            }
-            series(b, "poolrt_acquire_wait_seconds_sum", lab, &s[k]);
-            put(b, "%.6f\n", (double)st->acquire_wait_us_total / 1e6);
-            series(b, "poolrt_acquire_wait_seconds_count", lab, &s[k]);
-            put(b, "%llu\n", (unsigned long long)cum);
-        }
 }
 
 /* Runtime-wide families: `key` names the label that tells a family's
@@ -232,6 +247,7 @@ static uint64_t rt_value(const snap *s, int f, int i, const char **val)
     }
 }
 
+/* Every runtime-wide family in turn, each listing every runtime in s[0..ns). */
 static void runtime_series(buf *b, const snap *s, int ns)
 {
     char lab[64];
