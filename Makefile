@@ -15,9 +15,11 @@ CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -
                -I$(BUILD)/gen $(DEPS_CFLAGS)
 LDLIBS      += $(DEPS_LIBS) -lm -pthread
 
-HOST_SRC := src/main.c $(wildcard src/host_*.c)
-HOST_OBJ := $(HOST_SRC:src/%.c=$(BUILD)/obj/%.o)
-CORE_SRC := $(filter-out $(HOST_SRC),$(wildcard src/*.c))
+# The library is src/; the `poolrt` host binary is host/ and sees the library
+# only through include/poolrt.h (no -Isrc for it).
+HOST_SRC := $(wildcard host/*.c)
+HOST_OBJ := $(HOST_SRC:host/%.c=$(BUILD)/obj/host/%.o)
+CORE_SRC := $(wildcard src/*.c)
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/%)
@@ -35,7 +37,10 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h src/host.h | $(BUILD)/obj deps
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h | $(BUILD)/obj deps
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
@@ -43,7 +48,7 @@ $(BUILD)/obj/policy.o: $(BUILD)/gen/policy_boot.h
 $(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
 
-$(BUILD)/obj $(BUILD)/gen:
+$(BUILD)/obj $(BUILD)/obj/host $(BUILD)/gen:
 	mkdir -p $@
 
 $(BUILD)/libpoolrt.so: $(CORE_OBJ)

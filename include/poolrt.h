@@ -192,6 +192,13 @@ int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
 void prt_spawn_free(prt_spawn_result *results, int n);
 /* PRT_CDEF_END */
 
+/* prt_log with printf formatting, for C callers (the host, embeddings).
+ * Outside the FFI block: variadic, and Lua formats its own strings. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void prt_logf(int level, const char *fmt, ...);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,6 +39,29 @@ describe("poolrt host", function()
     assert.matches("unknown option %-%-bogus", out)
   end)
 
+  it("takes every --log-level the README names, off included, and refuses others", function()
+    local path = script([[require("poolrt").log("error", "visible") print("ran")]])
+    for _, level in ipairs{ "off", "error", "warn", "info", "debug" } do
+      local out, rc = run("build/poolrt --log-level " .. level .. " " .. path)
+      assert.equal(0, rc, level)
+      assert.matches("ran\n$", out)
+      assert.equal(level ~= "off", out:find("poolrt[error] visible", 1, true) ~= nil, level)
+    end
+    local out, rc = run("build/poolrt --log-level loud " .. path)
+    os.remove(path)
+    assert.equal(2, rc)
+    assert.matches('unknown log level "loud" (off, error, warn, info, debug)', out, 1, true)
+  end)
+
+  it("logs its own events through the library's log (timestamp, level)", function()
+    local path = script("print('ran')")
+    local port = 20000 + math.random(0, 20000)
+    local out, rc = run(("build/poolrt --log-level info --metrics 127.0.0.1:%d %s"):format(port, path))
+    os.remove(path)
+    assert.equal(0, rc, out)
+    assert.matches("^%d+%-%d+%-%d+T[%d:.]+Z poolrt%[info%] metrics on http://127%.0%.0%.1:" .. port .. "/metrics\n", out)
+  end)
+
   it("loads from plain LuaJIT through libpoolrt.so as well", function()
     local out, rc = run([[luajit -e 'package.path="lua/?.lua;"..package.path
       local p = require "poolrt"; print(p.VERSION, p.C ~= require("ffi").C)']])

@@ -209,7 +209,7 @@ describe("resty.poolrt in nginx", function()
       assert.is_true(distinct <= 4, "at most 4 server connections, saw " .. distinct)
       local m = get(n.url .. "/metrics")
       assert.equal(4, metric(m, "poolrt_pool_max", 'worker="0",pool="app"'))
-      assert.is_true(metric(m, "poolrt_pool_total", 'worker="0",pool="app"') <= 4)
+      assert.is_true(metric(m, "poolrt_pool_connections", 'worker="0",pool="app"') <= 4)
       assert.is_true(metric(m, "poolrt_connections_created_total", 'worker="0",pool="app"') <= 4)
       assert.is_true(metric(m, "poolrt_acquire_total", 'worker="0",pool="app"') >= 200)
       -- 200 x 20 ms on 4 connections: callers really queued for the pool.
@@ -246,8 +246,8 @@ describe("resty.poolrt in nginx", function()
       local m, status = get(n.url .. "/metrics")
       assert.equal(200, status)
       -- DESIGN.md's names (PgBouncer's SHOW POOLS, prefixed poolrt_).
-      for _, name in ipairs{ "poolrt_pool_total", "poolrt_pool_max", "poolrt_cl_active", "poolrt_cl_waiting",
-                             "poolrt_sv_active", "poolrt_sv_idle", "poolrt_maxwait", "poolrt_acquire_total",
+      for _, name in ipairs{ "poolrt_pool_connections", "poolrt_pool_max", "poolrt_cl_active", "poolrt_cl_waiting",
+                             "poolrt_sv_active", "poolrt_sv_idle", "poolrt_maxwait_seconds", "poolrt_acquire_total",
                              "poolrt_acquire_timeouts_total", "poolrt_connections_created_total" } do
         assert.is_number(metric(m, name, 'worker="0",pool="app"'), name)
         assert.matches("# TYPE " .. name .. " ", m, 1, true)
@@ -263,6 +263,10 @@ describe("resty.poolrt in nginx", function()
         assert.is_nil(seen[fam], "duplicate TYPE " .. fam)
         seen[fam] = true
       end
+      -- And Prometheus' own linter has nothing to say.
+      local lint, lint_rc = require("spec.support.promtool").check(m)
+      assert.equal("", lint)
+      assert.equal(0, lint_rc)
     end)
 
     it("nginx -s quit leaves no server connections behind", function()
@@ -357,6 +361,7 @@ describe("resty.poolrt in nginx", function()
         assert.equal(2, metric(m, "poolrt_policy_generation", 'worker="' .. w .. '"'))
         assert.equal(2, metric(m, "poolrt_pool_max", 'worker="' .. w .. '",pool="app"'))
       end
+      assert.same({ "", 0 }, { require("spec.support.promtool").check(m) })  -- two workers merged, still lint-clean
     end)
 
     it("refuses a broken policy in every worker and keeps the old one serving", function()

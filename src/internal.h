@@ -26,7 +26,7 @@ void prt__cond_init(pthread_cond_t *cond);                  /* a condvar on CLOC
 double prt__rand01(void);                                   /* [0, 1), thread-local state */
 
 /* --- log.c -------------------------------------------------------------- */
-void prt__logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define prt__logf prt_logf /* the core's name for the public prt_logf (poolrt.h) */
 void prt__errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* --- stmt.c: per-connection prepared statement cache ---------------------- */
@@ -251,5 +251,6 @@ struct prt_runtime {
 void *prt__timer_main(void *arg);
 int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
 char *prt__live_metrics(void);
+char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 
 #endif

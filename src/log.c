@@ -30,12 +30,12 @@ int prt_log_get_level(void)
 
 void prt_log(int level, const char *msg)
 {
-    prt__logf(level, "%s", msg);
+    prt_logf(level, "%s", msg);
 }
 
 /* One fprintf per line: stdio locks the stream, so lines from different
- * threads never interleave. */
-void prt__logf(int level, const char *fmt, ...)
+ * threads never interleave.  Lines longer than 1 KB are cut. */
+void prt_logf(int level, const char *fmt, ...)
 {
     if (level > atomic_load(&log_level) || level < PRT_LOG_ERROR)
         return;

@@ -5,8 +5,16 @@
  *
  * Names follow PgBouncer's SHOW POOLS where the meaning matches
  * (cl_active, cl_waiting, sv_active, sv_idle, maxwait), prefixed poolrt_,
- * with a pool="name" label.  Everything is read through the same snapshot
- * functions as rt:stats(), so the two never disagree.
+ * with a pool="name" label, and Prometheus' naming rules where those decide
+ * (`promtool check metrics` accepts the output; spec/metrics_spec.lua runs
+ * it): counters end in _total and nothing else does, a time says _seconds.
+ * Everything is read through the same snapshot functions as rt:stats(), so
+ * the two never disagree.
+ *
+ * Text is written family by family (HELP, TYPE, then every sample), as the
+ * format requires; with several runtimes in one exposition (the host's
+ * --metrics) each family lists every runtime's samples, told apart by a
+ * runtime="<id>" label.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,18 +65,45 @@ static void label(char *out, size_t len, const char *name)
     out[j] = '\0';
 }
 
-typedef struct gauge {
+typedef struct family {
     const char *name, *type, *help;
-} gauge;
+} family;
 
-static const gauge per_pool[] = {
+/* A family's HELP and TYPE lines, written once before all its samples. */
+static void put_family(buf *b, const family *f)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+}
+
+/* One runtime's numbers, read once per exposition so that every family
+ * shows the same moment.  `pools` holds references (prt__registry_release). */
+typedef struct snap {
+    prt_pool **pools;
+    prt_pool_stats *st;
+    int n;
+    prt_policy_stats ps;
+    prt_runtime_stats rs;
+    char rt[48]; /* runtime="<id>" when several runtimes share the text, else "" */
+} snap;
+
+/* Writes a sample's name and label set, ready for its value: `name{labels,
+ * runtime="id"} `, without braces when there is no label at all. */
+static void series(buf *b, const char *name, const char *labels, const snap *s)
+{
+    if (*labels || *s->rt)
+        put(b, "%s{%s%s%s} ", name, labels, *labels && *s->rt ? "," : "", s->rt);
+    else
+        put(b, "%s ", name);
+}
+
+static const family per_pool[] = {
     { "poolrt_cl_active", "gauge", "Callers holding a connection (PgBouncer cl_active)." },
     { "poolrt_cl_waiting", "gauge", "Callers waiting for a connection (PgBouncer cl_waiting)." },
     { "poolrt_sv_active", "gauge", "Server connections in use (PgBouncer sv_active)." },
     { "poolrt_sv_idle", "gauge", "Server connections idle in the pool (PgBouncer sv_idle)." },
-    { "poolrt_maxwait", "gauge", "Seconds the oldest waiter has waited (PgBouncer maxwait)." },
+    { "poolrt_maxwait_seconds", "gauge", "How long the oldest waiter has waited (PgBouncer maxwait)." },
     { "poolrt_pool_max", "gauge", "The pool's live maximum (after the size policy)." },
-    { "poolrt_pool_total", "gauge", "Server connections open or opening." },
+    { "poolrt_pool_connections", "gauge", "Server connections of the pool, open or opening." },
     { "poolrt_acquire_total", "counter", "Connections handed out." },
     { "poolrt_acquire_timeouts_total", "counter", "Acquires that timed out or were refused by overflow fail." },
     { "poolrt_connections_created_total", "counter", "Server connections opened." },
@@ -97,105 +132,185 @@ static double pool_value(const prt_pool_stats *s, int i)
     }
 }
 
-static void pool_series(buf *b, prt_pool **pools, prt_pool_stats *st, int n)
+/* pool="<escaped name>" into out. */
+static void pool_label(char *out, size_t len, const prt_pool *p)
+{
+    char esc[256];
+    label(esc, sizeof esc, p->name);
+    snprintf(out, len, "pool=\"%s\"", esc);
+}
+
+/* One pool's samples of poolrt_connections_closed_total, one per reason;
+ * `lab` is the pool's label. */
+static void pool_closed(buf *b, const snap *s, int i, const char *lab)
 {
     static const char *const reasons[] = { "idle", "lifetime", "broken", "evicted", "shrink" };
-    char name[256];
-    for (size_t g = 0; g < sizeof per_pool / sizeof per_pool[0]; g++) {
-        put(b, "# HELP %s %s\n# TYPE %s %s\n", per_pool[g].name, per_pool[g].help, per_pool[g].name,
-            per_pool[g].type);
-        for (int i = 0; i < n; i++) {
-            label(name, sizeof name, pools[i]->name);
-            put(b, "%s{pool=\"%s\"} %.17g\n", per_pool[g].name, name, pool_value(&st[i], (int)g));
-        }
-    }
-    put(b, "# HELP poolrt_connections_closed_total Server connections closed, by reason.\n"
-           "# TYPE poolrt_connections_closed_total counter\n");
-    for (int i = 0; i < n; i++) {
-        const uint64_t v[] = { st[i].closed_idle, st[i].closed_lifetime, st[i].closed_broken, st[i].closed_evicted,
-                               st[i].closed_shrink };
-        label(name, sizeof name, pools[i]->name);
-        for (int r = 0; r < 5; r++)
-            put(b, "poolrt_connections_closed_total{pool=\"%s\",reason=\"%s\"} %llu\n", name, reasons[r],
-                (unsigned long long)v[r]);
-    }
-    put(b, "# HELP poolrt_acquire_wait_seconds Time acquires waited for a connection.\n"
-           "# TYPE poolrt_acquire_wait_seconds histogram\n");
-    for (int i = 0; i < n; i++) {
-        label(name, sizeof name, pools[i]->name);
-        uint64_t cum = 0;
-        for (int k = 0; k < PRT_WAIT_BUCKETS; k++) {
-            cum += st[i].acquire_wait_buckets[k];
-            if (k == PRT_WAIT_BUCKETS - 1)
-                put(b, "poolrt_acquire_wait_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", name,
-                    (unsigned long long)cum);
-            else
-                put(b, "poolrt_acquire_wait_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", name,
-                    prt__wait_bounds[k], (unsigned long long)cum);
-        }
-        put(b, "poolrt_acquire_wait_seconds_sum{pool=\"%s\"} %.6f\n", name, (double)st[i].acquire_wait_us_total / 1e6);
-        put(b, "poolrt_acquire_wait_seconds_count{pool=\"%s\"} %llu\n", name, (unsigned long long)cum);
+    const prt_pool_stats *st = &s->st[i];
+    const uint64_t v[] = { st->closed_idle, st->closed_lifetime, st->closed_broken, st->closed_evicted,
+                           st->closed_shrink };
+    char labels[360];
+    for (int r = 0; r < 5; r++) {
+        snprintf(labels, sizeof labels, "%s,reason=\"%s\"", lab, reasons[r]);
+        series(b, "poolrt_connections_closed_total", labels, s);
+        put(b, "%llu\n", (unsigned long long)v[r]);
     }
 }
 
-static void runtime_series(buf *b, prt_runtime *rt)
+/* One pool's acquire-wait histogram: cumulative buckets over
+ * prt__wait_bounds, then sum and count. */
+static void pool_wait(buf *b, const snap *s, int i, const char *lab)
 {
-    prt_policy_stats ps;
-    prt_runtime_policy_stats(rt, &ps);
-    prt_runtime_stats rs;
-    prt_runtime_stats_get(rt, &rs);
-    put(b, "# HELP poolrt_policy_calls_total Policy hook calls.\n# TYPE poolrt_policy_calls_total counter\n");
-    for (int h = 0; h < PRT__NHOOKS; h++)
-        put(b, "poolrt_policy_calls_total{hook=\"%s\"} %llu\n", prt_policy_hook_name(h),
-            (unsigned long long)ps.calls[h]);
-    put(b, "# HELP poolrt_policy_errors_total Policy hook calls that failed and used the built-in default.\n"
-           "# TYPE poolrt_policy_errors_total counter\n");
-    for (int h = 0; h < PRT__NHOOKS; h++)
-        put(b, "poolrt_policy_errors_total{hook=\"%s\"} %llu\n", prt_policy_hook_name(h),
-            (unsigned long long)ps.errors[h]);
-    put(b, "# HELP poolrt_policy_reloads_total Policy reloads.\n# TYPE poolrt_policy_reloads_total counter\n"
-           "poolrt_policy_reloads_total{result=\"ok\"} %llu\npoolrt_policy_reloads_total{result=\"failed\"} %llu\n",
-        (unsigned long long)ps.reloads_ok, (unsigned long long)ps.reloads_failed);
-    put(b, "# HELP poolrt_policy_generation The live policy's generation.\n# TYPE poolrt_policy_generation gauge\n"
-           "poolrt_policy_generation %llu\n", (unsigned long long)ps.generation);
-    put(b, "# HELP poolrt_pools Live pools.\n# TYPE poolrt_pools gauge\npoolrt_pools %d\n", rs.pools);
-    put(b, "# HELP poolrt_connections Server connections open across pools.\n# TYPE poolrt_connections gauge\n"
-           "poolrt_connections %d\n", rs.connections);
-    put(b, "# HELP poolrt_pools_over_cap_total Pools admitted over max_pools.\n"
-           "# TYPE poolrt_pools_over_cap_total counter\npoolrt_pools_over_cap_total %llu\n",
-        (unsigned long long)rs.pools_over_cap_total);
-    put(b, "# HELP poolrt_pools_evicted_total Whole pools evicted, by reason.\n"
-           "# TYPE poolrt_pools_evicted_total counter\n"
-           "poolrt_pools_evicted_total{reason=\"manual\"} %llu\npoolrt_pools_evicted_total{reason=\"lru\"} %llu\n"
-           "poolrt_pools_evicted_total{reason=\"idle\"} %llu\n",
-        (unsigned long long)rs.pools_evicted_total[0], (unsigned long long)rs.pools_evicted_total[1],
-        (unsigned long long)rs.pools_evicted_total[2]);
+    const prt_pool_stats *st = &s->st[i];
+    char labels[360];
+    uint64_t cum = 0;
+    for (int j = 0; j < PRT_WAIT_BUCKETS; j++) {
+        cum += st->acquire_wait_buckets[j];
+        if (j == PRT_WAIT_BUCKETS - 1)
+            snprintf(labels, sizeof labels, "%s,le=\"+Inf\"", lab);
+        else
+            snprintf(labels, sizeof labels, "%s,le=\"%g\"", lab, prt__wait_bounds[j]);
+        series(b, "poolrt_acquire_wait_seconds_bucket", labels, s);
+        put(b, "%llu\n", (unsigned long long)cum);
+    }
+    series(b, "poolrt_acquire_wait_seconds_sum", lab, s);
+    put(b, "%.6f\n", (double)st->acquire_wait_us_total / 1e6);
+    series(b, "poolrt_acquire_wait_seconds_count", lab, s);
+    put(b, "%llu\n", (unsigned long long)cum);
 }
 
-/* Returns the exposition text (free it with prt_free), or NULL when out of
- * memory. */
-char *prt_metrics_text(prt_runtime *rt)
+/* Every per-pool family in turn: the per_pool table, then closed
+ * connections by reason, then the wait histogram, each listing the pools of
+ * every runtime in s[0..ns). */
+static void pool_series(buf *b, const snap *s, int ns)
+{
+    static const family closed = { "poolrt_connections_closed_total", "counter",
+                                   "Server connections closed, by reason." };
+    static const family wait = { "poolrt_acquire_wait_seconds", "histogram",
+                                 "Time acquires waited for a connection." };
+    const int nplain = (int)(sizeof per_pool / sizeof per_pool[0]);
+    char lab[320];
+    for (int g = 0; g < nplain + 2; g++) {
+        put_family(b, g < nplain ? &per_pool[g] : g == nplain ? &closed : &wait);
+        for (int k = 0; k < ns; k++)
+            for (int i = 0; i < s[k].n; i++) {
+                pool_label(lab, sizeof lab, s[k].pools[i]);
+                if (g == nplain) {
+                    pool_closed(b, &s[k], i, lab);
+                } else if (g > nplain) {
+                    pool_wait(b, &s[k], i, lab);
+                } else {
+                    series(b, per_pool[g].name, lab, &s[k]);
+                    put(b, "%.17g\n", pool_value(&s[k].st[i], g));
+                }
+            }
+    }
+}
+
+/* Runtime-wide families: `key` names the label that tells a family's
+ * series apart (NULL: one series per runtime), values from rt_value. */
+typedef struct rt_family {
+    family f;
+    const char *key;
+    int nvals;
+} rt_family;
+
+enum { RT_CALLS, RT_ERRORS, RT_RELOADS, RT_GENERATION, RT_POOLS, RT_CONNS, RT_OVER_CAP, RT_EVICTED, RT_NFAMILIES };
+
+static const rt_family per_runtime[RT_NFAMILIES] = {
+    [RT_CALLS] = { { "poolrt_policy_calls_total", "counter", "Policy hook calls." }, "hook", PRT__NHOOKS },
+    [RT_ERRORS] = { { "poolrt_policy_errors_total", "counter",
+                      "Policy hook calls that failed and used the built-in default." }, "hook", PRT__NHOOKS },
+    [RT_RELOADS] = { { "poolrt_policy_reloads_total", "counter", "Policy reloads." }, "result", 2 },
+    [RT_GENERATION] = { { "poolrt_policy_generation", "gauge", "The live policy's generation." }, NULL, 1 },
+    [RT_POOLS] = { { "poolrt_pools", "gauge", "Live pools." }, NULL, 1 },
+    [RT_CONNS] = { { "poolrt_connections", "gauge", "Server connections open across pools." }, NULL, 1 },
+    [RT_OVER_CAP] = { { "poolrt_pools_over_cap_total", "counter", "Pools admitted over max_pools." }, NULL, 1 },
+    [RT_EVICTED] = { { "poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason." }, "reason", 3 },
+};
+
+/* The i-th series of family f: its label value (NULL when unlabelled) and
+ * its value. */
+static uint64_t rt_value(const snap *s, int f, int i, const char **val)
+{
+    static const char *const results[] = { "ok", "failed" };
+    static const char *const evicted[] = { "manual", "lru", "idle" };
+    *val = NULL;
+    switch (f) {
+    case RT_CALLS: *val = prt_policy_hook_name(i); return s->ps.calls[i];
+    case RT_ERRORS: *val = prt_policy_hook_name(i); return s->ps.errors[i];
+    case RT_RELOADS: *val = results[i]; return i ? s->ps.reloads_failed : s->ps.reloads_ok;
+    case RT_GENERATION: return s->ps.generation;
+    case RT_POOLS: return (uint64_t)s->rs.pools;
+    case RT_CONNS: return (uint64_t)s->rs.connections;
+    case RT_OVER_CAP: return s->rs.pools_over_cap_total;
+    default: *val = evicted[i]; return s->rs.pools_evicted_total[i];
+    }
+}
+
+/* Every runtime-wide family in turn, each listing every runtime in s[0..ns). */
+static void runtime_series(buf *b, const snap *s, int ns)
+{
+    char lab[64];
+    for (int f = 0; f < RT_NFAMILIES; f++) {
+        const rt_family *rf = &per_runtime[f];
+        put_family(b, &rf->f);
+        for (int k = 0; k < ns; k++)
+            for (int i = 0; i < rf->nvals; i++) {
+                const char *val;
+                uint64_t v = rt_value(&s[k], f, i, &val);
+                if (rf->key)
+                    snprintf(lab, sizeof lab, "%s=\"%s\"", rf->key, val);
+                else
+                    lab[0] = '\0';
+                series(b, rf->f.name, lab, &s[k]);
+                put(b, "%llu\n", (unsigned long long)v);
+            }
+    }
+}
+
+/* The exposition text of rts[0..n), each family once (see the top of the
+ * file); free it with prt_free.  Returns NULL when out of memory.  The
+ * caller keeps the runtimes alive for the duration of the call. */
+char *prt__metrics_text_of(prt_runtime *const *rts, int n)
 {
     buf b = { malloc(4096), 0, 4096, 0 };
-    b.oom = b.s == NULL;
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools);
-    prt_pool_stats *st = calloc((size_t)(n ? n : 1), sizeof *st);
-    for (int i = 0; st && i < n; i++)
-        prt_pool_stats_get(pools[i], &st[i]);
-    if (st)
-        pool_series(&b, pools, st, n);
-    runtime_series(&b, rt);
-    free(st);
-    prt__registry_release(pools, n);
-    if (b.oom || !st) {
+    snap *s = calloc((size_t)(n ? n : 1), sizeof *s);
+    b.oom = b.s == NULL || s == NULL;
+    for (int k = 0; !b.oom && k < n; k++) {
+        s[k].n = prt__registry_snapshot(rts[k], &s[k].pools);
+        s[k].st = calloc((size_t)(s[k].n ? s[k].n : 1), sizeof *s[k].st);
+        b.oom = s[k].st == NULL;
+        for (int i = 0; !b.oom && i < s[k].n; i++)
+            prt_pool_stats_get(s[k].pools[i], &s[k].st[i]);
+        prt_runtime_policy_stats(rts[k], &s[k].ps);
+        prt_runtime_stats_get(rts[k], &s[k].rs);
+        if (n > 1)
+            snprintf(s[k].rt, sizeof s[k].rt, "runtime=\"%llu\"", (unsigned long long)rts[k]->id);
+    }
+    if (!b.oom) {
+        pool_series(&b, s, n);
+        runtime_series(&b, s, n);
+    }
+    for (int k = 0; s && k < n; k++) {
+        free(s[k].st);
+        prt__registry_release(s[k].pools, s[k].n);
+    }
+    free(s);
+    if (b.oom) {
         free(b.s);
         return NULL;
     }
     return b.s;
 }
 
-/* Every live runtime's metrics, concatenated (the host's --metrics). */
+/* One runtime's exposition (rt:metrics()); free it with prt_free.  Returns
+ * NULL when out of memory. */
+char *prt_metrics_text(prt_runtime *rt)
+{
+    return prt__metrics_text_of(&rt, 1);
+}
+
+/* Every live runtime's metrics in one exposition (the host's --metrics). */
 char *prt_metrics_all(void)
 {
     return prt__live_metrics();

@@ -84,26 +84,12 @@ int prt_reload_all(void)
     return failed;
 }
 
-/* Every live runtime's metrics text, concatenated; NULL when out of memory. */
+/* Every live runtime's metrics as one exposition (metrics.c); NULL when out
+ * of memory.  live_mu keeps the runtimes alive while they are read. */
 char *prt__live_metrics(void)
 {
-    size_t len = 0;
-    char *all = calloc(1, 1);
     pthread_mutex_lock(&live_mu);
-    for (int i = 0; all && i < nlive; i++) {
-        char *one = prt_metrics_text(live[i]);
-        size_t n = one ? strlen(one) : 0;
-        char *grown = one ? realloc(all, len + n + 1) : NULL;
-        if (!grown) {
-            free(all);
-            all = NULL;
-        } else {
-            memcpy(grown + len, one, n + 1);
-            all = grown;
-            len += n;
-        }
-        free(one);
-    }
+    char *all = prt__metrics_text_of(live, nlive);
     pthread_mutex_unlock(&live_mu);
     return all;
 }

@@ -15,7 +15,9 @@ for group in "$@"; do
     # libnginx-mod-http-lua links against; we build against the same one.
     core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted
                      libcmocka-dev libmicrohttpd-dev curl pkg-config gcc make) ;;
-    nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl) ;;
+    # The nginx group is what `make test` needs beyond core: the OpenResty
+    # specs, and promtool (package prometheus) that lints every /metrics.
+    nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl prometheus) ;;
     bench)    pkgs+=(pgbouncer gnuplot-nox wrk golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;
     # clang 14 is bookworm's default; its sanitizer runtimes live in a separate package.

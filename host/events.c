@@ -1,5 +1,5 @@
 /*
- * host_events.c -- process-wide events of the `poolrt` host: signals and
+ * events.c -- process-wide events of the `poolrt` host: signals and
  * --watch.  Not part of the library: an embedding application owns its
  * signals.
  *
@@ -17,13 +17,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <unistd.h>
-#include "internal.h"
+#include "poolrt.h"
 #include "host.h"
 
 static double grace_period;
@@ -36,14 +37,14 @@ static void *signal_main(void *arg)
         if (sigwait(set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            prt__logf(PRT_LOG_INFO, "SIGHUP: reloading policies");
+            prt_logf(PRT_LOG_INFO, "SIGHUP: reloading policies");
             if (prt_reload_all() > 0)
-                prt__logf(PRT_LOG_WARN, "SIGHUP: some policies did not reload; their old versions keep serving");
+                prt_logf(PRT_LOG_WARN, "SIGHUP: some policies did not reload; their old versions keep serving");
             continue;
         }
-        prt__logf(PRT_LOG_INFO, "%s: draining (grace %.1fs)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace_period);
+        prt_logf(PRT_LOG_INFO, "%s: draining (grace %.1fs)", sig == SIGINT ? "SIGINT" : "SIGTERM", grace_period);
         int rc = prt_drain_all(grace_period);
-        prt__logf(rc == PRT_OK ? PRT_LOG_INFO : PRT_LOG_WARN, "drained%s; exiting",
+        prt_logf(rc == PRT_OK ? PRT_LOG_INFO : PRT_LOG_WARN, "drained%s; exiting",
                   rc == PRT_OK ? "" : " with connections still in use after the grace period");
         fflush(stdout);
         fflush(stderr);
@@ -74,7 +75,7 @@ static void *watch_main(void *arg)
     watch *w = arg;
     int fd = inotify_init1(IN_CLOEXEC);
     if (fd < 0 || inotify_add_watch(fd, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
-        prt__logf(PRT_LOG_ERROR, "--watch: cannot watch %s: %s", w->dir, strerror(errno));
+        prt_logf(PRT_LOG_ERROR, "--watch: cannot watch %s: %s", w->dir, strerror(errno));
         return NULL;
     }
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -86,7 +87,7 @@ static void *watch_main(void *arg)
         while (poll(&pfd, 1, 100) > 0) /* coalesce the burst */
             if (read(fd, buf, sizeof buf) <= 0)
                 break;
-        prt__logf(PRT_LOG_INFO, "--watch: %s/%s changed; reloading", w->dir, w->base);
+        prt_logf(PRT_LOG_INFO, "--watch: %s/%s changed; reloading", w->dir, w->base);
         prt_reload_all();
     }
     return NULL;
@@ -95,7 +96,7 @@ static void *watch_main(void *arg)
 /* Blocks the signals in the calling (main) thread before any other thread
  * exists, and starts the signal thread and, with a policy to watch, the
  * watcher.  Returns 0, or -1 with a message printed. */
-int prt__host_events_start(const char *watch_path, double grace)
+int host_events_start(const char *watch_path, double grace)
 {
     static sigset_t set;
     grace_period = grace;

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "poolrt.h"
 #include "host.h"
 
 static const char usage[] =
@@ -36,7 +36,7 @@ static const char usage[] =
     "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
     "                      in use before closing everything (default 10)\n"
-    "  --log-level LEVEL   error | warn | info | debug (default warn)\n"
+    "  --log-level LEVEL   off | error | warn | info | debug (default warn)\n"
     "  --help              this text\n"
     "  --version           print the version\n"
     "\n"
@@ -55,13 +55,14 @@ typedef struct host_opts {
     int script; /* index in argv of the script, 0 if none */
 } host_opts;
 
+/* Returns the PRT_LOG_* level named by s, or -2 for an unknown name. */
 static int parse_level(const char *s)
 {
-    static const char *const names[] = { "error", "warn", "info", "debug" };
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = { "off", "error", "warn", "info", "debug" };
+    for (int i = 0; i < 5; i++)
         if (strcmp(s, names[i]) == 0)
-            return i;
-    return -1;
+            return PRT_LOG_OFF + i;
+    return -2;
 }
 
 /* Returns 0 to go on, or an exit code + 1. */
@@ -101,8 +102,8 @@ static int parse_args(int argc, char **argv, host_opts *o)
         }
         else if (strcmp(a, "--log-level") == 0) {
             o->log_level = argv[++i];
-            if (parse_level(o->log_level) < 0) {
-                fprintf(stderr, "poolrt: unknown log level \"%s\" (error, warn, info, debug)\n", o->log_level);
+            if (parse_level(o->log_level) < PRT_LOG_OFF) {
+                fprintf(stderr, "poolrt: unknown log level \"%s\" (off, error, warn, info, debug)\n", o->log_level);
                 return 3;
             }
         } else if (a[0] == '-' && a[1] == '-') {
@@ -209,9 +210,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "poolrt: --watch needs --policy FILE\n");
         return 2;
     }
-    if (prt__host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
+    if (host_events_start(o.watch ? o.policy : NULL, o.grace) != 0)
         return 1;
-    if (o.metrics && prt__host_metrics_start(o.metrics) != 0)
+    if (o.metrics && host_metrics_start(o.metrics) != 0)
         return 1;
     lua_State *L = luaL_newstate();
     if (!L) {

@@ -1,5 +1,5 @@
 /*
- * host_metrics.c -- `poolrt --metrics HOST:PORT`: a Prometheus endpoint
+ * metrics_http.c -- `poolrt --metrics HOST:PORT`: a Prometheus endpoint
  * serving GET /metrics with every live runtime's metrics (metrics.c),
  * on libmicrohttpd's own thread so the script's threads are never involved.
  */
@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "poolrt.h"
 #include "host.h"
 
 static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -32,7 +32,7 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *conn, const char 
 
 /* Parses HOST:PORT (IPv4) and starts the daemon.  Returns 0, or -1 with a
  * message printed. */
-int prt__host_metrics_start(const char *addr)
+int host_metrics_start(const char *addr)
 {
     char host[64];
     unsigned port = 0;
@@ -55,6 +55,6 @@ int prt__host_metrics_start(const char *addr)
         fprintf(stderr, "poolrt: --metrics: cannot listen on %s\n", addr);
         return -1;
     }
-    prt__logf(PRT_LOG_INFO, "metrics on http://%s/metrics", addr);
+    prt_logf(PRT_LOG_INFO, "metrics on http://%s/metrics", addr);
     return 0; /* runs until the process exits */
 }
