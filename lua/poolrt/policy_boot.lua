@@ -246,10 +246,15 @@ typedef struct prt_conn_view {
 
 typedef struct prt_pool_view {
     char name_[64];
-    int max, min_idle, total, idle, in_use, waiting, threads, configured;
-    int protected_, pinned_;
+    int max, min_idle, total, idle, in_use, waiting, threads, configured_;
+    int protected_, pinned_, evictable_;
     double created_at, last_used_at;
 } prt_pool_view;
+
+typedef struct prt_limits_view {
+    int max_pools, max_connections;
+    double pool_idle_timeout;
+} prt_limits_view;
 
 typedef struct prt_req_view {
     double timeout;
@@ -266,6 +271,7 @@ typedef struct prt_hook_ctx {
     double now;
     prt_pool_view pool;
     prt_req_view req;
+    prt_limits_view limits;
     prt_pool_view *pools;
     int npools;
     prt_idle_list idle;
