@@ -344,6 +344,18 @@ function B.setup(ud, chunkname, src, budget_msg, names)
       return nil
     end,
   })
+  -- FFI arrays are not bounds-checked; the idle list is, so a hook can
+  -- read nothing outside the views (and #idle works).
+  pcall(ffi.metatype, "prt_idle_list", {
+    __index = function(l, i)
+      if type(i) ~= "number" or not (i >= 1 and i <= l.n) then
+        error("idle[" .. tostring(i) .. "]: index out of range 1.." .. l.n, 2)
+      end
+      return l.v[i]
+    end,
+    __newindex = function() error("the idle list is read-only", 2) end,
+    __len = function(l) return l.n end,
+  })
   local pol, err = B.load(src, chunkname, tick)
   if not pol then error(err, 0) end
   local pool, req, idle = ctx.pool, ctx.req, ctx.idle
