@@ -134,10 +134,14 @@ static int reject(prt__pstate *ps, int hook, int idx, const char *want)
     return -1;
 }
 
-/* A hook's answer that must be a list (nil: empty): returns its length,
- * or -1 after rejecting anything else.  The list stays at stack index 1. */
-static int answer_list(prt__pstate *ps, int hook, const char *want)
+/* Runs a hook whose answer must be a list (nil: empty), with `now` in its
+ * context: returns the list's length, the list at stack index 1, or -1
+ * after a failure or a rejected answer. */
+static int call_for_list(prt__pstate *ps, int hook, double now, const char *want)
 {
+    ps->ctx->now = now;
+    if (finish(ps, hook, 0, 1) != 0)
+        return -1;
     if (lua_isnil(ps->L, 1))
         return 0;
     if (!lua_istable(ps->L, 1))
@@ -239,13 +243,10 @@ int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *clos
     if (begin(ps, PRT__H_REAP) != 0 || prt__view_idle(ps, p) < 0)
         return -1;
     prt__view_pool(ps, p);
-    ps->ctx->now = now;
-    if (finish(ps, PRT__H_REAP, 0, 1) != 0)
-        return -1;
-    lua_State *L = ps->L;
-    int len = answer_list(ps, PRT__H_REAP, "a list of idle indexes");
+    int len = call_for_list(ps, PRT__H_REAP, now, "a list of idle indexes");
     if (len < 0)
         return -1;
+    lua_State *L = ps->L;
     memset(close, 0, (size_t)p->nidle);
     int n = 0;
     for (int k = 1; k <= len; k++) {
@@ -295,13 +296,10 @@ int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsign
 {
     if (begin(ps, PRT__H_EVICT) != 0 || prt__view_pools(ps, pools, n) != 0)
         return -1;
-    ps->ctx->now = now;
-    if (finish(ps, PRT__H_EVICT, 0, 1) != 0)
-        return -1;
-    lua_State *L = ps->L;
-    int len = answer_list(ps, PRT__H_EVICT, "a list of pool names");
+    int len = call_for_list(ps, PRT__H_EVICT, now, "a list of pool names");
     if (len < 0)
         return -1;
+    lua_State *L = ps->L;
     int count = 0;
     for (int k = 1; k <= len; k++) {
         lua_rawgeti(L, 1, k);
