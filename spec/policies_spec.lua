@@ -421,3 +421,16 @@ describe("default.lua", function()
     end
   end)
 end)
+
+describe("hook names", function()
+  it("come from C: PRT_NHOOKS hooks, in C's order, with C's built-in names", function()
+    local C = require("poolrt").C
+    assert.equal(C.PRT_NHOOKS, #B.ORDER)
+    for i, h in ipairs(B.ORDER) do assert.equal(require("ffi").string(C.prt_policy_hook_name(i - 1)), h) end
+    assert.same({ mru = true, lru = true, random = true }, B.HOOKS.pick)
+    assert.is_true(C.prt_policy_builtin_name(0, 3) == nil) -- NULL past the last
+    local ok, err = B.load("return { pik = 'mru' }", "@typo.lua")
+    assert.is_nil(ok)
+    assert.equal("typo.lua: unknown hook 'pik' (hooks: " .. table.concat(B.ORDER, ", ") .. ")", err)
+  end)
+end)
