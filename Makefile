@@ -37,14 +37,14 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy_views.h | $(BUILD)/obj deps
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy.h src/policy_views.h | $(BUILD)/obj deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
-$(BUILD)/obj/policy.o: $(BUILD)/gen/policy_boot.h
+$(BUILD)/obj/policy_state.o: $(BUILD)/gen/policy_boot.h
 $(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
 

@@ -73,7 +73,7 @@ typedef struct prt_runtime_opts {
  * seconds; 0 for idle_timeout / max_lifetime / query_timeout means never. */
 typedef struct prt_pool_opts {
     const char *conninfo;    /* libpq conninfo; NULL: the runtime's default */
-    int max;                 /* connections open at most (default 10) */
+    int max;                 /* connections open at most (default 10; 0: not configured, 10 unless a size hook decides) */
     int min_idle;            /* idle connections the timer keeps open (default 0) */
     double acquire_timeout;  /* default wait for acquire, including connecting (default 5) */
     double idle_timeout;     /* close idle connections after this long (default 600) */
@@ -118,9 +118,16 @@ typedef struct prt_runtime_stats {
     uint64_t pools_evicted_total[3];  /* manual, lru, idle */
 } prt_runtime_stats;
 
+/* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
+ * on_evict, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
+ * gives each one's name, prt_policy_builtin_name the built-in strategies a
+ * policy may name for it (NULL past the last).  Bindings derive the names
+ * from these rather than writing them out. */
+enum { PRT_NHOOKS = 8 };
+
 /* Policy counters; arrays are indexed by hook (see prt_policy_hook_name). */
 typedef struct prt_policy_stats {
-    uint64_t calls[8], errors[8];
+    uint64_t calls[PRT_NHOOKS], errors[PRT_NHOOKS];
     uint64_t reloads_ok, reloads_failed, generation;
     char last_error[256];    /* the latest failed hook call: file:line, hook, error */
 } prt_policy_stats;
@@ -155,6 +162,7 @@ int prt_reload_all(void);
 int prt_drain_all(double grace);
 void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
+const char *prt_policy_builtin_name(int hook, int i);
 int prt_policy_check(const char *path, char *report, size_t replen);
 
 void prt_pool_opts_default(prt_pool_opts *o);

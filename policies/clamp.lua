@@ -15,9 +15,9 @@ return {
   size = function(pool)
     local h   = setting("POOLRT_POOL_HEADROOM", 10, 0)
     local MAX = setting("POOLRT_POOL_MAX", 20, 1)        -- a pool of 0 could never serve
-    local t, u = pool.threads or 0, pool.configured or 0  -- u = 0: nothing configured
+    local t, u = pool.threads or 0, pool.configured     -- u = nil: the user gave no max
     local MIN = math.min(t + h, MAX)
-    local size = math.max(MIN, math.min(u, MAX))
+    local size = u and math.max(MIN, math.min(u, MAX)) or MIN
     return size, math.min(pool.min_idle or 0, size)
   end,
 }

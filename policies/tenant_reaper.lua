@@ -1,11 +1,19 @@
--- apartment v4's PoolReaper + PoolManager: one pool per tenant, pools idle
--- for idle_timeout are closed, and the number of tenant pools is capped at
--- max_pools by evicting the least recently used.  A pool is never evicted
--- while it is "default", protected, pinned or has a connection checked out.
--- Settings are read once, when the policy is loaded (reload to change them).
--- The runtime asks `admit` only when its own max_pools are live; keep
--- POOLRT_MAX_POOLS equal to it (a larger value admits pools over the
--- runtime's cap, counted in pools_over_cap_total).
+-- apartment v4's PoolReaper + PoolManager: one pool per tenant, a pool
+-- unused for the idle timeout is closed, and the number of tenant pools is
+-- capped at the runtime's max_pools by evicting the least recently used.
+--
+-- The limits are the runtime's own, read from the views on every call
+-- (poolrt.runtime{ max_pools = .., pool_idle_timeout = .. }), and which
+-- pools may go at all is the runtime's rule, p.evictable: not "default",
+-- protected or pinned, nothing in use, opening or waited for.  Only when the
+-- runtime evicts no idle pools (pool_idle_timeout = 0, its default) does
+-- POOLRT_POOL_IDLE_TIMEOUT (default 300 s, read at load) set the timeout.
+--
+-- evict, in order:  1. evictable pools idle for the timeout go;
+--                   2. over max_pools, the least recently used evictable
+--                      pools go until max_pools remain (or none can).
+-- admit:  under max_pools allow; at it evict the LRU if any pool is
+--         evictable, else fail.
 
 -- A number >= least from the environment; anything else (unset, garbage,
 -- too small, inf/nan) falls back to the default.
@@ -15,15 +23,12 @@ local function setting(name, default, least)
   return v
 end
 
-local idle_timeout  = setting("POOLRT_POOL_IDLE_TIMEOUT", 300, 0)          -- seconds
-local max_pools     = math.floor(setting("POOLRT_MAX_POOLS", 20, 1))
-local overflow_mode = env("POOLRT_TENANT_OVERFLOW") == "fail" and "fail" or "evict_idle"
+local own_idle_timeout = setting("POOLRT_POOL_IDLE_TIMEOUT", 300, 0)          -- seconds
+local overflow_mode    = env("POOLRT_TENANT_OVERFLOW") == "fail" and "fail" or "evict_idle"
 
--- FFI views carry booleans as 0/1; plain tables may carry true/false/nil.
-local function truthy(v) return v ~= nil and v ~= false and v ~= 0 end
-
-local function protected(p)
-  return p.name == "default" or truthy(p.protected) or truthy(p.pinned) or (p.in_use or 0) > 0
+local function idle_timeout(pools)
+  local t = pools.pool_idle_timeout
+  return (t and t > 0) and t or own_idle_timeout
 end
 
 -- Least recently used first; names break ties so the answer is deterministic.
@@ -34,27 +39,27 @@ end
 
 return {
   evict = function(pools, now)
-    local out, lru, kept = {}, {}, #pools
+    local timeout, out, lru, kept = idle_timeout(pools), {}, {}, #pools
     for _, p in ipairs(pools) do
-      if not protected(p) then
-        if now - p.last_used_at >= idle_timeout then
+      if p.evictable then
+        if now - p.last_used_at >= timeout then                 -- rule 1
           out[#out + 1], kept = p.name, kept - 1
         else
           lru[#lru + 1] = p
         end
       end
     end
-    -- Over the cap: drop the least recently used evictable pools until at
-    -- most max_pools remain (or only protected ones are left).
-    table.sort(lru, older)
-    for i = 1, math.min(#lru, kept - max_pools) do out[#out + 1] = lru[i].name end
+    if pools.max_pools > 0 then                                  -- rule 2 (0: no cap)
+      table.sort(lru, older)
+      for i = 1, math.min(#lru, kept - pools.max_pools) do out[#out + 1] = lru[i].name end
+    end
     return out
   end,
 
   admit = function(pools, name)
-    if #pools < max_pools then return "allow" end
+    if pools.max_pools == 0 or #pools < pools.max_pools then return "allow" end
     for _, p in ipairs(pools) do
-      if not protected(p) then return "evict_lru" end
+      if p.evictable then return "evict_lru" end
     end
     return "fail"
   end,

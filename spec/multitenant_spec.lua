@@ -268,3 +268,39 @@ describe("metrics", function()
     H.wait_file(out, "multitenant demo done", 20, "the example to finish")
   end)
 end)
+
+describe("tenant_reaper.lua reads the runtime's limits", function()
+  pcall(ffi.cdef, "int unsetenv(const char *);")
+  local function no_env()
+    ffi.C.unsetenv("POOLRT_MAX_POOLS")
+    ffi.C.unsetenv("POOLRT_POOL_IDLE_TIMEOUT")
+  end
+
+  it("max_pools = 5 with 20 tenants keeps at most 5 pools live, with no environment variable set", function()
+    no_env()
+    local rt = H.runtime{ policy = poolrt.policy_file("tenant_reaper"), max_pools = 5 }
+    for t = 1, 20 do
+      assert(rt:pool(("t%02d"):format(t), { max = 1 }):query("select 1"))
+      assert.is_true(rt:runtime_stats().pools <= 5)
+    end
+    rt:reap()
+    local rs = rt:runtime_stats()
+    assert.equal(5, rs.pools)
+    assert.equal(15, rs.pools_evicted_total.lru)
+    assert.equal(0, rs.pools_over_cap_total)
+    rt:close()
+  end)
+
+  it("with the runtime's max_pools = 100, admitted pools are not evicted in the next cycle", function()
+    no_env()
+    local rt = H.runtime{ policy = poolrt.policy_file("tenant_reaper") }
+    for t = 1, 30 do assert(rt:pool(("t%02d"):format(t), { max = 1 }):query("select 1")) end
+    local _, evicted = rt:reap()
+    assert.equal(0, evicted)
+    for t = 1, 30 do assert(rt:pool(("t%02d"):format(t)):query("select 1")) end
+    local s = rt:stats()
+    for t = 1, 30 do assert.equal(1, s[("t%02d"):format(t)].connections_created_total) end -- never recreated
+    assert.equal(30, rt:runtime_stats().pools)
+    rt:close()
+  end)
+end)

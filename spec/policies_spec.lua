@@ -2,8 +2,8 @@
 -- loader production uses (poolrt.policy_boot: instrumented for the step
 -- budget, run in the sandbox, globals frozen afterwards), with env(name)
 -- answered from a table the spec controls.  Views are plain tables here (FFI
--- structs in production), so the booleans are given as numbers 0/1 as well
--- as booleans: the policies must treat 0 as false.
+-- structs in production, whose accessors give booleans, nil for an
+-- unconfigured max, and the runtime's limits on every view and pool list).
 local B = require "poolrt.policy_boot"
 
 local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "")
@@ -26,8 +26,9 @@ end
 
 local function pool_view(t)
   local p = { name = "app", max = 10, min_idle = 0, total = 0, idle = 0, in_use = 0,
-              waiting = 0, created_at = 0, last_used_at = 0, protected = 0, pinned = 0,
-              threads = 1, configured = 0 }
+              waiting = 0, created_at = 0, last_used_at = 0, protected = false, pinned = false,
+              evictable = true, threads = 1, configured = nil,
+              max_pools = 100, max_connections = 0, pool_idle_timeout = 0 }
   for k, v in pairs(t or {}) do p[k] = v end
   return p
 end
@@ -36,8 +37,15 @@ local function conn_view(id)
   return { id = id, created_at = id, returned_at = 100 + id, uses = id, endpoint = "db" }
 end
 
-local HOOKS = { pick = true, size = true, overflow = true, admit = true, evict = true,
-                reap = true, concurrency = true, on_evict = true }
+-- The runtime's limits, as C sets them on the lists admit and evict get.
+local function pool_list(pools, max_pools, pool_idle_timeout)
+  pools.max_pools, pools.max_connections, pools.pool_idle_timeout = max_pools or 100, 0, pool_idle_timeout or 0
+  return pools
+end
+
+-- Hook names and built-ins as C lists them (read from libpoolrt).
+B.use_names(B.names_from_c())
+local HOOKS = B.HOOKS
 
 describe("every policy file", function()
   local files = {}
@@ -60,9 +68,9 @@ describe("every policy file", function()
     it(file .. " loads in the sandbox and its hooks run without a forbidden global", function()
       local policy = load_policy(file, {})
       for k, v in pairs(policy) do
-        assert.is_true(HOOKS[k], file .. ": unknown hook " .. tostring(k))
-        if k == "pick" and type(v) == "string" then
-          assert.is_true(v == "mru" or v == "lru" or v == "random", file .. ": pick = " .. v)
+        assert.is_truthy(HOOKS[k], file .. ": unknown hook " .. tostring(k))
+        if type(v) == "string" then
+          assert.is_true(HOOKS[k][v], file .. ": " .. k .. " = " .. v)
         else
           assert.equal("function", type(v), file .. ": " .. k)
         end
@@ -72,8 +80,8 @@ describe("every policy file", function()
       local pool = pool_view{ idle = 3, total = 4, in_use = 1, threads = 4, configured = 8,
                               last_used_at = 50 }
       local idle = { conn_view(1), conn_view(2), conn_view(3) }
-      local pools = { pool, pool_view{ name = "default", last_used_at = 10 },
-                      pool_view{ name = "t1", last_used_at = 5 } }
+      local pools = pool_list{ pool, pool_view{ name = "default", last_used_at = 10, evictable = false },
+                               pool_view{ name = "t1", last_used_at = 5 } }
       local args = {
         pick = { idle, pool }, size = { pool }, overflow = { pool, { timeout = 1, position = 1 } },
         admit = { pools, "t2" }, evict = { pools, 1000 }, reap = { idle, pool, 1000 },
@@ -152,11 +160,11 @@ describe("clamp.lua", function()
     { 30, 0,   nil,   100, 40, "large MAX lets t + h through" },
   }
   for _, c in ipairs(cases) do
-    local t, u, h, max, want, why = unpack(c, 1, 6)
+    local t, u, h, max, want, why = unpack(c, 1, 6) -- u = 0: configured is nil
     it(("threads=%d configured=%d headroom=%s max=%s -> %d (%s)")
          :format(t, u, tostring(h), tostring(max), want, why), function()
       local p = load_policy("clamp.lua", { POOLRT_POOL_HEADROOM = h, POOLRT_POOL_MAX = max })
-      local size, min_idle = p.size(pool_view{ threads = t, configured = u })
+      local size, min_idle = p.size(pool_view{ threads = t, configured = u > 0 and u or nil })
       assert.equal(want, size)
       assert.equal(0, min_idle)
     end)
@@ -189,21 +197,32 @@ end)
 describe("tenant_reaper.lua", function()
   -- 200 tenants plus "default".  last_used_at = 1000 + (i * 37) % 200 gives
   -- every tenant a distinct time in an order unrelated to its name.
-  -- Protected: protected = 1 for i % 40 == 0 (5), pinned = true for
-  -- i % 50 == 7 (4), in_use > 0 for i % 33 == 0 (6), and "default", which is
-  -- the oldest pool of all: 16 protected, 185 evictable.
-  local function tenants()
+  -- Protected: protected for i % 40 == 0 (5), pinned for i % 50 == 7 (4),
+  -- in_use > 0 for i % 33 == 0 (6), and "default", which is the oldest pool
+  -- of all: 16 protected, 185 evictable.  C marks each view `evictable` by
+  -- that rule (registry.c); here the fixture does, and the policy reads only
+  -- the flag.  The runtime's cap on the list is 20.
+  local function is_protected(p)
+    return p.name == "default" or p.protected or p.pinned or p.in_use > 0
+  end
+
+  local function mark(pools)
+    for _, p in ipairs(pools) do p.evictable = not is_protected(p) end
+    return pools
+  end
+
+  local function tenants(max_pools)
     local pools = { pool_view{ name = "default", last_used_at = 0 } }
     for i = 1, 200 do
       pools[#pools + 1] = pool_view{
         name = ("tenant_%03d"):format(i),
         last_used_at = 1000 + (i * 37) % 200,
-        protected = (i % 40 == 0) and 1 or 0,
-        pinned = (i % 50 == 7) or (i % 2 == 0 and false or nil),
+        protected = i % 40 == 0,
+        pinned = i % 50 == 7,
         in_use = (i % 33 == 0) and 2 or 0,
       }
     end
-    return pools
+    return pool_list(mark(pools), max_pools or 20)
   end
 
   local PROTECTED = { "default", "tenant_007", "tenant_033", "tenant_040", "tenant_057",
@@ -215,10 +234,6 @@ describe("tenant_reaper.lua", function()
     local m = {}
     for _, p in ipairs(pools) do m[p.name] = p end
     return m
-  end
-
-  local function is_protected(p)
-    return p.name == "default" or p.protected == 1 or p.pinned == true or p.in_use > 0
   end
 
   local function remaining(pools, evicted)
@@ -267,6 +282,7 @@ describe("tenant_reaper.lua", function()
     for i, p in ipairs(pools) do
       if i % 6 == 0 then p.in_use = 1 end -- 33 more pools in use
     end
+    mark(pools)
     local protected = 0
     for _, p in ipairs(pools) do if is_protected(p) then protected = protected + 1 end end
     assert.is_true(protected > 20)
@@ -282,8 +298,8 @@ describe("tenant_reaper.lua", function()
   end)
 
   it("evicts pools idle for idle_timeout (>=) and nothing else when under the cap", function()
-    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 1000 })
-    local pools = tenants()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = tenants(1000)
     -- now = 1400: idle for >= 300 s means last_used_at <= 1100, offsets 0..100.
     local evicted = policy.evict(pools, 1400)
     local want = {}
@@ -299,12 +315,21 @@ describe("tenant_reaper.lua", function()
     for _, n in ipairs(evicted) do assert.not_equal("default", n) end
   end)
 
-  it("honours POOLRT_POOL_IDLE_TIMEOUT at the boundary", function()
+  it("honours POOLRT_POOL_IDLE_TIMEOUT at the boundary when the runtime evicts no idle pools", function()
     local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = 60 })
-    local pools = { pool_view{ name = "a", last_used_at = 100 }, pool_view{ name = "b", last_used_at = 100.5 } }
+    local pools = pool_list{ pool_view{ name = "a", last_used_at = 100 }, pool_view{ name = "b", last_used_at = 100.5 } }
     assert.same({}, policy.evict(pools, 159.9))
     assert.same({ "a" }, policy.evict(pools, 160))
     assert.same({ "a", "b" }, policy.evict(pools, 161))
+  end)
+
+  it("prefers the runtime's pool_idle_timeout to POOLRT_POOL_IDLE_TIMEOUT", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = 60 })
+    local pools = pool_list({ pool_view{ name = "a", last_used_at = 100 }, pool_view{ name = "b", last_used_at = 150 } },
+                            100, 10)
+    assert.same({}, policy.evict(pools, 109.9))
+    assert.same({ "a" }, policy.evict(pools, 110))
+    assert.same({ "a", "b" }, policy.evict(pools, 160))
   end)
 
   it("combines idle eviction with the cap", function()
@@ -316,29 +341,32 @@ describe("tenant_reaper.lua", function()
   end)
 
   it("breaks last_used_at ties by name", function()
-    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 2 })
-    local pools = { pool_view{ name = "c", last_used_at = 5 }, pool_view{ name = "a", last_used_at = 5 },
-                    pool_view{ name = "b", last_used_at = 5 }, pool_view{ name = "z", last_used_at = 1 } }
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = pool_list({ pool_view{ name = "c", last_used_at = 5 }, pool_view{ name = "a", last_used_at = 5 },
+                              pool_view{ name = "b", last_used_at = 5 }, pool_view{ name = "z", last_used_at = 1 } }, 2)
     assert.same({ "z", "a" }, policy.evict(pools, 10))
   end)
 
-  it("treats protected/pinned 0 and false as unprotected", function()
-    local policy = load_policy("tenant_reaper.lua", { POOLRT_MAX_POOLS = 1 })
-    local pools = { pool_view{ name = "x", last_used_at = 1, protected = 0, pinned = false },
-                    pool_view{ name = "y", last_used_at = 2, protected = true },
-                    pool_view{ name = "z", last_used_at = 3 } }
+  it("evicts only pools the runtime marks evictable, whatever else they say", function()
+    local policy = load_policy("tenant_reaper.lua", {})
+    local pools = pool_list({ pool_view{ name = "x", last_used_at = 1, protected = true },
+                              pool_view{ name = "y", last_used_at = 2, evictable = false },
+                              pool_view{ name = "z", last_used_at = 3 } }, 1)
     assert.same({ "x", "z" }, policy.evict(pools, 10))
+    assert.same({}, policy.evict(pool_list({ pool_view{ name = "y", evictable = false } }, 1), 1e9))
   end)
 
   it("admit: allow under the cap, evict_lru at the cap, fail when every pool is protected", function()
     local policy = load_policy("tenant_reaper.lua", {})
     local pools = tenants()
-    assert.equal("allow", policy.admit({ unpack(pools, 1, 19) }, "new"))
-    assert.equal("evict_lru", policy.admit({ unpack(pools, 1, 20) }, "new"))
+    assert.equal("allow", policy.admit(pool_list({ unpack(pools, 1, 19) }, 20), "new"))
+    assert.equal("evict_lru", policy.admit(pool_list({ unpack(pools, 1, 20) }, 20), "new"))
     assert.equal("evict_lru", policy.admit(pools, "new"))
-    for _, p in ipairs(pools) do p.pinned = 1 end
+    assert.equal("evict_lru", policy.admit(pool_list({ unpack(pools, 1, 5) }, 5), "new")) -- the runtime's cap
+    for _, p in ipairs(pools) do p.evictable = false end
     assert.equal("fail", policy.admit(pools, "new"))
-    assert.equal("allow", policy.admit({}, "new"))
+    assert.equal("allow", policy.admit(pool_list({}, 20), "new"))
+    assert.equal("allow", policy.admit(pool_list({ unpack(pools, 1, 30) }, 0), "new")) -- max_pools 0: no cap
   end)
 
   it("overflow answers POOLRT_TENANT_OVERFLOW, evict_idle unless it says fail", function()
@@ -348,12 +376,12 @@ describe("tenant_reaper.lua", function()
     assert.equal("evict_idle", load_policy("tenant_reaper.lua", { POOLRT_TENANT_OVERFLOW = "grow" }).overflow(pool_view(), req))
   end)
 
-  it("falls back to the defaults on garbage settings", function()
-    local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = "soon", POOLRT_MAX_POOLS = -5 })
+  it("falls back to 300 s on a garbage POOLRT_POOL_IDLE_TIMEOUT, and ignores POOLRT_MAX_POOLS", function()
+    local policy = load_policy("tenant_reaper.lua", { POOLRT_POOL_IDLE_TIMEOUT = "soon", POOLRT_MAX_POOLS = 5 })
     local pools = tenants()
-    assert.equal(181, #policy.evict(pools, 1250)) -- cap 20, nobody idle 300 s
-    assert.equal("evict_lru", policy.admit({ unpack(pools, 1, 20) }, "new"))
-    assert.equal("allow", policy.admit({ unpack(pools, 1, 19) }, "new"))
+    assert.equal(181, #policy.evict(pools, 1250)) -- the runtime's cap 20, nobody idle 300 s
+    assert.equal(185, #policy.evict(pools, 1500)) -- everyone evictable idle >= 300 s
+    assert.equal("allow", policy.admit(pool_list({ unpack(pools, 1, 19) }, 20), "new"))
   end)
 
   it("on_evict does nothing (the host logs evictions)", function()
@@ -369,14 +397,20 @@ describe("default.lua", function()
     assert.equal("mru", p.pick)
   end)
 
-  it("sizes the pool as configured", function()
-    assert.same({ 8, 2 }, { p.size(pool_view{ max = 8, configured = 8, min_idle = 2 }) })
-    assert.same({ 12, 0 }, { p.size(pool_view{ max = 10, configured = 12 }) })
-    assert.same({ 10, 1 }, { p.size(pool_view{ max = 10, configured = 0, min_idle = 1 }) })
+  it("names the built-ins for overflow (wait) and admit (evict_lru), and leaves size, reap, on_evict to C", function()
+    assert.equal("wait", p.overflow)
+    assert.equal("evict_lru", p.admit)
+    assert.is_nil(p.size)
+    assert.is_nil(p.reap)
+    assert.is_nil(p.on_evict)
   end)
 
-  it("waits on overflow, with the request's own timeout", function()
-    assert.same({ "wait" }, { p.overflow(pool_view(), { timeout = 2, position = 1 }) })
+  it("evicts evictable pools idle for the runtime's pool_idle_timeout, none when it is 0", function()
+    local pools = { pool_view{ name = "old", last_used_at = 100 }, pool_view{ name = "new", last_used_at = 195 },
+                    pool_view{ name = "kept", last_used_at = 0, evictable = false } }
+    assert.same({ "old" }, p.evict(pool_list(pools, 100, 50), 200))
+    assert.same({ "old" }, p.evict(pool_list(pools, 100, 100), 200)) -- >=, as C
+    assert.same({}, p.evict(pool_list(pools, 100, 0), 1e9))
   end)
 
   it("shares the pool with background jobs like background_share.lua", function()
@@ -385,5 +419,18 @@ describe("default.lua", function()
       assert.equal(c[2], p.concurrency(pool_view{ max = c[1] }))
       assert.equal(share.concurrency(pool_view{ max = c[1] }), p.concurrency(pool_view{ max = c[1] }))
     end
+  end)
+end)
+
+describe("hook names", function()
+  it("come from C: PRT_NHOOKS hooks, in C's order, with C's built-in names", function()
+    local C = require("poolrt").C
+    assert.equal(C.PRT_NHOOKS, #B.ORDER)
+    for i, h in ipairs(B.ORDER) do assert.equal(require("ffi").string(C.prt_policy_hook_name(i - 1)), h) end
+    assert.same({ mru = true, lru = true, random = true }, B.HOOKS.pick)
+    assert.is_true(C.prt_policy_builtin_name(0, 3) == nil) -- NULL past the last
+    local ok, err = B.load("return { pik = 'mru' }", "@typo.lua")
+    assert.is_nil(ok)
+    assert.equal("typo.lua: unknown hook 'pik' (hooks: " .. table.concat(B.ORDER, ", ") .. ")", err)
   end)
 end)

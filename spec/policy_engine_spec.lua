@@ -314,3 +314,107 @@ describe("poolrt check and --policy", function()
     assert.is_true(tonumber(out) >= 4, out)
   end)
 end)
+
+describe("what hooks see", function()
+  it("pool views carry the runtime's limits, evictable (lists only) and configured (nil without a max)", function()
+    -- Each hook answers one thing only when its views say what this spec
+    -- expects, so a wrong view shows up as a wrong size or a refused pool.
+    local path = H.write_file([[
+      local function limits_ok(v)
+        return v.max_pools == 2 and v.max_connections == 50 and v.pool_idle_timeout == 600
+      end
+      return {
+        size = function(pool)
+          if not (limits_ok(pool) and pool.evictable == nil) then return 1 end
+          if pool.configured == nil then return 3 end
+          return pool.configured + 1
+        end,
+        admit = function(pools, name)
+          local ok = limits_ok(pools) and #pools == 2
+          for _, p in ipairs(pools) do
+            ok = ok and limits_ok(p) and type(p.evictable) == "boolean" and type(p.protected) == "boolean"
+                    and p.evictable == (p.name == "idle") and p.protected == (p.name == "prot")
+                    and p.configured == (p.name == "prot" and 4 or nil)
+          end
+          return ok and "allow" or "fail"
+        end,
+      }
+    ]])
+    local rt = H.runtime{ policy = path, max_pools = 2, max_connections = 50, pool_idle_timeout = 600 }
+    local prot = rt:pool("prot", { max = 4, protected = true })
+    assert.equal(5, rt:stats().prot.max)                  -- configured 4, seen by size
+    local idle = rt:pool("idle", { max = 0 })            -- max = 0: not configured
+    assert.equal(3, rt:stats().idle.max)                 -- size's "nothing configured" branch
+    assert(idle:query("select 1"))
+    assert(rt:pool("third", { max = 0 }):query("select 1")) -- admit saw both views as expected
+    assert.equal(1, rt:runtime_stats().pools_over_cap_total)
+    assert.equal(0, rt:policy_stats().errors_total)
+    assert.is_truthy(prot)
+    rt:close()
+  end)
+
+  it("clamp.lua sizes a pool with no configured max by threads + headroom", function()
+    local rt = H.runtime{ policy = poolrt.policy_file("clamp") }
+    assert.equal(13, rt:pool("unset", { max = 0, threads = 3 }):stats().max) -- 3 + 10, under MAX 20
+    assert.equal(13, rt:pool("small", { max = 2, threads = 3 }):stats().max) -- raised to MIN
+    assert.equal(16, rt:pool("mid", { max = 16, threads = 3 }):stats().max) -- configured wins
+    rt:close()
+  end)
+
+  it("a pool created with no max is 10 without a size hook", function()
+    local rt = H.runtime()
+    assert.equal(10, rt:pool("unset", { max = 0 }):stats().max)
+    assert.equal(10, rt:pool("none"):stats().max)
+    rt:close()
+  end)
+end)
+
+describe("policies/default.lua", function()
+  -- One scripted run of every hook's situation; what can be observed
+  -- afterwards must not depend on whether default.lua or nothing is loaded.
+  local function scenario(policy)
+    local rt = H.runtime{ policy = policy, max_pools = 4, pool_idle_timeout = 0.3 }
+    local seen = {}
+    local a = rt:pool("a", { max = 3, min_idle = 1 })
+    cycle(a, 3)
+    seen.pick = { next_id(a), next_id(a) }                             -- pick
+    local held = { assert(a:acquire()), assert(a:acquire()), assert(a:acquire()) }
+    local t0 = poolrt.now()
+    local c, err = a:acquire(0.1)                                        -- overflow: waits, then fails
+    seen.overflow = { c == nil, poolrt.now() - t0 >= 0.1, (err:gsub("[%d.]+s", "Ts")) }
+    for _, h in ipairs(held) do h:release() end
+    seen.concurrency = { a:concurrency(), rt:pool("big", { max = 30 }):concurrency() }
+    assert(rt:pool("prot", { protected = true }):query("select 1"))
+    assert(rt:pool("b"):query("select 1"))
+    assert(rt:pool("big"):query("select 1"))
+    assert(a:query("select 1"))
+    assert(rt:pool("d"):query("select 1"))                             -- admit: b (LRU) goes
+    seen.after_admit = {}
+    for name in pairs(rt:stats()) do seen.after_admit[#seen.after_admit + 1] = name end
+    table.sort(seen.after_admit)
+    local last = poolrt.now()
+    H.wait_until(function() return poolrt.now() - last > 0.35 end, 2, "pools to be idle for pool_idle_timeout")
+    local closed, evicted = rt:reap()                                    -- evict (and reap)
+    seen.reap = { closed, evicted }
+    seen.stats = {}
+    for name, s in pairs(rt:stats()) do
+      seen.stats[name] = { s.max, s.min_idle, s.total, s.idle, s.acquire_total, s.acquire_timeouts_total,
+                           s.connections_created_total, s.grown_total, s.connections_closed_total }
+    end
+    seen.evicted = rt:runtime_stats().pools_evicted_total
+    rt:close()
+    return seen
+  end
+
+  it("behaves exactly like no policy at all", function()
+    local none = scenario(nil)
+    local default = scenario(poolrt.policy_file("default"))
+    assert.same(none, default)
+    -- and the scenario exercised what it claims to
+    assert.same({ "a", "big", "d", "prot" }, none.after_admit)
+    assert.same({ manual = 0, lru = 1, idle = 3 }, none.evicted)
+    assert.same({ "prot" }, (function() local t = {} for n in pairs(none.stats) do t[#t + 1] = n end return t end)())
+    assert.same({ 1, 5 }, none.concurrency)
+    assert.is_true(none.overflow[1] and none.overflow[2])
+  end)
+end)

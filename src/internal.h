@@ -170,12 +170,18 @@ void prt__registry_grant(prt_runtime *rt);
 int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self);
 int prt__pool_evictable(prt_pool *p);   /* the eviction rule; p->mu not held */
 
-/* --- policy.c: the boundary to Lua policy hooks ------------------------- */
+/* --- policy_*.c: the boundary to Lua policy hooks --------------------------
+ * policy_state.c  policy files and the per-thread Lua states that run them
+ * policy_views.c  the views hooks read (policy_views.h)
+ * policy_hooks.c  hook names, hook calls and the checks on their answers
+ * policy_check.c  loading a file: dry runs for `poolrt check` and reloads */
 enum prt__hook {
     PRT__H_PICK, PRT__H_SIZE, PRT__H_OVERFLOW, PRT__H_ADMIT, PRT__H_EVICT, PRT__H_REAP,
     PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__NHOOKS
 };
-/* A hook's mode: the built-in default, a Lua function, or a named built-in. */
+_Static_assert((int)PRT__NHOOKS == (int)PRT_NHOOKS, "include/poolrt.h's PRT_NHOOKS must count the hooks");
+/* A hook's mode: the built-in default, a Lua function, or a named built-in
+ * (its 1-based place in prt_policy_builtin_name's list for the hook). */
 enum { PRT__MODE_DEFAULT = 0, PRT__MODE_LUA = -1 };
 enum { PRT__PICK_MRU = 1, PRT__PICK_LRU, PRT__PICK_RANDOM };
 enum { PRT__OVF_WAIT = 1, PRT__OVF_FAIL, PRT__OVF_EVICT_IDLE, PRT__OVF_GROW };
@@ -202,14 +208,17 @@ void prt__policy_forget(prt_runtime *rt);             /* drop this thread's stat
 int prt__pstate_mode(const prt__pstate *ps, int hook);
 
 /* Hook calls.  Each validates what Lua returned and, on any failure, counts
- * and logs it and returns the built-in answer.  Pool hooks that take views
- * of p's connections are called with p->mu held. */
+ * and logs it and returns the built-in answer.  The lock each runs under is
+ * part of its contract (README.md, "Policies"): */
+/* p->mu held: */
 int prt__hook_pick(prt__pstate *ps, prt_pool *p);                  /* idle index, or -1 */
-void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle);
 int prt__hook_overflow(prt__pstate *ps, prt_pool *p, double timeout, double *wait);
 int prt__hook_reap(prt__pstate *ps, prt_pool *p, double now, unsigned char *close); /* -1: use default */
-int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use default */
+/* rt->mu held (each pool's mu taken briefly to fill its view): */
 int prt__hook_admit(prt__pstate *ps, prt_pool **pools, int n, const char *name); /* mode or 0 */
+/* no lock held (p->mu, or each pool's, taken briefly to fill views): */
+void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle);
+int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use default */
 int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict);
 void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
 

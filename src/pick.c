@@ -7,7 +7,9 @@
  *   lru     least recently released first (golang/go#68539): spreads work
  *           over every connection, and so over replicas behind a balancer;
  *   random  uniform.
- * The built-in default is mru.
+ * The built-in default is mru.  A policy names them "mru", "lru" and
+ * "random": those names are written once, in policy_hooks.c, in the order
+ * of the PRT__PICK_* modes (internal.h).
  */
 #include "internal.h"
 

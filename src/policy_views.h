@@ -7,6 +7,14 @@
  * 1-based (v[0] unused) and, in Lua, bounds-checked by a metatype: a hook
  * can read no memory outside the views.  The block below is mirrored in
  * lua/poolrt/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
+ *
+ * Fields ending in `_` are read in Lua through accessors (the metatype in
+ * policy_boot.lua): name_ as a string, protected_/pinned_/evictable_ as
+ * booleans (evictable_ < 0: not computed for this view, reads nil),
+ * configured_ as nil when 0 (the user gave no max).  `limits` holds the
+ * runtime's own max_pools, max_connections and pool_idle_timeout (0: off),
+ * which every pool view and pool list answers as fields, so a policy never
+ * keeps a copy of them.
  */
 #ifndef POOLRT_POLICY_VIEWS_H
 #define POOLRT_POLICY_VIEWS_H
@@ -23,10 +31,15 @@ typedef struct prt_conn_view {
 
 typedef struct prt_pool_view {
     char name_[64];
-    int max, min_idle, total, idle, in_use, waiting, threads, configured;
-    int protected_, pinned_;
+    int max, min_idle, total, idle, in_use, waiting, threads, configured_;
+    int protected_, pinned_, evictable_;
     double created_at, last_used_at;
 } prt_pool_view;
+
+typedef struct prt_limits_view {
+    int max_pools, max_connections;
+    double pool_idle_timeout;
+} prt_limits_view;
 
 typedef struct prt_req_view {
     double timeout;
@@ -43,6 +56,7 @@ typedef struct prt_hook_ctx {
     double now;
     prt_pool_view pool;
     prt_req_view req;
+    prt_limits_view limits;
     prt_pool_view *pools;
     int npools;
     prt_idle_list idle;

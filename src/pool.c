@@ -21,10 +21,19 @@
 #include <string.h>
 #include "internal.h"
 
+/* A pool's max when the user configured none (opts.max == 0) and no size
+ * hook decides. */
+enum { DEFAULT_MAX = 10 };
+
+static int configured_max(const prt_pool_opts *o)
+{
+    return o->max > 0 ? o->max : DEFAULT_MAX;
+}
+
 void prt_pool_opts_default(prt_pool_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->max = 10;
+    o->max = DEFAULT_MAX;
     o->acquire_timeout = 5.0;
     o->idle_timeout = 600.0;
     o->max_lifetime = 1800.0;
@@ -37,9 +46,9 @@ void prt_pool_opts_default(prt_pool_opts *o)
 static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const char *name)
 {
     const char *bad = NULL;
-    if (o->max < 1)
-        bad = "max must be >= 1";
-    else if (o->min_idle < 0 || o->min_idle > o->max)
+    if (o->max < 0)
+        bad = "max must be >= 1"; /* 0 is "not configured" */
+    else if (o->min_idle < 0 || o->min_idle > configured_max(o))
         bad = "min_idle must be between 0 and max";
     else if (o->acquire_timeout < 0 || o->idle_timeout < 0 || o->max_lifetime < 0 ||
              o->validate_idle < 0 || o->query_timeout < 0 || o->leak_threshold < 0 || o->connect_backoff_max < 0)
@@ -80,7 +89,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->rt = rt;
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
-    p->max = o->max;
+    p->max = configured_max(o);
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
     pthread_mutex_init(&p->mu, NULL);
@@ -318,7 +327,7 @@ void prt__pool_close(prt_pool *p, int reason)
  * idle connections above it now and in-use ones as they come back. */
 void prt__pool_apply_size(prt_pool *p)
 {
-    int max = p->opts.max, min_idle = p->opts.min_idle;
+    int max = configured_max(&p->opts), min_idle = p->opts.min_idle;
     prt__pstate *ps = prt__policy_thread(p->rt);
     if (prt__pstate_mode(ps, PRT__H_SIZE) == PRT__MODE_LUA)
         prt__hook_size(ps, p, &max, &min_idle);

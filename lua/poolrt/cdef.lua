@@ -95,9 +95,16 @@ typedef struct prt_runtime_stats {
     uint64_t pools_evicted_total[3];  /* manual, lru, idle */
 } prt_runtime_stats;
 
+/* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
+ * on_evict, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
+ * gives each one's name, prt_policy_builtin_name the built-in strategies a
+ * policy may name for it (NULL past the last).  Bindings derive the names
+ * from these rather than writing them out. */
+enum { PRT_NHOOKS = 8 };
+
 /* Policy counters; arrays are indexed by hook (see prt_policy_hook_name). */
 typedef struct prt_policy_stats {
-    uint64_t calls[8], errors[8];
+    uint64_t calls[PRT_NHOOKS], errors[PRT_NHOOKS];
     uint64_t reloads_ok, reloads_failed, generation;
     char last_error[256];    /* the latest failed hook call: file:line, hook, error */
 } prt_policy_stats;
@@ -132,6 +139,7 @@ int prt_reload_all(void);
 int prt_drain_all(double grace);
 void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
+const char *prt_policy_builtin_name(int hook, int i);
 int prt_policy_check(const char *path, char *report, size_t replen);
 
 void prt_pool_opts_default(prt_pool_opts *o);

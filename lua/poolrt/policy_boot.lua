@@ -19,18 +19,44 @@
 -- newline, so file:line in errors stays right.
 local B = {}
 
--- Hook names, and the built-in strategies a hook may name as a string.
-B.HOOKS = {
-  pick = { mru = true, lru = true, random = true },
-  size = {},
-  overflow = { wait = true, fail = true, evict_idle = true, grow = true },
-  admit = { evict_lru = true, fail = true, allow = true },
-  evict = {},
-  reap = {},
-  concurrency = {},
-  on_evict = {},
-}
-B.ORDER = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
+-- Hook names and the built-in strategies a hook may name as a string are
+-- C's (src/policy_hooks.c).  A state booted by C is handed them (setup's
+-- `names`); loaded as a plain module (specs, tools) they are read over FFI
+-- from libpoolrt.  B.HOOKS maps hook -> { built-in = true }, B.ORDER lists
+-- hooks in C's order.
+
+-- Takes C's list, in hook order, of { hook name, built-in name, ... }.
+function B.use_names(names)
+  local hooks, order = {}, {}
+  for i, entry in ipairs(names) do
+    local set = {}
+    for k = 2, #entry do set[entry[k]] = true end
+    hooks[entry[1]], order[i] = set, entry[1]
+  end
+  B.HOOKS, B.ORDER = hooks, order
+end
+
+-- The same list read from libpoolrt through its public API.
+function B.names_from_c()
+  local ffi = require "ffi"
+  local C = require("poolrt").C
+  local names = {}
+  for h = 0, C.PRT_NHOOKS - 1 do
+    local entry = { ffi.string(C.prt_policy_hook_name(h)) }
+    for i = 0, math.huge do
+      local b = C.prt_policy_builtin_name(h, i)
+      if b == nil then break end
+      entry[#entry + 1] = ffi.string(b)
+    end
+    names[h + 1] = entry
+  end
+  return names
+end
+
+local function vocabulary()
+  if not B.HOOKS then B.use_names(B.names_from_c()) end
+  return B.HOOKS, B.ORDER
+end
 
 local TICK = "__prt_tick"
 
@@ -212,10 +238,11 @@ function B.load(src, chunkname, tick, getenv)
   if type(pol) ~= "table" then
     return nil, name .. ": a policy file must return a table of hooks, got " .. type(pol)
   end
+  local hooks, order = vocabulary()
   for k, v in pairs(pol) do
-    local builtins = B.HOOKS[k]
+    local builtins = hooks[k]
     if not builtins then
-      return nil, name .. ": unknown hook '" .. tostring(k) .. "' (hooks: " .. table.concat(B.ORDER, ", ") .. ")"
+      return nil, name .. ": unknown hook '" .. tostring(k) .. "' (hooks: " .. table.concat(order, ", ") .. ")"
     end
     if type(v) == "string" then
       if not builtins[v] and v ~= "default" then
@@ -246,10 +273,15 @@ typedef struct prt_conn_view {
 
 typedef struct prt_pool_view {
     char name_[64];
-    int max, min_idle, total, idle, in_use, waiting, threads, configured;
-    int protected_, pinned_;
+    int max, min_idle, total, idle, in_use, waiting, threads, configured_;
+    int protected_, pinned_, evictable_;
     double created_at, last_used_at;
 } prt_pool_view;
+
+typedef struct prt_limits_view {
+    int max_pools, max_connections;
+    double pool_idle_timeout;
+} prt_limits_view;
 
 typedef struct prt_req_view {
     double timeout;
@@ -266,6 +298,7 @@ typedef struct prt_hook_ctx {
     double now;
     prt_pool_view pool;
     prt_req_view req;
+    prt_limits_view limits;
     prt_pool_view *pools;
     int npools;
     prt_idle_list idle;
@@ -274,12 +307,14 @@ typedef struct prt_hook_ctx {
 ]]
 
 -- Sets up a state for one policy: `ud` points at the C context struct the
--- hooks read their inputs from.  Returns the hook kinds (name -> "function"
--- or the built-in's name), the trampolines C calls keyed by hook name, and
--- the policy table itself (for file:line of each hook).
-function B.setup(ud, chunkname, src, budget_msg)
+-- hooks read their inputs from; `names` is C's hook vocabulary (see
+-- B.use_names).  Returns the hook kinds (name -> "function" or the
+-- built-in's name), the trampolines C calls keyed by hook name, and the
+-- policy table itself (for file:line of each hook).
+function B.setup(ud, chunkname, src, budget_msg, names)
   local ffi = require "ffi"
   if not pcall(ffi.typeof, "prt_hook_ctx") then ffi.cdef(B.CDEF) end
+  B.use_names(names)
   local ctx = ffi.cast("prt_hook_ctx*", ud)
   local function tick()
     local b = ctx.budget - 1
@@ -287,16 +322,28 @@ function B.setup(ud, chunkname, src, budget_msg)
     if b < 0 then error(budget_msg, 2) end
   end
   local getenv = os.getenv
-  local pool_mt = {
+  -- What a hook reads from a pool view beyond its plain number fields:
+  -- strings and booleans as Lua values, nil for "not given", and the
+  -- runtime's limits (one copy in C, ctx.limits).
+  local limits = ctx.limits
+  local accessors = {
+    name = function(v) return ffi.string(v.name_) end,
+    protected = function(v) return v.protected_ ~= 0 end,
+    pinned = function(v) return v.pinned_ ~= 0 end,
+    evictable = function(v) if v.evictable_ >= 0 then return v.evictable_ ~= 0 end end,
+    configured = function(v) if v.configured_ > 0 then return v.configured_ end end,
+    max_pools = function() return limits.max_pools end,
+    max_connections = function() return limits.max_connections end,
+    pool_idle_timeout = function() return limits.pool_idle_timeout end,
+    env = function() return getenv end,
+  }
+  pcall(ffi.metatype, "prt_pool_view", {
     __index = function(v, k)
-      if k == "name" then return ffi.string(v.name_)
-      elseif k == "protected" then return v.protected_ ~= 0
-      elseif k == "pinned" then return v.pinned_ ~= 0
-      elseif k == "env" then return getenv end
+      local get = accessors[k]
+      if get then return get(v) end
       return nil
     end,
-  }
-  pcall(ffi.metatype, "prt_pool_view", pool_mt)
+  })
   -- FFI arrays are not bounds-checked; the idle list is, so a hook can
   -- read nothing outside the views (and #idle works).
   pcall(ffi.metatype, "prt_idle_list", {
@@ -313,14 +360,16 @@ function B.setup(ud, chunkname, src, budget_msg)
   if not pol then error(err, 0) end
   local pool, req, idle = ctx.pool, ctx.req, ctx.idle
   -- admit/evict are rare: they get plain copies, which stay valid if a
-  -- hook keeps them (the C array behind them may move).
-  local fields = { "max", "min_idle", "total", "idle", "in_use", "waiting", "threads", "configured",
-                   "created_at", "last_used_at" }
+  -- hook keeps them (the C array behind them may move).  The list itself
+  -- also answers the runtime's limits.
+  local fields = { "max", "min_idle", "total", "idle", "in_use", "waiting", "threads", "created_at",
+                   "last_used_at" }
+  for k in pairs(accessors) do if k ~= "env" then fields[#fields + 1] = k end end
   local function pool_list()
-    local list = {}
+    local list = { max_pools = limits.max_pools, max_connections = limits.max_connections,
+                   pool_idle_timeout = limits.pool_idle_timeout }
     for i = 1, ctx.npools do
-      local v = ctx.pools[i]
-      local t = { name = ffi.string(v.name_), protected = v.protected_ ~= 0, pinned = v.pinned_ ~= 0 }
+      local v, t = ctx.pools[i], {}
       for _, f in ipairs(fields) do t[f] = v[f] end
       list[i] = t
     end
@@ -339,6 +388,7 @@ function B.setup(ud, chunkname, src, budget_msg)
   }
   local kinds, tramps = {}, {}
   for _, h in ipairs(B.ORDER) do
+    if not calls[h] then error("policy_boot: C names hook '" .. h .. "', which has no trampoline here", 0) end
     local v = pol[h]
     if type(v) == "function" then
       kinds[h] = "function"
