@@ -446,19 +446,33 @@ function Runtime:policy_stats()
   return out
 end
 
+-- Calls fn(name, p) for each live pool, p a pointer valid during the call.
+local function each_live_pool(rt, fn)
+  for i = 0, C.prt_runtime_pool_count(rt) - 1 do
+    local p = C.prt_runtime_pool_at(rt, i)
+    if p ~= nil then
+      fn(ffi.string(C.prt_pool_name(p)), p)
+      C.prt_pool_unref(p)
+    end
+  end
+end
+
+-- The names of the live pools, as a set.
+function Runtime:_live_names()
+  local live = {}
+  each_live_pool(self._rt, function(name) live[name] = true end)
+  return live
+end
+
 -- Per-pool statistics keyed by pool name.  Each entry also carries the
 -- runtime-wide policy_calls_total, policy_errors_total and policy_generation.
 function Runtime:stats()
   local all, ps = {}, self:policy_stats()
-  for i = 0, C.prt_runtime_pool_count(self._rt) - 1 do
-    local p = C.prt_runtime_pool_at(self._rt, i)
-    if p ~= nil then
-      local s = stats_of(p)
-      s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
-      all[ffi.string(C.prt_pool_name(p))] = s
-      C.prt_pool_unref(p)
-    end
-  end
+  each_live_pool(self._rt, function(name, p)
+    local s = stats_of(p)
+    s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
+    all[name] = s
+  end)
   return all
 end
 
