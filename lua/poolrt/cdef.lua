@@ -1,7 +1,8 @@
 -- poolrt.cdef -- the FFI declarations of include/poolrt.h, in one place.
 --
 -- This is the block between PRT_CDEF_BEGIN and PRT_CDEF_END in the header,
--- verbatim; spec/cdef_spec.lua fails when the two drift apart.
+-- verbatim (regenerate it with tools/gen-cdef.sh); spec/cdef_spec.lua fails when
+-- the two drift apart.
 local ffi = require "ffi"
 
 ffi.cdef [[
@@ -149,8 +150,8 @@ void prt_pool_unref(prt_pool *p);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
 int prt_pool_concurrency(prt_pool *p);
-double prt_wait_bucket_bound(int i);
-int prt_pools_allocated(void);
+double prt_wait_bucket_bound(int i); /* upper bound (s) of acquire_wait_buckets[i]: +Inf last, < 0 out of range */
+int prt_pools_allocated(void);       /* pool structs alive in this process: live, or evicted and still referenced */
 
 int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen);
 void prt_release(prt_conn *c, int broken);
