@@ -8,8 +8,7 @@ local poolrt = require "poolrt"
 local seconds = tonumber(arg[1] or 2)
 local rt = poolrt.runtime{
   policy = poolrt.policy_file("tenant_reaper"),   -- idle tenants evicted, LRU over the cap
-  max_pools = 20,                                 -- live tenant pools (the policy's cap,
-                                                  -- POOLRT_MAX_POOLS, defaults to 20 too)
+  max_pools = 20,                                 -- live tenant pools (the policy reads this cap)
   max_connections = 24,                           -- server connections across all of them
   reap_interval = 0.5,
 }

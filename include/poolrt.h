@@ -47,6 +47,14 @@ enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, 
 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 
+enum { PRT_NHOOKS = 8 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
+
+/* Values of prt_pool_stats.closed. */
+enum { PRT_POOL_OPEN = 0, PRT_POOL_EVICTED = 1, PRT_POOL_DRAINING = 2 };
+
+/* Indexes of prt_runtime_stats.pools_evicted_total, by reason. */
+enum { PRT_EVICT_MANUAL = 0, PRT_EVICT_LRU = 1, PRT_EVICT_IDLE = 2, PRT_EVICT_NREASONS = 3 };
+
 /* Query flags. */
 enum {
     PRT_Q_UNPREPARED = 1  /* no server-side prepared statement (PgBouncer transaction mode) */
@@ -108,22 +116,21 @@ typedef struct prt_pool_stats {
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
     uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
     int is_protected, is_pinned;
-    int closed;              /* 1: evicted, 2: runtime draining */
+    int closed;              /* PRT_POOL_OPEN, PRT_POOL_EVICTED or PRT_POOL_DRAINING */
 } prt_pool_stats;
 
 typedef struct prt_runtime_stats {
     int pools, max_pools;
     int connections, max_connections; /* open across pools */
     uint64_t pools_over_cap_total;
-    uint64_t pools_evicted_total[3];  /* manual, lru, idle */
+    uint64_t pools_evicted_total[PRT_EVICT_NREASONS];  /* by PRT_EVICT_* */
 } prt_runtime_stats;
 
 /* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
  * on_evict, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
  * gives each one's name, prt_policy_builtin_name the built-in strategies a
  * policy may name for it (NULL past the last).  Bindings derive the names
- * from these rather than writing them out. */
-enum { PRT_NHOOKS = 8 };
+ * from these rather than writing them out (PRT_NHOOKS is defined above). */
 
 /* Policy counters; arrays are indexed by hook (see prt_policy_hook_name). */
 typedef struct prt_policy_stats {
@@ -172,6 +179,8 @@ void prt_pool_unref(prt_pool *p);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
 int prt_pool_concurrency(prt_pool *p);
+double prt_wait_bucket_bound(int i); /* upper bound (s) of acquire_wait_buckets[i]: +Inf last, < 0 out of range */
+int prt_pools_allocated(void);       /* pool structs alive in this process: live, or evicted and still referenced */
 
 int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen);
 void prt_release(prt_conn *c, int broken);

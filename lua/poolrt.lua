@@ -37,7 +37,12 @@ do
 end
 
 local M = { VERSION = ffi.string(C.prt_version()), C = C }
-M.WAIT_BOUNDS = { 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, math.huge }
+-- Facts owned by C: the acquire-wait histogram's upper bounds (seconds,
+-- math.huge last) and the policy hook names, in the order of
+-- prt_policy_stats' arrays.
+M.WAIT_BOUNDS, M.HOOKS = {}, {}
+for i = 0, C.PRT_WAIT_BUCKETS - 1 do M.WAIT_BOUNDS[i + 1] = C.prt_wait_bucket_bound(i) end
+for i = 0, C.PRT_NHOOKS - 1 do M.HOOKS[i + 1] = ffi.string(C.prt_policy_hook_name(i)) end
 M.null = setmetatable({}, { __tostring = function() return "poolrt.null" end })
 
 local ERRLEN = 512
@@ -52,7 +57,8 @@ local function lasterr() return ffi.string(errbuf) end
 function M.now() return C.prt_now() end
 function M.sleep(s) C.prt_sleep(s) end
 
-local levels = { off = -1, error = 0, warn = 1, info = 2, debug = 3 }
+local levels = { off = C.PRT_LOG_OFF, error = C.PRT_LOG_ERROR, warn = C.PRT_LOG_WARN, info = C.PRT_LOG_INFO,
+                 debug = C.PRT_LOG_DEBUG }
 local function level_of(name)
   local n = levels[name]
   if not n then error("poolrt: unknown log level " .. tostring(name) .. " (off, error, warn, info, debug)", 3) end
@@ -101,7 +107,7 @@ local Conn = {}
 Conn.__index = Conn
 
 local function gc_release(c)
-  C.prt_log(1, "a connection was never released; the garbage collector returned it (conn id "
+  C.prt_log(C.PRT_LOG_WARN, "a connection was never released; the garbage collector returned it (conn id "
                .. tonumber(C.prt_conn_id(c)) .. ")")
   C.prt_release(c, 0)
 end
@@ -179,7 +185,7 @@ local function run(self, flags, sql, ...)
 end
 
 function Conn:query(sql, ...) return run(self, self.pool._qflags, sql, ...) end
-function Conn:exec_simple(sql, ...) return run(self, 1, sql, ...) end
+function Conn:exec_simple(sql, ...) return run(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
 function Conn:backend_pid() return C.prt_conn_backend_pid(self._c) end
 -- Which host of a multi-host conninfo ("host=a,b port=p1,p2") this is on, 1-based.
@@ -244,7 +250,7 @@ local function pool_query(self, flags, sql, ...)
 end
 
 function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
-function Pool:exec_simple(sql, ...) return pool_query(self, 1, sql, ...) end
+function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
 local stats_buf = ffi.new("prt_pool_stats")
 
@@ -305,6 +311,7 @@ local function pool_opts(opts)
   check_opts(opts, pool_fields, "pool")
   local o = ffi.new("prt_pool_opts")
   C.prt_pool_opts_default(o)
+  o.max = 0 -- not configured: C uses its default unless a size hook decides (pool.configured is nil)
   local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned" }
   for k, v in pairs(opts) do
     if flags[k] then o[flags[k]] = v and 1 or 0
@@ -315,6 +322,47 @@ local function pool_opts(opts)
 end
 
 local pool_out = ffi.new("prt_pool*[1]")
+
+-- True when the C pool behind `p` (a pointer) was evicted; it lives on only
+-- as long as handles hold it.
+local function evicted(p)
+  C.prt_pool_stats_get(p, stats_buf)
+  return stats_buf.closed == C.PRT_POOL_EVICTED
+end
+M._evicted = evicted
+
+-- A name -> object table that forgets the objects `stale(obj, ctx)` calls
+-- dead, in one sweep whenever it has doubled since the last one (amortized
+-- O(1) per insert; `snapshot()`, when given, computes ctx once per sweep).
+-- rt._pools is one: a handle pins its C pool, so without the sweep every
+-- tenant a runtime ever saw would stay allocated after its eviction.
+local Cache = {}
+Cache.__index = Cache
+local SWEEP_MIN = 32
+
+function M._cache(stale, snapshot)
+  return setmetatable({ items = {}, n = 0, sweep_at = SWEEP_MIN, stale = stale, snapshot = snapshot }, Cache)
+end
+
+function Cache:put(name, obj)
+  local items = self.items
+  if items[name] == nil then self.n = self.n + 1 end
+  items[name] = obj
+  if self.n < self.sweep_at then return end
+  local ctx, n = self.snapshot and self.snapshot(), 0
+  for k, v in pairs(items) do
+    if self.stale(v, ctx) then items[k] = nil else n = n + 1 end
+  end
+  self.n, self.sweep_at = n, math.max(SWEEP_MIN, 2 * n)
+end
+
+function Cache:drop(name)
+  if self.items[name] == nil then return end
+  self.items[name] = nil
+  self.n = self.n - 1
+end
+
+local function handle_evicted(h) return evicted(h._p) end
 
 -- The C pool for `name` (a new reference, released by the GC), created
 -- from `o` if absent; nil, err when it cannot be had.
@@ -332,24 +380,25 @@ end
 function Runtime:pool(name, opts)
   if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
   local p = self._pools[name]
-  if p then return p end
+  if p then return p end -- evicted meanwhile, its next acquire recreates it
   local o = pool_opts(opts or {})
   local ptr = get_pool(self._rt, name, o)
   if not ptr then error("poolrt: " .. lasterr(), 2) end
   p = setmetatable({ _p = ptr, _o = o, name = name, rt = self, _null = (opts or {}).null,
-                     _qflags = o.stmt_cache == 0 and 1 or 0 }, Pool)
-  self._pools[name] = p
+                     _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
+  self._cache:put(name, p)
   return p
 end
 
--- Re-resolves a pool handle whose C pool was evicted.  Returns true when
--- the handle now points at a live pool.
+-- Re-resolves a pool handle whose C pool was evicted (not one that is
+-- draining), and caches it again unless rt:pool(name) made a new handle
+-- meanwhile.  Returns true when the handle now points at a live pool.
 function Runtime:_refresh(p)
-  local s = stats_of(p._p)
-  if s.closed ~= 1 then return false end -- draining, not evicted
+  if not evicted(p._p) then return false end
   local ptr = get_pool(self._rt, p.name, p._o)
   if not ptr then return false end
   p._p = ptr
+  if self._pools[p.name] == nil then self._cache:put(p.name, p) end
   return true
 end
 
@@ -357,24 +406,29 @@ end
 -- released; a later rt:pool(name) creates it afresh.  true, or nil, err.
 function Runtime:evict(name)
   if C.prt_runtime_evict(self._rt, name, errbuf, ERRLEN) ~= 0 then return nil, lasterr() end
+  self._cache:drop(name)
   return true
 end
 
 local rstats_buf = ffi.new("prt_runtime_stats")
 
 -- Runtime-wide counters: pools, max_pools, connections (open across
--- pools), max_connections, pools_over_cap_total, pools_evicted_total{...}.
+-- pools), max_connections, pools_over_cap_total, pools_evicted_total{...},
+-- and pools_allocated: pool structs alive in the whole process (live pools
+-- of every runtime, and evicted ones a handle still holds).
 function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
+  local evicted_by = {}
+  for _, why in ipairs{ "manual", "lru", "idle" } do
+    evicted_by[why] = tonumber(s.pools_evicted_total[C["PRT_EVICT_" .. why:upper()]])
+  end
   return { pools = s.pools, max_pools = s.max_pools, connections = s.connections,
            max_connections = s.max_connections, pools_over_cap_total = tonumber(s.pools_over_cap_total),
-           pools_evicted_total = { manual = tonumber(s.pools_evicted_total[0]),
-                                   lru = tonumber(s.pools_evicted_total[1]),
-                                   idle = tonumber(s.pools_evicted_total[2]) } }
+           pools_evicted_total = evicted_by, pools_allocated = C.prt_pools_allocated() }
 end
 
-local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
+local HOOKS = M.HOOKS
 local pstats_buf = ffi.new("prt_policy_stats")
 
 -- The runtime's policy counters: generation, reloads {ok, failed}, and
@@ -393,19 +447,33 @@ function Runtime:policy_stats()
   return out
 end
 
+-- Calls fn(name, p) for each live pool, p a pointer valid during the call.
+local function each_live_pool(rt, fn)
+  for i = 0, C.prt_runtime_pool_count(rt) - 1 do
+    local p = C.prt_runtime_pool_at(rt, i)
+    if p ~= nil then
+      fn(ffi.string(C.prt_pool_name(p)), p)
+      C.prt_pool_unref(p)
+    end
+  end
+end
+
+-- The names of the live pools, as a set.
+function Runtime:_live_names()
+  local live = {}
+  each_live_pool(self._rt, function(name) live[name] = true end)
+  return live
+end
+
 -- Per-pool statistics keyed by pool name.  Each entry also carries the
 -- runtime-wide policy_calls_total, policy_errors_total and policy_generation.
 function Runtime:stats()
   local all, ps = {}, self:policy_stats()
-  for i = 0, C.prt_runtime_pool_count(self._rt) - 1 do
-    local p = C.prt_runtime_pool_at(self._rt, i)
-    if p ~= nil then
-      local s = stats_of(p)
-      s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
-      all[ffi.string(C.prt_pool_name(p))] = s
-      C.prt_pool_unref(p)
-    end
-  end
+  each_live_pool(self._rt, function(name, p)
+    local s = stats_of(p)
+    s.policy_calls_total, s.policy_errors_total, s.policy_generation = ps.calls_total, ps.errors_total, ps.generation
+    all[name] = s
+  end)
   return all
 end
 
@@ -473,12 +541,17 @@ function Runtime:spawn(n, module, fn, ...)
 end
 
 local function wrap_runtime(ptr, owned)
-  return setmetatable({ _rt = ptr, _pools = {}, _owned = owned }, Runtime)
+  local cache = M._cache(handle_evicted)
+  return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned }, Runtime)
 end
 
+-- The options of poolrt.runtime{} and their types: the one list, which
+-- resty.poolrt accepts too.  Numbers are the prt_runtime_opts fields of the
+-- same name.
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
                          max_connections = "number", policy = "string", log_level = "string",
                          policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string" }
+M._runtime_fields = runtime_fields
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
 function M.policy_file(name)
@@ -497,8 +570,9 @@ local host = package.loaded["poolrt.host"] or {}
 
 -- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO), policy
 -- (a file; default: the host's --policy, else the built-in default),
--- policy_budget, reap_interval, max_pools, max_connections, log_level.
--- A policy that does not load raises.
+-- policy_budget, reap_interval, max_pools, max_connections, log_level,
+-- pool_idle_timeout, pools_overflow ("fail" or "allow"); what is not given
+-- is prt_runtime_opts_default's.  A policy that does not load raises.
 function M.runtime(opts)
   opts = opts or {}
   check_opts(opts, runtime_fields, "runtime")
@@ -507,11 +581,9 @@ function M.runtime(opts)
   local o = ffi.new("prt_runtime_opts")
   C.prt_runtime_opts_default(o)
   o.conninfo = opts.conninfo or os.getenv("POOLRT_CONNINFO")
-  if opts.reap_interval then o.reap_interval = opts.reap_interval end
-  if opts.max_pools then o.max_pools = opts.max_pools end
-  if opts.max_connections then o.max_connections = opts.max_connections end
-  if opts.policy_budget then o.policy_budget = opts.policy_budget end
-  if opts.pool_idle_timeout then o.pool_idle_timeout = opts.pool_idle_timeout end
+  for k, want in pairs(runtime_fields) do
+    if want == "number" and opts[k] then o[k] = opts[k] end
+  end
   if opts.pools_overflow then
     if opts.pools_overflow ~= "fail" and opts.pools_overflow ~= "allow" then
       error('poolrt: pools_overflow must be "fail" or "allow"', 2)

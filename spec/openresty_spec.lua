@@ -279,10 +279,14 @@ describe("resty.poolrt in nginx", function()
 
     setup(function()
       dir = scratch_dir()
-      -- The shipped config with only 2 worker-thread VMs but max_inflight 32.
+      -- The shipped config with only 2 worker-thread VMs but max_inflight 32,
+      -- and runtime options that poolrt.runtime{} takes (resty.poolrt once
+      -- refused them: nginx did not start).
       local f = assert(io.open("examples/nginx/nginx.conf"))
       local conf = f:read("*a"):gsub("lua_worker_thread_vm_pool_size 32;", "lua_worker_thread_vm_pool_size 2;")
+                                :gsub("max_inflight = 32,", 'max_inflight = 32, pool_idle_timeout = 3600, pools_overflow = "allow",')
       f:close()
+      assert.matches("pools_overflow", conf, 1, true)
       n = start_nginx{ app = APP .. "-vm", workers = 1, pool_max = 4,
                        conf = write_readable(dir .. "/nginx.conf", conf) }
     end)
@@ -290,6 +294,11 @@ describe("resty.poolrt in nginx", function()
     teardown(function()
       cleanup(n)
       if dir then H.run("rm -rf " .. q(dir)) end
+    end)
+
+    it("takes every option of poolrt.runtime{} (pool_idle_timeout, pools_overflow)", function()
+      assert.equal(200, select(2, get(n.url .. "/ping")))
+      assert.is_nil(error_log(n):match("unknown option"))
     end)
 
     it("answers 503 with a clear message and the worker survives", function()

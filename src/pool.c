@@ -16,6 +16,7 @@
  * freed when the last reference goes, so no handle ever dangles.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,15 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
     return bad ? PRT_EINVAL : PRT_OK;
 }
 
+/* Pool structs allocated and not yet freed, process-wide: what shows that
+ * evicted pools are freed once their last reference goes. */
+static atomic_int pools_allocated;
+
+int prt_pools_allocated(void)
+{
+    return atomic_load(&pools_allocated);
+}
+
 /* Creates a pool with one reference (the caller's). */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen)
@@ -84,6 +94,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         return PRT_ENOMEM;
     }
     atomic_init(&p->refs, 1);
+    atomic_fetch_add(&pools_allocated, 1);
     p->endpoints = prt__endpoints_new(conninfo);
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
@@ -115,6 +126,7 @@ void prt_pool_unref(prt_pool *p)
     free(p->conninfo);
     prt__endpoints_free(p->endpoints);
     free(p);
+    atomic_fetch_sub(&pools_allocated, 1);
 }
 
 const char *prt_pool_name(const prt_pool *p)
@@ -393,5 +405,23 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     return PRT_OK;
 }
 
+/* The stats copy internal values out under public names; the bindings
+ * read those names, so the two must not drift. */
+_Static_assert((int)PRT__CLOSED_EVICTED == (int)PRT_POOL_EVICTED && (int)PRT__CLOSED_DRAINING == (int)PRT_POOL_DRAINING,
+               "prt_pool_stats.closed carries PRT__CLOSED_* as PRT_POOL_*");
+_Static_assert((int)PRT__EVICT_MANUAL == (int)PRT_EVICT_MANUAL && (int)PRT__EVICT_LRU == (int)PRT_EVICT_LRU &&
+               (int)PRT__EVICT_IDLE == (int)PRT_EVICT_IDLE && (int)PRT__EVICT_NREASONS == (int)PRT_EVICT_NREASONS,
+               "prt_runtime_stats.pools_evicted_total is indexed by PRT_EVICT_*");
+
 /* The acquire-wait histogram's upper bounds, in seconds (+Inf last). */
 const double prt__wait_bounds[PRT_WAIT_BUCKETS] = { 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 1e300 };
+
+/* The bound of bucket i for bindings (the Lua side builds its histogram
+ * from this, so the bounds are written only here): +Inf for the last
+ * bucket, a negative number when i is out of range. */
+double prt_wait_bucket_bound(int i)
+{
+    if (i < 0 || i >= PRT_WAIT_BUCKETS)
+        return PRT_EINVAL;
+    return i == PRT_WAIT_BUCKETS - 1 ? INFINITY : prt__wait_bounds[i];
+}

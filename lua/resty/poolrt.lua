@@ -81,7 +81,7 @@ local function query_in_thread(addr, epoch, name, opts, deadline, waited, flags,
   local conn, err = thread_acquire(addr, epoch, name, opts, deadline, waited)
   if not conn then return nil, err end
   local ok, rows, qerr
-  if flags == 1 then
+  if flags == poolrt.C.PRT_Q_UNPREPARED then
     ok, rows, qerr = pcall(conn.exec_simple, conn, sql, ...)
   else
     ok, rows, qerr = pcall(conn.query, conn, sql, ...)
@@ -127,7 +127,7 @@ local W = {
   addr = nil,        -- rt:address(), handed to worker threads
   epoch = 0,         -- bumped per runtime, so thread VMs never use a stale handle
   cfg = nil,
-  pools = {},        -- name -> worker-side pool object
+  pools = nil,       -- name -> worker-side pool object (a poolrt._cache)
   sem = nil,         -- worker-thread slots
   inflight = 0,
   max_inflight = 32,
@@ -136,13 +136,13 @@ local W = {
   reload_seen = 0,   -- reload_all generation this worker has applied
 }
 
+-- The options: poolrt.runtime{}'s (one list, in poolrt.lua) and this
+-- module's own.
 local cfg_fields = {
-  conninfo = "string", policy = "string", reap_interval = "number", max_pools = "number",
-  max_connections = "number", log_level = "string", policy_budget = "number",
   pools = "table", thread_pool = "string", max_inflight = "number", shdict = "string",
   check_interval = "number", drain_grace = "number",
 }
-local rt_fields = { "conninfo", "reap_interval", "max_pools", "max_connections", "log_level", "policy_budget" }
+for k, want in pairs(poolrt._runtime_fields) do cfg_fields[k] = want end
 
 -- A shipped policy name ("default", "clamp") or a file path.
 local function policy_path(p)
@@ -197,7 +197,7 @@ function M.init(cfg)
   return true
 end
 
-local snapshot -- forward
+local snapshot, new_pool_cache -- forward
 
 local function apply_reload_all(premature)
   if premature or not W.rt then return end
@@ -220,7 +220,8 @@ end
 -- In init_worker_by_lua: creates this worker's runtime and its pools.
 -- cfg: a table or a Lua file returning one (default: what init() got):
 --   conninfo, policy (a file, or a shipped name like "default"),
---   reap_interval, max_pools, max_connections, log_level, policy_budget
+--   reap_interval, max_pools, max_connections, log_level, policy_budget,
+--   pool_idle_timeout, pools_overflow
 --                  -- as poolrt.runtime{}
 --   pools = { name = { max = 4, acquire_timeout = 2, ... } }
 --                  -- created now, options as rt:pool()
@@ -234,12 +235,12 @@ function M.init_worker(cfg)
   cfg = load_config(cfg or W.cfg, 2)
   W.cfg = cfg
   local ro = {}
-  for _, k in ipairs(rt_fields) do ro[k] = cfg[k] end
+  for k in pairs(poolrt._runtime_fields) do ro[k] = cfg[k] end
   ro.policy = policy_path(cfg.policy)
   W.rt = poolrt.runtime(ro)
   W.addr = W.rt:address()
   W.epoch = W.epoch + 1
-  W.pools = {}
+  W.pools = new_pool_cache()
   W.thread_pool = cfg.thread_pool or "poolrt"
   W.max_inflight = cfg.max_inflight or 32
   W.sem = assert(semaphore.new(W.max_inflight))
@@ -275,10 +276,19 @@ function M.runtime() return need_rt(2) end
 local Pool = {}
 Pool.__index = Pool
 
+-- The pool objects of this worker, by name.  They hold no C pool (the
+-- worker-thread VMs do the work), only the options to recreate one; a
+-- sweep forgets those of pools no longer live in the runtime (evicted
+-- tenants), so churning tenants leave nothing behind.  An object a caller
+-- still holds keeps working and comes back into the cache when used.
+function new_pool_cache()
+  return poolrt._cache(function(p, live) return not live[p.name] end, function() return W.rt:_live_names() end)
+end
+
 -- The pool `name` of this worker; created from opts (or the config's
 -- entry) when it does not exist yet (that is quick: no connection is opened).
 function M.pool(name, opts)
-  local p = W.pools[name]
+  local p = W.pools and W.pools.items[name]
   if p then return p end
   local rt = need_rt(2)
   if type(name) ~= "string" then error("resty.poolrt: pool name must be a string", 2) end
@@ -286,13 +296,12 @@ function M.pool(name, opts)
   local null_value = opts.null
   local o = {}
   for k, v in pairs(opts) do if k ~= "null" then o[k] = v end end
-  rt:pool(name, o)
-  p = setmetatable({
-    name = name, _null = null_value, _opts = o,
-    _flags = opts.prepare == false and 1 or 0,
-    _timeout = opts.acquire_timeout or 5,
-  }, Pool)
-  W.pools[name] = p
+  local h = rt:pool(name, o)
+  -- query flags and the acquire timeout as the binding derived them from
+  -- C's defaults and these options
+  p = setmetatable({ name = name, _null = null_value, _opts = o, _flags = h._qflags,
+                     _timeout = tonumber(h._o.acquire_timeout) }, Pool)
+  W.pools:put(name, p)
   return p
 end
 
@@ -337,6 +346,7 @@ local function dispatch(self, timeout, fn, ...)
   W.inflight = W.inflight + 1
   -- pcall: run_worker_thread raises outside rewrite/access/content, and the
   -- slot must come back either way.
+  if W.pools.items[self.name] == nil then W.pools:put(self.name, self) end
   local pok, tok, tag, res = pcall(ngx.run_worker_thread, W.thread_pool, "resty.poolrt", fn, W.addr, W.epoch,
                                    self.name, self._opts, deadline, poolrt.now() - start, ...)
   W.inflight = W.inflight - 1
@@ -467,7 +477,7 @@ function M.shutdown(grace)
   local rt = W.rt
   if not rt then return true end
   W.rt = nil
-  W.pools = {}
+  W.pools = nil
   local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace) or 5)
   rt:close()
   ngx.log(ok and ngx.NOTICE or ngx.WARN, "resty.poolrt: worker ", ngx.worker.id() or "?", " closed its pools",
@@ -478,9 +488,6 @@ end
 ---------------------------------------------------------------------------
 -- Prometheus metrics
 ---------------------------------------------------------------------------
-local HOOKS = { "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict" }
-local CLOSE_REASONS = { "idle", "lifetime", "broken", "evicted", "shrink" }
-
 local function num(v)
   if v == nil then return "NaN" end
   if v == math.huge then return "+Inf" end
@@ -492,92 +499,9 @@ local function esc(v)
   return (tostring(v):gsub('[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
 
--- This runtime's exposition text without a worker label, from rt:stats()
--- and friends, with the names of the core's rt:metrics() (src/metrics.c);
--- used when the binding has no rt:metrics().
-local per_pool = {
-  { "poolrt_cl_active", "gauge", "Callers holding a connection (PgBouncer cl_active).", "cl_active" },
-  { "poolrt_cl_waiting", "gauge", "Callers waiting for a connection (PgBouncer cl_waiting).", "cl_waiting" },
-  { "poolrt_sv_active", "gauge", "Server connections in use (PgBouncer sv_active).", "sv_active" },
-  { "poolrt_sv_idle", "gauge", "Server connections idle in the pool (PgBouncer sv_idle).", "sv_idle" },
-  { "poolrt_maxwait", "gauge", "Seconds the oldest waiter has waited (PgBouncer maxwait).", "maxwait" },
-  { "poolrt_pool_max", "gauge", "The pool's live maximum (after the size policy).", "max" },
-  { "poolrt_pool_total", "gauge", "Server connections open or opening.", "total" },
-  { "poolrt_acquire_total", "counter", "Connections handed out.", "acquire_total" },
-  { "poolrt_acquire_timeouts_total", "counter", "Acquires that timed out or were refused by overflow fail.",
-    "acquire_timeouts_total" },
-  { "poolrt_connections_created_total", "counter", "Server connections opened.", "connections_created_total" },
-  { "poolrt_connect_errors_total", "counter", "Failed connection attempts.", "connect_errors_total" },
-  { "poolrt_connections_grown_total", "counter", "Connections opened over max by overflow grow.", "grown_total" },
-}
-
-local function own_text(rt)
-  local out, stats, names = {}, rt:stats(), {}
-  for n in pairs(stats) do names[#names + 1] = n end
-  sort(names)
-  local function head(name, typ, help) out[#out + 1] = "# HELP " .. name .. " " .. help .. "\n# TYPE " .. name .. " " .. typ end
-  for _, g in ipairs(per_pool) do
-    head(g[1], g[2], g[3])
-    for _, n in ipairs(names) do out[#out + 1] = fmt('%s{pool="%s"} %s', g[1], esc(n), num(stats[n][g[4]])) end
-  end
-  head("poolrt_connections_closed_total", "counter", "Server connections closed, by reason.")
-  for _, n in ipairs(names) do
-    for _, r in ipairs(CLOSE_REASONS) do
-      out[#out + 1] = fmt('poolrt_connections_closed_total{pool="%s",reason="%s"} %s', esc(n), r,
-                          num(stats[n].connections_closed_total[r]))
-    end
-  end
-  head("poolrt_acquire_wait_seconds", "histogram", "Time acquires waited for a connection.")
-  local bounds = poolrt.WAIT_BOUNDS
-  for _, n in ipairs(names) do
-    local s, cum = stats[n], 0
-    local buckets = s.acquire_wait_buckets
-    if buckets and bounds then
-      for k = 1, #bounds do
-        cum = cum + (buckets[k] or 0)
-        out[#out + 1] = fmt('poolrt_acquire_wait_seconds_bucket{pool="%s",le="%s"} %s', esc(n),
-                            bounds[k] == math.huge and "+Inf" or fmt("%g", bounds[k]), num(cum))
-      end
-    else
-      cum = s.acquire_total
-      out[#out + 1] = fmt('poolrt_acquire_wait_seconds_bucket{pool="%s",le="+Inf"} %s', esc(n), num(cum))
-    end
-    out[#out + 1] = fmt('poolrt_acquire_wait_seconds_sum{pool="%s"} %.6f', esc(n), s.acquire_wait_seconds_sum)
-    out[#out + 1] = fmt('poolrt_acquire_wait_seconds_count{pool="%s"} %s', esc(n), num(cum))
-  end
-  local ps = rt:policy_stats()
-  head("poolrt_policy_calls_total", "counter", "Policy hook calls.")
-  for _, h in ipairs(HOOKS) do out[#out + 1] = fmt('poolrt_policy_calls_total{hook="%s"} %s', h, num(ps.calls[h])) end
-  head("poolrt_policy_errors_total", "counter", "Policy hook calls that failed and used the built-in default.")
-  for _, h in ipairs(HOOKS) do out[#out + 1] = fmt('poolrt_policy_errors_total{hook="%s"} %s', h, num(ps.errors[h])) end
-  head("poolrt_policy_reloads_total", "counter", "Policy reloads.")
-  out[#out + 1] = 'poolrt_policy_reloads_total{result="ok"} ' .. num(ps.reloads.ok)
-  out[#out + 1] = 'poolrt_policy_reloads_total{result="failed"} ' .. num(ps.reloads.failed)
-  head("poolrt_policy_generation", "gauge", "The live policy's generation.")
-  out[#out + 1] = "poolrt_policy_generation " .. num(ps.generation)
-  if rt.runtime_stats then
-    local rs = rt:runtime_stats()
-    head("poolrt_pools", "gauge", "Live pools.")
-    out[#out + 1] = "poolrt_pools " .. num(rs.pools)
-    head("poolrt_connections", "gauge", "Server connections open across pools.")
-    out[#out + 1] = "poolrt_connections " .. num(rs.connections)
-    head("poolrt_pools_over_cap_total", "counter", "Pools admitted over max_pools.")
-    out[#out + 1] = "poolrt_pools_over_cap_total " .. num(rs.pools_over_cap_total)
-    head("poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason.")
-    for _, r in ipairs{ "manual", "lru", "idle" } do
-      out[#out + 1] = fmt('poolrt_pools_evicted_total{reason="%s"} %s', r, num(rs.pools_evicted_total[r]))
-    end
-  end
-  return concat(out, "\n") .. "\n"
-end
-
--- This worker's exposition text: the core's rt:metrics() when the binding
--- has it (one source of names for the host, scripts and nginx), else own_text.
-local function worker_text()
-  local rt = W.rt
-  if rt.metrics then return rt:metrics() end
-  return own_text(rt)
-end
+-- This worker's exposition text: the core's, so the host, scripts and
+-- nginx expose the same names (src/metrics.c).
+local function worker_text() return W.rt:metrics() end
 
 -- Publishes this worker's metrics for /metrics served by any worker.
 function snapshot()
