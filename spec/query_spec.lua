@@ -140,13 +140,13 @@ describe("typed rows and parameters", function()
   end)
 
   it("returns bytea as its raw bytes, zero bytes included, in hex and escape output", function()
-    local bytes = "\0\1\255\\\"x\0"
+    local bytes = "\0\1\255\\\"x\0\\123\\\\"
     local r = one(pool, "select $1::bytea as b, ''::bytea as e", "\\x" .. ("%02x"):rep(#bytes):format(bytes:byte(1, -1)))
     assert.equal(bytes, r.b)
     assert.equal("", r.e)
     local c = assert(pool:acquire())
     assert(c:query("set bytea_output = 'escape'"))
-    assert.equal(bytes, assert(c:query("select $1::bytea as b", "\\x00 01 ff 5c 22 78 00"))[1].b)
+    assert.equal(bytes, assert(c:query("select $1::bytea as b", "\\x00 01 ff 5c 22 78 00 5c 31 32 33 5c 5c"))[1].b)
     assert(c:query("reset bytea_output"))
     c:release()
   end)

@@ -51,7 +51,12 @@ local hexbyte = {}
 for i = 0, 255 do
   hexbyte[("%02x"):format(i)], hexbyte[("%02X"):format(i)] = string.char(i), string.char(i)
 end
-local function octal(e) return e == "\\" and "\\" or string.char(tonumber(e, 8)) end
+-- e is what follows a backslash: another backslash (then any digits after
+-- it are literal bytes), or three octal digits.
+local function octal(e)
+  if byte(e, 1) == 92 then return e end
+  return string.char(tonumber(e, 8))
+end
 
 -- bytea_output = 'hex' (the default since 9.0): \x then two digits a byte;
 -- 'escape': \\ for a backslash and \ooo for other non-printable bytes.
@@ -161,8 +166,6 @@ local function array_of(elem)
   end
 end
 
-local function text(s) return s end
-
 -- Type OIDs from pg_type.dat (stable across PostgreSQL versions).
 local by_oid = {
   [21] = num, [23] = num, [26] = num, [700] = num, [701] = num, -- int2 int4 oid float4 float8
@@ -176,7 +179,6 @@ local by_oid = {
   [1231] = array_of(nil),
 }
 D.by_oid = by_oid
-D.text = text
 
 -- Builds the rows of result r (see poolrt.lua for the shape): one decoder
 -- per column, chosen from its type OID when `typed`; NULL -> `null`.
