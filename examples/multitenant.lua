@@ -20,7 +20,7 @@ while poolrt.now() < stop do
   t = t % 30 + 1                                   -- 30 tenants take turns; 20 pools fit at once
   local tenant = rt:pool(("tenant_%02d"):format(t), { max = 1, acquire_timeout = 1 })
   local rows = assert(tenant:query("select $1::int as tenant", t))
-  assert(rows[1].tenant == tostring(t))
+  assert(rows[1].tenant == t)
   poolrt.sleep(0.01)
 end
 

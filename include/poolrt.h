@@ -196,6 +196,8 @@ const char *prt_result_fname(const prt_result *r, int col);
 const char *prt_result_value(const prt_result *r, int row, int col);
 int prt_result_isnull(const prt_result *r, int row, int col);
 int prt_result_length(const prt_result *r, int row, int col);
+/* The column's type OID (pg_type.oid), for decoding its text values. */
+unsigned int prt_result_ftype(const prt_result *r, int col);
 long long prt_result_affected(const prt_result *r);
 void prt_result_free(prt_result *r);
 

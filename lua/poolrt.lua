@@ -3,14 +3,16 @@
 --   local poolrt = require "poolrt"
 --   local rt   = poolrt.runtime{ conninfo = "host=127.0.0.1 dbname=app" }
 --   local pool = rt:pool("app", { max = 10 })
---   local rows = pool:query("select $1::int + 1 as n", 41)   -- rows[1].n == "42"
+--   local rows = pool:query("select $1::int + 1 as n", 41)   -- rows[1].n == 42
 --
 -- Expected failures (timeouts, refused connects, query errors) return
 -- nil, err with the pool's state in err; programming errors raise.
--- Values come back as strings, SQL NULL as nil (or the pool's `null` option,
--- e.g. poolrt.null, to keep the key).
+-- Values come back typed by column type (poolrt/decode.lua has the table;
+-- pool option decode = false keeps PostgreSQL's text), SQL NULL as nil (or
+-- the pool's `null` option, e.g. poolrt.null, to keep the key).
 local ffi = require "ffi"
 require "poolrt.cdef"
+local D = require "poolrt.decode"
 
 local C
 do
@@ -116,36 +118,24 @@ local function wrap_conn(pool, c)
   return setmetatable({ _c = ffi.gc(c, gc_release), pool = pool, id = tonumber(C.prt_conn_id(c)) }, Conn)
 end
 
+-- Lua arrays go as PostgreSQL array literals, so `$1::int[]` and
+-- `id = any($1)` need no further cast.
 local function to_param(v)
-  if v == nil or v == M.null then return nil end
   local t = type(v)
   if t == "string" then return v end
+  if D.is_null(v, M.null) then return nil end
   if t == "boolean" then return v and "t" or "f" end
-  if t == "number" then
-    if v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%d", v) end
-    return string.format("%.17g", v)
+  if t == "number" then return D.number(v) end
+  if t == "table" then
+    local s, err = D.array(v, M.null)
+    if s then return s end
+    error("poolrt: query parameter: " .. err, 4)
   end
-  error("poolrt: query parameter of type " .. t .. " (want string, number, boolean or nil)", 4)
+  error("poolrt: query parameter of type " .. t .. " (want string, number, boolean, nil or an array)", 4)
 end
 
-local function rows_of(r, null)
-  local nt, nf = C.prt_result_ntuples(r), C.prt_result_nfields(r)
-  local names = {}
-  for j = 0, nf - 1 do names[j + 1] = ffi.string(C.prt_result_fname(r, j)) end
-  local rows = { columns = names, affected = tonumber(C.prt_result_affected(r)) }
-  for i = 0, nt - 1 do
-    local row = {}
-    for j = 0, nf - 1 do
-      if C.prt_result_isnull(r, i, j) == 0 then
-        row[names[j + 1]] = ffi.string(C.prt_result_value(r, i, j), C.prt_result_length(r, i, j))
-      elseif null ~= nil then
-        row[names[j + 1]] = null
-      end
-    end
-    rows[i + 1] = row
-  end
-  return rows
-end
+-- Rows of result r for pool p: typed per column unless p has decode = false.
+local function rows_of(r, p) return D.rows(C, r, p._null, p._decode) end
 
 -- Fills parambuf with the query's parameters; the strings stay referenced
 -- from `keep` until the next call (one state runs one query at a time).
@@ -164,11 +154,11 @@ local function set_params(sql, ...)
 end
 
 -- Runs the query on connection c; returns rows, or nil, err, broken.
-local function exec(c, flags, null, sql, n)
+local function exec(c, flags, p, sql, n)
   local rc = C.prt_query(c, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   if rc ~= 0 then return nil, lasterr(), rc == C.PRT_EBROKEN end
   local r = res_out[0]
-  local ok, rows = pcall(rows_of, r, null)
+  local ok, rows = pcall(rows_of, r, p)
   C.prt_result_free(r)
   if not ok then error(rows, 0) end
   return rows
@@ -179,7 +169,7 @@ local function run(self, flags, sql, ...)
   local c = self._c
   if not c then error("poolrt: query on a released connection", 3) end
   local n = set_params(sql, ...)
-  local rows, err, broken = exec(c, flags, self.pool._null, sql, n)
+  local rows, err, broken = exec(c, flags, self.pool, sql, n)
   if broken then self.broken = true end
   return rows, err
 end
@@ -243,7 +233,7 @@ local function pool_query(self, flags, sql, ...)
   local n = set_params(sql, ...)
   if acquire_c(self, -1) ~= 0 then return nil, lasterr() end
   local c = conn_out[0]
-  local ok, rows, err, broken = pcall(exec, c, flags, self._null, sql, n)
+  local ok, rows, err, broken = pcall(exec, c, flags, self, sql, n)
   C.prt_release(c, broken and 1 or 0)
   if not ok then error(rows, 0) end
   return rows, err
@@ -293,7 +283,7 @@ local pool_fields = {
   max = "number", min_idle = "number", acquire_timeout = "number", idle_timeout = "number",
   max_lifetime = "number", lifetime_jitter = "number", validate_idle = "number",
   query_timeout = "number", stmt_cache = "number", discard_all = "boolean",
-  conninfo = "string", prepare = "boolean", null = true, threads = "number",
+  conninfo = "string", prepare = "boolean", null = true, decode = "boolean", threads = "number",
   protected = "boolean", pinned = "boolean", leak_threshold = "number", connect_backoff_max = "number",
 }
 
@@ -315,7 +305,7 @@ local function pool_opts(opts)
   local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned" }
   for k, v in pairs(opts) do
     if flags[k] then o[flags[k]] = v and 1 or 0
-    elseif k ~= "prepare" and k ~= "null" then o[k] = v end
+    elseif k ~= "prepare" and k ~= "null" and k ~= "decode" then o[k] = v end
   end
   if opts.prepare == false then o.stmt_cache = 0 end
   return o
@@ -374,6 +364,7 @@ end
 
 -- Fetches pool `name`, creating it from opts (fields of prt_pool_opts, plus
 -- prepare = false for unprepared statements, null = <value for NULL>,
+-- decode = false for rows of strings (PostgreSQL's text, no typing),
 -- protected/pinned = true to exempt it from eviction) when it does not
 -- exist yet.  Raises on bad options, and when max_pools is reached and
 -- nothing can be evicted (PgBouncer and apartment refuse there too).
@@ -385,6 +376,7 @@ function Runtime:pool(name, opts)
   local ptr = get_pool(self._rt, name, o)
   if not ptr then error("poolrt: " .. lasterr(), 2) end
   p = setmetatable({ _p = ptr, _o = o, name = name, rt = self, _null = (opts or {}).null,
+                     _decode = (opts or {}).decode ~= false,
                      _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
   self._cache:put(name, p)
   return p

@@ -163,7 +163,7 @@ describe("shutdown", function()
     assert.matches("drained; exiting", log)
     assert.is_true(poolrt.now() - t0 < 10)
     H.wait_until(function()
-      return H.admin("select count(*) as n from pg_stat_activity where application_name = $1", app_name)[1].n == "0"
+      return H.admin("select count(*) as n from pg_stat_activity where application_name = $1", app_name)[1].n == 0
     end, 5, "every server connection of the host to close")
     os.remove(worker)
   end)

@@ -35,7 +35,7 @@ end
 -- Waits until the server no longer has a backend with this pid.
 function H.wait_backend_gone(pid)
   H.wait_until(function()
-    return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == "0"
+    return H.admin("select count(*) as n from pg_stat_activity where pid = $1", pid)[1].n == 0
   end, 5, "backend " .. pid .. " to exit")
 end
 

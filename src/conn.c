@@ -400,6 +400,7 @@ const char *prt_result_fname(const prt_result *r, int col) { return PQfname(R(r)
 const char *prt_result_value(const prt_result *r, int row, int col) { return PQgetvalue(R(r), row, col); }
 int prt_result_isnull(const prt_result *r, int row, int col) { return PQgetisnull(R(r), row, col); }
 int prt_result_length(const prt_result *r, int row, int col) { return PQgetlength(R(r), row, col); }
+unsigned int prt_result_ftype(const prt_result *r, int col) { return PQftype(R(r), col); }
 void prt_result_free(prt_result *r) { PQclear((PGresult *)(void *)r); }
 
 long long prt_result_affected(const prt_result *r)

@@ -13,7 +13,8 @@ for group in "$@"; do
   case "$group" in
     # luajit2/libluajit2-5.1-dev are Debian's OpenResty fork, the LuaJIT that
     # libnginx-mod-http-lua links against; we build against the same one.
-    core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted
+    # lua-cjson decodes json/jsonb columns (OpenResty ships the same library).
+    core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted lua-cjson
                      libcmocka-dev libmicrohttpd-dev curl pkg-config gcc make) ;;
     # The nginx group is what `make test` needs beyond core: the OpenResty
     # specs, and promtool (package prometheus) that lints every /metrics.

@@ -16,8 +16,9 @@
 -- an OS thread of the `thread_pool` named by `thread_pool` (default
 -- "poolrt"), so the event loop never blocks.  Arguments and results cross
 -- as strings, numbers, booleans and plain tables; rows come back exactly as
--- from poolrt (values are strings, SQL NULL is nil unless the pool has a
--- `null` option, e.g. ngx.null).
+-- from poolrt (typed by column, see lua/poolrt/decode.lua; SQL NULL is nil
+-- unless the pool has a `null` option, e.g. ngx.null, which then stands for
+-- NULL inside arrays and JSON too).
 --
 -- Requests wait for a worker thread in the event loop (ngx.semaphore,
 -- first come first served) so that no more than `max_inflight` calls are in
@@ -295,7 +296,10 @@ function M.pool(name, opts)
   opts = opts or (W.cfg.pools and W.cfg.pools[name]) or {}
   local null_value = opts.null
   local o = {}
-  for k, v in pairs(opts) do if k ~= "null" then o[k] = v end end
+  -- ngx.null (a light userdata) crosses into the thread VMs as itself, so
+  -- there it marks NULL array elements and JSON nulls as well; another null
+  -- value would not keep its identity and is filled in below (columns only).
+  for k, v in pairs(opts) do if k ~= "null" or v == null then o[k] = v end end
   local h = rt:pool(name, o)
   -- query flags and the acquire timeout as the binding derived them from
   -- C's defaults and these options
@@ -310,8 +314,8 @@ local function check_params(...)
   for i = 1, n do
     local v = select(i, ...)
     local t = type(v)
-    if not (t == "string" or t == "number" or t == "boolean" or v == nil or v == null) then
-      error("resty.poolrt: query parameter " .. i .. " of type " .. t .. " (want string, number, boolean, nil or ngx.null)", 4)
+    if not (t == "string" or t == "number" or t == "boolean" or t == "table" or v == nil or v == null) then
+      error("resty.poolrt: query parameter " .. i .. " of type " .. t .. " (want string, number, boolean, nil, ngx.null or an array)", 4)
     end
   end
   return n

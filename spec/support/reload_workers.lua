@@ -24,7 +24,7 @@ function W.storm(rt, i, n, pool_name, paths, count)
   repeat
     local rows, err = pool:query("select $1::int as v", i)
     queries = queries + 1
-    if not rows or rows[1].v ~= tostring(i) then failures[#failures + 1] = err or "wrong row" end
+    if not rows or rows[1].v ~= i then failures[#failures + 1] = err or "wrong row" end
   until reloads(rt) >= count or poolrt.now() > deadline
   -- and a few more on the final policy
   for _ = 1, 20 do
