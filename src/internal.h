@@ -4,6 +4,8 @@
  * Locking, in the order locks may be nested:
  *   rt->mu    the pool registry and the timer's stop flag;
  *   pool->mu  everything about one pool: idle list, counts, waiters, stats.
+ * Never two pools' locks at once.  The global slot count (rt->nconns) is
+ * atomic and taken under the pool's lock (slots.c).
  * A connection has no lock: while idle it belongs to its pool (under
  * pool->mu); while in use it belongs to the one thread that acquired it.
  * No lock is held across network I/O (connect, query, close).
@@ -119,12 +121,15 @@ typedef struct prt__waiter {
 } prt__waiter;
 
 struct prt_pool {
-    /* The owning runtime.  Set at creation; prt_runtime_free sets it to NULL,
-     * under mu, in the pools still in its registry, so that connections
-     * released later no longer count against a runtime that is gone.  Read
-     * under mu, or without it on entry points (acquire, re-size, concurrency,
-     * reap) that the caller must not run concurrently with prt_runtime_free. */
+    /* The owning runtime.  Set at creation; prt_runtime_free sets it to NULL
+     * in every pool it made that is still allocated (evicted ones included),
+     * holding both mu and pool.c's alive_mu, so that what such a pool does
+     * later (a release, its last unref) no longer touches a runtime that is
+     * gone.  Read under either lock, or without one on entry points
+     * (acquire, re-size, concurrency, reap) that the caller must not run
+     * concurrently with prt_runtime_free. */
     prt_runtime *rt;
+    struct prt_pool *alive_prev, *alive_next; /* rt->pools_alive; pool.c's alive_mu */
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
@@ -176,7 +181,7 @@ extern _Thread_local char prt__thread_tag; /* its address names the thread */
 
 static inline void prt__lock(prt_pool *p)
 {
-    PRT__ASSERT_UNHELD(p); /* pool locks do not nest */
+    PRT__ASSERT_UNHELD(p); /* mu is not recursive */
     pthread_mutex_lock(&p->mu);
     PRT__SET_OWNER(p, PRT__SELF);
 }
@@ -200,11 +205,13 @@ static inline int prt__cond_timedwait(pthread_cond_t *cond, prt_pool *p, const s
 
 extern const double prt__wait_bounds[PRT_WAIT_BUCKETS];
 
-/* pool.c -- no lock held: */
+/* pool.c -- take no lock, so any may be held (the registry holds rt->mu): */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen);
 void prt__pool_ref(prt_pool *p);
+/* pool.c -- no lock held: */
 void prt__pool_close(prt_pool *p, int reason);   /* PRT__POOL_*: refuse new work, close idle */
+void prt__pools_detach(prt_runtime *rt);         /* every pool rt made: rt = NULL */
 void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
 /* pool.c -- p->mu held: */
 void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)" */
@@ -222,7 +229,7 @@ int prt__slot_take(prt_pool *p, int over_max);
 void prt__grant_slots(prt_pool *p);
 /* slots.c -- entered with p->mu held, returns with it released: */
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
-/* slots.c -- no pool lock held: */
+/* slots.c -- no lock held: */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
 int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self);
 
@@ -238,6 +245,7 @@ enum { PRT__EVICT_MANUAL, PRT__EVICT_LRU, PRT__EVICT_IDLE, PRT__EVICT_NREASONS }
 int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out);
 void prt__registry_release(prt_pool **pools, int n);
 void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double now, int *evicted);
+/* No pool lock held; rt->mu may be: */
 int prt__pool_evictable(prt_pool *p);   /* the eviction rule */
 
 /* --- policy.c: the boundary to Lua policy hooks ------------------------- */
@@ -296,6 +304,7 @@ struct prt_runtime {
     /* Protected by mu. */
     prt_pool **pools;
     int npools, pools_cap;
+    prt_pool *pools_alive;   /* every pool made and not yet freed; pool.c's alive_mu, not mu */
     int stopping;            /* timer thread must exit */
     int draining;            /* no new acquires */
     /* Timer thread; started by prt_runtime_new, joined by prt_runtime_free. */

@@ -11,7 +11,10 @@
  * registry holds one reference while the pool is live; every handle
  * (prt_pool_get, prt_runtime_pool_at) and every connection in use holds
  * one.  An evicted pool is closed and leaves the registry at once, and is
- * freed when the last reference goes, so no handle ever dangles.
+ * freed when the last reference goes, so no handle ever dangles.  A pool
+ * may outlive its runtime: prt_runtime_free detaches every pool it made
+ * that is still allocated (p->rt = NULL), found through the runtime's
+ * alive list.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +49,53 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
     return bad ? PRT_EINVAL : PRT_OK;
 }
 
+/* The runtime's list of pools not yet freed (rt->pools_alive and each
+ * pool's alive_prev/next) and the clearing of p->rt are guarded by
+ * alive_mu.  Lock order: rt->mu, then alive_mu, then a pool's mu. */
+static pthread_mutex_t alive_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void alive_link(prt_pool *p)
+{
+    pthread_mutex_lock(&alive_mu);
+    p->alive_next = p->rt->pools_alive;
+    if (p->alive_next)
+        p->alive_next->alive_prev = p;
+    p->rt->pools_alive = p;
+    pthread_mutex_unlock(&alive_mu);
+}
+
+/* Before a pool is freed.  Its runtime may already be gone (rt NULL). */
+static void alive_unlink(prt_pool *p)
+{
+    pthread_mutex_lock(&alive_mu);
+    if (p->rt) {
+        if (p->alive_prev)
+            p->alive_prev->alive_next = p->alive_next;
+        else
+            p->rt->pools_alive = p->alive_next;
+        if (p->alive_next)
+            p->alive_next->alive_prev = p->alive_prev;
+    }
+    pthread_mutex_unlock(&alive_mu);
+}
+
+/* Detaches every pool rt made that is still allocated: p->rt = NULL (under
+ * alive_mu and p->mu), and the list is emptied.  prt_runtime_free calls it
+ * once no thread uses the runtime any more.  No pool lock held. */
+void prt__pools_detach(prt_runtime *rt)
+{
+    pthread_mutex_lock(&alive_mu);
+    for (prt_pool *p = rt->pools_alive, *next; p; p = next) {
+        next = p->alive_next;
+        prt__lock(p);
+        p->rt = NULL;
+        p->alive_prev = p->alive_next = NULL;
+        prt__unlock(p);
+    }
+    rt->pools_alive = NULL;
+    pthread_mutex_unlock(&alive_mu);
+}
+
 /* Creates a pool with one reference (the caller's). */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen)
@@ -77,6 +127,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
     pthread_mutex_init(&p->mu, NULL);
+    alive_link(p);
     *out = p;
     return PRT_OK;
 }
@@ -93,6 +144,7 @@ void prt_pool_unref(prt_pool *p)
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
     prt__pool_close(p, PRT__POOL_EVICTED);
+    alive_unlink(p);
     pthread_mutex_destroy(&p->mu);
     free(p->idle);
     free(p->name);

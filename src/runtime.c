@@ -244,9 +244,9 @@ int prt_runtime_drain(prt_runtime *rt, double grace)
 }
 
 /* Stops the timer, drains without grace and drops every pool.  Pools still
- * referenced (handles not yet released, connections still in use) stay
- * allocated, closed and detached from the runtime, until their last
- * reference goes. */
+ * referenced (handles not yet released, connections still in use, evicted
+ * ones included) stay allocated, closed and detached from the runtime,
+ * until their last reference goes. */
 void prt_runtime_free(prt_runtime *rt)
 {
     if (!rt)
@@ -270,10 +270,11 @@ void prt_runtime_free(prt_runtime *rt)
         if (pools[i]->in_use > 0)
             prt__logf(PRT_LOG_WARN, "pool \"%s\": runtime freed with %d connection(s) still in use; "
                       "they close when released", pools[i]->name, pools[i]->in_use);
-        pools[i]->rt = NULL; /* under mu: see struct prt_pool */
         prt__unlock(pools[i]);
-        prt_pool_unref(pools[i]);
     }
+    prt__pools_detach(rt); /* these and the evicted ones still allocated */
+    for (int i = 0; i < n; i++)
+        prt_pool_unref(pools[i]);
     free(pools);
     prt__policy_forget(rt);
     prt__policy_unref(rt->policy);

@@ -230,6 +230,34 @@ static void drain_waits_for_connections_in_use(void **state)
     prt_runtime_free(rt);
 }
 
+/* A pool evicted while a connection is in use, then its runtime freed:
+ * the pool is detached from the runtime (rt NULL) like the pools still in
+ * the registry, so the late release touches nothing freed (the ASan build
+ * of this test would report a use after free otherwise). */
+static void an_evicted_pool_outlives_its_runtime(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    prt_pool *p = pgtest_pool(rt, "gone", &o);
+    prt_conn *c;
+    char err[PRT__ERRLEN];
+    assert_int_equal(prt_acquire(p, 5, &c, err, sizeof err), PRT_OK);
+    assert_int_equal(prt_runtime_evict(rt, "gone", err, sizeof err), PRT_OK);
+    prt_runtime_free(rt);
+    pthread_mutex_lock(&p->mu);
+    prt_runtime *owner = p->rt;
+    pthread_mutex_unlock(&p->mu);
+    assert_null(owner);
+    prt_release(c, 0);
+    prt_pool_stats s;
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.closed_evicted, 1);
+    prt_pool_unref(p);
+}
+
 /* Process-wide events (SIGHUP reload, SIGTERM drain, metrics) reach every
  * live runtime, however many: the 65th and later were once left out.  No
  * server needed: no pool is ever connected. */
@@ -276,6 +304,7 @@ int main(void)
         cmocka_unit_test(counts_hold_under_contention),
         cmocka_unit_test(drain_waits_for_connections_in_use),
         cmocka_unit_test(every_runtime_is_reached_by_process_wide_events),
+        cmocka_unit_test(an_evicted_pool_outlives_its_runtime),
         cmocka_unit_test(every_error_code_has_a_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
