@@ -225,8 +225,7 @@ int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), do
                     prt_conn **out);
 
 /* slots.c -- p->mu held: */
-int prt__slot_take(prt_pool *p, int over_max);
-void prt__grant_slots(prt_pool *p);
+int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
 /* slots.c -- entered with p->mu held, returns with it released: */
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
 /* slots.c -- no lock held: */

@@ -242,7 +242,7 @@ prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
 }
 
 /* Which pools the reap cycle evicts: the `evict` hook's answer, or those
- * idle longer than pool_idle_timeout.  Either way never a busy pool, and by
+ * idle longer than pool_idle_timeout.  Either way never a pool with work, and by
  * default never a protected one. */
 static void choose_evictions(prt_runtime *rt, prt_pool **pools, int n, double now, unsigned char *evict)
 {

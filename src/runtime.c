@@ -1,10 +1,12 @@
 /*
- * runtime.c -- the runtime: its lifecycle, the timer thread
- * it owns, and shutdown (drain, then free).
+ * runtime.c -- the runtime: its lifecycle, the timer thread it owns, the
+ * live policy it publishes, and shutdown (drain, then free).  Pools by
+ * name are registry.c's; the reap cycle the timer runs is reap.c's.
  *
- * Pools live until the runtime is freed; a pool is looked up by name under
- * rt->mu and created there too, so two threads asking for the same new name
- * get the same pool.
+ * The process keeps a list of every live runtime (it grows as needed) so
+ * that process-wide events -- SIGHUP reload, SIGTERM drain, the host's
+ * metrics -- reach all of them.  prt_runtime_free detaches the pools that
+ * outlive it (pool.c) so that they never touch it again.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -72,7 +72,7 @@ static void slot_give(prt_pool *p, int n, enum prt__close_reason why)
 
 /* Gives free slots to waiters, oldest first; each one opens its own
  * connection once it wakes.  p->mu held. */
-void prt__grant_slots(prt_pool *p)
+static void grant_slots(prt_pool *p)
 {
     PRT__ASSERT_HELD(p);
     while (p->wq_head && prt__slot_take(p, 0)) {
@@ -93,7 +93,7 @@ static void global_slot_freed(prt_runtime *rt)
     int n = prt__registry_snapshot(rt, &pools);
     for (int i = 0; i < n; i++) {
         prt__lock(pools[i]);
-        prt__grant_slots(pools[i]);
+        grant_slots(pools[i]);
         prt__unlock(pools[i]);
     }
     prt__registry_release(pools, n);
@@ -110,7 +110,7 @@ void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
     PRT__ASSERT_HELD(p);
     prt_runtime *rt = p->rt; /* read under mu: prt_runtime_free clears it under mu */
     slot_give(p, n, why);
-    prt__grant_slots(p);
+    grant_slots(p);
     prt__unlock(p);
     for (int i = 0; cs && i < n; i++)
         prt__conn_close(cs[i]);
