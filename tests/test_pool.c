@@ -237,12 +237,12 @@ static void drain_waits_for_connections_in_use(void **state)
 static void an_evicted_pool_outlives_its_runtime(void **state)
 {
     (void)state;
+    char err[PRT__ERRLEN];
+    prt_conn *c;
     prt_runtime *rt = pgtest_runtime(0);
     prt_pool_opts o;
     prt_pool_opts_default(&o);
     prt_pool *p = pgtest_pool(rt, "gone", &o);
-    prt_conn *c;
-    char err[PRT__ERRLEN];
     assert_int_equal(prt_acquire(p, 5, &c, err, sizeof err), PRT_OK);
     assert_int_equal(prt_runtime_evict(rt, "gone", err, sizeof err), PRT_OK);
     prt_runtime_free(rt);
