@@ -2,7 +2,8 @@
 #   make sanitize   ASan+UBSan build: C tests and every spec; TSan build: C
 #                   tests and the threaded specs
 #   make valgrind   C tests under memcheck: no errors, no definite leaks
-SAN_COMMON := -O1 -g -fno-omit-frame-pointer
+# POOLRT_DEBUG: assert the lock rules (src/internal.h, "Lock assertions").
+SAN_COMMON := -O1 -g -fno-omit-frame-pointer -DPOOLRT_DEBUG
 ASAN_FLAGS := $(SAN_COMMON) -fsanitize=address,undefined -fno-sanitize-recover=undefined
 TSAN_FLAGS := $(SAN_COMMON) -fsanitize=thread
 THREADED_SPECS := spec/pool_spec.lua spec/reload_spec.lua spec/multitenant_spec.lua spec/policy_engine_spec.lua

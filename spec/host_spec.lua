@@ -55,7 +55,7 @@ describe("poolrt host", function()
 
   it("logs its own events through the library's log (timestamp, level)", function()
     local path = script("print('ran')")
-    local port = 20000 + math.random(0, 20000)
+    local port = H.free_port()
     local out, rc = run(("build/poolrt --log-level info --metrics 127.0.0.1:%d %s"):format(port, path))
     os.remove(path)
     assert.equal(0, rc, out)

@@ -63,7 +63,7 @@ describe("metrics under promtool", function()
       while poolrt.now() < deadline and not io.open(%q) do poolrt.sleep(0.01) end -- the spec has scraped
       print("done")
     ]]):format(ready, done))
-    local port = 20000 + math.random(0, 20000)
+    local port = H.free_port()
     local out = H.tmpname()
     os.execute(("build/poolrt --metrics 127.0.0.1:%d %s > %s 2>&1 &"):format(port, app, out))
     local started, why = pcall(H.wait_file, ready, "^ready$", 30, "the host's runtimes")

@@ -253,7 +253,7 @@ describe("metrics", function()
   end)
 
   it("poolrt --metrics serves them over HTTP while examples/multitenant.lua runs", function()
-    local port = 20000 + math.random(0, 20000)
+    local port = H.free_port()
     local out = H.tmpname()
     os.execute(("build/poolrt --metrics 127.0.0.1:%d examples/multitenant.lua 3 > %s 2>&1 &"):format(port, out))
     local body = H.wait_until(function()

@@ -7,11 +7,15 @@
  * becomes that waiter's right to open a connection; new callers never barge
  * past a non-empty queue.  So there is no thundering herd and no starvation.
  *
- * When a caller would have to wait -- the pool is at its max, or the
- * runtime at max_connections -- the `overflow` policy decides: wait (the
- * default), fail at once, grow past the pool's max (never past the global
- * cap), or evict_idle: close the least recently used idle connection of
- * another pool to free a global slot.
+ * An acquire reads like its algorithm (prt_acquire): serve at once from
+ * idle or a free slot if nobody queues ahead (try_now); otherwise the
+ * `overflow` policy decides (overflow): wait (the default), fail at once,
+ * grow past the pool's max (never past the global cap), or evict_idle --
+ * close the least recently used idle connection of another pool to free a
+ * global slot (slots.c); a connection that has been idle a while is
+ * checked before it goes out (usable); a slot is turned into a connection
+ * outside the lock, against the same deadline.  Slots and their return
+ * (prt__retire) live in slots.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +23,10 @@
 #include <string.h>
 #include "internal.h"
 
-/* Fills err with `what` and the pool's state; counts timeouts. */
+/* What one look at the pool gave the caller (errors are negative PRT_E*). */
+enum { GOT_NOTHING = 1, GOT_CONN, GOT_SLOT, GOT_AGAIN, GOT_TIMEOUT };
+
+/* Fills err with `what` and the pool's state; counts timeouts.  mu held. */
 static int fail(prt_pool *p, int rc, char *err, size_t errlen, const char *what)
 {
     char st[128];
@@ -33,127 +40,73 @@ static int fail(prt_pool *p, int rc, char *err, size_t errlen, const char *what)
 static int closed_error(prt_pool *p, char *err, size_t errlen)
 {
     prt__errf(err, errlen, "pool \"%s\": %s", p->name,
-              p->closed == PRT__CLOSED_DRAINING ? "runtime is shutting down" : "pool was evicted");
+              p->closed == PRT_POOL_DRAINING ? "runtime is shutting down" : "pool was evicted");
     return PRT_ECLOSED;
 }
 
-/* After consecutive connect failures, attempts are spaced out (doubling
- * from 50 ms up to connect_backoff_max) so a server that is down is not
- * hammered; meanwhile acquires that would connect fail at once with the
- * last error.  Returns 0 to go ahead, or PRT_ECONNECT with err.  mu held. */
-static int backing_off(prt_pool *p, char *err, size_t errlen)
-{
-    double left = p->backoff_until - prt_now();
-    if (left <= 0)
-        return PRT_OK;
-    p->backoff_refusals++;
-    prt__errf(err, errlen, "pool \"%s\": connect failed %d time(s) in a row; next attempt in %.2fs; last error: %s",
-              p->name, p->connect_failures, left, p->last_connect_error);
-    return PRT_ECONNECT;
-}
-
-static void connect_result(prt_pool *p, int rc, const char *err)
-{
-    if (rc == PRT_OK) {
-        p->connect_failures = 0;
-        p->backoff = 0;
-        return;
-    }
-    p->connect_failures++;
-    p->connect_errors++;
-    p->backoff = p->backoff > 0 ? p->backoff * 2 : 0.05;
-    if (p->backoff > p->opts.connect_backoff_max)
-        p->backoff = p->opts.connect_backoff_max;
-    p->backoff_until = prt_now() + p->backoff;
-    const char *msg = err ? strstr(err, "\": ") : NULL; /* drop the pool prefix */
-    snprintf(p->last_connect_error, sizeof p->last_connect_error, "%s", msg ? msg + 3 : "unknown");
-}
-
-/* Opens a connection into a slot already reserved.  On success it is
- * counted in use (for the caller) or put idle (min_idle refill). */
-int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen)
-{
-    prt_conn *c = NULL;
-    pthread_mutex_lock(&p->mu);
-    int rc = backing_off(p, err, errlen);
-    pthread_mutex_unlock(&p->mu);
-    if (rc == PRT_OK) {
-        rc = prt__conn_open(p, deadline, &c, err, errlen);
-        pthread_mutex_lock(&p->mu);
-        connect_result(p, rc, err);
-    } else {
-        pthread_mutex_lock(&p->mu);
-    }
-    p->opening--;
-    if (rc == PRT_OK) {
-        c->id = ++p->next_conn_id;
-        p->created_total++;
-        if (!for_idle)
-            p->in_use++;
-        else if (prt__put_idle(p, c) != 0)
-            rc = PRT_ENOMEM;
-    }
-    if (rc != PRT_OK) {
-        prt__slot_give(p, 1, c ? PRT__CLOSE_BROKEN : PRT__CLOSE_NREASONS);
-        prt__grant_slots(p);
-        size_t n = err ? strlen(err) : errlen;
-        if (n < errlen)
-            prt__pool_state(p, err + n, errlen - n);
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (rc != PRT_OK) {
-        prt__conn_close(c);
-        prt__pool_after_close(p);
-        return rc;
-    }
-    *out = c;
-    return PRT_OK;
-}
-
 /* The in-use list, for leak detection (mu held). */
-static void busy_link(prt_pool *p, prt_conn *c, double now)
+static void in_use_link(prt_pool *p, prt_conn *c, double now)
 {
     c->acquired_at = now;
     c->leak_reported = 0;
-    c->busy_prev = NULL;
-    c->busy_next = p->busy;
-    if (p->busy)
-        p->busy->busy_prev = c;
-    p->busy = c;
+    c->in_use_prev = NULL;
+    c->in_use_next = p->in_use_list;
+    if (p->in_use_list)
+        p->in_use_list->in_use_prev = c;
+    p->in_use_list = c;
 }
 
-static void busy_unlink(prt_pool *p, prt_conn *c)
+static void in_use_unlink(prt_pool *p, prt_conn *c)
 {
-    if (c->busy_prev)
-        c->busy_prev->busy_next = c->busy_next;
+    if (c->in_use_prev)
+        c->in_use_prev->in_use_next = c->in_use_next;
     else
-        p->busy = c->busy_next;
-    if (c->busy_next)
-        c->busy_next->busy_prev = c->busy_prev;
+        p->in_use_list = c->in_use_next;
+    if (c->in_use_next)
+        c->in_use_next->in_use_prev = c->in_use_prev;
 }
 
-/* Waits in the FIFO until handed a connection or a slot, or the deadline.
- * Called and returns with p->mu held; returns the waiter's state. */
-static int wait_turn(prt_pool *p, double deadline, prt__waiter *w)
+/* Serves the caller at once unless somebody queues ahead (no barging): an
+ * idle connection chosen by `pick`, else a free slot.  Returns GOT_CONN
+ * with *c, GOT_SLOT, or GOT_NOTHING.  mu held. */
+static int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
+    if (p->wq_head)
+        return GOT_NOTHING;
+    if (p->nidle > 0) {
+        *c = prt__take_idle(p, prt__pick(p, ps));
+        p->in_use++;
+        return GOT_CONN;
+    }
+    return prt__slot_take(p, 0) ? GOT_SLOT : GOT_NOTHING;
+}
+
+/* Waits in the FIFO until handed a connection (GOT_CONN, *c) or a slot
+ * (GOT_SLOT), the pool closes (GOT_AGAIN: the caller looks again), or the
+ * deadline passes (GOT_TIMEOUT).  mu held; released while waiting. */
+static int wait_turn(prt_pool *p, double deadline, prt_conn **c)
+{
+    prt__waiter w;
     struct timespec ts;
     prt__abstime(deadline, &ts);
-    prt__cond_init(&w->cond);
-    w->conn = NULL;
-    w->state = PRT__W_WAITING;
-    w->since = prt_now();
-    prt__waiter_push(p, w);
-    while (w->state == PRT__W_WAITING) {
-        if (pthread_cond_timedwait(&w->cond, &p->mu, &ts) == ETIMEDOUT && w->state == PRT__W_WAITING) {
-            prt__waiter_unlink(p, w);
+    prt__cond_init(&w.cond);
+    w.conn = NULL;
+    w.state = PRT__W_WAITING;
+    w.since = prt_now();
+    prt__waiter_push(p, &w);
+    while (w.state == PRT__W_WAITING) {
+        if (prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT && w.state == PRT__W_WAITING) {
+            prt__waiter_unlink(p, &w);
             break;
         }
     }
-    pthread_cond_destroy(&w->cond);
-    return w->state;
+    pthread_cond_destroy(&w.cond);
+    *c = w.conn;
+    return w.state == PRT__W_CONN ? GOT_CONN : w.state == PRT__W_SLOT ? GOT_SLOT
+         : w.state == PRT__W_CLOSED ? GOT_AGAIN : GOT_TIMEOUT;
 }
 
-/* The overflow decision for a caller that cannot be served now. */
+/* The overflow hook's (or the built-in) mode; *wait gets how long to wait. */
 static int overflow_mode(prt_pool *p, prt__pstate *ps, double deadline, double *wait)
 {
     *wait = deadline - prt_now();
@@ -165,106 +118,69 @@ static int overflow_mode(prt_pool *p, prt__pstate *ps, double deadline, double *
     return mode > 0 ? mode : PRT__OVF_WAIT;
 }
 
-/* Hands out a connection of pool p within `timeout` seconds (< 0: the
- * pool's acquire_timeout).  On success *out belongs to the caller until
- * prt_release.  On failure err carries the pool's state. */
-int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen)
+/* The caller cannot be served now; the overflow policy decides what it
+ * gets: PRT_EFULL (fail, err set), a slot over max (grow), GOT_AGAIN after
+ * another pool's idle connection was closed (evict_idle), or else what
+ * waiting its turn gives (wait_turn).  mu held; released while evicting or
+ * waiting. */
+static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c, char *err, size_t errlen)
 {
-    if (!p || !out)
-        return PRT_EINVAL;
-    double start = prt_now();
-    double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
-    prt_conn *c = NULL;
-    prt__pstate *ps = p->rt && atomic_load(&p->rt->lua_hot) ? prt__policy_thread(p->rt) : NULL;
-    double now = 0; /* set when a fresh idle connection leaves at once */
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        if (p->closed) {
-            int rc = closed_error(p, err, errlen);
-            pthread_mutex_unlock(&p->mu);
-            return rc;
-        }
-        int got = PRT__W_WAITING;
-        prt__waiter w;
-        if (!p->wq_head && p->nidle > 0) {
-            c = prt__take_idle(p, prt__pick(p, ps));
-            p->in_use++;
-            got = PRT__W_CONN;
-        } else if (!p->wq_head && prt__slot_take(p, 0)) {
-            got = PRT__W_SLOT;
-        } else {
-            int global = !p->wq_head && p->total < p->max; /* blocked by max_connections */
-            double wait;
-            int mode = overflow_mode(p, ps, deadline, &wait);
-            if (mode == PRT__OVF_FAIL) {
-                char what[128];
-                if (global)
-                    snprintf(what, sizeof what, "max_connections=%d reached across pools and the overflow policy says fail",
-                             p->rt->opts.max_connections);
-                else
-                    snprintf(what, sizeof what, "pool is full and the overflow policy says fail");
-                int rc = fail(p, PRT_EFULL, err, errlen, what);
-                pthread_mutex_unlock(&p->mu);
-                return rc;
-            }
-            if (mode == PRT__OVF_GROW && !p->wq_head && prt__slot_take(p, 1)) {
-                p->grown++; /* over max; closed again on release */
-                got = PRT__W_SLOT;
-            } else if (mode == PRT__OVF_EVICT_IDLE && global) {
-                pthread_mutex_unlock(&p->mu); /* never hold two pools' locks */
-                int evicted = prt__registry_evict_idle(p->rt, p);
-                pthread_mutex_lock(&p->mu);
-                if (evicted)
-                    continue;
-                double until = prt_now() + wait;
-                got = wait_turn(p, until < deadline ? until : deadline, &w);
-                c = w.conn;
-            } else {
-                double until = prt_now() + wait;
-                got = wait_turn(p, until < deadline ? until : deadline, &w);
-                c = w.conn;
-            }
-        }
-        if (got == PRT__W_CLOSED)
-            continue;
-        if (got == PRT__W_WAITING) {
-            char what[64];
-            snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - start);
-            int rc = fail(p, PRT_ETIMEDOUT, err, errlen, what);
-            pthread_mutex_unlock(&p->mu);
-            return rc;
-        }
-        if (got == PRT__W_CONN) {
-            /* Fresh (just released, or idle less than validate_idle) goes
-             * out under this same lock; an older one has its socket checked
-             * first, outside it. */
-            now = prt_now();
-            int expired = prt__conn_expired(c, now);
-            if (!expired && now - c->returned_at < p->opts.validate_idle)
-                break;
-            now = 0;
-            pthread_mutex_unlock(&p->mu);
-            int alive = !expired && prt__conn_alive(c);
-            pthread_mutex_lock(&p->mu);
-            if (alive)
-                break;
-            p->in_use--;
-            prt__slot_give(p, 1, expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
-            prt__grant_slots(p);
-            pthread_mutex_unlock(&p->mu);
-            prt__conn_close(c);
-            prt__pool_after_close(p);
-            c = NULL;
-            pthread_mutex_lock(&p->mu);
-            continue;
-        }
-        pthread_mutex_unlock(&p->mu); /* a slot: connect outside the lock */
-        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
-        if (rc != PRT_OK)
-            return rc;
-        pthread_mutex_lock(&p->mu);
-        break;
+    int global = !p->wq_head && p->total < p->max; /* blocked by max_connections only */
+    double wait;
+    int mode = overflow_mode(p, ps, deadline, &wait);
+    if (mode == PRT__OVF_FAIL) {
+        char what[128];
+        if (global)
+            snprintf(what, sizeof what, "max_connections=%d reached across pools and the overflow policy says fail",
+                     p->rt->opts.max_connections);
+        else
+            snprintf(what, sizeof what, "pool is full and the overflow policy says fail");
+        return fail(p, PRT_EFULL, err, errlen, what);
     }
+    if (mode == PRT__OVF_GROW && !p->wq_head && prt__slot_take(p, 1)) {
+        p->grown++; /* over max; closed again on release */
+        return GOT_SLOT;
+    }
+    if (mode == PRT__OVF_EVICT_IDLE && global) {
+        prt__unlock(p); /* never hold two pools' locks */
+        int evicted = prt__evict_idle_elsewhere(p->rt, p);
+        prt__lock(p);
+        if (evicted)
+            return GOT_AGAIN;
+    }
+    double until = prt_now() + wait;
+    return wait_turn(p, until < deadline ? until : deadline, c);
+}
+
+/* Whether connection c, just taken from idle or handed over, may go out.
+ * A fresh one (released less than validate_idle ago) goes out under this
+ * same lock, and *now keeps that clock reading; an older one has its
+ * socket checked outside the lock (*now = 0).  A dead or expired one is
+ * retired and 0 returned: the caller looks again.  mu held on entry and
+ * on return. */
+static int usable(prt_pool *p, prt_conn *c, double *now)
+{
+    *now = prt_now();
+    int expired = prt__conn_expired(c, *now);
+    if (!expired && *now - c->returned_at < p->opts.validate_idle)
+        return 1;
+    *now = 0;
+    prt__unlock(p);
+    int alive = !expired && prt__conn_alive(c);
+    prt__lock(p);
+    if (alive)
+        return 1;
+    p->in_use--;
+    prt__retire(p, &c, 1, expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
+    prt__lock(p);
+    return 0;
+}
+
+/* Counts the acquire (how long it waited, in the histogram) and puts c on
+ * the in-use list.  now: a clock reading from under this lock, or 0.  mu
+ * held. */
+static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
+{
     if (now == 0)
         now = prt_now();
     double waited = now - start;
@@ -275,8 +191,51 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         b++;
     p->wait_buckets[b]++;
     p->last_used_at = now;
-    busy_link(p, c, now);
-    pthread_mutex_unlock(&p->mu);
+    in_use_link(p, c, now);
+}
+
+/* Hands out a connection of pool p within `timeout` seconds (< 0: the
+ * pool's acquire_timeout).  On success *out belongs to the caller until
+ * prt_release.  On failure err carries the pool's state. */
+int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen)
+{
+    if (!p || !out)
+        return PRT_EINVAL;
+    double start = prt_now(), now = 0;
+    double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
+    prt__pstate *ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
+    prt_conn *c = NULL;
+    int got = GOT_AGAIN;
+    prt__lock(p);
+    while (got == GOT_AGAIN) {
+        if (p->closed) {
+            got = closed_error(p, err, errlen);
+            break;
+        }
+        got = try_now(p, ps, &c);
+        if (got == GOT_NOTHING)
+            got = overflow(p, ps, deadline, &c, err, errlen);
+        if (got == GOT_CONN && !usable(p, c, &now))
+            got = GOT_AGAIN;
+    }
+    if (got == GOT_TIMEOUT) {
+        char what[64];
+        snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - start);
+        got = fail(p, PRT_ETIMEDOUT, err, errlen, what);
+    }
+    if (got < 0) {
+        prt__unlock(p);
+        return got;
+    }
+    if (got == GOT_SLOT) {
+        prt__unlock(p); /* connect outside the lock, within the same deadline */
+        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
+        if (rc != PRT_OK)
+            return rc;
+        prt__lock(p);
+    }
+    count_acquire(p, c, start, now);
+    prt__unlock(p);
     prt__pool_ref(p); /* a connection in use keeps its pool alive */
     c->uses++;
     *out = c;
@@ -294,10 +253,10 @@ void prt_release(prt_conn *c, int broken)
     if (!broken)
         broken = prt__conn_reset(c, now + p->opts.acquire_timeout) != PRT_OK;
     int reason = broken ? PRT__CLOSE_BROKEN : prt__conn_expired(c, now) ? PRT__CLOSE_LIFETIME : -1;
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     p->in_use--;
     p->last_used_at = now;
-    busy_unlink(p, c);
+    in_use_unlink(p, c);
     if (c->leak_reported)
         prt__logf(PRT_LOG_WARN, "pool \"%s\": connection %llu released after %.3fs (reported as a possible leak)",
                   p->name, (unsigned long long)c->id, now - c->acquired_at);
@@ -307,17 +266,12 @@ void prt_release(prt_conn *c, int broken)
         reason = PRT__CLOSE_SHRINK;
     if (reason < 0) {
         c->returned_at = now;
-        if (prt__put_idle(p, c) != 0)
+        if (prt__hand_back(p, c) != 0)
             reason = PRT__CLOSE_BROKEN;
     }
-    if (reason >= 0) {
-        prt__slot_give(p, 1, reason);
-        prt__grant_slots(p);
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (reason >= 0) {
-        prt__conn_close(c);
-        prt__pool_after_close(p);
-    }
+    if (reason >= 0)
+        prt__retire(p, &c, 1, reason);
+    else
+        prt__unlock(p);
     prt_pool_unref(p);
 }

@@ -4,15 +4,29 @@
  * Locking, in the order locks may be nested:
  *   rt->mu    the pool registry and the timer's stop flag;
  *   pool->mu  everything about one pool: idle list, counts, waiters, stats.
+ * Never two pools' locks at once.  The global slot count (rt->nconns) is
+ * atomic and taken under the pool's lock (slots.c).
  * A connection has no lock: while idle it belongs to its pool (under
  * pool->mu); while in use it belongs to the one thread that acquired it.
  * No lock is held across network I/O (connect, query, close).
+ *
+ * Lock assertions, as SQLite's `assert( sqlite3_mutex_held(p->mutex) )`:
+ * the core takes a pool's mu through prt__lock/prt__unlock (and waits on it
+ * through prt__cond_timedwait).  Built with -DPOOLRT_DEBUG (the sanitize
+ * builds set it in mk/sanitize.mk) these record the owning thread in
+ * p->mu_owner, and PRT__ASSERT_HELD / PRT__ASSERT_UNHELD check the rules
+ * written next to each function.  Without POOLRT_DEBUG they are the plain
+ * pthread calls and the asserts compile to nothing, so the normal -O2 build
+ * pays nothing on the acquire path.  Every file (the policy boundary and
+ * the fuzzer too) locks p->mu only through these, so the record is true.
  */
 #ifndef POOLRT_INTERNAL_H
 #define POOLRT_INTERNAL_H
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <libpq-fe.h>
 #include "poolrt.h"
 #include "policy_views.h"
@@ -73,7 +87,7 @@ struct prt_conn {
     uint64_t uses;
     int endpoint;            /* which of the pool's hosts (0-based) */
     double acquired_at;      /* while in use; protected by pool->mu */
-    struct prt_conn *busy_prev, *busy_next; /* the pool's in-use list; pool->mu */
+    struct prt_conn *in_use_prev, *in_use_next; /* the pool's in_use_list; pool->mu */
     int leak_reported;       /* pool->mu */
     int fatal;               /* the server sent FATAL: it is closing this connection */
     prt__stmt_cache stmts;
@@ -85,12 +99,15 @@ int prt__conn_alive(prt_conn *c);               /* non-blocking check of an idle
 int prt__conn_reset(prt_conn *c, double deadline); /* clean state for reuse; 0 or negative */
 int prt__conn_expired(const prt_conn *c, double now);
 
-/* --- pool.c, acquire.c, reap.c ------------------------------------------- */
+/* --- pool.c: one pool; slots.c: its slots and the global cap ------------ */
+/* Why a connection closed, counted per pool in closed_by. */
 enum prt__close_reason {
-    PRT__CLOSE_IDLE, PRT__CLOSE_LIFETIME, PRT__CLOSE_BROKEN, PRT__CLOSE_EVICTED,
-    PRT__CLOSE_SHRINK, PRT__CLOSE_NREASONS /* the last: not counted as a close */
+    PRT__CLOSE_IDLE, PRT__CLOSE_LIFETIME, PRT__CLOSE_BROKEN, PRT__CLOSE_EVICTED, PRT__CLOSE_SHRINK,
+    PRT__CLOSE_NREASONS,
+    PRT__CLOSE_NONE = PRT__CLOSE_NREASONS /* not counted: never opened, or the caller counted it */
 };
-enum { PRT__CLOSED_EVICTED = 1, PRT__CLOSED_DRAINING = 2 };
+/* Why a pool is closed (p->closed; 0 while open). */
+/* A waiter's state: still waiting, or what it was handed. */
 enum { PRT__W_WAITING, PRT__W_CONN, PRT__W_SLOT, PRT__W_CLOSED };
 
 typedef struct prt__waiter {
@@ -102,7 +119,15 @@ typedef struct prt__waiter {
 } prt__waiter;
 
 struct prt_pool {
-    prt_runtime *rt;         /* set to NULL (under mu) when the runtime is freed first */
+    /* The owning runtime.  Set at creation; prt_runtime_free sets it to NULL
+     * in every pool it made that is still allocated (evicted ones included),
+     * holding both mu and pool.c's alive_mu, so that what such a pool does
+     * later (a release, its last unref) no longer touches a runtime that is
+     * gone.  Read under either lock, or without one on entry points
+     * (acquire, re-size, concurrency, reap) that the caller must not run
+     * concurrently with prt_runtime_free. */
+    prt_runtime *rt;
+    struct prt_pool *alive_prev, *alive_next; /* rt->pools_alive; pool.c's alive_mu */
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
@@ -112,14 +137,15 @@ struct prt_pool {
     atomic_int refs;         /* registry + handles + connections in use */
 
     pthread_mutex_t mu;
+    atomic_uintptr_t mu_owner; /* POOLRT_DEBUG: the thread holding mu (prt__lock), else 0 */
     /* Everything below is protected by mu. */
     int max, min_idle;
     prt_conn **idle;         /* idle[0] released longest ago, idle[nidle-1] most recently */
     int nidle, idle_cap;
-    int total;               /* idle + in_use + opening */
+    int total;               /* idle + in_use + opening: the pool's slots */
     int in_use;
     int opening;
-    int closed;              /* PRT__CLOSED_*: no new acquires; connections close on release */
+    int closed;              /* PRT_POOL_*: no new acquires; connections close on release */
     prt__waiter *wq_head, *wq_tail;
     int nwait;
     double last_used_at;
@@ -129,7 +155,7 @@ struct prt_pool {
     uint64_t closed_by[PRT__CLOSE_NREASONS];
     uint64_t next_conn_id;
     uint64_t grown;          /* connections opened over max by overflow "grow" */
-    prt_conn *busy;          /* connections in use, for leak detection */
+    prt_conn *in_use_list;   /* connections in use (in_use_next), for leak detection */
     uint64_t leaks;
     /* Connect backoff: after consecutive failures, attempts wait. */
     int connect_failures;
@@ -138,37 +164,84 @@ struct prt_pool {
     char last_connect_error[256];
 };
 
+/* The pool lock and its assertions (see the top of this file). */
+#ifdef POOLRT_DEBUG
+extern _Thread_local char prt__thread_tag; /* its address names the thread */
+#define PRT__SELF ((uintptr_t)&prt__thread_tag)
+#define PRT__ASSERT_HELD(p) assert(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) == PRT__SELF)
+#define PRT__ASSERT_UNHELD(p) assert(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) != PRT__SELF)
+#define PRT__SET_OWNER(p, v) atomic_store_explicit(&(p)->mu_owner, (v), memory_order_relaxed)
+#else
+#define PRT__ASSERT_HELD(p) ((void)0)
+#define PRT__ASSERT_UNHELD(p) ((void)0)
+#define PRT__SET_OWNER(p, v) ((void)0)
+#endif
+
+static inline void prt__lock(prt_pool *p)
+{
+    PRT__ASSERT_UNHELD(p); /* mu is not recursive */
+    pthread_mutex_lock(&p->mu);
+    PRT__SET_OWNER(p, PRT__SELF);
+}
+
+static inline void prt__unlock(prt_pool *p)
+{
+    PRT__ASSERT_HELD(p);
+    PRT__SET_OWNER(p, 0);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* pthread_cond_timedwait on p->mu, keeping the owner record true. */
+static inline int prt__cond_timedwait(pthread_cond_t *cond, prt_pool *p, const struct timespec *ts)
+{
+    PRT__ASSERT_HELD(p);
+    PRT__SET_OWNER(p, 0);
+    int rc = pthread_cond_timedwait(cond, &p->mu, ts);
+    PRT__SET_OWNER(p, PRT__SELF);
+    return rc;
+}
+
 extern const double prt__wait_bounds[PRT_WAIT_BUCKETS];
 
+/* pool.c -- take no lock, so any may be held (the registry holds rt->mu): */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen);
 void prt__pool_ref(prt_pool *p);
-void prt__pool_close(prt_pool *p, int reason);   /* refuse new work, close idle */
-void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)", mu held */
-void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle; no lock held */
-void prt__pool_after_close(prt_pool *p);         /* slots were given back; no lock held */
-int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
-/* mu held: */
-int prt__slot_take(prt_pool *p, int over_max);
-void prt__slot_give(prt_pool *p, int n, enum prt__close_reason why);
-void prt__grant_slots(prt_pool *p);
+/* pool.c -- no lock held: */
+void prt__pool_close(prt_pool *p, int reason);   /* PRT_POOL_*: refuse new work, close idle */
+void prt__pools_detach(prt_runtime *rt);         /* every pool rt made: rt = NULL */
+void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
+/* pool.c -- p->mu held: */
+void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)" */
 void prt__waiter_push(prt_pool *p, prt__waiter *w);
 prt__waiter *prt__waiter_pop(prt_pool *p);
 void prt__waiter_unlink(prt_pool *p, prt__waiter *w);
-int prt__put_idle(prt_pool *p, prt_conn *c);
+int prt__hand_back(prt_pool *p, prt_conn *c);   /* to the oldest waiter, else idle */
 prt_conn *prt__take_idle(prt_pool *p, int i);
 int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), double now, int keep,
                     prt_conn **out);
-void prt__close_all(prt_conn **cs, int n);
+
+/* slots.c -- p->mu held: */
+int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
+/* slots.c -- entered with p->mu held, returns with it released: */
+void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
+/* slots.c -- no lock held: */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
+int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self);
+
+/* reap.c -- no lock held: */
+int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
+
+/* array.c */
+void *prt__grow(void *array, int *cap, int need, size_t elem); /* NULL: out of memory, array kept */
 
 /* --- registry.c ------------------------------------------------------------ */
-enum { PRT__EVICT_MANUAL, PRT__EVICT_LRU, PRT__EVICT_IDLE, PRT__EVICT_NREASONS };
+/* No lock held: */
 int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out);
 void prt__registry_release(prt_pool **pools, int n);
-void prt__registry_grant(prt_runtime *rt);
-int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self);
-int prt__pool_evictable(prt_pool *p);   /* the eviction rule; p->mu not held */
+void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double now, int *evicted);
+/* No pool lock held; rt->mu may be: */
+int prt__pool_evictable(prt_pool *p);   /* the eviction rule */
 
 /* --- policy_*.c: the boundary to Lua policy hooks --------------------------
  * policy_state.c  policy files and the per-thread Lua states that run them
@@ -235,6 +308,7 @@ struct prt_runtime {
     /* Protected by mu. */
     prt_pool **pools;
     int npools, pools_cap;
+    prt_pool *pools_alive;   /* every pool made and not yet freed; pool.c's alive_mu, not mu */
     int stopping;            /* timer thread must exit */
     int draining;            /* no new acquires */
     /* Timer thread; started by prt_runtime_new, joined by prt_runtime_free. */
@@ -249,17 +323,18 @@ struct prt_runtime {
     /* Lock-free reads on hot paths; written under policy_mu. */
     atomic_uint_fast64_t generation;
     atomic_int pick_mode, overflow_mode, admit_mode; /* the live policy's modes */
-    atomic_int lua_hot;      /* pick or overflow is a Lua function */
+    atomic_int acquire_hooks_lua; /* pick or overflow is a Lua function: acquires need a policy state */
     atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
     atomic_uint_fast64_t reloads_ok, reloads_failed;
     atomic_int nconns;       /* open connections across pools (global slots) */
     atomic_int nwaiting;     /* callers waiting in any pool */
-    atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT__EVICT_NREASONS];
+    atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
 };
 
 void *prt__timer_main(void *arg);
 int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
 char *prt__live_metrics(void);
 char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
+int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */
 
 #endif

@@ -101,9 +101,9 @@ static int begin_unlocked(prt__pstate *ps, int hook, prt_pool *p)
 {
     if (begin(ps, hook) != 0)
         return -1;
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     prt__view_pool(ps, p);
-    pthread_mutex_unlock(&p->mu);
+    prt__unlock(p);
     return 0;
 }
 

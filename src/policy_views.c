@@ -82,9 +82,9 @@ int prt__view_pools(prt__pstate *ps, prt_pool **pools, int n)
         prt_pool_view *v = &ps->pools[i + 1];
         int evictable = prt__pool_evictable(pools[i]);
         snprintf(v->name_, sizeof v->name_, "%s", pools[i]->name);
-        pthread_mutex_lock(&pools[i]->mu);
+        prt__lock(pools[i]);
         fill_counts(v, pools[i], evictable);
-        pthread_mutex_unlock(&pools[i]->mu);
+        prt__unlock(pools[i]);
     }
     ps->ctx->pools = ps->pools;
     ps->ctx->npools = n;

@@ -1,19 +1,20 @@
 /*
  * pool.c -- a pool of connections to one conninfo: its lifetime and
- * references, connection slots (the pool's max and the runtime's global
- * max_connections), the idle list and waiter queue that acquire.c and
- * reap.c work on, re-sizing, and statistics.
+ * references, the idle list and waiter queue that acquire.c and reap.c
+ * work on, closing, re-sizing, and statistics.
  *
- * Counting: total = idle + in_use + opening, all under p->mu.  A slot is
- * reserved (total++, and one of the runtime's global slots) before a
- * connection is opened outside the lock, so neither the pool's max nor the
- * global cap is exceeded while connects are in flight.
+ * Counting: total = idle + in_use + opening, all under p->mu; total is the
+ * pool's slots, which slots.c takes and gives back (with the runtime's
+ * global ones).  Whatever leaves the pool here goes through prt__retire.
  *
  * Lifetime: a pool is reference-counted (p->refs, atomic).  The runtime's
  * registry holds one reference while the pool is live; every handle
  * (prt_pool_get, prt_runtime_pool_at) and every connection in use holds
  * one.  An evicted pool is closed and leaves the registry at once, and is
- * freed when the last reference goes, so no handle ever dangles.
+ * freed when the last reference goes, so no handle ever dangles.  A pool
+ * may outlive its runtime: prt_runtime_free detaches every pool it made
+ * that is still allocated (p->rt = NULL), found through the runtime's
+ * alive list.
  */
 #include <errno.h>
 #include <math.h>
@@ -33,15 +34,10 @@ static int configured_max(const prt_pool_opts *o)
 
 void prt_pool_opts_default(prt_pool_opts *o)
 {
-    memset(o, 0, sizeof *o);
-    o->max = DEFAULT_MAX;
-    o->acquire_timeout = 5.0;
-    o->idle_timeout = 600.0;
-    o->max_lifetime = 1800.0;
-    o->lifetime_jitter = 0.1;
-    o->validate_idle = 1.0;
-    o->stmt_cache = 64;
-    o->connect_backoff_max = 0.5;
+    *o = (prt_pool_opts){
+        .max = DEFAULT_MAX, .acquire_timeout = 5.0, .validate_idle = 1.0, .stmt_cache = 64,
+        .idle_timeout = 600.0, .max_lifetime = 1800.0, .lifetime_jitter = 0.1, .connect_backoff_max = 0.5,
+    };
 }
 
 static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const char *name)
@@ -70,6 +66,53 @@ static atomic_int pools_allocated;
 int prt_pools_allocated(void)
 {
     return atomic_load(&pools_allocated);
+}
+
+/* The runtime's list of pools not yet freed (rt->pools_alive and each
+ * pool's alive_prev/next) and the clearing of p->rt are guarded by
+ * alive_mu.  Lock order: rt->mu, then alive_mu, then a pool's mu. */
+static pthread_mutex_t alive_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void alive_link(prt_pool *p)
+{
+    pthread_mutex_lock(&alive_mu);
+    p->alive_next = p->rt->pools_alive;
+    if (p->alive_next)
+        p->alive_next->alive_prev = p;
+    p->rt->pools_alive = p;
+    pthread_mutex_unlock(&alive_mu);
+}
+
+/* Before a pool is freed.  Its runtime may already be gone (rt NULL). */
+static void alive_unlink(prt_pool *p)
+{
+    pthread_mutex_lock(&alive_mu);
+    if (p->rt) {
+        if (p->alive_prev)
+            p->alive_prev->alive_next = p->alive_next;
+        else
+            p->rt->pools_alive = p->alive_next;
+        if (p->alive_next)
+            p->alive_next->alive_prev = p->alive_prev;
+    }
+    pthread_mutex_unlock(&alive_mu);
+}
+
+/* Detaches every pool rt made that is still allocated: p->rt = NULL (under
+ * alive_mu and p->mu), and the list is emptied.  prt_runtime_free calls it
+ * once no thread uses the runtime any more.  No pool lock held. */
+void prt__pools_detach(prt_runtime *rt)
+{
+    pthread_mutex_lock(&alive_mu);
+    for (prt_pool *p = rt->pools_alive, *next; p; p = next) {
+        next = p->alive_next;
+        prt__lock(p);
+        p->rt = NULL;
+        p->alive_prev = p->alive_next = NULL;
+        prt__unlock(p);
+    }
+    rt->pools_alive = NULL;
+    pthread_mutex_unlock(&alive_mu);
 }
 
 /* Creates a pool with one reference (the caller's). */
@@ -104,6 +147,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
     pthread_mutex_init(&p->mu, NULL);
+    alive_link(p);
     *out = p;
     return PRT_OK;
 }
@@ -119,7 +163,8 @@ void prt_pool_unref(prt_pool *p)
 {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
-    prt__pool_close(p, PRT__CLOSED_EVICTED);
+    prt__pool_close(p, PRT_POOL_EVICTED);
+    alive_unlink(p);
     pthread_mutex_destroy(&p->mu);
     free(p->idle);
     free(p->name);
@@ -134,55 +179,11 @@ const char *prt_pool_name(const prt_pool *p)
     return p->name;
 }
 
+/* The pool's state for error messages.  mu held. */
 void prt__pool_state(prt_pool *p, char *buf, size_t len)
 {
+    PRT__ASSERT_HELD(p);
     snprintf(buf, len, " (max=%d in_use=%d idle=%d waiting=%d)", p->max, p->in_use, p->nidle, p->nwait);
-}
-
-/* --- slots (all under p->mu) ------------------------------------------------ */
-
-/* Reserves a slot for a connection about to be opened: within the pool's
- * max (unless over_max) and the runtime's max_connections.  Returns 1 when
- * reserved, 0 when a limit is reached. */
-int prt__slot_take(prt_pool *p, int over_max)
-{
-    if (!over_max && p->total >= p->max)
-        return 0;
-    prt_runtime *rt = p->rt;
-    if (rt && rt->opts.max_connections > 0) {
-        int n = atomic_load(&rt->nconns);
-        do {
-            if (n >= rt->opts.max_connections)
-                return 0;
-        } while (!atomic_compare_exchange_weak(&rt->nconns, &n, n + 1));
-    } else if (rt) {
-        atomic_fetch_add(&rt->nconns, 1);
-    }
-    p->total++;
-    p->opening++;
-    return 1;
-}
-
-/* Gives back n slots whose connections were closed (or never opened). */
-void prt__slot_give(prt_pool *p, int n, enum prt__close_reason why)
-{
-    if (n <= 0)
-        return;
-    p->total -= n;
-    if (why < PRT__CLOSE_NREASONS)
-        p->closed_by[why] += (uint64_t)n;
-    if (p->rt)
-        atomic_fetch_sub(&p->rt->nconns, n);
-}
-
-/* After slots were given back (p->mu released): waiters of this pool were
- * served by grant_slots under the lock; waiters of other pools blocked only
- * by the global cap get their turn here. */
-void prt__pool_after_close(prt_pool *p)
-{
-    prt_runtime *rt = p->rt;
-    if (rt && rt->opts.max_connections > 0 && atomic_load(&rt->nwaiting) > 0)
-        prt__registry_grant(rt);
 }
 
 /* --- the waiter queue (all under p->mu) ------------------------------------ */
@@ -196,6 +197,7 @@ static void waiting_changed(prt_pool *p, int d)
 
 void prt__waiter_push(prt_pool *p, prt__waiter *w)
 {
+    PRT__ASSERT_HELD(p);
     w->next = NULL;
     if (p->wq_tail)
         p->wq_tail->next = w;
@@ -207,6 +209,7 @@ void prt__waiter_push(prt_pool *p, prt__waiter *w)
 
 prt__waiter *prt__waiter_pop(prt_pool *p)
 {
+    PRT__ASSERT_HELD(p);
     prt__waiter *w = p->wq_head;
     if (w) {
         p->wq_head = w->next;
@@ -232,24 +235,14 @@ void prt__waiter_unlink(prt_pool *p, prt__waiter *w)
     waiting_changed(p, -1);
 }
 
-/* Gives free slots to waiters, oldest first; each one opens its own
- * connection once it wakes. */
-void prt__grant_slots(prt_pool *p)
-{
-    while (p->wq_head && prt__slot_take(p, 0)) {
-        prt__waiter *w = prt__waiter_pop(p);
-        w->state = PRT__W_SLOT;
-        pthread_cond_signal(&w->cond);
-    }
-}
-
 /* --- the idle list (all under p->mu) ---------------------------------------- */
 
 /* A connection becomes available: the oldest waiter gets it, else it joins
  * the idle list as the most recently released.  Returns 0, or -1 when it
  * could not be tracked (out of memory): the caller must close it. */
-int prt__put_idle(prt_pool *p, prt_conn *c)
+int prt__hand_back(prt_pool *p, prt_conn *c)
 {
+    PRT__ASSERT_HELD(p);
     prt__waiter *w = prt__waiter_pop(p);
     if (w) {
         p->in_use++;
@@ -258,20 +251,17 @@ int prt__put_idle(prt_pool *p, prt_conn *c)
         pthread_cond_signal(&w->cond);
         return 0;
     }
-    if (p->nidle == p->idle_cap) {
-        int cap = p->idle_cap ? p->idle_cap * 2 : 8;
-        prt_conn **n = realloc(p->idle, (size_t)cap * sizeof *n);
-        if (!n)
-            return -1;
-        p->idle = n;
-        p->idle_cap = cap;
-    }
+    prt_conn **idle = prt__grow(p->idle, &p->idle_cap, p->nidle + 1, sizeof *idle);
+    if (!idle)
+        return -1;
+    p->idle = idle;
     p->idle[p->nidle++] = c;
     return 0;
 }
 
 prt_conn *prt__take_idle(prt_pool *p, int i)
 {
+    PRT__ASSERT_HELD(p);
     prt_conn *c = p->idle[i];
     memmove(&p->idle[i], &p->idle[i + 1], (size_t)(p->nidle - i - 1) * sizeof *p->idle);
     p->nidle--;
@@ -293,31 +283,25 @@ int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), do
     return n;
 }
 
-void prt__close_all(prt_conn **cs, int n)
-{
-    for (int i = 0; i < n; i++)
-        prt__conn_close(cs[i]);
-}
-
-/* Takes up to `n` idle connections (oldest first) out of the pool and
- * gives back their slots, under the lock; the caller closes them. */
-static int take_oldest(prt_pool *p, int n, enum prt__close_reason why, prt_conn ***out)
+/* Takes up to `n` idle connections (oldest first) out of the pool into a
+ * new array *out (NULL when none or out of memory: then none are taken).
+ * Returns how many; the caller retires them and frees *out.  mu held. */
+static int take_oldest(prt_pool *p, int n, prt_conn ***out)
 {
     *out = NULL;
     if (n > p->nidle)
         n = p->nidle;
     if (n <= 0 || !(*out = malloc((size_t)n * sizeof **out)))
         return 0;
-    n = prt__take_where(p, NULL, 0, p->nidle - n, *out);
-    prt__slot_give(p, n, why);
-    return n;
+    return prt__take_where(p, NULL, 0, p->nidle - n, *out);
 }
 
 /* Stops new acquires (waiters are woken with an error), closes idle
- * connections; in-use ones close as they are released. */
+ * connections; in-use ones close as they are released.  reason is
+ * PRT_POOL_*.  No lock held. */
 void prt__pool_close(prt_pool *p, int reason)
 {
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     if (!p->closed)
         p->closed = reason;
     prt__waiter *w;
@@ -326,34 +310,28 @@ void prt__pool_close(prt_pool *p, int reason)
         pthread_cond_signal(&w->cond);
     }
     prt_conn **cs;
-    int n = take_oldest(p, p->nidle, PRT__CLOSE_EVICTED, &cs);
-    pthread_mutex_unlock(&p->mu);
-    prt__close_all(cs, n);
+    int n = take_oldest(p, p->nidle, &cs);
+    prt__retire(p, cs, n, PRT__CLOSE_EVICTED);
     free(cs);
-    if (n)
-        prt__pool_after_close(p);
 }
 
 /* Asks the size hook for max and min_idle (default: as configured) and
  * applies them: a larger max serves waiters at once; a smaller one closes
- * idle connections above it now and in-use ones as they come back. */
+ * idle connections above it now and in-use ones as they come back.  No
+ * lock held. */
 void prt__pool_apply_size(prt_pool *p)
 {
     int max = configured_max(&p->opts), min_idle = p->opts.min_idle;
     prt__pstate *ps = prt__policy_thread(p->rt);
     if (prt__pstate_mode(ps, PRT__H_SIZE) == PRT__MODE_LUA)
         prt__hook_size(ps, p, &max, &min_idle);
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     p->max = max;
     p->min_idle = min_idle;
-    prt__grant_slots(p);
     prt_conn **cs;
-    int n = take_oldest(p, p->total - p->max, PRT__CLOSE_SHRINK, &cs);
-    pthread_mutex_unlock(&p->mu);
-    prt__close_all(cs, n);
+    int n = take_oldest(p, p->total - p->max, &cs);
+    prt__retire(p, cs, n, PRT__CLOSE_SHRINK); /* also gives a larger max to waiters */
     free(cs);
-    if (n)
-        prt__pool_after_close(p);
 }
 
 /* How many background jobs may hold connections of p at once: the
@@ -363,9 +341,9 @@ int prt_pool_concurrency(prt_pool *p)
     int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
     if (n > 0)
         return n;
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     n = p->max / 2;
-    pthread_mutex_unlock(&p->mu);
+    prt__unlock(p);
     return n < 1 ? 1 : n > 5 ? 5 : n;
 }
 
@@ -374,7 +352,7 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     if (!p || !s)
         return PRT_EINVAL;
     double now = prt_now();
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     s->max = p->max;
     s->min_idle = p->min_idle;
     s->total = p->total;
@@ -401,17 +379,9 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     s->is_protected = p->opts.is_protected;
     s->is_pinned = p->opts.is_pinned;
     s->closed = p->closed;
-    pthread_mutex_unlock(&p->mu);
+    prt__unlock(p);
     return PRT_OK;
 }
-
-/* The stats copy internal values out under public names; the bindings
- * read those names, so the two must not drift. */
-_Static_assert((int)PRT__CLOSED_EVICTED == (int)PRT_POOL_EVICTED && (int)PRT__CLOSED_DRAINING == (int)PRT_POOL_DRAINING,
-               "prt_pool_stats.closed carries PRT__CLOSED_* as PRT_POOL_*");
-_Static_assert((int)PRT__EVICT_MANUAL == (int)PRT_EVICT_MANUAL && (int)PRT__EVICT_LRU == (int)PRT_EVICT_LRU &&
-               (int)PRT__EVICT_IDLE == (int)PRT_EVICT_IDLE && (int)PRT__EVICT_NREASONS == (int)PRT_EVICT_NREASONS,
-               "prt_runtime_stats.pools_evicted_total is indexed by PRT_EVICT_*");
 
 /* The acquire-wait histogram's upper bounds, in seconds (+Inf last). */
 const double prt__wait_bounds[PRT_WAIT_BUCKETS] = { 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 1e300 };

@@ -1,9 +1,10 @@
 /*
- * reap.c -- one reap cycle for one pool: idle connections past their
- * lifetime close (always), idle ones chosen by the `reap` hook or, by
- * default, idle longer than idle_timeout (never going below min_idle), and
- * any above a shrunk max; then connections are opened up to min_idle.
- * The runtime's timer runs this for every pool (registry.c).
+ * reap.c -- the reap cycle the runtime's timer runs (prt_reap): for each
+ * pool, idle connections past their lifetime close (always), idle ones
+ * chosen by the `reap` hook or, by default, idle longer than idle_timeout
+ * (never going below min_idle), and any above a shrunk max; then
+ * connections are opened up to min_idle.  Connections in use longer than
+ * leak_threshold are reported.  Last, whole pools are evicted (registry.c).
  */
 #include <stdlib.h>
 #include "internal.h"
@@ -48,8 +49,8 @@ static void find_leaks(prt_pool *p, double now)
     uint64_t ids[MAXLOG];
     double held[MAXLOG];
     int n = 0, more = 0;
-    pthread_mutex_lock(&p->mu);
-    for (prt_conn *c = p->busy; p->opts.leak_threshold > 0 && c; c = c->busy_next) {
+    prt__lock(p);
+    for (prt_conn *c = p->in_use_list; p->opts.leak_threshold > 0 && c; c = c->in_use_next) {
         if (c->leak_reported || now - c->acquired_at < p->opts.leak_threshold)
             continue;
         c->leak_reported = 1;
@@ -62,7 +63,7 @@ static void find_leaks(prt_pool *p, double now)
         }
     }
     double threshold = p->opts.leak_threshold;
-    pthread_mutex_unlock(&p->mu);
+    prt__unlock(p);
     for (int i = 0; i < n; i++)
         prt__logf(PRT_LOG_WARN, "pool \"%s\": connection %llu held for %.3fs, over leak_threshold=%.3fs; "
                   "a caller that never releases it?", p->name, (unsigned long long)ids[i], held[i], threshold);
@@ -70,15 +71,14 @@ static void find_leaks(prt_pool *p, double now)
         prt__logf(PRT_LOG_WARN, "pool \"%s\": %d more connection(s) held over leak_threshold", p->name, more);
 }
 
-/* Returns how many connections were closed. */
-int prt__pool_reap(prt_pool *p, double now)
+/* Closes what the cycle closes (see the top of this file), counting each
+ * by reason.  Returns how many.  No lock held. */
+static int close_idle(prt_pool *p, prt__pstate *ps, double now)
 {
-    find_leaks(p, now);
-    prt__pstate *ps = p->rt ? prt__policy_thread(p->rt) : NULL;
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     prt_conn **cs = p->closed ? NULL : malloc((size_t)(p->nidle ? p->nidle : 1) * sizeof *cs);
     if (!cs) {
-        pthread_mutex_unlock(&p->mu);
+        prt__unlock(p);
         return 0;
     }
     int nl = prt__take_where(p, is_expired, now, 0, cs);
@@ -87,33 +87,59 @@ int prt__pool_reap(prt_pool *p, double now)
         ns = prt__take_where(p, is_stale, now, p->min_idle, cs + nl);
     int over = p->total - nl - ns - p->max;
     int nk = prt__take_where(p, NULL, now, over > 0 ? p->nidle - over : p->nidle, cs + nl + ns);
-    prt__slot_give(p, nl, PRT__CLOSE_LIFETIME);
-    prt__slot_give(p, ns, PRT__CLOSE_IDLE);
-    prt__slot_give(p, nk, PRT__CLOSE_SHRINK);
-    prt__grant_slots(p);
-    int want = p->wq_head ? 0 : p->min_idle - p->nidle - p->opening; /* waiters open their own */
+    p->closed_by[PRT__CLOSE_LIFETIME] += (uint64_t)nl;
+    p->closed_by[PRT__CLOSE_IDLE] += (uint64_t)ns;
+    p->closed_by[PRT__CLOSE_SHRINK] += (uint64_t)nk;
+    prt__retire(p, cs, nl + ns + nk, PRT__CLOSE_NONE); /* counted above, by reason */
+    free(cs);
+    return nl + ns + nk;
+}
+
+/* Opens connections up to min_idle.  Waiters open their own, so there is
+ * no refill while anybody waits.  No lock held. */
+static void refill(prt_pool *p, double now)
+{
+    prt__lock(p);
+    int want = p->closed || p->wq_head ? 0 : p->min_idle - p->nidle - p->opening;
     int reserved = 0;
     while (reserved < want && prt__slot_take(p, 0))
         reserved++;
+    prt__unlock(p);
     double deadline = now + p->opts.acquire_timeout;
-    pthread_mutex_unlock(&p->mu);
-    prt__close_all(cs, nl + ns + nk);
-    free(cs);
-    if (nl + ns + nk)
-        prt__pool_after_close(p);
     for (int i = 0; i < reserved; i++) {
         char err[PRT__ERRLEN];
         prt_conn *c = NULL;
         if (prt__open_in_slot(p, deadline, 1, &c, err, sizeof err) != PRT_OK) {
             prt__logf(PRT_LOG_WARN, "%s (min_idle refill)", err);
-            pthread_mutex_lock(&p->mu);
-            p->opening -= reserved - i - 1;
-            prt__slot_give(p, reserved - i - 1, PRT__CLOSE_NREASONS);
-            prt__grant_slots(p);
-            pthread_mutex_unlock(&p->mu);
-            prt__pool_after_close(p);
-            break;
+            prt__lock(p);
+            p->opening -= reserved - i - 1; /* the slots not tried: never opened */
+            prt__retire(p, NULL, reserved - i - 1, PRT__CLOSE_NONE);
+            return;
         }
     }
-    return nl + ns + nk;
+}
+
+/* One pool's part of the cycle.  Returns how many connections were
+ * closed.  No lock held. */
+int prt__pool_reap(prt_pool *p, double now)
+{
+    find_leaks(p, now);
+    prt__pstate *ps = p->rt ? prt__policy_thread(p->rt) : NULL;
+    int closed = close_idle(p, ps, now);
+    refill(p, now);
+    return closed;
+}
+
+/* One reap cycle over every pool: connections first, then whole pools.
+ * Returns connections closed; *evicted (may be NULL) gets pools evicted. */
+int prt_reap(prt_runtime *rt, int *evicted)
+{
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools), closed = 0;
+    double now = prt_now();
+    for (int i = 0; i < n; i++)
+        closed += prt__pool_reap(pools[i], now);
+    prt__registry_evict_pools(rt, pools, n, now, evicted);
+    prt__registry_release(pools, n);
+    return closed;
 }

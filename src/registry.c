@@ -2,8 +2,8 @@
  * registry.c -- a runtime's pools by name (apartment's PoolManager):
  * fetch-or-create under rt->mu, admission when max_pools are live, whole-
  * pool eviction (by name, LRU on admission, by the `evict` hook or idle
- * timeout in the reap cycle) with `on_evict`, and the cross-pool work of
- * the global max_connections cap.
+ * timeout in the reap cycle) with `on_evict`.  The global max_connections
+ * cap is slots.c's; it reads the registry only through snapshots.
  *
  * A pool is protected from automatic eviction when it is named "default",
  * is marked protected or pinned, or has connections in use, opening or
@@ -21,7 +21,7 @@
 #include <string.h>
 #include "internal.h"
 
-static const char *const evict_reasons[PRT__EVICT_NREASONS] = { "manual", "lru", "idle" };
+static const char *const evict_reasons[PRT_EVICT_NREASONS] = { "manual", "lru", "idle" };
 
 static int find(prt_runtime *rt, const char *name)
 {
@@ -67,9 +67,9 @@ static int has_work(const prt_pool *p)
  * see it as the `evictable` field of their pool views.  p->mu not held. */
 int prt__pool_evictable(prt_pool *p)
 {
-    pthread_mutex_lock(&p->mu);
+    prt__lock(p);
     int prot = has_work(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
-    pthread_mutex_unlock(&p->mu);
+    prt__unlock(p);
     return !prot;
 }
 
@@ -85,7 +85,7 @@ static prt_pool *detach(prt_runtime *rt, int i)
 /* Closes a detached pool, tells on_evict, drops the registry's reference. */
 static void finish_evict(prt_runtime *rt, prt_pool *p, int reason)
 {
-    prt__pool_close(p, PRT__CLOSED_EVICTED);
+    prt__pool_close(p, PRT_POOL_EVICTED);
     atomic_fetch_add(&rt->pools_evicted[reason], 1);
     prt__logf(PRT_LOG_INFO, "pool \"%s\": evicted (%s)", p->name, evict_reasons[reason]);
     prt__hook_on_evict(prt__policy_thread(rt), p->name, evict_reasons[reason]);
@@ -104,7 +104,7 @@ int prt_runtime_evict(prt_runtime *rt, const char *name, char *err, size_t errle
         prt__errf(err, errlen, "pool \"%s\": no such pool", name);
         return PRT_ENOTFOUND;
     }
-    finish_evict(rt, p, PRT__EVICT_MANUAL);
+    finish_evict(rt, p, PRT_EVICT_MANUAL);
     return PRT_OK;
 }
 
@@ -117,9 +117,9 @@ static int lru_victim(prt_runtime *rt)
         prt_pool *p = rt->pools[i];
         if (!prt__pool_evictable(p))
             continue;
-        pthread_mutex_lock(&p->mu);
+        prt__lock(p);
         double t = p->last_used_at;
-        pthread_mutex_unlock(&p->mu);
+        prt__unlock(p);
         if (best < 0 || t < best_t) {
             best = i;
             best_t = t;
@@ -162,17 +162,17 @@ static int admit(prt_runtime *rt, prt__pstate *ps, const char *name, prt_pool **
     return PRT_OK;
 }
 
-static int grow_array(prt_runtime *rt)
+/* Room in the pool array for one more.  Returns 0 or PRT_ENOMEM with err.
+ * rt->mu held. */
+static int make_room(prt_runtime *rt, const char *name, char *err, size_t errlen)
 {
-    if (rt->npools < rt->pools_cap)
-        return 0;
-    int cap = rt->pools_cap ? rt->pools_cap * 2 : 8;
-    prt_pool **n = realloc(rt->pools, (size_t)cap * sizeof *n);
-    if (!n)
-        return -1;
-    rt->pools = n;
-    rt->pools_cap = cap;
-    return 0;
+    prt_pool **pools = prt__grow(rt->pools, &rt->pools_cap, rt->npools + 1, sizeof *pools);
+    if (!pools) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+        return PRT_ENOMEM;
+    }
+    rt->pools = pools;
+    return PRT_OK;
 }
 
 /* Fetches pool `name`, creating it from `o` when it does not exist (o NULL:
@@ -204,10 +204,8 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     } else if (rt->opts.max_pools > 0 && rt->npools >= rt->opts.max_pools) {
         rc = admit(rt, ps, name, &victim, err, errlen);
     }
-    if (rc == PRT_OK && grow_array(rt) != 0) {
-        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
-        rc = PRT_ENOMEM;
-    }
+    if (rc == PRT_OK)
+        rc = make_room(rt, name, err, errlen);
     if (rc == PRT_OK)
         rc = prt__pool_new(rt, name, o, &p, err, errlen);
     if (rc == PRT_OK) {
@@ -216,7 +214,7 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     }
     pthread_mutex_unlock(&rt->mu);
     if (victim)
-        finish_evict(rt, victim, PRT__EVICT_LRU);
+        finish_evict(rt, victim, PRT_EVICT_LRU);
     if (rc != PRT_OK)
         return rc;
     prt__pool_apply_size(p);
@@ -244,7 +242,7 @@ prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
 }
 
 /* Which pools the reap cycle evicts: the `evict` hook's answer, or those
- * idle longer than pool_idle_timeout.  Either way never a busy pool, and by
+ * idle longer than pool_idle_timeout.  Either way never a pool with work, and by
  * default never a protected one. */
 static void choose_evictions(prt_runtime *rt, prt_pool **pools, int n, double now, unsigned char *evict)
 {
@@ -254,22 +252,20 @@ static void choose_evictions(prt_runtime *rt, prt_pool **pools, int n, double no
         return;
     memset(evict, 0, (size_t)n);
     for (int i = 0; rt->opts.pool_idle_timeout > 0 && i < n; i++) {
-        pthread_mutex_lock(&pools[i]->mu);
+        prt__lock(pools[i]);
         evict[i] = now - pools[i]->last_used_at >= rt->opts.pool_idle_timeout;
-        pthread_mutex_unlock(&pools[i]->mu);
+        prt__unlock(pools[i]);
         evict[i] = evict[i] && prt__pool_evictable(pools[i]);
     }
 }
 
-/* One reap cycle over every pool: connections first, then whole pools.
- * Returns connections closed; *evicted (may be NULL) gets pools evicted. */
-int prt_reap(prt_runtime *rt, int *evicted)
+/* The reap cycle's part for whole pools (reap.c runs it after the
+ * connections): evicts those choose_evictions picks among `pools` (a
+ * snapshot), unless one got work meanwhile or left the registry.
+ * *evicted (may be NULL) gets how many.  No lock held. */
+void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double now, int *evicted)
 {
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools), closed = 0, gone = 0;
-    double now = prt_now();
-    for (int i = 0; i < n; i++)
-        closed += prt__pool_reap(pools[i], now);
+    int gone = 0;
     unsigned char *evict = malloc((size_t)(n ? n : 1));
     if (evict)
         choose_evictions(rt, pools, n, now, evict);
@@ -280,67 +276,19 @@ int prt_reap(prt_runtime *rt, int *evicted)
         pthread_mutex_lock(&rt->mu);
         int k = find(rt, pools[i]->name);
         if (k >= 0 && rt->pools[k] == pools[i]) {
-            pthread_mutex_lock(&pools[i]->mu);
-            int b = has_work(pools[i]);
-            pthread_mutex_unlock(&pools[i]->mu);
-            if (!b)
+            prt__lock(pools[i]);
+            int working = has_work(pools[i]);
+            prt__unlock(pools[i]);
+            if (!working)
                 p = detach(rt, k);
         }
         pthread_mutex_unlock(&rt->mu);
         if (p) {
-            finish_evict(rt, p, PRT__EVICT_IDLE);
+            finish_evict(rt, p, PRT_EVICT_IDLE);
             gone++;
         }
     }
     free(evict);
-    prt__registry_release(pools, n);
     if (evicted)
         *evicted = gone;
-    return closed;
-}
-
-/* A global slot came free: let waiters of every pool try for it. */
-void prt__registry_grant(prt_runtime *rt)
-{
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools);
-    for (int i = 0; i < n; i++) {
-        pthread_mutex_lock(&pools[i]->mu);
-        prt__grant_slots(pools[i]);
-        pthread_mutex_unlock(&pools[i]->mu);
-    }
-    prt__registry_release(pools, n);
-}
-
-/* Overflow "evict_idle": closes the least recently released idle
- * connection of a pool other than `self`, freeing a global slot.  Returns 1
- * when one was closed.  No pool lock may be held by the caller. */
-int prt__registry_evict_idle(prt_runtime *rt, prt_pool *self)
-{
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools), best = -1;
-    double best_t = 0;
-    for (int i = 0; i < n; i++) {
-        if (pools[i] == self)
-            continue;
-        pthread_mutex_lock(&pools[i]->mu);
-        if (pools[i]->nidle > 0 && (best < 0 || pools[i]->idle[0]->returned_at < best_t)) {
-            best = i;
-            best_t = pools[i]->idle[0]->returned_at;
-        }
-        pthread_mutex_unlock(&pools[i]->mu);
-    }
-    prt_conn *c = NULL;
-    if (best >= 0) {
-        prt_pool *q = pools[best];
-        pthread_mutex_lock(&q->mu);
-        if (q->nidle > 0) {
-            c = prt__take_idle(q, 0);
-            prt__slot_give(q, 1, PRT__CLOSE_EVICTED);
-        }
-        pthread_mutex_unlock(&q->mu);
-    }
-    prt__registry_release(pools, n);
-    prt__conn_close(c);
-    return c != NULL;
 }

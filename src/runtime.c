@@ -1,10 +1,12 @@
 /*
- * runtime.c -- the runtime: its lifecycle, the timer thread
- * it owns, and shutdown (drain, then free).
+ * runtime.c -- the runtime: its lifecycle, the timer thread it owns, the
+ * live policy it publishes, and shutdown (drain, then free).  Pools by
+ * name are registry.c's; the reap cycle the timer runs is reap.c's.
  *
- * Pools live until the runtime is freed; a pool is looked up by name under
- * rt->mu and created there too, so two threads asking for the same new name
- * get the same pool.
+ * The process keeps a list of every live runtime (it grows as needed) so
+ * that process-wide events -- SIGHUP reload, SIGTERM drain, the host's
+ * metrics -- reach all of them.  prt_runtime_free detaches the pools that
+ * outlive it (pool.c) so that they never touch it again.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,33 +30,47 @@ const char *prt_strerror(int rc)
     case PRT_ECLOSED: return "closed";
     case PRT_ETHREAD: return "thread start failed";
     case PRT_ENOTFOUND: return "no such pool";
+    case PRT_EFULL: return "full (the overflow or admit policy says fail)";
+    case PRT_EPOLICY: return "policy failed to load or dry-run";
     default: return "unknown error";
     }
 }
 
 void prt_runtime_opts_default(prt_runtime_opts *o)
 {
-    memset(o, 0, sizeof *o);
-    o->reap_interval = 1.0;
-    o->max_pools = 100;
-    o->max_connections = 0;
-    o->policy_budget = 1000000;
+    *o = (prt_runtime_opts){ .reap_interval = 1.0, .max_pools = 100, .policy_budget = 1000000 };
 }
 
 static atomic_uint_fast64_t next_runtime_id;
 
 /* Every live runtime of the process, for process-wide events (SIGHUP,
- * SIGTERM, --watch in the host).  Protected by live_mu. */
+ * SIGTERM, --watch in the host) and metrics; it grows as needed, so none
+ * is left out.  Protected by live_mu. */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
-static prt_runtime *live[64];
-static int nlive;
+static prt_runtime **live;
+static int nlive, live_cap;
 
-static void live_add(prt_runtime *rt)
+/* Adds rt to the live list.  Returns 0, or PRT_ENOMEM. */
+static int live_add(prt_runtime *rt)
 {
     pthread_mutex_lock(&live_mu);
-    if (nlive < 64)
+    prt_runtime **grown = prt__grow(live, &live_cap, nlive + 1, sizeof *grown);
+    if (grown) {
+        live = grown;
         live[nlive++] = rt;
+    }
     pthread_mutex_unlock(&live_mu);
+    return grown ? PRT_OK : PRT_ENOMEM;
+}
+
+/* How many runtimes are live in the process (what SIGHUP, drain and
+ * metrics reach). */
+int prt__live_count(void)
+{
+    pthread_mutex_lock(&live_mu);
+    int n = nlive;
+    pthread_mutex_unlock(&live_mu);
+    return n;
 }
 
 static void live_remove(prt_runtime *rt)
@@ -121,7 +137,7 @@ static void publish(prt_runtime *rt, prt__policy *pol)
     atomic_store(&rt->pick_mode, pol->mode[PRT__H_PICK]);
     atomic_store(&rt->overflow_mode, pol->mode[PRT__H_OVERFLOW]);
     atomic_store(&rt->admit_mode, pol->mode[PRT__H_ADMIT]);
-    atomic_store(&rt->lua_hot, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
+    atomic_store(&rt->acquire_hooks_lua, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
     atomic_store(&rt->generation, pol->generation);
     pthread_mutex_unlock(&rt->policy_mu);
     prt__policy_unref(old);
@@ -169,22 +185,27 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         }
         rt->has_timer = 1;
     }
-    live_add(rt);
+    if (live_add(rt) != PRT_OK) {
+        prt__errf(err, errlen, "runtime: out of memory");
+        prt_runtime_free(rt);
+        return PRT_ENOMEM;
+    }
     *out = rt;
     return PRT_OK;
 }
 
+/* Connections in use or opening across the runtime's pools. */
 static int in_use_total(prt_runtime *rt)
 {
     prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools), busy = 0;
+    int n = prt__registry_snapshot(rt, &pools), out = 0;
     for (int i = 0; i < n; i++) {
-        pthread_mutex_lock(&pools[i]->mu);
-        busy += pools[i]->in_use + pools[i]->opening;
-        pthread_mutex_unlock(&pools[i]->mu);
+        prt__lock(pools[i]);
+        out += pools[i]->in_use + pools[i]->opening;
+        prt__unlock(pools[i]);
     }
     prt__registry_release(pools, n);
-    return busy;
+    return out;
 }
 
 /* Stops taking new work (new pools and acquires fail, waiters are woken
@@ -199,21 +220,21 @@ int prt_runtime_drain(prt_runtime *rt, double grace)
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
     for (int i = 0; i < n; i++)
-        prt__pool_close(pools[i], PRT__CLOSED_DRAINING);
+        prt__pool_close(pools[i], PRT_POOL_DRAINING);
     prt__registry_release(pools, n);
     double deadline = prt_now() + grace;
-    int busy;
-    while ((busy = in_use_total(rt)) > 0 && prt_now() < deadline)
+    int out;
+    while ((out = in_use_total(rt)) > 0 && prt_now() < deadline)
         prt_sleep(0.005);
-    if (busy > 0 && grace > 0)
-        prt__logf(PRT_LOG_WARN, "runtime: %d connection(s) still in use after the %.1fs grace period", busy, grace);
-    return busy > 0 ? PRT_ETIMEDOUT : PRT_OK;
+    if (out > 0 && grace > 0)
+        prt__logf(PRT_LOG_WARN, "runtime: %d connection(s) still in use after the %.1fs grace period", out, grace);
+    return out > 0 ? PRT_ETIMEDOUT : PRT_OK;
 }
 
 /* Stops the timer, drains without grace and drops every pool.  Pools still
- * referenced (handles not yet released, connections still in use) stay
- * allocated, closed and detached from the runtime, until their last
- * reference goes. */
+ * referenced (handles not yet released, connections still in use, evicted
+ * ones included) stay allocated, closed and detached from the runtime,
+ * until their last reference goes. */
 void prt_runtime_free(prt_runtime *rt)
 {
     if (!rt)
@@ -233,14 +254,15 @@ void prt_runtime_free(prt_runtime *rt)
     rt->npools = 0;
     pthread_mutex_unlock(&rt->mu);
     for (int i = 0; i < n; i++) {
-        pthread_mutex_lock(&pools[i]->mu);
+        prt__lock(pools[i]);
         if (pools[i]->in_use > 0)
             prt__logf(PRT_LOG_WARN, "pool \"%s\": runtime freed with %d connection(s) still in use; "
                       "they close when released", pools[i]->name, pools[i]->in_use);
-        pools[i]->rt = NULL;
-        pthread_mutex_unlock(&pools[i]->mu);
-        prt_pool_unref(pools[i]);
+        prt__unlock(pools[i]);
     }
+    prt__pools_detach(rt); /* these and the evicted ones still allocated */
+    for (int i = 0; i < n; i++)
+        prt_pool_unref(pools[i]);
     free(pools);
     prt__policy_forget(rt);
     prt__policy_unref(rt->policy);

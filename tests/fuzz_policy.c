@@ -67,7 +67,7 @@ static void setup(void)
 /* Gives the pool five fake idle connections (and drops any left over). */
 static void fake_idle(void)
 {
-    pthread_mutex_lock(&pool->mu);
+    prt__lock(pool);
     for (int i = 0; i < pool->nidle; i++)
         free(pool->idle[i]);
     pool->nidle = 0;
@@ -77,11 +77,11 @@ static void fake_idle(void)
         c->pool = pool;
         c->id = (uint64_t)i + 1;
         c->returned_at = 100.0 + (i * 3) % 5;
-        if (prt__put_idle(pool, c) != 0)
+        if (prt__hand_back(pool, c) != 0)
             abort();
         pool->total++;
     }
-    pthread_mutex_unlock(&pool->mu);
+    prt__unlock(pool);
 }
 
 static void build_source(const uint8_t *data, size_t size, char *src, size_t cap)
@@ -125,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0; /* refused: the old policy serves, which is the point */
     fake_idle();
     prt__pstate *ps = prt__policy_thread(rt);
-    pthread_mutex_lock(&pool->mu);
+    prt__lock(pool);
     int n = pool->nidle;
     int i = prt__pick(pool, ps);
     if (i < 0 || i >= n) /* a wrong connection would be handed out */
@@ -134,20 +134,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int mode = prt__hook_overflow(ps, pool, 1.0, &wait);
     if (mode < PRT__OVF_WAIT || mode > PRT__OVF_GROW || !(wait >= 0 && wait <= 86400))
         abort();
-    pthread_mutex_unlock(&pool->mu);
+    prt__unlock(pool);
     prt__pool_apply_size(pool);
-    pthread_mutex_lock(&pool->mu);
+    prt__lock(pool);
     if (pool->max < 1 || pool->max > 100000 || pool->min_idle < 0 || pool->min_idle > pool->max)
         abort();
     pool->min_idle = 0; /* no refill: there is no server */
-    pthread_mutex_unlock(&pool->mu);
+    prt__unlock(pool);
     if (prt_pool_concurrency(pool) < 1)
         abort();
     prt__pool_reap(pool, 1000.0);
-    pthread_mutex_lock(&pool->mu);
+    prt__lock(pool);
     if (pool->nidle < 0 || pool->total != pool->nidle + pool->in_use + pool->opening)
         abort();
-    pthread_mutex_unlock(&pool->mu);
+    prt__unlock(pool);
     int evicted = 0;
     prt_reap(rt, &evicted); /* evict + on_evict hooks */
     return 0;

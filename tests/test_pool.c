@@ -230,6 +230,71 @@ static void drain_waits_for_connections_in_use(void **state)
     prt_runtime_free(rt);
 }
 
+/* A pool evicted while a connection is in use, then its runtime freed:
+ * the pool is detached from the runtime (rt NULL) like the pools still in
+ * the registry, so the late release touches nothing freed (the ASan build
+ * of this test would report a use after free otherwise). */
+static void an_evicted_pool_outlives_its_runtime(void **state)
+{
+    (void)state;
+    char err[PRT__ERRLEN];
+    prt_conn *c;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    prt_pool *p = pgtest_pool(rt, "gone", &o);
+    assert_int_equal(prt_acquire(p, 5, &c, err, sizeof err), PRT_OK);
+    assert_int_equal(prt_runtime_evict(rt, "gone", err, sizeof err), PRT_OK);
+    prt_runtime_free(rt);
+    prt__lock(p);
+    prt_runtime *owner = p->rt;
+    prt__unlock(p);
+    assert_null(owner);
+    prt_release(c, 0);
+    prt_pool_stats s;
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.total, 0);
+    assert_int_equal(s.closed_evicted, 1);
+    prt_pool_unref(p);
+}
+
+/* Process-wide events (SIGHUP reload, SIGTERM drain, metrics) reach every
+ * live runtime, however many: the 65th and later were once left out.  No
+ * server needed: no pool is ever connected. */
+static void every_runtime_is_reached_by_process_wide_events(void **state)
+{
+    (void)state;
+    enum { N = 70 };
+    prt_runtime_opts o;
+    prt_runtime_opts_default(&o);
+    o.reap_interval = 0; /* no timer threads */
+    o.conninfo = "host=127.0.0.1 port=1 connect_timeout=1";
+    int before = prt__live_count();
+    prt_runtime *rts[N];
+    char err[256];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(prt_runtime_new(&o, &rts[i], err, sizeof err), PRT_OK);
+    assert_int_equal(prt__live_count(), before + N);
+    prt_pool_opts po;
+    prt_pool_opts_default(&po);
+    prt_pool *p;
+    assert_int_equal(prt_pool_get(rts[N - 1], "before", &po, &p, err, sizeof err), PRT_OK);
+    prt_pool_unref(p);
+    assert_int_equal(prt_drain_all(0), PRT_OK);
+    for (int i = 0; i < N; i++) /* drained: no new pool in any of them, the last included */
+        assert_int_equal(prt_pool_get(rts[i], "after", &po, &p, err, sizeof err), PRT_ECLOSED);
+    for (int i = 0; i < N; i++)
+        prt_runtime_free(rts[i]);
+    assert_int_equal(prt__live_count(), before);
+}
+
+static void every_error_code_has_a_text(void **state)
+{
+    (void)state;
+    for (int rc = PRT_EPOLICY; rc <= PRT_OK; rc++)
+        assert_string_not_equal(prt_strerror(rc), prt_strerror(1)); /* 1: no such code */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -238,6 +303,9 @@ int main(void)
         cmocka_unit_test(lifetimes_are_jittered),
         cmocka_unit_test(counts_hold_under_contention),
         cmocka_unit_test(drain_waits_for_connections_in_use),
+        cmocka_unit_test(every_runtime_is_reached_by_process_wide_events),
+        cmocka_unit_test(an_evicted_pool_outlives_its_runtime),
+        cmocka_unit_test(every_error_code_has_a_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
