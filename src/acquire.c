@@ -132,7 +132,7 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
         char what[128];
         if (global)
             snprintf(what, sizeof what, "max_connections=%d reached across pools and the overflow policy says fail",
-                     p->rt->opts.max_connections);
+                     atomic_load(&p->rt->cap));
         else
             snprintf(what, sizeof what, "pool is full and the overflow policy says fail");
         return fail(p, PRT_EFULL, err, errlen, what);
@@ -143,7 +143,7 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
     }
     if (mode == PRT__OVF_EVICT_IDLE && global) {
         prt__unlock(p); /* never hold two pools' locks */
-        int evicted = prt__evict_idle_elsewhere(p->rt, p);
+        int evicted = prt__evict_idle_elsewhere(p->rt, p, PRT__CLOSE_EVICTED);
         prt__lock(p);
         if (evicted)
             return GOT_AGAIN;
@@ -262,8 +262,8 @@ void prt_release(prt_conn *c, int broken)
                   p->name, (unsigned long long)c->id, now - c->acquired_at);
     if (reason < 0 && p->closed)
         reason = PRT__CLOSE_EVICTED;
-    else if (reason < 0 && p->total > p->max)
-        reason = PRT__CLOSE_SHRINK;
+    else if (reason < 0 && (p->total > p->max || prt__over_cap(p->rt)))
+        reason = PRT__CLOSE_SHRINK; /* the pool's max or the runtime's cap shrank */
     if (reason < 0) {
         c->returned_at = now;
         if (prt__hand_back(p, c) != 0)

@@ -227,7 +227,9 @@ int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
 /* slots.c -- no lock held: */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
-int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self);
+int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why);
+void prt__set_cap(prt_runtime *rt, int cap);     /* the global cap in force; shrinks lazily */
+int prt__over_cap(const prt_runtime *rt);        /* more connections than the cap: close on release */
 
 /* reap.c -- no lock held: */
 int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
@@ -327,6 +329,9 @@ struct prt_runtime {
     atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
     atomic_uint_fast64_t reloads_ok, reloads_failed;
     atomic_int nconns;       /* open connections across pools (global slots) */
+    atomic_int cap;          /* the global cap in force (0: none): max_connections, or the
+                              * budget last applied by prt__set_cap; never above
+                              * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
 };

@@ -173,6 +173,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     rt->opts.conninfo = rt->conninfo;
     rt->opts.policy = NULL; /* the live policy keeps its own path */
     rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
+    atomic_init(&rt->cap, o->max_connections);
     pthread_mutex_init(&rt->mu, NULL);
     pthread_mutex_init(&rt->policy_mu, NULL);
     prt__cond_init(&rt->cond);

@@ -44,10 +44,11 @@ int prt__slot_take(prt_pool *p, int over_max)
     if (!over_max && p->total >= p->max)
         return 0;
     prt_runtime *rt = p->rt;
-    if (rt && rt->opts.max_connections > 0) {
+    int cap = rt ? atomic_load_explicit(&rt->cap, memory_order_relaxed) : 0;
+    if (cap > 0) {
         int n = atomic_load(&rt->nconns);
         do {
-            if (n >= rt->opts.max_connections)
+            if (n >= cap)
                 return 0;
         } while (!atomic_compare_exchange_weak(&rt->nconns, &n, n + 1));
     } else if (rt) {
@@ -87,7 +88,7 @@ static void grant_slots(prt_pool *p)
  * held.  rt may be NULL (the pool's runtime is gone). */
 static void global_slot_freed(prt_runtime *rt)
 {
-    if (!rt || rt->opts.max_connections <= 0 || atomic_load(&rt->nwaiting) == 0)
+    if (!rt || atomic_load(&rt->cap) <= 0 || atomic_load(&rt->nwaiting) == 0)
         return;
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
@@ -196,7 +197,7 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
  * freed slot is not offered to the victim's waiters (it has idle
  * connections, so it has none) nor to other pools.  Returns 1 when one
  * was closed.  No pool lock held. */
-int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self)
+int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why)
 {
     PRT__ASSERT_UNHELD(self);
     prt_pool **pools;
@@ -218,11 +219,37 @@ int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self)
         prt__lock(q);
         if (q->nidle > 0) {
             c = prt__take_idle(q, 0);
-            slot_give(q, 1, PRT__CLOSE_EVICTED);
+            slot_give(q, 1, why);
         }
         prt__unlock(q);
     }
     prt__registry_release(pools, n);
     prt__conn_close(c);
     return c != NULL;
+}
+
+/* Applies a new global cap (0: none), e.g. the `budget` hook's answer.  A
+ * larger cap serves waiters at once; a smaller one closes idle connections
+ * above it now, least recently released first across pools, and in-use
+ * ones as they are released (prt__over_cap), so no query fails because
+ * of a shrink.  No pool lock held. */
+void prt__set_cap(prt_runtime *rt, int cap)
+{
+    int old = atomic_exchange(&rt->cap, cap);
+    if (cap == old)
+        return;
+    if (cap <= 0 || (old > 0 && cap > old)) {
+        global_slot_freed(rt);
+        return;
+    }
+    while (atomic_load(&rt->nconns) > cap && prt__evict_idle_elsewhere(rt, NULL, PRT__CLOSE_SHRINK))
+        ;
+}
+
+/* True when the runtime holds more connections than its cap allows (the
+ * cap shrank): a connection released now closes instead of going idle. */
+int prt__over_cap(const prt_runtime *rt)
+{
+    int cap = rt ? atomic_load_explicit(&rt->cap, memory_order_relaxed) : 0;
+    return cap > 0 && atomic_load_explicit(&rt->nconns, memory_order_relaxed) > cap;
 }
