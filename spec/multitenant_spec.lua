@@ -346,8 +346,13 @@ describe("tenant churn", function()
     assert.is_true(live_5k >= 20 and live_5k <= 40, "pool structs alive after 5,000 tenants: " .. live_5k)
     -- RSS from 1,000 to 5,000 tenants: measured +0.0 MB; +5.8 MB (1.4 KB
     -- per evicted pool) when cached handles kept evicted pools alive.
+    -- Not under AddressSanitizer (make sanitize): it quarantines freed
+    -- memory (up to 256 MB) to catch use after free, so RSS grows there by
+    -- design; the count of live pool structs above still holds.
     local grown = rss_5k - rss_1k
-    assert.is_true(grown < 1.5e6, ("RSS grew %.2f MB from 1,000 to 5,000 tenants"):format(grown / 1e6))
+    if not os.getenv("ASAN_OPTIONS") then
+      assert.is_true(grown < 1.5e6, ("RSS grew %.2f MB from 1,000 to 5,000 tenants"):format(grown / 1e6))
+    end
     rt:close()
   end)
 
