@@ -35,7 +35,7 @@ static const char usage[] =
     "  --watch             reload the policy when FILE changes (inotify)\n"
     "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
-    "                      in use before closing everything (default 10)\n"
+    "                      in use before closing everything (default %d)\n"
     "  --log-level LEVEL   off | error | warn | info | debug (default warn)\n"
     "  --help              this text\n"
     "  --version           print the version\n"
@@ -45,6 +45,12 @@ static const char usage[] =
     "environment:\n"
     "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
     "  POOLRT_LUA_PATH     directory holding poolrt.lua (default: next to the binary)\n";
+
+/* The usage text, with the library's defaults filled in. */
+static void print_usage(FILE *f)
+{
+    fprintf(f, usage, PRT_DRAIN_GRACE);
+}
 
 typedef struct host_opts {
     const char *policy;
@@ -71,7 +77,7 @@ static int parse_args(int argc, char **argv, host_opts *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
+            print_usage(stdout);
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
@@ -85,7 +91,8 @@ static int parse_args(int argc, char **argv, host_opts *o)
         int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0 ||
                           strcmp(a, "--grace") == 0 || strcmp(a, "--metrics") == 0;
         if (takes_value && i + 1 >= argc) {
-            fprintf(stderr, "poolrt: %s needs a value\n%s", a, usage);
+            fprintf(stderr, "poolrt: %s needs a value\n", a);
+            print_usage(stderr);
             return 3;
         }
         if (strcmp(a, "--policy") == 0)
@@ -107,14 +114,16 @@ static int parse_args(int argc, char **argv, host_opts *o)
                 return 3;
             }
         } else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "poolrt: unknown option %s\n%s", a, usage);
+            fprintf(stderr, "poolrt: unknown option %s\n", a);
+            print_usage(stderr);
             return 3;
         } else {
             o->script = i;
             return 0;
         }
     }
-    fprintf(stderr, "poolrt: no script given\n%s", usage);
+    fprintf(stderr, "poolrt: no script given\n");
+    print_usage(stderr);
     return 3;
 }
 
@@ -193,7 +202,7 @@ static int check(const char *path)
 
 int main(int argc, char **argv)
 {
-    host_opts o = { .grace = 10.0 };
+    host_opts o = { .grace = PRT_DRAIN_GRACE };
     if (argc >= 2 && strcmp(argv[1], "check") == 0) {
         if (argc != 3) {
             fprintf(stderr, "usage: poolrt check POLICY.lua\n");

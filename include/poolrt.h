@@ -46,6 +46,7 @@ enum {
 enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
+enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use when given grace < 0 */
 
 enum { PRT_NHOOKS = 8 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 

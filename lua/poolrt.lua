@@ -500,7 +500,7 @@ end
 
 -- Stops taking work and waits up to `grace` seconds for connections in use.
 function Runtime:drain(grace)
-  return C.prt_runtime_drain(self._rt, grace or 5) == 0
+  return C.prt_runtime_drain(self._rt, grace or -1) == 0 -- -1: C's PRT_DRAIN_GRACE
 end
 
 function Runtime:close()

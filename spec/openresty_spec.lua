@@ -228,10 +228,12 @@ describe("resty.poolrt in nginx", function()
         assert.equal(200, status)
         assert.equal("pong\n", body)
         times[i] = secs
+        -- The first ping was answered while the slow query was still in
+        -- progress (a blocked loop would have answered it only after).  Only
+        -- the first: on a loaded machine five pings and these checks may
+        -- outlast the 0.5 s query.
+        if i == 1 then assert.equal(1, backends(APP, running)) end
       end
-      -- The pings happened while the slow query was still in progress (a
-      -- blocked loop would have answered the first one only after it).
-      assert.equal(1, backends(APP, running))
       table.sort(times)
       -- The median, so one scheduling hiccup on a loaded CI box does not count.
       assert.is_true(times[3] < 0.05, ("/ping took %.1f ms (median; max %.1f ms)"):format(times[3] * 1000,

@@ -110,11 +110,14 @@ char *prt__live_metrics(void)
     return all;
 }
 
-/* Drains every runtime (see prt_runtime_drain), sharing one grace period.
- * Returns 0, or PRT_ETIMEDOUT when connections were still in use. */
+/* Drains every runtime (see prt_runtime_drain), sharing one grace period
+ * (< 0: PRT_DRAIN_GRACE).  Returns 0, or PRT_ETIMEDOUT when connections
+ * were still in use. */
 int prt_drain_all(double grace)
 {
     int rc = PRT_OK;
+    if (grace < 0)
+        grace = PRT_DRAIN_GRACE;
     double deadline = prt_now() + grace;
     pthread_mutex_lock(&live_mu);
     for (int i = 0; i < nlive; i++) {
@@ -211,10 +214,12 @@ static int in_use_total(prt_runtime *rt)
 
 /* Stops taking new work (new pools and acquires fail, waiters are woken
  * with an error), closes idle connections, and waits up to `grace` seconds
- * for connections in use to come back.  Returns 0, or PRT_ETIMEDOUT with
- * connections still out. */
+ * (< 0: PRT_DRAIN_GRACE) for connections in use to come back.  Returns 0,
+ * or PRT_ETIMEDOUT with connections still out. */
 int prt_runtime_drain(prt_runtime *rt, double grace)
 {
+    if (grace < 0)
+        grace = PRT_DRAIN_GRACE;
     pthread_mutex_lock(&rt->mu);
     rt->draining = 1;
     pthread_mutex_unlock(&rt->mu);

@@ -230,7 +230,7 @@ end
 --   max_inflight   -- worker-thread calls at once (32; <= lua_worker_thread_vm_pool_size)
 --   shdict         -- a lua_shared_dict for reload_all() and all-worker metrics
 --   check_interval -- seconds between a worker's checks for reload_all (0.1)
---   drain_grace    -- seconds shutdown() waits for connections in use (5)
+--   drain_grace    -- seconds shutdown() waits for connections in use (C's PRT_DRAIN_GRACE)
 function M.init_worker(cfg)
   if W.rt then error("resty.poolrt: init_worker called twice in this worker", 2) end
   cfg = load_config(cfg or W.cfg, 2)
@@ -475,14 +475,14 @@ function M.worker_status()
 end
 
 -- Drains and frees this worker's runtime (exit_worker_by_lua): new work
--- fails, connections in use get `grace` seconds (default: drain_grace or
--- 5) to come back, then every server connection is closed.
+-- fails, connections in use get `grace` seconds (default: drain_grace, else
+-- C's PRT_DRAIN_GRACE) to come back, then every server connection is closed.
 function M.shutdown(grace)
   local rt = W.rt
   if not rt then return true end
   W.rt = nil
   W.pools = nil
-  local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace) or 5)
+  local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace))
   rt:close()
   ngx.log(ok and ngx.NOTICE or ngx.WARN, "resty.poolrt: worker ", ngx.worker.id() or "?", " closed its pools",
           ok and "" or " (connections still in use after the grace period were left to the OS)")
