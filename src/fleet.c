@@ -8,14 +8,18 @@
  * its members, in pg_stat_activity.  A sampler thread of its own reads the
  * server every server_sample_interval seconds -- every 0.1 s until the
  * first sample succeeds, and at once when a connect was refused as "too
- * many clients" -- on one of the runtime's own connections (pool
- * "default" if there is one, else the first pool), then asks the policy's
+ * many clients" -- on a connection of its own, opened with the conninfo of
+ * pool "default" if there is one, else of the first pool, and kept between
+ * samples.  That connection is outside the pools' slots and the budget, so
+ * a sample never queues behind callers however small the budget is (a
+ * policy counts it: fair_share.lua gives the pools its share minus one).
+ * After each sample it asks the policy's
  * `budget(server, rt)` hook for this runtime's share and applies it as the
  * global cap (slots.c's prt__set_cap: a smaller cap closes idle
  * connections now and in-use ones as they come back, never failing a
  * query).  The sampler is not the timer thread, so a slow server never
- * delays the reap cycle; every wait of a sample is bounded (SAMPLE_WAIT),
- * so prt_runtime_free never waits long for it.
+ * delays the reap cycle; every wait of a sample (connect, query) is
+ * bounded by SAMPLE_WAIT, so prt_runtime_free never waits long for it.
  *
  * When the server cannot be sampled the last budget stays; the first
  * failure and the recovery are logged once each.  While budgets converge
@@ -32,7 +36,7 @@
 #include "policy.h"
 
 enum { FLEET_NAME_MAX = 32, APP_NAME_MAX = 63 /* PostgreSQL's NAMEDATALEN - 1 */ };
-static const double SAMPLE_WAIT = 0.5;  /* acquire, then query: each bounded by this */
+static const double SAMPLE_WAIT = 1.0;  /* connect, then query: each bounded by this */
 static const double FIRST_RETRY = 0.1;  /* until the first sample succeeds */
 
 struct prt__fleet {
@@ -49,6 +53,9 @@ struct prt__fleet {
     double sampled_unix;
     int failing;              /* the last attempt failed (logged once) */
     uint64_t samples, errors;
+    /* The sampler thread's alone (and prt__fleet_stop's after joining it). */
+    prt_conn *conn;           /* its own connection, outside the pools' slots */
+    prt_pool *conn_pool;      /* a reference: the pool conn was opened for */
     /* Lock-free. */
     atomic_uint_fast64_t server_full;
 };
@@ -167,8 +174,9 @@ char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo)
     return out;
 }
 
-/* The pool samples run on: "default" if there is one, else the first;
- * NULL when there is none yet.  The caller unrefs it. */
+/* The pool whose conninfo the sampler connects with: "default" if there
+ * is one, else the first; NULL when there is none yet.  The caller owns
+ * the reference it returns. */
 static prt_pool *sample_pool(prt_runtime *rt)
 {
     prt_pool **pools, *p = NULL;
@@ -184,33 +192,59 @@ static prt_pool *sample_pool(prt_runtime *rt)
     return p;
 }
 
-/* Reads the server view on one of rt's connections.  Returns 0 with *sv
- * filled, 1 when there is nothing to sample on (no pool yet, or the
- * runtime is shutting down: not a failure), or a negative PRT_E* with
- * err. */
+/* Drops the sampler's connection (and its pool's reference). */
+static void sample_conn_close(struct prt__fleet *f)
+{
+    prt__conn_close(f->conn);
+    prt_pool_unref(f->conn_pool);
+    f->conn = NULL;
+    f->conn_pool = NULL;
+}
+
+/* The sampler's own connection, opened with a pool's conninfo (so it
+ * carries the fleet's application_name) but outside every pool's slots:
+ * a sample never queues behind callers, however small the budget.
+ * Returns 0, 1 when there is no pool yet, or a negative PRT_E* with err. */
+static int sample_conn(prt_runtime *rt, char *err, size_t errlen)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (f->conn && !prt__conn_alive(f->conn))
+        sample_conn_close(f);
+    if (f->conn)
+        return PRT_OK;
+    if (!(f->conn_pool = sample_pool(rt)))
+        return 1;
+    int rc = prt__conn_open(f->conn_pool, prt_now() + SAMPLE_WAIT, &f->conn, err, errlen);
+    if (rc != PRT_OK) {
+        f->conn = NULL;
+        sample_conn_close(f);
+    }
+    return rc;
+}
+
+/* Reads the server view.  Returns 0 with *sv filled, 1 when there is
+ * nothing to sample on yet (no pool: not a failure), or a negative PRT_E*
+ * with err.  Sampler thread only. */
 static int sample_once(prt_runtime *rt, prt_server_view *sv, char *err, size_t errlen)
 {
-    prt_pool *p = sample_pool(rt);
-    if (!p)
-        return 1;
-    prt_conn *c = NULL;
-    PGresult *r = NULL;
-    int rc = prt_acquire(p, SAMPLE_WAIT, &c, err, errlen);
-    if (rc == PRT_OK) {
-        const char *params[2] = { rt->fleet->prefix, rt->fleet->member };
-        rc = prt__conn_exec(c, SAMPLE_SQL, 2, params, prt_now() + SAMPLE_WAIT, &r, err, errlen);
-        prt_release(c, rc == PRT_EBROKEN);
-    }
-    prt_pool_unref(p);
+    struct prt__fleet *f = rt->fleet;
+    int rc = sample_conn(rt, err, errlen);
     if (rc != PRT_OK)
-        return rc == PRT_ECLOSED ? 1 : rc;
+        return rc;
+    PGresult *r = NULL;
+    const char *params[2] = { f->prefix, f->member };
+    rc = prt__conn_exec(f->conn, SAMPLE_SQL, 2, params, prt_now() + SAMPLE_WAIT, &r, err, errlen);
+    if (rc == PRT_EBROKEN)
+        sample_conn_close(f);
+    if (rc != PRT_OK)
+        return rc;
     int v[6];
     for (int i = 0; i < 6; i++)
         v[i] = PQntuples(r) == 1 && !PQgetisnull(r, 0, i) ? atoi(PQgetvalue(r, 0, i)) : -1;
     PQclear(r);
     *sv = (prt_server_view){ v[0], v[1], v[2], v[3], v[4], v[5], prt_now() };
     if (v[0] <= 0 || v[1] < 0 || v[2] < 0) {
-        prt__errf(err, errlen, "fleet \"%s\": the sample query returned no usable row", rt->fleet->name);
+        prt__errf(err, errlen, "fleet \"%s\": the sample query returned no usable row", f->name);
         return PRT_EQUERY;
     }
     return PRT_OK;
@@ -327,6 +361,7 @@ void prt__fleet_stop(prt_runtime *rt)
     pthread_mutex_unlock(&f->mu);
     if (f->has_thread)
         pthread_join(f->thread, NULL);
+    sample_conn_close(f);
     rt->fleet = NULL;
     rt->opts.fleet = NULL;
     pthread_cond_destroy(&f->cond);
