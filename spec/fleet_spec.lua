@@ -41,6 +41,58 @@ local function holdings(monitor)
   return by, total, members
 end
 
+describe("fleet options and the budget hook", function()
+  it("tags connections poolrt:NAME:HOST:PID, keeping the user's application_name as a suffix", function()
+    local function app_name(conninfo)
+      local rt = H.runtime{ conninfo = conninfo, fleet = "t_1%" }
+      local name = assert(rt:pool("p"):query("select current_setting('application_name') as a"))[1].a
+      local sampler = rt:runtime_stats()
+      rt:close()
+      return name, sampler
+    end
+    local plain = app_name(H.conninfo)
+    assert.matches("^poolrt:t_1%%:[^:]+:%d+$", plain)
+    assert.equal(plain .. ":mine", app_name(H.conninfo .. " application_name=mine"))
+    -- a URI conninfo, and quoting on the way through
+    local uri = ("postgresql://%s@%s:%s/%s?application_name=it%%27s"):format(
+      H.conninfo:match("user=(%S+)"), H.conninfo:match("host=(%S+)"), H.conninfo:match("port=(%S+)"),
+      H.conninfo:match("dbname=(%S+)"))
+    assert.equal(plain .. ":it's", app_name(uri))
+  end)
+
+  it("rejects fleet names that cannot go into application_name, and a bad server_sample_interval", function()
+    for _, bad in ipairs{ "a:b", "", ("x"):rep(33), "caf\195\169" } do
+      local ok, err = pcall(poolrt.runtime, { fleet = bad })
+      assert.is_false(ok)
+      assert.matches("fleet .* must be 1..32 printable ASCII characters without ':'", err)
+    end
+    local ok, err = pcall(poolrt.runtime, { fleet = "f", server_sample_interval = 0 })
+    assert.is_false(ok)
+    assert.matches("server_sample_interval must be in %(0, 86400%] seconds", err)
+    H.runtime{ fleet = ("x"):rep(32) }:close()
+  end)
+
+  it("is asked once at creation (unsampled); a bad answer counts as an error and keeps max_connections", function()
+    local seen = H.write_file("return { budget = function(server, rt) "
+      .. "if server.sampled_at == 0 and rt.budget == rt.max_connections then return 3 end end }\n")
+    local rt = H.runtime{ policy = seen, max_connections = 9 }
+    assert.equal(3, rt:runtime_stats().budget)
+    assert.equal(1, rt:policy_stats().calls.budget)
+    rt:close()
+    -- (the dry run's sample runtime has max_connections 50, so the file loads)
+    local bad = H.write_file("return { budget = function(server, rt) return rt.max_connections == 9 and 0 or 2 end }\n")
+    rt = H.quietly(H.runtime, { policy = bad, max_connections = 9 })
+    assert.equal(9, rt:runtime_stats().budget)
+    assert.equal(1, rt:policy_stats().errors.budget)
+    assert.matches("hook budget: returned number 0 %(want nil or an integer in 1..1000000%)", rt:policy_stats().last_error)
+    rt:close()
+    local unlimited = H.write_file("return { budget = function() return nil end }\n")
+    rt = H.runtime{ policy = unlimited, max_connections = 0 }
+    assert.equal(0, rt:runtime_stats().budget)
+    rt:close()
+  end)
+end)
+
 describe("a fleet of 4 processes on a server of 60 connections", function()
   local srv
   setup(function() srv = S.start{ max_connections = 60 } end)
@@ -48,7 +100,7 @@ describe("a fleet of 4 processes on a server of 60 connections", function()
 
   it("never exceeds 57 backends, fails no query, holds fair shares and regrows when two members exit", function()
     local t0 = poolrt.now()
-    local short_stop, long_stop = t0 + 5, t0 + 10
+    local short_stop, long_stop = t0 + 6, t0 + 11
     local outs = {}
     for i = 1, 4 do
       local app = H.write_file(MEMBER:format(srv.conninfo, i <= 2 and long_stop or short_stop))
@@ -84,11 +136,17 @@ describe("a fleet of 4 processes on a server of 60 connections", function()
     for i = 1, 4 do print("member " .. i .. ": " .. H.read_file(outs[i]):match("queries=[^\n]*")) end
     assert.is_true(max_total <= 57, "fleet backends peaked at " .. max_total)
     -- Fair share: (60 - 3 reserved - 1 monitor - 2 headroom) / 4 = 13 each
-    -- (12 pooled + the sampler's), within 3 sampling intervals of all 4
-    -- being visible; then (54 / 2) = 27 each once two have gone.
+    -- (12 pooled + the sampler's), within 3 sampling intervals of every
+    -- member's first sample (seen as 3 backends or more: before it, a
+    -- member holds its budget of 1 and the sampler's); then (54 / 2) = 27
+    -- each within 3 intervals of two having gone.
     local t_all, t_two, checked4, checked2 = nil, nil, 0, 0
+    local function all_sampled(s)
+      for i = 1, 4 do if (s.by[pid[i]] or 0) < 3 then return false end end
+      return true
+    end
     for _, s in ipairs(samples) do
-      if not t_all and s.members == 4 then t_all = s.t end
+      if not t_all and all_sampled(s) then t_all = s.t end
       if not t_two and s.t > short_stop - t0 and s.members == 2 then t_two = s.t end
       if t_all and s.t >= t_all + 1.5 and s.t < short_stop - t0 - 0.2 then
         for i = 1, 4 do
@@ -105,7 +163,86 @@ describe("a fleet of 4 processes on a server of 60 connections", function()
         checked2 = checked2 + 1
       end
     end
+    print(("fleet: every member sampled at t=%.1f, two left at t=%.1f"):format(t_all or -1, t_two or -1))
     assert.is_true(checked4 >= 5, "samples with 4 members settled: " .. checked4)
     assert.is_true(checked2 >= 5, "samples with 2 members settled: " .. checked2)
+  end)
+
+  it("a connect refused as too many clients waits for the budget instead of failing the query", function()
+    local policy = H.write_file("return { budget = function() return 10 end }\n")
+    local rt = H.runtime{ conninfo = srv.conninfo, fleet = "full", policy = policy, max_connections = 10,
+                          server_sample_interval = 0.2 }
+    rt:pool("default", { max = 10, acquire_timeout = 10 })
+    assert(rt:pool("default"):query("select 1"))
+    H.wait_until(function() return rt:runtime_stats().samples_total > 0 end, 10, "a first sample")
+    -- Another client takes every connection the server has left, then gives 3 back.
+    local hog = H.runtime{ conninfo = srv.conninfo }
+    local hp, held = hog:pool("hog", { max = 60, acquire_timeout = 2 }), {}
+    H.quietly(function()
+      while true do
+        local c, err = hp:acquire()
+        if not c then
+          assert.matches("too many clients", err)
+          break
+        end
+        held[#held + 1] = c
+      end
+    end)
+    for _ = 1, 3 do table.remove(held):release(true) end
+    local res = assert(rt:spawn(8, "spec.support.fleet_workers", "burst", 5))
+    for i = 1, 8 do assert.same({}, res[i]) end
+    local s = rt:runtime_stats()
+    assert.is_true(s.server_full_total >= 1, "server_full_total " .. s.server_full_total)
+    assert.is_true(rt:stats().default.connections_created_total <= 4)
+    for _, c in ipairs(held) do c:release() end
+    hog:close()
+    rt:close()
+  end)
+
+  it("keeps the last budget while the server cannot be sampled, and says so once", function()
+    local policy = H.write_file("return { budget = function(server) return server.sampled_at == 0 and 3 or 6 end }\n")
+    local app = H.write_file(([[
+      package.path = "./?.lua;" .. package.path
+      local poolrt = require "poolrt"
+      local S = require "spec.support.pgserver"
+      local srv = { dir = %q }
+      for line in io.lines(srv.dir .. "/env") do
+        local k, v = line:match("^export ([%%w_]+)='(.*)'$")
+        if k then srv[k] = v end
+      end
+      setmetatable(srv, S)
+      local rt = poolrt.runtime{ conninfo = srv.POOLRT_CONNINFO, fleet = "gone", policy = %q, max_connections = 20,
+                                 server_sample_interval = 0.2, log_level = "info" }
+      local function wait(cond, what)
+        local deadline = poolrt.now() + 15
+        while not cond() do
+          if poolrt.now() > deadline then error("timed out waiting for " .. what) end
+          poolrt.sleep(0.02)
+        end
+      end
+      local function stats() return rt:runtime_stats() end
+      assert(rt:pool("default"):query("select 1"))
+      wait(function() return stats().samples_total > 0 end, "a first sample")
+      print("sampled: budget=" .. stats().budget)
+      srv:stop_server()
+      local errors = stats().sample_errors_total
+      wait(function() return stats().sample_errors_total >= errors + 3 end, "failed samples")
+      print("down: budget=" .. stats().budget)
+      srv:start_server()
+      local samples = stats().samples_total
+      wait(function() return stats().samples_total > samples end, "a sample after the restart")
+      print("up: budget=" .. stats().budget)
+      rt:close()
+      print("done")
+    ]]):format(srv.dir, policy))
+    local out, rc = H.run("timeout 60 build/poolrt " .. app)
+    assert.equal(0, rc, out)
+    assert.matches("sampled: budget=6\n", out, 1, true)
+    assert.matches("down: budget=6\n", out, 1, true)
+    assert.matches("up: budget=6\ndone\n", out, 1, true)
+    local _, failures = out:gsub("cannot sample the server, the budget stays at 6", "")
+    local _, recoveries = out:gsub("sampling the server works again", "")
+    assert.equal(1, failures, out)
+    assert.equal(1, recoveries, out)
   end)
 end)
