@@ -14,15 +14,4 @@ function W.query(rt, _, stop_at)
   return { n = n, errors = errors }
 end
 
--- `count` queries of 50 ms each through pool "default"; returns the errors.
-function W.burst(rt, _, count)
-  local pool = rt:pool("default")
-  local errors = {}
-  for _ = 1, count do
-    local rows, err = pool:query("select pg_sleep(0.05)")
-    if not rows then errors[#errors + 1] = err end
-  end
-  return errors
-end
-
 return W
