@@ -407,7 +407,12 @@ local rstats_buf = ffi.new("prt_runtime_stats")
 -- Runtime-wide counters: pools, max_pools, connections (open across
 -- pools), max_connections, pools_over_cap_total, pools_evicted_total{...},
 -- and pools_allocated: pool structs alive in the whole process (live pools
--- of every runtime, and evicted ones a handle still holds).
+-- of every runtime, and evicted ones a handle still holds).  The budget:
+-- budget (the cap in force, 0: none), budget_waiting (callers blocked by
+-- it), and for a fleet runtime the last server sample: sampled_at
+-- (prt_now clock, 0: none yet), sampled_unix, server = { max_connections,
+-- reserved, backends, fleet_members, fleet_backends, own_backends },
+-- samples_total, sample_errors_total, server_full_total.
 function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
@@ -417,7 +422,13 @@ function Runtime:runtime_stats()
   end
   return { pools = s.pools, max_pools = s.max_pools, connections = s.connections,
            max_connections = s.max_connections, pools_over_cap_total = tonumber(s.pools_over_cap_total),
-           pools_evicted_total = evicted_by, pools_allocated = C.prt_pools_allocated() }
+           pools_evicted_total = evicted_by, pools_allocated = C.prt_pools_allocated(),
+           budget = s.budget, budget_waiting = s.budget_waiting, sampled_at = s.sampled_at,
+           sampled_unix = s.sampled_unix, samples_total = tonumber(s.samples_total),
+           sample_errors_total = tonumber(s.sample_errors_total), server_full_total = tonumber(s.server_full_total),
+           server = { max_connections = s.server_max_connections, reserved = s.server_reserved,
+                      backends = s.server_backends, fleet_members = s.fleet_members,
+                      fleet_backends = s.fleet_backends, own_backends = s.own_backends } }
 end
 
 local HOOKS = M.HOOKS
@@ -542,7 +553,8 @@ end
 -- same name.
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
                          max_connections = "number", policy = "string", log_level = "string",
-                         policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string" }
+                         policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string",
+                         fleet = "string", server_sample_interval = "number" }
 M._runtime_fields = runtime_fields
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
@@ -563,7 +575,8 @@ local host = package.loaded["poolrt.host"] or {}
 -- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO), policy
 -- (a file; default: the host's --policy, else the built-in default),
 -- policy_budget, reap_interval, max_pools, max_connections, log_level,
--- pool_idle_timeout, pools_overflow ("fail" or "allow"); what is not given
+-- pool_idle_timeout, pools_overflow ("fail" or "allow"), fleet (a name: see
+-- README "One budget for many processes"), server_sample_interval; what is not given
 -- is prt_runtime_opts_default's.  A policy that does not load raises.
 function M.runtime(opts)
   opts = opts or {}
@@ -583,6 +596,7 @@ function M.runtime(opts)
     o.pools_overflow_allow = opts.pools_overflow == "allow" and 1 or 0
   end
   o.policy = policy
+  o.fleet = opts.fleet
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
   return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)

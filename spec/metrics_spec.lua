@@ -49,6 +49,28 @@ describe("metrics under promtool", function()
     assert.is_nil(text:find("runtime=", 1, true), "one runtime needs no runtime label")
   end)
 
+  it("a fleet runtime's budget and server sample pass too", function()
+    local policy = H.write_file("return { budget = function(server) return server.sampled_at > 0 and 7 or 3 end }\n")
+    local rt = H.runtime{ fleet = "metrics", policy = policy, max_connections = 20, server_sample_interval = 0.2 }
+    assert(rt:pool("app"):query("select 1"))
+    -- the pool's connection and the sampler's, once a sample has seen both
+    H.wait_until(function() return rt:runtime_stats().server.own_backends == 2 end, 10, "a server sample")
+    local text = rt:metrics()
+    rt:close()
+    assert_lint_clean(text)
+    local fams = families(text)
+    for _, name in ipairs{ "poolrt_budget", "poolrt_budget_waiting", "poolrt_server_sampled_timestamp_seconds",
+                           "poolrt_server_samples_total", "poolrt_server_full_total", "poolrt_server_max_connections",
+                           "poolrt_server_backends", "poolrt_fleet_members" } do
+      assert.is_true(fams[name], name)
+    end
+    assert.matches("\npoolrt_budget 7\n", text, 1, true)
+    assert.matches('\npoolrt_server_backends{of="process"} 2\n', text, 1, true)
+    assert.matches("\npoolrt_fleet_members 1\n", text, 1, true)
+    local ts = tonumber(text:match("\npoolrt_server_sampled_timestamp_seconds (%d+)\n"))
+    assert.is_true(math.abs(ts - os.time()) < 60, tostring(ts))
+  end)
+
   it("the host's --metrics passes with several runtimes: each family once, runtimes told apart", function()
     local ready, done = H.tmpname(), H.tmpname()
     local app = H.write_file(([[

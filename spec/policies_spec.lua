@@ -59,7 +59,7 @@ describe("every policy file", function()
     local have = {}
     for _, f in ipairs(files) do have[f] = true end
     for _, f in ipairs{ "mru.lua", "lru.lua", "random.lua", "clamp.lua", "background_share.lua",
-                        "tenant_reaper.lua", "default.lua" } do
+                        "tenant_reaper.lua", "default.lua", "fair_share.lua" } do
       assert.is_true(have[f], f .. " missing")
     end
   end)
@@ -86,6 +86,8 @@ describe("every policy file", function()
         pick = { idle, pool }, size = { pool }, overflow = { pool, { timeout = 1, position = 1 } },
         admit = { pools, "t2" }, evict = { pools, 1000 }, reap = { idle, pool, 1000 },
         concurrency = { pool }, on_evict = { "t1", "idle" },
+        budget = { { max_connections = 100, reserved = 3, backends = 20, fleet_members = 2, fleet_backends = 10,
+                     own_backends = 5, sampled_at = 1 }, { max_connections = 50, connections = 5, pools = 1, budget = 5 } },
       }
       for k, v in pairs(policy) do
         if type(v) == "function" then v(unpack(args[k])) end
@@ -419,6 +421,54 @@ describe("default.lua", function()
       assert.equal(c[2], p.concurrency(pool_view{ max = c[1] }))
       assert.equal(share.concurrency(pool_view{ max = c[1] }), p.concurrency(pool_view{ max = c[1] }))
     end
+  end)
+end)
+
+describe("fair_share.lua", function()
+  -- Views as the budget hook gets them: the last server sample and this
+  -- runtime (configured max_connections, connections, pools, budget in force).
+  local function server(t)
+    local v = { max_connections = 60, reserved = 3, backends = 53, fleet_members = 4, fleet_backends = 52,
+                own_backends = 13, sampled_at = 100 }
+    for k, x in pairs(t or {}) do v[k] = x end
+    return v
+  end
+  local function rt(t)
+    local v = { max_connections = 50, connections = 12, pools = 1, budget = 12 }
+    for k, x in pairs(t or {}) do v[k] = x end
+    return v
+  end
+  local budget = load_policy("fair_share.lua").budget
+
+  it("gives each member floor((max - reserved - others - headroom) / members), one of it the sampler's", function()
+    -- (60 - 3 - 1 - 2) / 4 = 13: 12 for the pools, 1 for the sampler's connection
+    assert.equal(12, budget(server(), rt()))
+    -- two members left: (60 - 3 - 1 - 2) / 2 = 27, reached at once (within 4x)
+    assert.equal(26, budget(server{ fleet_members = 2, backends = 27, fleet_backends = 26 }, rt()))
+    -- other clients (here 11 besides the fleet) come off the top
+    assert.equal(10, budget(server{ backends = 63, fleet_backends = 52 }, rt()))  -- (60 - 3 - 11 - 2) / 4 - 1
+  end)
+
+  it("reads its headroom from POOLRT_FLEET_HEADROOM (default 2; garbage falls back)", function()
+    local b = load_policy("fair_share.lua", { POOLRT_FLEET_HEADROOM = 10 }).budget
+    assert.equal(10, b(server(), rt()))        -- (60 - 3 - 1 - 10) / 4 - 1
+    b = load_policy("fair_share.lua", { POOLRT_FLEET_HEADROOM = "lots" }).budget
+    assert.equal(12, b(server(), rt()))
+  end)
+
+  it("starts at 1 before the first sample, grows at most 4x per sample, shrinks at once", function()
+    assert.equal(1, budget(server{ sampled_at = 0 }, rt{ budget = 50 }))
+    assert.equal(4, budget(server{ fleet_members = 1, backends = 2, fleet_backends = 1 }, rt{ budget = 1 }))
+    assert.equal(16, budget(server{ fleet_members = 1, backends = 5, fleet_backends = 4 }, rt{ budget = 4 }))
+    assert.equal(12, budget(server(), rt{ budget = 40 }))
+  end)
+
+  it("stays within 1 .. the configured max_connections (0: unlimited)", function()
+    assert.equal(20, budget(server{ fleet_members = 1 }, rt{ max_connections = 20, budget = 20 }))
+    assert.equal(54, budget(server{ fleet_members = 1, backends = 1, fleet_backends = 1 },
+                            rt{ max_connections = 0, budget = 50 }))
+    assert.equal(1, budget(server{ backends = 200, fleet_backends = 10 }, rt()))
+    assert.equal(1, budget(server{ fleet_members = 0, max_connections = 3 }, rt()))
   end)
 end)
 

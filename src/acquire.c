@@ -194,9 +194,36 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
     in_use_link(p, c, now);
 }
 
+/* Looks until the caller has a connection (GOT_CONN, *c, *now as for
+ * usable), a slot to open one in (GOT_SLOT), or an error (negative, err
+ * set; a timeout counted).  mu held on entry and on return. */
+static int look(prt_pool *p, prt__pstate *ps, double start, double deadline, prt_conn **c, double *now,
+                char *err, size_t errlen)
+{
+    int got = GOT_AGAIN;
+    while (got == GOT_AGAIN) {
+        if (p->closed)
+            return closed_error(p, err, errlen);
+        got = try_now(p, ps, c);
+        if (got == GOT_NOTHING)
+            got = overflow(p, ps, deadline, c, err, errlen);
+        if (got == GOT_CONN && !usable(p, *c, now))
+            got = GOT_AGAIN;
+    }
+    if (got == GOT_TIMEOUT) {
+        char what[64];
+        snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - start);
+        got = fail(p, PRT_ETIMEDOUT, err, errlen, what);
+    }
+    return got;
+}
+
 /* Hands out a connection of pool p within `timeout` seconds (< 0: the
  * pool's acquire_timeout).  On success *out belongs to the caller until
- * prt_release.  On failure err carries the pool's state. */
+ * prt_release.  On failure err carries the pool's state.  A fleet
+ * runtime's connect refused because the server is full does not fail the
+ * caller: the budget shrinks to what is held and the caller looks again,
+ * waiting its turn until the deadline (fleet.c). */
 int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen)
 {
     if (!p || !out)
@@ -205,34 +232,23 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
     prt__pstate *ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
     prt_conn *c = NULL;
-    int got = GOT_AGAIN;
     prt__lock(p);
-    while (got == GOT_AGAIN) {
-        if (p->closed) {
-            got = closed_error(p, err, errlen);
+    int got = look(p, ps, start, deadline, &c, &now, err, errlen);
+    while (got == GOT_SLOT) {
+        prt__unlock(p); /* connect outside the lock, within the same deadline */
+        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
+        if (rc != PRT_OK && !prt__fleet_refused(p->rt, err))
+            return rc;
+        if (rc != PRT_OK)
+            prt__fleet_server_full(p->rt, deadline);
+        prt__lock(p);
+        if (rc == PRT_OK)
             break;
-        }
-        got = try_now(p, ps, &c);
-        if (got == GOT_NOTHING)
-            got = overflow(p, ps, deadline, &c, err, errlen);
-        if (got == GOT_CONN && !usable(p, c, &now))
-            got = GOT_AGAIN;
-    }
-    if (got == GOT_TIMEOUT) {
-        char what[64];
-        snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - start);
-        got = fail(p, PRT_ETIMEDOUT, err, errlen, what);
+        got = look(p, ps, start, deadline, &c, &now, err, errlen);
     }
     if (got < 0) {
         prt__unlock(p);
         return got;
-    }
-    if (got == GOT_SLOT) {
-        prt__unlock(p); /* connect outside the lock, within the same deadline */
-        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
-        if (rc != PRT_OK)
-            return rc;
-        prt__lock(p);
     }
     count_acquire(p, c, start, now);
     prt__unlock(p);

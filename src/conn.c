@@ -261,6 +261,21 @@ static int exec_simple(prt_conn *c, const char *sql, double deadline, char *err,
     return rc;
 }
 
+/* Runs one statement with text parameters, unprepared, giving up at
+ * `deadline` (the query is cancelled then, and the wait for the cancel is
+ * bounded too).  On success *out is the caller's (PQclear); on failure err
+ * says why and PRT_EBROKEN means the connection should be closed. */
+int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
+                   PGresult **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+        pq_error(err, errlen, c->pool->name, "send failed", c->pg);
+        return PRT_EBROKEN;
+    }
+    return collect(c, deadline, out, err, errlen);
+}
+
 /* Makes room in the statement cache and prepares `sql` under a new name. */
 static int prepare(prt_conn *c, const char *sql, int nparams, prt__stmt **out, char *err, size_t errlen)
 {

@@ -252,7 +252,7 @@ int prt__pool_evictable(prt_pool *p);   /* the eviction rule */
  * policy_check.c  loading a file: dry runs for `poolrt check` and reloads */
 enum prt__hook {
     PRT__H_PICK, PRT__H_SIZE, PRT__H_OVERFLOW, PRT__H_ADMIT, PRT__H_EVICT, PRT__H_REAP,
-    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__NHOOKS
+    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__H_BUDGET, PRT__NHOOKS
 };
 _Static_assert((int)PRT__NHOOKS == (int)PRT_NHOOKS, "include/poolrt.h's PRT_NHOOKS must count the hooks");
 /* A hook's mode: the built-in default, a Lua function, or a named built-in
@@ -296,6 +296,7 @@ void prt__hook_size(prt__pstate *ps, prt_pool *p, int *max, int *min_idle);
 int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use default */
 int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict);
 void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
+int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_rt_view *rt); /* 0: no limit */
 
 /* --- pick.c --------------------------------------------------------------- */
 int prt__pick(prt_pool *p, prt__pstate *ps);   /* index into p->idle; mu held */
@@ -334,6 +335,7 @@ struct prt_runtime {
                               * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
+    struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
 };
 
 void *prt__timer_main(void *arg);
@@ -341,5 +343,17 @@ int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.
 char *prt__live_metrics(void);
 char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */
+
+/* --- fleet.c: application_name, the server sampler, the budget hook ------ */
+int prt__fleet_check(const prt_runtime_opts *o, char *err, size_t errlen); /* fleet name, interval */
+int prt__fleet_start(prt_runtime *rt, const prt_runtime_opts *o, char *err, size_t errlen); /* first budget; sampler */
+void prt__fleet_stop(prt_runtime *rt);             /* joins the sampler (bounded); frees rt->fleet */
+char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo); /* + application_name; NULL: no memory */
+int prt__fleet_refused(prt_runtime *rt, const char *err); /* a connect refused as too many clients */
+void prt__fleet_server_full(prt_runtime *rt, double deadline); /* after a refused connect: cap to what is held */
+void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out);
+/* conn.c: one statement with text parameters within a deadline (no prepared statement). */
+int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
+                   PGresult **out, char *err, size_t errlen);
 
 #endif

@@ -214,7 +214,9 @@ typedef struct rt_family {
     int nvals;
 } rt_family;
 
-enum { RT_CALLS, RT_ERRORS, RT_RELOADS, RT_GENERATION, RT_POOLS, RT_CONNS, RT_OVER_CAP, RT_EVICTED, RT_NFAMILIES };
+enum { RT_CALLS, RT_ERRORS, RT_RELOADS, RT_GENERATION, RT_POOLS, RT_CONNS, RT_OVER_CAP, RT_EVICTED,
+       RT_BUDGET, RT_BUDGET_WAITING, RT_SAMPLED, RT_SAMPLES, RT_SERVER_FULL, RT_SERVER_MAX, RT_SERVER_BACKENDS,
+       RT_FLEET_MEMBERS, RT_NFAMILIES };
 
 static const rt_family per_runtime[RT_NFAMILIES] = {
     [RT_CALLS] = { { "poolrt_policy_calls_total", "counter", "Policy hook calls." }, "hook", PRT__NHOOKS },
@@ -226,6 +228,20 @@ static const rt_family per_runtime[RT_NFAMILIES] = {
     [RT_CONNS] = { { "poolrt_connections", "gauge", "Server connections open across pools." }, NULL, 1 },
     [RT_OVER_CAP] = { { "poolrt_pools_over_cap_total", "counter", "Pools admitted over max_pools." }, NULL, 1 },
     [RT_EVICTED] = { { "poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason." }, "reason", 3 },
+    /* The connection budget and the last server sample (fleet.c). */
+    [RT_BUDGET] = { { "poolrt_budget", "gauge", "Connections the runtime may hold now (0: no limit)." }, NULL, 1 },
+    [RT_BUDGET_WAITING] = { { "poolrt_budget_waiting", "gauge", "Callers waiting for the budget." }, NULL, 1 },
+    [RT_SAMPLED] = { { "poolrt_server_sampled_timestamp_seconds", "gauge",
+                       "Unix time of the last server sample (0: none)." }, NULL, 1 },
+    [RT_SAMPLES] = { { "poolrt_server_samples_total", "counter", "Server samples, by result." }, "result", 2 },
+    [RT_SERVER_FULL] = { { "poolrt_server_full_total", "counter",
+                           "Connects refused as too many clients that waited for the budget." }, NULL, 1 },
+    [RT_SERVER_MAX] = { { "poolrt_server_max_connections", "gauge",
+                          "The server's max_connections, last sampled." }, NULL, 1 },
+    [RT_SERVER_BACKENDS] = { { "poolrt_server_backends", "gauge",
+                               "Client backends on the server, last sampled: all, the fleet's, this process's." },
+                             "of", 3 },
+    [RT_FLEET_MEMBERS] = { { "poolrt_fleet_members", "gauge", "Fleet members seen in the last sample." }, NULL, 1 },
 };
 
 /* The i-th series of family f: its label value (NULL when unlabelled) and
@@ -234,6 +250,8 @@ static uint64_t rt_value(const snap *s, int f, int i, const char **val)
 {
     static const char *const results[] = { "ok", "failed" };
     static const char *const evicted[] = { "manual", "lru", "idle" };
+    static const char *const backends[] = { "server", "fleet", "process" };
+    const prt_runtime_stats *r = &s->rs;
     *val = NULL;
     switch (f) {
     case RT_CALLS: *val = prt_policy_hook_name(i); return s->ps.calls[i];
@@ -243,6 +261,16 @@ static uint64_t rt_value(const snap *s, int f, int i, const char **val)
     case RT_POOLS: return (uint64_t)s->rs.pools;
     case RT_CONNS: return (uint64_t)s->rs.connections;
     case RT_OVER_CAP: return s->rs.pools_over_cap_total;
+    case RT_BUDGET: return (uint64_t)r->budget;
+    case RT_BUDGET_WAITING: return (uint64_t)r->budget_waiting;
+    case RT_SAMPLED: return (uint64_t)r->sampled_unix;
+    case RT_SAMPLES: *val = results[i]; return i ? r->sample_errors_total : r->samples_total;
+    case RT_SERVER_FULL: return r->server_full_total;
+    case RT_SERVER_MAX: return (uint64_t)r->server_max_connections;
+    case RT_SERVER_BACKENDS:
+        *val = backends[i];
+        return (uint64_t)(i == 0 ? r->server_backends : i == 1 ? r->fleet_backends : r->own_backends);
+    case RT_FLEET_MEMBERS: return (uint64_t)r->fleet_members;
     default: *val = evicted[i]; return s->rs.pools_evicted_total[i];
     }
 }

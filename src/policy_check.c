@@ -3,7 +3,8 @@
  *
  * Nothing goes live that has not run once: prt__policy_load (used by
  * prt_runtime_new and every reload) builds a throwaway state, calls each Lua
- * hook on sample inputs -- a pool of 10 with three idle connections -- and
+ * hook on sample inputs -- a pool of 10 with three idle connections; for
+ * `budget`, a server of 100 connections shared by a fleet of 4 -- and
  * judges the answers with the very validators of live calls
  * (policy_hooks.c) on a pool that exists only here.  `poolrt check`
  * (prt_policy_check) prints what each hook returned.
@@ -46,6 +47,12 @@ static char *read_file(const char *path, char *err, size_t errlen)
     return buf;
 }
 
+/* The budget hook's sample: a server of max_connections 100 (3 reserved)
+ * with 40 client backends, 30 of them a fleet of 4 members, 8 this
+ * runtime's, which is configured for 50 and holds 8 in 2 pools. */
+static const prt_server_view sample_server = { 100, 3, 40, 4, 30, 8, 1.0 };
+static const prt_rt_view sample_rt = { 50, 8, 2, 10 };
+
 /* Sample inputs for dry runs: a pool of 10 with three idle connections,
  * in a runtime with the default limits. */
 static void sample_inputs(prt__pstate *ps)
@@ -68,6 +75,9 @@ static void sample_inputs(prt__pstate *ps)
         c->idle.v[i] = (prt_conn_view){ i, now - 600 + i, now - 10 * (4 - i), 10.0 * i, 0 };
     c->req = (prt_req_view){ 2.0, 1 };
     c->now = now;
+    c->server = sample_server;
+    c->server.sampled_at = now;
+    c->rt = sample_rt;
     prt_runtime_opts o;
     prt_runtime_opts_default(&o);
     prt__view_limits(&c->limits, &o);
@@ -139,6 +149,8 @@ static int validate_sample(prt__pstate *ps, int hook, char *err, size_t errlen)
     case PRT__H_OVERFLOW: prt__hook_overflow(ps, &p, 2.0, &w); break;
     case PRT__H_REAP: prt__hook_reap(ps, &p, now, close); break;
     case PRT__H_CONCURRENCY: prt__hook_concurrency(ps, &p); break;
+    case PRT__H_BUDGET: prt__hook_budget(ps, &(prt_server_view){ 0 }, &sample_rt); /* unsampled, then sampled */
+                        prt__hook_budget(ps, &sample_server, &sample_rt); break;
     default: break;
     }
     pthread_mutex_destroy(&p.mu);

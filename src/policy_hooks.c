@@ -19,7 +19,7 @@
 #include "policy.h"
 
 static const char *const hook_names[PRT__NHOOKS] = {
-    "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict",
+    "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict", "budget",
 };
 /* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes. */
 enum { MAX_BUILTINS = 4 };
@@ -325,4 +325,22 @@ void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason)
     lua_pushstring(ps->L, reason);
     if (finish(ps, PRT__H_ON_EVICT, 2, 0) == 0)
         lua_settop(ps->L, 0);
+}
+
+/* The runtime's connection budget: an integer >= 1, or nil for "no limit"
+ * (returned as 0, like the built-in answer and any rejected one, which
+ * fleet.c turns into the configured max_connections).  No lock held. */
+int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_rt_view *rt)
+{
+    if (begin(ps, PRT__H_BUDGET) != 0)
+        return 0;
+    ps->ctx->server = *server;
+    ps->ctx->rt = *rt;
+    if (finish(ps, PRT__H_BUDGET, 0, 1) != 0)
+        return 0;
+    long n = 0;
+    if (!lua_isnil(ps->L, 1) && !as_int(ps->L, 1, 1, 1000000, &n))
+        return reject(ps, PRT__H_BUDGET, 1, "nil or an integer in 1..1000000"), 0;
+    lua_settop(ps->L, 0);
+    return (int)n;
 }

@@ -14,7 +14,9 @@
  * configured_ as nil when 0 (the user gave no max).  `limits` holds the
  * runtime's own max_pools, max_connections and pool_idle_timeout (0: off),
  * which every pool view and pool list answers as fields, so a policy never
- * keeps a copy of them.
+ * keeps a copy of them.  `server` and `rt` are the budget hook's: the last
+ * server sample (sampled_at 0: none yet) and the runtime's configured
+ * max_connections, connections, pools and the budget in force.
  */
 #ifndef POOLRT_POLICY_VIEWS_H
 #define POOLRT_POLICY_VIEWS_H
@@ -46,6 +48,15 @@ typedef struct prt_req_view {
     int position;
 } prt_req_view;
 
+typedef struct prt_server_view {
+    int max_connections, reserved, backends, fleet_members, fleet_backends, own_backends;
+    double sampled_at;
+} prt_server_view;
+
+typedef struct prt_rt_view {
+    int max_connections, connections, pools, budget;
+} prt_rt_view;
+
 typedef struct prt_idle_list {
     int n;
     prt_conn_view v[1025];
@@ -59,6 +70,8 @@ typedef struct prt_hook_ctx {
     prt_limits_view limits;
     prt_pool_view *pools;
     int npools;
+    prt_server_view server;
+    prt_rt_view rt;
     prt_idle_list idle;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */

@@ -128,7 +128,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         return PRT_EINVAL;
     }
     prt_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->name = strdup(name)) || !(p->conninfo = strdup(conninfo))) {
+    if (!p || !(p->name = strdup(name)) || !(p->conninfo = prt__fleet_conninfo(rt, conninfo))) {
         if (p) {
             free(p->name);
             free(p);
@@ -138,7 +138,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     }
     atomic_init(&p->refs, 1);
     atomic_fetch_add(&pools_allocated, 1);
-    p->endpoints = prt__endpoints_new(conninfo);
+    p->endpoints = prt__endpoints_new(p->conninfo); /* with the fleet's application_name */
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
     p->opts = *o;

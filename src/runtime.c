@@ -38,7 +38,8 @@ const char *prt_strerror(int rc)
 
 void prt_runtime_opts_default(prt_runtime_opts *o)
 {
-    *o = (prt_runtime_opts){ .reap_interval = 1.0, .max_pools = 100, .policy_budget = 1000000 };
+    *o = (prt_runtime_opts){ .reap_interval = 1.0, .max_pools = 100, .policy_budget = 1000000,
+                             .server_sample_interval = 2.0 };
 }
 
 static atomic_uint_fast64_t next_runtime_id;
@@ -159,6 +160,8 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         prt__errf(err, errlen, "runtime: max_pools and max_connections must be >= 0, policy_budget >= 1");
         return PRT_EINVAL;
     }
+    if (prt__fleet_check(o, err, errlen) != PRT_OK)
+        return PRT_EINVAL;
     prt__policy *pol = NULL;
     int rc = o->policy ? prt__policy_load(o->policy, o->policy_budget, &pol, NULL, 0, err, errlen) : PRT_OK;
     if (rc != PRT_OK)
@@ -175,6 +178,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     rt->opts = *o;
     rt->opts.conninfo = rt->conninfo;
     rt->opts.policy = NULL; /* the live policy keeps its own path */
+    rt->opts.fleet = NULL;  /* prt__fleet_start keeps its own copy */
     rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
     atomic_init(&rt->cap, o->max_connections);
     pthread_mutex_init(&rt->mu, NULL);
@@ -188,6 +192,10 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
             return PRT_ETHREAD;
         }
         rt->has_timer = 1;
+    }
+    if ((rc = prt__fleet_start(rt, o, err, errlen)) != PRT_OK) {
+        prt_runtime_free(rt);
+        return rc;
     }
     if (live_add(rt) != PRT_OK) {
         prt__errf(err, errlen, "runtime: out of memory");
@@ -253,6 +261,7 @@ void prt_runtime_free(prt_runtime *rt)
     if (rt->has_timer)
         pthread_join(rt->timer, NULL);
     prt_runtime_drain(rt, 0);
+    prt__fleet_stop(rt); /* after the drain, which wakes a sample waiting to acquire */
     pthread_mutex_lock(&rt->mu);
     prt_pool **pools = rt->pools;
     int n = rt->npools;
@@ -342,4 +351,5 @@ void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)
     out->pools_over_cap_total = atomic_load(&rt->pools_over_cap);
     for (int i = 0; i < 3; i++)
         out->pools_evicted_total[i] = atomic_load(&rt->pools_evicted[i]);
+    prt__fleet_stats(rt, out);
 }

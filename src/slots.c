@@ -142,6 +142,8 @@ static void connect_result(prt_pool *p, int rc, const char *err)
         p->backoff = 0;
         return;
     }
+    if (prt__fleet_refused(p->rt, err))
+        return; /* the server is full, not down: the budget paces retries (fleet.c) */
     p->connect_failures++;
     p->connect_errors++;
     p->backoff = p->backoff > 0 ? p->backoff * 2 : 0.05;

@@ -26,7 +26,7 @@ enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use when given grace < 0 */
 
-enum { PRT_NHOOKS = 8 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
+enum { PRT_NHOOKS = 9 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
 /* Values of prt_pool_stats.closed. */
 enum { PRT_POOL_OPEN = 0, PRT_POOL_EVICTED = 1, PRT_POOL_DRAINING = 2 };
@@ -54,6 +54,8 @@ typedef struct prt_runtime_opts {
     int policy_budget;       /* steps a hook may take per call (default 1000000) */
     double pool_idle_timeout; /* evict whole pools unused this long (default 0: never) */
     int pools_overflow_allow; /* max_pools reached, nothing evictable: 1 admit over the cap, 0 fail */
+    const char *fleet;       /* fleet name: application_name poolrt:NAME:HOST:PID, server sampling (NULL: none) */
+    double server_sample_interval; /* seconds between server samples of a fleet runtime (default 2) */
 } prt_runtime_opts;
 
 /* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
@@ -103,10 +105,19 @@ typedef struct prt_runtime_stats {
     int connections, max_connections; /* open across pools */
     uint64_t pools_over_cap_total;
     uint64_t pools_evicted_total[PRT_EVICT_NREASONS];  /* by PRT_EVICT_* */
+    /* The connection budget (src/fleet.c). */
+    int budget;              /* the cap in force (0: none): the budget hook's answer, or max_connections */
+    int budget_waiting;      /* callers waiting in pools below their max: blocked by the budget */
+    double sampled_at;       /* prt_now() of the last server sample (0: none yet) */
+    double sampled_unix;     /* the same moment as Unix time (0: none yet) */
+    int server_max_connections, server_reserved, server_backends; /* from the last sample */
+    int fleet_members, fleet_backends, own_backends;                /* likewise */
+    uint64_t samples_total, sample_errors_total;
+    uint64_t server_full_total; /* connects refused with SQLSTATE 53300 that waited instead of failing */
 } prt_runtime_stats;
 
 /* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
- * on_evict, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
+ * on_evict, budget, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
  * gives each one's name, prt_policy_builtin_name the built-in strategies a
  * policy may name for it (NULL past the last).  Bindings derive the names
  * from these rather than writing them out (PRT_NHOOKS is defined above). */

@@ -288,6 +288,15 @@ typedef struct prt_req_view {
     int position;
 } prt_req_view;
 
+typedef struct prt_server_view {
+    int max_connections, reserved, backends, fleet_members, fleet_backends, own_backends;
+    double sampled_at;
+} prt_server_view;
+
+typedef struct prt_rt_view {
+    int max_connections, connections, pools, budget;
+} prt_rt_view;
+
 typedef struct prt_idle_list {
     int n;
     prt_conn_view v[1025];
@@ -301,6 +310,8 @@ typedef struct prt_hook_ctx {
     prt_limits_view limits;
     prt_pool_view *pools;
     int npools;
+    prt_server_view server;
+    prt_rt_view rt;
     prt_idle_list idle;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
@@ -385,6 +396,7 @@ function B.setup(ud, chunkname, src, budget_msg, names)
     reap = function() return f.reap(idle, pool, ctx.now) end,
     concurrency = function() return f.concurrency(pool) end,
     on_evict = function(name, reason) return f.on_evict(name, reason) end,
+    budget = function() return f.budget(ctx.server, ctx.rt) end,
   }
   local kinds, tramps = {}, {}
   for _, h in ipairs(B.ORDER) do

@@ -1,0 +1,431 @@
+/*
+ * fleet.c -- one connection budget for many processes, with PostgreSQL as
+ * the coordination point.
+ *
+ * A runtime given `fleet = NAME` tags every connection it opens with
+ * application_name = poolrt:NAME:HOST:PID (a user's own application_name
+ * follows as a suffix), so any member can count the fleet's backends, and
+ * its members, in pg_stat_activity.  A sampler thread of its own reads the
+ * server every server_sample_interval seconds -- every 0.1 s until the
+ * first sample succeeds, and at once when a connect was refused as "too
+ * many clients" -- on a connection of its own, opened with the conninfo of
+ * pool "default" if there is one, else of the first pool, and kept between
+ * samples.  That connection is outside the pools' slots and the budget, so
+ * a sample never queues behind callers however small the budget is (a
+ * policy counts it: fair_share.lua gives the pools its share minus one).
+ * After each sample it asks the policy's
+ * `budget(server, rt)` hook for this runtime's share and applies it as the
+ * global cap (slots.c's prt__set_cap: a smaller cap closes idle
+ * connections now and in-use ones as they come back, never failing a
+ * query).  The sampler is not the timer thread, so a slow server never
+ * delays the reap cycle; every wait of a sample (connect, query) is
+ * bounded by SAMPLE_WAIT, so prt_runtime_free never waits long for it.
+ *
+ * When the server cannot be sampled the last budget stays; the first
+ * failure and the recovery are logged once each.  While budgets converge
+ * a member may still find the server full: such a refused connect does not
+ * fail the caller (prt__fleet_server_full): the cap drops to what the
+ * runtime holds and the caller waits its turn like any caller blocked by
+ * the cap.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "policy.h"
+
+enum { FLEET_NAME_MAX = 32, APP_NAME_MAX = 63 /* PostgreSQL's NAMEDATALEN - 1 */ };
+static const double SAMPLE_WAIT = 1.0;  /* connect, then query: each bounded by this */
+static const double FIRST_RETRY = 0.1;  /* until the first sample succeeds */
+
+struct prt__fleet {
+    char *name;               /* immutable */
+    char prefix[2 * APP_NAME_MAX]; /* "poolrt:NAME:", immutable */
+    char member[2 * APP_NAME_MAX]; /* "poolrt:NAME:HOST:PID" (<= APP_NAME_MAX), immutable */
+    pthread_t thread;
+    int has_thread;           /* immutable once the runtime is shared */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;      /* wakes the sampler: stop, or an early sample */
+    /* Protected by mu. */
+    int stopping, resample;
+    prt_server_view server;   /* the last good sample (sampled_at 0: none yet) */
+    double sampled_unix;
+    int failing;              /* the last attempt failed (logged once) */
+    uint64_t samples, errors;
+    /* The sampler thread's alone (and prt__fleet_stop's after joining it). */
+    prt_conn *conn;           /* its own connection, outside the pools' slots */
+    prt_pool *conn_pool;      /* a reference: the pool conn was opened for */
+    /* Lock-free. */
+    atomic_uint_fast64_t server_full;
+};
+
+/* One query answers the whole server view.  $1 is the fleet's prefix, $2
+ * this process's member name; left() rather than LIKE so that '_' and '%'
+ * in names are literal.  Roles without pg_read_all_stats still see other
+ * sessions' application_name and backend_type. */
+static const char SAMPLE_SQL[] =
+    "select current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int"
+    "   + coalesce(current_setting('reserved_connections', true)::int, 0),"
+    " count(*) filter (where client),"
+    " count(distinct split_part(application_name, ':', 3) || ':' || split_part(application_name, ':', 4))"
+    "   filter (where fleet),"
+    " count(*) filter (where fleet),"
+    " count(*) filter (where fleet and (application_name = $2 or left(application_name, length($2) + 1) = $2 || ':'))"
+    " from (select application_name, backend_type = 'client backend' as client,"
+    "   backend_type = 'client backend' and left(application_name, length($1)) = $1 as fleet"
+    "   from pg_stat_activity) a";
+
+/* Checks the fleet options before anything is made.  Returns 0, or
+ * PRT_EINVAL with err naming the problem. */
+int prt__fleet_check(const prt_runtime_opts *o, char *err, size_t errlen)
+{
+    if (!(o->server_sample_interval > 0) || o->server_sample_interval > 86400) {
+        prt__errf(err, errlen, "runtime: server_sample_interval must be in (0, 86400] seconds");
+        return PRT_EINVAL;
+    }
+    if (!o->fleet)
+        return PRT_OK;
+    size_t n = strlen(o->fleet);
+    int bad = n == 0 || n > FLEET_NAME_MAX;
+    for (const char *s = o->fleet; *s && !bad; s++)
+        bad = *s == ':' || *s < 32 || *s > 126;
+    if (bad) {
+        prt__errf(err, errlen, "runtime: fleet \"%.40s\" must be 1..%d printable ASCII characters without ':' "
+                  "(it goes into application_name poolrt:NAME:HOST:PID, %d bytes at most)",
+                  o->fleet, FLEET_NAME_MAX, APP_NAME_MAX);
+        return PRT_EINVAL;
+    }
+    return PRT_OK;
+}
+
+/* poolrt:NAME:HOST:PID within APP_NAME_MAX: the host is cut at its first
+ * dot and truncated to what is left (the name's length is checked). */
+static void member_name(struct prt__fleet *f)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "unknown");
+    host[strcspn(host, ".:")] = '\0';
+    char pid[16];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    snprintf(f->prefix, sizeof f->prefix, "poolrt:%s:", f->name);
+    size_t n = strlen(f->prefix), room = APP_NAME_MAX - n - 1 - strlen(pid); /* > 0: the name is <= 32 */
+    size_t h = strlen(host) < room ? strlen(host) : room;
+    memcpy(f->member, f->prefix, n);
+    memcpy(f->member + n, host, h);
+    f->member[n + h] = ':';
+    memcpy(f->member + n + h + 1, pid, strlen(pid) + 1);
+}
+
+/* Appends key='value' (libpq's quoting) at w; returns the new end. */
+static char *put_kv(char *w, const char *key, const char *val)
+{
+    w += sprintf(w, "%s%s='", *w ? " " : "", key);
+    for (; *val; val++) {
+        if (*val == '\'' || *val == '\\')
+            *w++ = '\\';
+        *w++ = *val;
+    }
+    *w++ = '\'';
+    *w = '\0';
+    return w;
+}
+
+/* The conninfo a pool of rt connects with: as given, or for a fleet
+ * runtime the same options (a URI is parsed too) with application_name
+ * poolrt:NAME:HOST:PID, followed by ":" and the user's own one (from the
+ * conninfo or PGAPPNAME) when there is one; the server keeps the first 63
+ * bytes.  Returns a new string the caller frees; NULL when out of memory.
+ * A conninfo libpq cannot parse is returned as given: connecting reports
+ * why. */
+char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo)
+{
+    PQconninfoOption *opts = NULL;
+    char *msg = NULL;
+    if (rt && rt->fleet)
+        opts = PQconninfoParse(conninfo, &msg);
+    PQfreemem(msg);
+    if (!opts)
+        return strdup(conninfo);
+    const char *theirs = getenv("PGAPPNAME");
+    size_t need = 1;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "application_name") == 0)
+            theirs = o->val;
+        else
+            need += strlen(o->keyword) + 2 * strlen(o->val) + 4;
+    }
+    char app[256];
+    snprintf(app, sizeof app, "%s%s%s", rt->fleet->member, theirs && *theirs ? ":" : "", theirs ? theirs : "");
+    need += sizeof "application_name" + 2 * strlen(app) + 4;
+    char *out = malloc(need), *w = out;
+    if (out) {
+        *w = '\0';
+        for (PQconninfoOption *o = opts; o->keyword; o++)
+            if (o->val && strcmp(o->keyword, "application_name") != 0)
+                w = put_kv(w, o->keyword, o->val);
+        put_kv(w, "application_name", app);
+    }
+    PQconninfoFree(opts);
+    return out;
+}
+
+/* The pool whose conninfo the sampler connects with: "default" if there
+ * is one, else the first; NULL when there is none yet.  The caller owns
+ * the reference it returns. */
+static prt_pool *sample_pool(prt_runtime *rt)
+{
+    prt_pool **pools, *p = NULL;
+    int n = prt__registry_snapshot(rt, &pools);
+    for (int i = 0; i < n && !p; i++)
+        if (strcmp(pools[i]->name, "default") == 0)
+            p = pools[i];
+    if (!p && n > 0)
+        p = pools[0];
+    if (p)
+        prt__pool_ref(p);
+    prt__registry_release(pools, n);
+    return p;
+}
+
+/* Drops the sampler's connection (and its pool's reference). */
+static void sample_conn_close(struct prt__fleet *f)
+{
+    prt__conn_close(f->conn);
+    prt_pool_unref(f->conn_pool);
+    f->conn = NULL;
+    f->conn_pool = NULL;
+}
+
+/* The sampler's own connection, opened with a pool's conninfo (so it
+ * carries the fleet's application_name) but outside every pool's slots:
+ * a sample never queues behind callers, however small the budget.
+ * Returns 0, 1 when there is no pool yet, or a negative PRT_E* with err. */
+static int sample_conn(prt_runtime *rt, char *err, size_t errlen)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (f->conn && !prt__conn_alive(f->conn))
+        sample_conn_close(f);
+    if (f->conn)
+        return PRT_OK;
+    if (!(f->conn_pool = sample_pool(rt)))
+        return 1;
+    int rc = prt__conn_open(f->conn_pool, prt_now() + SAMPLE_WAIT, &f->conn, err, errlen);
+    if (rc != PRT_OK) {
+        f->conn = NULL;
+        sample_conn_close(f);
+    }
+    return rc;
+}
+
+/* Reads the server view.  Returns 0 with *sv filled, 1 when there is
+ * nothing to sample on yet (no pool: not a failure), or a negative PRT_E*
+ * with err.  Sampler thread only. */
+static int sample_once(prt_runtime *rt, prt_server_view *sv, char *err, size_t errlen)
+{
+    struct prt__fleet *f = rt->fleet;
+    int rc = sample_conn(rt, err, errlen);
+    if (rc != PRT_OK)
+        return rc;
+    PGresult *r = NULL;
+    const char *params[2] = { f->prefix, f->member };
+    rc = prt__conn_exec(f->conn, SAMPLE_SQL, 2, params, prt_now() + SAMPLE_WAIT, &r, err, errlen);
+    if (rc == PRT_EBROKEN)
+        sample_conn_close(f);
+    if (rc != PRT_OK)
+        return rc;
+    int v[6];
+    for (int i = 0; i < 6; i++)
+        v[i] = PQntuples(r) == 1 && !PQgetisnull(r, 0, i) ? atoi(PQgetvalue(r, 0, i)) : -1;
+    PQclear(r);
+    *sv = (prt_server_view){ v[0], v[1], v[2], v[3], v[4], v[5], prt_now() };
+    if (v[0] <= 0 || v[1] < 0 || v[2] < 0) {
+        prt__errf(err, errlen, "fleet \"%s\": the sample query returned no usable row", f->name);
+        return PRT_EQUERY;
+    }
+    return PRT_OK;
+}
+
+/* Asks the budget hook (no Lua hook: the built-in, "no limit") and applies
+ * min(its answer, max_connections when set) as the cap in force.  No lock
+ * held. */
+static void apply_budget(prt_runtime *rt, const prt_server_view *sv)
+{
+    prt_rt_view v = { rt->opts.max_connections, atomic_load(&rt->nconns), prt_runtime_pool_count(rt),
+                      atomic_load(&rt->cap) };
+    int b = prt__hook_budget(prt__policy_thread(rt), sv, &v), max = rt->opts.max_connections;
+    prt__set_cap(rt, b > 0 && (max == 0 || b < max) ? b : max);
+}
+
+/* Records one attempt's outcome and logs the first failure and the
+ * recovery.  Returns when the next sample is due.  f->mu held. */
+static double record(prt_runtime *rt, int rc, const prt_server_view *sv, const char *err)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (rc == PRT_OK) {
+        f->server = *sv;
+        f->sampled_unix = (double)time(NULL);
+        f->samples++;
+        if (f->failing)
+            prt__logf(PRT_LOG_INFO, "fleet \"%s\": sampling the server works again; budget %d", f->name,
+                      atomic_load(&rt->cap));
+        f->failing = 0;
+    } else if (rc < 0) {
+        f->errors++;
+        if (!f->failing && !f->stopping)
+            prt__logf(PRT_LOG_WARN, "fleet \"%s\": cannot sample the server, the budget stays at %d "
+                      "(logged once until it recovers): %s", f->name, atomic_load(&rt->cap), err);
+        f->failing = 1;
+    }
+    return prt_now() + (f->server.sampled_at > 0 ? rt->opts.server_sample_interval : FIRST_RETRY);
+}
+
+/* The sampler thread: samples when due (or asked early), applies the
+ * budget, sleeps on f->cond until the next one or until stopped. */
+static void *sampler_main(void *arg)
+{
+    prt_runtime *rt = arg;
+    struct prt__fleet *f = rt->fleet;
+    double next = prt_now();
+    pthread_mutex_lock(&f->mu);
+    while (!f->stopping) {
+        if (!f->resample && prt_now() < next) {
+            struct timespec ts;
+            prt__abstime(next, &ts);
+            pthread_cond_timedwait(&f->cond, &f->mu, &ts);
+            continue;
+        }
+        f->resample = 0;
+        pthread_mutex_unlock(&f->mu);
+        prt_server_view sv;
+        char err[PRT__ERRLEN] = "";
+        int rc = sample_once(rt, &sv, err, sizeof err);
+        if (rc == PRT_OK)
+            apply_budget(rt, &sv);
+        pthread_mutex_lock(&f->mu);
+        next = record(rt, rc, &sv, err);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* Applies the budget hook's first answer (an unsampled server, so a
+ * policy can start small) and, for a fleet runtime, starts the sampler.
+ * Called by prt_runtime_new before the runtime is shared; `o` is the
+ * caller's options (rt->opts.fleet then points at rt's own copy).
+ * Returns 0, or a negative PRT_E* with err (the caller frees rt). */
+int prt__fleet_start(prt_runtime *rt, const prt_runtime_opts *o, char *err, size_t errlen)
+{
+    rt->opts.fleet = NULL;
+    pthread_mutex_lock(&rt->policy_mu);
+    int lua = rt->policy->mode[PRT__H_BUDGET] == PRT__MODE_LUA;
+    pthread_mutex_unlock(&rt->policy_mu);
+    if (lua)
+        apply_budget(rt, &(prt_server_view){ 0 });
+    if (!o->fleet)
+        return PRT_OK;
+    struct prt__fleet *f = calloc(1, sizeof *f);
+    if (!f || !(f->name = strdup(o->fleet))) {
+        free(f);
+        prt__errf(err, errlen, "runtime: out of memory");
+        return PRT_ENOMEM;
+    }
+    member_name(f);
+    pthread_mutex_init(&f->mu, NULL);
+    prt__cond_init(&f->cond);
+    rt->fleet = f;
+    rt->opts.fleet = f->name;
+    if (prt__thread_create(&f->thread, sampler_main, rt) != 0) {
+        prt__errf(err, errlen, "runtime: could not start the fleet's sampler thread");
+        return PRT_ETHREAD;
+    }
+    f->has_thread = 1;
+    return PRT_OK;
+}
+
+/* Stops the sampler and frees the fleet state.  A sample in flight ends
+ * within its bounded waits (SAMPLE_WAIT each, plus libpq's cancel).  No
+ * lock held; nothing else uses rt->fleet any more. */
+void prt__fleet_stop(prt_runtime *rt)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stopping = 1;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+    if (f->has_thread)
+        pthread_join(f->thread, NULL);
+    sample_conn_close(f);
+    rt->fleet = NULL;
+    rt->opts.fleet = NULL;
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->mu);
+    free(f->name);
+    free(f);
+}
+
+/* Whether err is a connect of a fleet runtime refused because the server
+ * is full (SQLSTATE 53300: "sorry, too many clients already", "remaining
+ * connection slots are reserved ..."; libpq gives connect errors as text
+ * only, in the server's lc_messages -- English is matched). */
+int prt__fleet_refused(prt_runtime *rt, const char *err)
+{
+    return rt && rt->fleet && err &&
+           (strstr(err, "too many clients") || strstr(err, "remaining connection slots are reserved"));
+}
+
+/* A connect of rt was refused as too many clients: the cap drops to what
+ * the runtime holds (so the caller waits for one of them, as any caller
+ * blocked by the cap), and the sampler is asked for an early sample.
+ * Holding none, the caller pauses briefly (until `deadline` at most) so
+ * that it does not hammer a full server.  No lock held. */
+void prt__fleet_server_full(prt_runtime *rt, double deadline)
+{
+    struct prt__fleet *f = rt->fleet;
+    atomic_fetch_add(&f->server_full, 1);
+    int held = atomic_load(&rt->nconns);
+    prt__set_cap(rt, held > 0 ? held : 1);
+    pthread_mutex_lock(&f->mu);
+    f->resample = 1;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+    double pause = deadline - prt_now();
+    if (held == 0 && pause > 0)
+        prt_sleep(pause < 0.05 ? pause : 0.05);
+}
+
+/* The budget fields of prt_runtime_stats.  Callers waiting in a pool below
+ * its max wait for the budget (the global cap), not for the pool.  No lock
+ * held. */
+void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out)
+{
+    out->budget = atomic_load(&rt->cap);
+    prt_pool **pools;
+    int n = prt__registry_snapshot(rt, &pools);
+    for (int i = 0; i < n; i++) {
+        prt__lock(pools[i]);
+        if (pools[i]->total < pools[i]->max)
+            out->budget_waiting += pools[i]->nwait;
+        prt__unlock(pools[i]);
+    }
+    prt__registry_release(pools, n);
+    struct prt__fleet *f = rt->fleet;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    const prt_server_view *s = &f->server;
+    out->sampled_at = s->sampled_at;
+    out->sampled_unix = f->sampled_unix;
+    out->server_max_connections = s->max_connections, out->server_reserved = s->reserved;
+    out->server_backends = s->backends, out->fleet_members = s->fleet_members;
+    out->fleet_backends = s->fleet_backends, out->own_backends = s->own_backends;
+    out->samples_total = f->samples, out->sample_errors_total = f->errors;
+    pthread_mutex_unlock(&f->mu);
+    out->server_full_total = atomic_load(&f->server_full);
+}
