@@ -38,6 +38,14 @@
  *     means no caller of this runtime waits, so it is the right one to go.
  * Asks and gifts are counted per member and in total.
  *
+ * Under steady load nothing is idle, and a member's released connections
+ * go straight to its own waiters, so whoever took the units first would
+ * keep them.  Hence a fair share: while other members wait, a member that
+ * holds at least ceil(max / members holding or wanting units) takes no new
+ * unit, and one holding more closes connections as they are released
+ * (prt__budget_over, counted as given).  Without waiters elsewhere there
+ * is no share: one member may use the whole budget.
+ *
  * Reload: prt_budget_new(max, reuse = 1) in a process that made one before
  * returns that same budget with max updated (found through the environment
  * variable POOLRT_SHARED_BUDGET, "pid:address", only when the pid is this
@@ -91,6 +99,7 @@ struct prt__budget_link {
     member *me;              /* immutable: this runtime's slot */
     pthread_t thread;
     atomic_int stop;         /* the budget thread must exit */
+    atomic_int fair;         /* this member's fair share while others wait, else 0 (budget thread) */
 };
 
 /* Bumps seq and wakes every process's budget thread that waits on it. */
@@ -240,6 +249,28 @@ static void give_for_others(prt_runtime *rt)
     }
 }
 
+/* Sets l->fair: while other members wait, the budget split evenly over
+ * the members that hold or want units (rounded up), else 0 (no share). */
+static void update_fair(prt__budget_link *l)
+{
+    prt_budget *b = l->b;
+    int others = atomic_load(&b->waiting) - atomic_load(&l->me->waiting), active = 0;
+    for (int i = 0; others > 0 && i < BUDGET_MEMBERS; i++)
+        active += atomic_load(&b->m[i].pid) != 0 &&
+                  (atomic_load(&b->m[i].held) > 0 || atomic_load(&b->m[i].waiting) > 0);
+    int max = atomic_load(&b->max);
+    atomic_store(&l->fair, active > 0 ? (max + active - 1) / active : 0);
+}
+
+/* Whether rt holds its fair share or more while other members wait: it
+ * then takes no new unit, and closes connections as they are released. */
+static int over_share(const prt__budget_link *l)
+{
+    int fair = atomic_load_explicit(&l->fair, memory_order_relaxed);
+    return fair > 0 && atomic_load_explicit(&l->me->held, memory_order_relaxed) >= fair &&
+           atomic_load(&l->b->waiting) > atomic_load(&l->me->waiting);
+}
+
 /* The budget thread of one runtime (see the top of the file). */
 static void *budget_main(void *arg)
 {
@@ -257,6 +288,7 @@ static void *budget_main(void *arg)
         int held = atomic_load(&l->me->held);
         prt__global_slot_freed(rt);
         publish_waiting(rt, atomic_load(&l->me->held) > held, &asked_at);
+        update_fair(l);
         give_for_others(rt);
         if (atomic_load(&b->seq) == seen && !atomic_load(&l->stop))
             wait_change(b, seen, BUDGET_TICK);
@@ -302,9 +334,9 @@ int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen)
     return PRT_OK;
 }
 
-/* Stops rt's budget thread and leaves the budget, giving back the units of
- * connections still open (those outliving the runtime close without
- * counting).  Called once rt's pools are detached.  No lock held. */
+/* Stops rt's budget thread and leaves the budget.  Connections still in
+ * use (they outlive the runtime, detached) keep their units until this
+ * process exits.  Called once rt's pools are detached.  No lock held. */
 void prt__budget_leave(prt_runtime *rt)
 {
     prt__budget_link *l = rt->budget;
@@ -313,8 +345,18 @@ void prt__budget_leave(prt_runtime *rt)
     atomic_store(&l->stop, 1);
     wake_all(l->b);
     pthread_join(l->thread, NULL);
-    empty_member(l->b, l->me);
-    atomic_store(&l->me->pid, 0);
+    int held = atomic_load(&l->me->held);
+    if (held == 0) {
+        empty_member(l->b, l->me);
+        atomic_store(&l->me->pid, 0);
+    } else {
+        /* Those connections stay open until released or until the process
+         * exits (an nginx worker): their units stay taken, and the slot is
+         * reclaimed once this pid is gone. */
+        atomic_fetch_sub(&l->b->waiting, atomic_exchange(&l->me->waiting, 0));
+        prt__logf(PRT_LOG_WARN, "shared budget: runtime freed with %d connection(s) still in use; "
+                  "their units return when this process exits", held);
+    }
     rt->budget = NULL;
     free(l);
 }
@@ -324,6 +366,8 @@ void prt__budget_leave(prt_runtime *rt)
 int prt__budget_take(prt_runtime *rt)
 {
     prt__budget_link *l = rt->budget;
+    if (over_share(l))
+        return 0;
     int n = atomic_load(&l->b->used);
     do {
         if (n >= atomic_load_explicit(&l->b->max, memory_order_relaxed))
@@ -344,13 +388,23 @@ void prt__budget_give(prt_runtime *rt, int n)
         wake_all(l->b);
 }
 
-/* True when the budget shrank (a reload with a smaller max) below what
- * is held: a connection released now closes instead of going idle. */
+/* True when a connection released now should close instead of going idle
+ * (or to this runtime's next waiter): the budget shrank below what is held
+ * (a reload with a smaller max), or rt holds more than its fair share while
+ * other members wait -- so that under load every member gets its share,
+ * not only the one that took the units first.  The latter counts as given. */
 int prt__budget_over(const prt_runtime *rt)
 {
     prt__budget_link *l = rt ? rt->budget : NULL;
-    return l && atomic_load_explicit(&l->b->used, memory_order_relaxed) >
-                atomic_load_explicit(&l->b->max, memory_order_relaxed);
+    if (!l)
+        return 0;
+    if (atomic_load_explicit(&l->b->used, memory_order_relaxed) > atomic_load_explicit(&l->b->max, memory_order_relaxed))
+        return 1;
+    if (!over_share(l) || atomic_load(&l->me->held) <= atomic_load(&l->fair))
+        return 0;
+    atomic_fetch_add(&l->me->given, 1);
+    atomic_fetch_add(&l->b->given, 1);
+    return 1;
 }
 
 /* A caller of rt is about to wait for a unit (p->mu held, so rt's budget
