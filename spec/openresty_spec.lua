@@ -8,6 +8,7 @@ local poolrt = require "poolrt"
 local APP = "poolrt-nginx-spec"
 
 local N = require "spec.support.nginx"
+local RUN = N.RUN
 local q, get, scratch_dir, write_readable, backends = N.q, N.get, N.scratch_dir, N.write_readable, N.backends
 local pid_alive, start_nginx, error_log, stop_nginx, cleanup = N.pid_alive, N.start_nginx, N.error_log, N.stop_nginx, N.cleanup
 local field, metric, check_deps = N.field, N.metric, N.check_deps
