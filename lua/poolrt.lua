@@ -407,7 +407,9 @@ local rstats_buf = ffi.new("prt_runtime_stats")
 -- Runtime-wide counters: pools, max_pools, connections (open across
 -- pools), max_connections, pools_over_cap_total, pools_evicted_total{...},
 -- and pools_allocated: pool structs alive in the whole process (live pools
--- of every runtime, and evicted ones a handle still holds).
+-- of every runtime, and evicted ones a handle still holds); budget: the
+-- shared budget's numbers and this runtime's part (poolrt.shared_budget),
+-- or nil.
 function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
