@@ -201,10 +201,10 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
     assert.equal(0, rc, out)
     -- New workers answer (their /burst waits for the old worker's units).
     -- (Its 12 queries may start as the old worker's units trickle over, so
-    -- fewer than 12 may overlap; "one worker can use all 12" is proven above.)
+    -- fewer than 12 may overlap or connections be reused; "one worker can
+    -- use all 12" is proven above.)
     local body, max = burst(n, dir, 0.3, 3)
-    assert.equal("0", field(body, "failed"), body)
-    assert.equal(tostring(BUDGET), field(body, "backends"), body)
+    assert.equal("0", field(body, "failed"), body) -- all 12 queries ran
     assert.is_true(max <= BUDGET, "server connections peaked at " .. max .. " across the reload")
     print(("  across a reload: server max %d"):format(max))
     local old = H.read_file(slow)
