@@ -66,6 +66,10 @@ local function budget_conf(dir)
   local conf, n = f:read("*a"):gsub("        location = /metrics {", function() return BURST end)
   f:close()
   assert(n == 1, "examples/nginx/nginx.conf has no /metrics location to put /burst before")
+  -- 200 clients on 12 connections queue for a while on a busy 2-core CI
+  -- box; the spec is about the bound, not about the example's 5 s timeout.
+  conf, n = conf:gsub("acquire_timeout = 5 }", "acquire_timeout = 20 }")
+  assert(n == 1, "examples/nginx/nginx.conf: pool app's acquire_timeout not found")
   return N.write_readable(dir .. "/nginx.conf", conf)
 end
 
@@ -131,11 +135,11 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
   end)
 
   it("holds 4 workers under 200 keep-alive clients to 12 server connections, every response 2xx", function()
-    -- --timeout 10s: wrk's own 2 s would count a slow answer on this shared
+    -- --timeout 30s: wrk's own 2 s would count a slow answer on a shared
     -- 2-core box as a socket error; a request the server gives up on
-    -- (acquire_timeout 5 s) is a 503, which the Non-2xx check catches.
-    local out, rc, max, samples = sampled(dir, "wrk -c 200 -t 2 -d 5s --timeout 10s --latency "
-                                               .. q(n.url .. "/query?sleep=0.01"), 25)
+    -- (acquire_timeout) is a 503, which the Non-2xx check catches.
+    local out, rc, max, samples = sampled(dir, "wrk -c 200 -t 2 -d 5s --timeout 30s --latency "
+                                               .. q(n.url .. "/query"), 45)
     assert.equal(0, rc, out)
     local requests = tonumber(out:match("(%d+) requests in"))
     print(("\n  wrk: %d requests, max %d server connections over %d samples; latency %s"):format(
@@ -146,6 +150,9 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
     assert.is_true(samples >= 30, "sampled every 100 ms: " .. samples)
     assert.is_true(max > 0 and max <= BUDGET, "server connections peaked at " .. max)
     local b = budget_metrics(n)
+    local created = 0
+    for v in b.text:gmatch('\npoolrt_connections_created_total{worker="%d+",pool="app"} (%d+)') do created = created + v end
+    print(("  connections opened during the load, all workers: %d"):format(created))
     assert.same({ BUDGET, WORKERS }, { b.max, b.members })
     assert.is_true(b.used <= BUDGET)
     local lint, lrc = require("spec.support.promtool").check(b.text)
@@ -161,7 +168,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
       for _, v in pairs(b.held) do holders = holders + (v > 0 and 1 or 0) end
       return holders >= 2
     end, 5, "at least two workers to hold idle connections")
-    local body, max = burst(n, dir, 0.3)
+    local body, max = burst(n, dir, 0.5)
     print(("  one worker: %s held at once, server max %d"):format(field(body, "held"), max))
     assert.equal("0", field(body, "failed"), body)
     assert.equal(tostring(BUDGET), field(body, "held"), body)
@@ -185,7 +192,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
       return ok and b.used == 0 and b.members == WORKERS
     end, 5, "the budget to reclaim the dead worker's units")
     assert.matches("process " .. victim .. " is gone; its 12 connection%(s%) returned", N.error_log(n))
-    local again, max = burst(n, dir, 0.3)
+    local again, max = burst(n, dir, 0.5)
     assert.equal("0", field(again, "failed"), again)
     assert.equal(tostring(BUDGET), field(again, "held"), again)
     assert.is_true(max <= BUDGET, "server connections peaked at " .. max)

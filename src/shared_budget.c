@@ -33,8 +33,9 @@
  *     asks the others when that grew, when it was just granted units and
  *     still waits, or every 100 ms while it waits;
  *   - when the budget is spent and other members wait, closes its own least
- *     recently used idle connection (evict_idle across processes), which
- *     gives the unit back and wakes the asker.  An idle connection here
+ *     recently used idle connections, as many as callers wait elsewhere
+ *     (evict_idle across processes), which gives the units back and wakes
+ *     the asker.  An idle connection here
  *     means no caller of this runtime waits, so it is the right one to go.
  * Asks and gifts are counted per member and in total.
  *
@@ -234,8 +235,12 @@ static void publish_waiting(prt_runtime *rt, int granted, double *asked_at)
     }
 }
 
-/* Evict_idle across processes: when the budget is spent and another member
- * waits, closes rt's least recently used idle connection.  No lock held. */
+/* Evict_idle across processes: when the budget is spent and other members
+ * wait, closes rt's least recently used idle connections, one for each
+ * caller waiting elsewhere (at most), in one go -- a round trip between
+ * processes per unit would be slow on a busy machine.  Several holders may
+ * close for the same waiters; the surplus is idle connections, reopened
+ * on demand.  No lock held. */
 static void give_for_others(prt_runtime *rt)
 {
     prt__budget_link *l = rt->budget;
@@ -243,7 +248,7 @@ static void give_for_others(prt_runtime *rt)
     int others = atomic_load(&b->waiting) - atomic_load(&l->me->waiting);
     if (others <= 0 || atomic_load(&b->used) < atomic_load(&b->max))
         return;
-    if (prt__evict_idle_elsewhere(rt, NULL, PRT__CLOSE_EVICTED)) {
+    while (others-- > 0 && prt__evict_idle_elsewhere(rt, NULL, PRT__CLOSE_EVICTED)) {
         atomic_fetch_add(&l->me->given, 1);
         atomic_fetch_add(&b->given, 1);
     }
