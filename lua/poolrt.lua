@@ -412,7 +412,9 @@ local rstats_buf = ffi.new("prt_runtime_stats")
 -- it), and for a fleet runtime the last server sample: sampled_at
 -- (prt_now clock, 0: none yet), sampled_unix, server = { max_connections,
 -- reserved, backends, fleet_members, fleet_backends, own_backends },
--- samples_total, sample_errors_total, server_full_total.
+-- samples_total, sample_errors_total, server_full_total; shared_budget: the
+-- shared budget's numbers and this runtime's part (poolrt.shared_budget),
+-- or nil.
 function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
@@ -428,7 +430,8 @@ function Runtime:runtime_stats()
            sample_errors_total = tonumber(s.sample_errors_total), server_full_total = tonumber(s.server_full_total),
            server = { max_connections = s.server_max_connections, reserved = s.server_reserved,
                       backends = s.server_backends, fleet_members = s.fleet_members,
-                      fleet_backends = s.fleet_backends, own_backends = s.own_backends } }
+                      fleet_backends = s.fleet_backends, own_backends = s.own_backends },
+           shared_budget = M._budget_stats(nil, self._rt) }
 end
 
 local HOOKS = M.HOOKS
@@ -543,6 +546,47 @@ function Runtime:spawn(n, module, fn, ...)
   return out
 end
 
+---------------------------------------------------------------------------
+-- Shared budgets (src/shared_budget.c): one cap on connections for several
+-- processes that fork after it is made (nginx workers).
+---------------------------------------------------------------------------
+local Budget = {}
+Budget.__index = Budget
+local bstats_buf = ffi.new("prt_budget_stats")
+
+-- The numbers of budget b (a prt_budget*, or nil: rt's) and of runtime
+-- rt's membership (rt a prt_runtime*, or nil), as a table; nil when
+-- neither names a budget.
+function M._budget_stats(b, rt)
+  local s = bstats_buf
+  if C.prt_budget_stats_get(b, rt, s) ~= 0 then return nil end
+  local out = {}
+  for _, k in ipairs{ "max", "used", "members", "waiting", "held", "held_waiting" } do out[k] = s[k] end
+  for _, k in ipairs{ "evictions_asked_total", "evictions_given_total", "reclaimed_total", "asked_total",
+                      "given_total" } do
+    out[k] = tonumber(s[k])
+  end
+  return out
+end
+
+-- A budget of `max` server connections shared by this process and the
+-- processes it forks afterwards; give it to poolrt.runtime{ shared_budget
+-- = b } in each.  reuse: the budget this process made before, max updated
+-- (nginx's master on a reload); such a budget stays mapped for the life of
+-- the process.
+function M.shared_budget(max, reuse)
+  if type(max) ~= "number" or max < 1 or max ~= math.floor(max) then
+    error("poolrt.shared_budget(max): max must be an integer >= 1", 2)
+  end
+  local out = ffi.new("prt_budget*[1]")
+  if C.prt_budget_new(max, reuse and 1 or 0, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
+  local b = reuse and out[0] or ffi.gc(out[0], C.prt_budget_free)
+  return setmetatable({ _b = b }, Budget)
+end
+
+-- The budget's numbers across its members (see prt_budget_stats).
+function Budget:stats() return M._budget_stats(self._b, nil) end
+
 local function wrap_runtime(ptr, owned)
   local cache = M._cache(handle_evicted)
   return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned }, Runtime)
@@ -554,7 +598,8 @@ end
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
                          max_connections = "number", policy = "string", log_level = "string",
                          policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string",
-                         fleet = "string", server_sample_interval = "number" }
+                         fleet = "string", server_sample_interval = "number",
+                         shared_budget = "table" }
 M._runtime_fields = runtime_fields
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
@@ -597,9 +642,15 @@ function M.runtime(opts)
   end
   o.policy = policy
   o.fleet = opts.fleet
+  if opts.shared_budget then
+    if getmetatable(opts.shared_budget) ~= Budget then error("poolrt: shared_budget must come from poolrt.shared_budget()", 2) end
+    o.shared_budget = opts.shared_budget._b
+  end
   local out = ffi.new("prt_runtime*[1]")
   if C.prt_runtime_new(o, out, errbuf, ERRLEN) ~= 0 then error("poolrt: " .. lasterr(), 2) end
-  return wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)
+  local rt = wrap_runtime(ffi.gc(out[0], C.prt_runtime_free), true)
+  rt._budget = opts.shared_budget -- the runtime uses its memory: keep it alive as long
+  return rt
 end
 
 -- Bounded background work (coder's reconciler): runs fn(conn, job) for each

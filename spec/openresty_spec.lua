@@ -5,55 +5,13 @@
 local H = require "spec.helper"
 local poolrt = require "poolrt"
 
-local RUN = "examples/nginx/run.sh"
 local APP = "poolrt-nginx-spec"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Missing packages are a failure, not a skip: `make test` installs them.
-local function check_deps()
-  local missing = {}
-  local bin = os.getenv("NGINX_BIN")  -- run.sh honours it too
-  local _, rc = H.run(bin and ("test -x " .. q(bin)) or "command -v nginx >/dev/null || test -x /usr/sbin/nginx")
-  if rc ~= 0 then missing[#missing + 1] = bin or "nginx" end
-  for _, f in ipairs{ "/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so",
-                      "/usr/share/lua/5.1/resty/core.lua" } do
-    local fh = io.open(f)
-    if fh then fh:close() else missing[#missing + 1] = f end
-  end
-  local _, crc = H.run("command -v curl >/dev/null")
-  if crc ~= 0 then missing[#missing + 1] = "curl" end
-  if #missing > 0 then
-    error("OpenResty specs need nginx + the lua module: missing " .. table.concat(missing, ", ")
-          .. " -- install with tools/deps.sh nginx (apt-get install -y nginx libnginx-mod-http-lua lua-resty-core curl)", 0)
-  end
-end
-
--- GET url: body, status, seconds (curl's time_total).
-local function get(url)
-  local out, rc = H.run("curl -sS -m 10 -o - -w '\\n@@%{http_code} %{time_total}' " .. q(url))
-  local body, status, secs = out:match("^(.*)\n@@(%d+) ([%d.]+)$")
-  if not body then error("curl " .. url .. " failed (rc " .. tostring(rc) .. "): " .. out, 2) end
-  return body, tonumber(status), tonumber(secs)
-end
-
--- A world-readable scratch dir: nginx runs as www-data when we are root.
-local function scratch_dir()
-  local out, rc = H.run("d=$(mktemp -d /tmp/poolrt-nginx-spec.XXXXXX) && chmod 755 \"$d\" && echo \"$d\"")
-  assert(rc == 0, out)
-  return (out:gsub("%s+$", ""))
-end
-
-local function write_readable(path, src)
-  H.write_file(src, path)
-  assert(select(2, H.run("chmod 644 " .. q(path))) == 0)
-  return path
-end
-
-local function backends(app, extra)
-  return tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1" .. (extra or ""),
-                          app)[1].n)
-end
+local N = require "spec.support.nginx"
+local RUN = N.RUN
+local q, get, scratch_dir, write_readable, backends = N.q, N.get, N.scratch_dir, N.write_readable, N.backends
+local pid_alive, start_nginx, error_log, stop_nginx, cleanup = N.pid_alive, N.start_nginx, N.error_log, N.stop_nginx, N.cleanup
+local field, metric, check_deps = N.field, N.metric, N.check_deps
 
 local function backend_pids(app)
   local pids = {}
@@ -63,71 +21,6 @@ local function backend_pids(app)
   return pids
 end
 
-local function pid_alive(pid)
-  local _, rc = H.run("kill -0 " .. pid)
-  return rc == 0
-end
-
--- Starts nginx through run.sh; returns { prefix, url, master, app }.
-local function start_nginx(o)
-  local env = {
-    "POOLRT_CONNINFO=" .. q(H.conninfo .. " application_name=" .. o.app),
-    "NGINX_WORKERS=" .. (o.workers or 1),
-    "POOLRT_NGINX_POOL_MAX=" .. (o.pool_max or 4),
-  }
-  if o.policy then env[#env + 1] = "POOLRT_NGINX_POLICY=" .. q(o.policy) end
-  if o.conf then env[#env + 1] = "NGINX_CONF=" .. q(o.conf) end
-  local out, rc = H.run(table.concat(env, " ") .. " " .. RUN .. " start")
-  assert(rc == 0, "examples/nginx/run.sh start failed:\n" .. out)
-  local n = { prefix = out:match("prefix=(%S+)"), url = out:match("url=(%S+)"), app = o.app, workers = o.workers or 1 }
-  assert(n.prefix and n.url, "run.sh printed no prefix/url:\n" .. out)
-  local f = assert(io.open(n.prefix .. "/logs/nginx.pid"))
-  n.master = f:read("*l")
-  f:close()
-  H.wait_until(function()
-    local ok, body, status = pcall(get, n.url .. "/ping")
-    return ok and status == 200 and body == "pong\n"
-  end, 10, "nginx to answer /ping")
-  return n
-end
-
-local function error_log(n)
-  local f = io.open(n.prefix .. "/logs/error.log")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- Graceful `nginx -s quit` through run.sh (which waits for the master).
-local function stop_nginx(n)
-  if not n or n.stopped then return end
-  n.stopped = true
-  local out, rc = H.run(RUN .. " stop " .. q(n.prefix))
-  if rc ~= 0 or pid_alive(n.master) then
-    H.run("kill -KILL " .. n.master .. "; pkill -KILL -P " .. n.master)
-    error("nginx did not quit cleanly: " .. out)
-  end
-end
-
-local function cleanup(n)
-  if not n then return end
-  pcall(stop_nginx, n)
-  H.run("rm -rf " .. q(n.prefix))
-end
-
--- The JSON value of "key":"value" / "key":number in a body.
-local function field(body, key)
-  return body:match('"' .. key .. '":"([^"]*)"') or body:match('"' .. key .. '":([%d.-]+)')
-end
-
--- Sample value of a metric line with these labels in Prometheus text.
-local function metric(text, name, labels)
-  for line in text:gmatch("[^\n]+") do
-    local n, l, v = line:match("^([%w_]+){(.-)} (%S+)$")
-    if n == name and l == labels then return tonumber(v) end
-  end
-end
 
 -- GETs every url at once (curl --parallel, at most 200 connections); returns
 -- a list of { status, body } in url order.

@@ -231,6 +231,19 @@ int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_r
 void prt__set_cap(prt_runtime *rt, int cap);     /* the global cap in force; shrinks lazily */
 int prt__over_cap(const prt_runtime *rt);        /* more connections than the cap: close on release */
 
+void prt__global_slot_freed(prt_runtime *rt);    /* waiters of every pool get free global slots */
+
+/* shared_budget.c -- a budget of connections shared by processes.  take and
+ * give run where slots.c takes and gives a global slot (p->mu held); the
+ * rest with no lock held. */
+struct prt__budget_link;
+int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen);
+void prt__budget_leave(prt_runtime *rt);
+int prt__budget_take(prt_runtime *rt);           /* 1: a unit taken; 0: the budget is spent */
+void prt__budget_give(prt_runtime *rt, int n);
+int prt__budget_over(const prt_runtime *rt);     /* more units held than the budget allows */
+void prt__budget_blocked(prt_runtime *rt);       /* p->mu held: a caller waits for a unit */
+
 /* reap.c -- no lock held: */
 int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
 
@@ -334,6 +347,7 @@ struct prt_runtime {
                               * budget last applied by prt__set_cap; never above
                               * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
+    struct prt__budget_link *budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
 };

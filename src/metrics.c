@@ -83,6 +83,8 @@ typedef struct snap {
     int n;
     prt_policy_stats ps;
     prt_runtime_stats rs;
+    prt_budget_stats bs;
+    int has_budget;          /* the runtime is a member of a shared budget (bs) */
     char rt[48]; /* runtime="<id>" when several runtimes share the text, else "" */
 } snap;
 
@@ -296,6 +298,38 @@ static void runtime_series(buf *b, const snap *s, int ns)
     }
 }
 
+/* A shared budget's families (shared_budget.c), for the runtimes that are
+ * members of one; none when no runtime is.  The first three are the whole
+ * budget's (every member process shows the same numbers). */
+static void budget_series(buf *b, const snap *s, int ns)
+{
+    static const family fams[] = {
+        { "poolrt_shared_budget_max", "gauge", "Connections the shared budget allows across its member processes." },
+        { "poolrt_shared_budget_used", "gauge", "Connections open or opening across the shared budget's members." },
+        { "poolrt_shared_budget_members", "gauge", "Runtimes joined to the shared budget." },
+        { "poolrt_shared_budget_held", "gauge", "Connections this runtime holds under the shared budget." },
+        { "poolrt_shared_budget_waiting", "gauge", "Callers of this runtime waiting for the shared budget." },
+        { "poolrt_shared_budget_evictions_asked_total", "counter",
+          "Times this runtime asked the other members to close an idle connection." },
+        { "poolrt_shared_budget_evictions_given_total", "counter",
+          "Idle connections this runtime closed for another member." },
+    };
+    for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
+        int any = 0;
+        for (int k = 0; k < ns; k++) {
+            const prt_budget_stats *bs = &s[k].bs;
+            if (!s[k].has_budget)
+                continue;
+            if (!any++)
+                put_family(b, &fams[f]);
+            const uint64_t v[] = { (uint64_t)bs->max, (uint64_t)bs->used, (uint64_t)bs->members,
+                                   (uint64_t)bs->held, (uint64_t)bs->held_waiting, bs->asked_total, bs->given_total };
+            series(b, fams[f].name, "", &s[k]);
+            put(b, "%llu\n", (unsigned long long)v[f]);
+        }
+    }
+}
+
 /* The exposition text of rts[0..n), each family once (see the top of the
  * file); free it with prt_free.  Returns NULL when out of memory.  The
  * caller keeps the runtimes alive for the duration of the call. */
@@ -312,12 +346,14 @@ char *prt__metrics_text_of(prt_runtime *const *rts, int n)
             prt_pool_stats_get(s[k].pools[i], &s[k].st[i]);
         prt_runtime_policy_stats(rts[k], &s[k].ps);
         prt_runtime_stats_get(rts[k], &s[k].rs);
+        s[k].has_budget = prt_budget_stats_get(NULL, rts[k], &s[k].bs) == PRT_OK;
         if (n > 1)
             snprintf(s[k].rt, sizeof s[k].rt, "runtime=\"%llu\"", (unsigned long long)rts[k]->id);
     }
     if (!b.oom) {
         pool_series(&b, s, n);
         runtime_series(&b, s, n);
+        budget_series(&b, s, n);
     }
     for (int k = 0; s && k < n; k++) {
         free(s[k].st);

@@ -185,6 +185,10 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     pthread_mutex_init(&rt->policy_mu, NULL);
     prt__cond_init(&rt->cond);
     publish(rt, pol);
+    if (o->shared_budget && (rc = prt__budget_join(rt, o->shared_budget, err, errlen)) != PRT_OK) {
+        prt_runtime_free(rt);
+        return rc;
+    }
     if (o->reap_interval > 0) {
         if (prt__thread_create(&rt->timer, prt__timer_main, rt) != 0) {
             prt__errf(err, errlen, "runtime: could not start the timer thread");
@@ -276,6 +280,7 @@ void prt_runtime_free(prt_runtime *rt)
         prt__unlock(pools[i]);
     }
     prt__pools_detach(rt); /* these and the evicted ones still allocated */
+    prt__budget_leave(rt); /* after the detach: connections still out no longer give units */
     for (int i = 0; i < n; i++)
         prt_pool_unref(pools[i]);
     free(pools);

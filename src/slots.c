@@ -54,6 +54,10 @@ int prt__slot_take(prt_pool *p, int over_max)
     } else if (rt) {
         atomic_fetch_add(&rt->nconns, 1);
     }
+    if (rt && rt->budget && !prt__budget_take(rt)) { /* the processes' shared budget */
+        atomic_fetch_sub(&rt->nconns, 1);
+        return 0;
+    }
     p->total++;
     p->opening++;
     return 1;
@@ -69,6 +73,8 @@ static void slot_give(prt_pool *p, int n, enum prt__close_reason why)
         p->closed_by[why] += (uint64_t)n;
     if (p->rt)
         atomic_fetch_sub(&p->rt->nconns, n);
+    if (p->rt && p->rt->budget)
+        prt__budget_give(p->rt, n);
 }
 
 /* Gives free slots to waiters, oldest first; each one opens its own
@@ -83,12 +89,13 @@ static void grant_slots(prt_pool *p)
     }
 }
 
-/* A global slot came free: waiters of every pool that wait only for the
- * global cap get their turn, each pool's lock taken in turn.  No pool lock
- * held.  rt may be NULL (the pool's runtime is gone). */
-static void global_slot_freed(prt_runtime *rt)
+/* A global slot came free (here, or in another process sharing the
+ * budget): waiters of every pool that wait only for the global cap get
+ * their turn, each pool's lock taken in turn.  No pool lock held.  rt may
+ * be NULL (the pool's runtime is gone). */
+void prt__global_slot_freed(prt_runtime *rt)
 {
-    if (!rt || atomic_load(&rt->cap) <= 0 || atomic_load(&rt->nwaiting) == 0)
+    if (!rt || (atomic_load(&rt->cap) <= 0 && !rt->budget) || atomic_load(&rt->nwaiting) == 0)
         return;
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
@@ -116,7 +123,7 @@ void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
     for (int i = 0; cs && i < n; i++)
         prt__conn_close(cs[i]);
     if (n > 0)
-        global_slot_freed(rt);
+        prt__global_slot_freed(rt);
 }
 
 /* After consecutive connect failures, attempts are spaced out (doubling
@@ -201,7 +208,8 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
  * was closed.  No pool lock held. */
 int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why)
 {
-    PRT__ASSERT_UNHELD(self);
+    if (self)
+        PRT__ASSERT_UNHELD(self);
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools), best = -1;
     double best_t = 0;
@@ -241,7 +249,7 @@ void prt__set_cap(prt_runtime *rt, int cap)
     if (cap == old)
         return;
     if (cap <= 0 || (old > 0 && cap > old)) {
-        global_slot_freed(rt);
+        prt__global_slot_freed(rt);
         return;
     }
     while (atomic_load(&rt->nconns) > cap && prt__evict_idle_elsewhere(rt, NULL, PRT__CLOSE_SHRINK))
@@ -253,5 +261,5 @@ void prt__set_cap(prt_runtime *rt, int cap)
 int prt__over_cap(const prt_runtime *rt)
 {
     int cap = rt ? atomic_load_explicit(&rt->cap, memory_order_relaxed) : 0;
-    return cap > 0 && atomic_load_explicit(&rt->nconns, memory_order_relaxed) > cap;
+    return (cap > 0 && atomic_load_explicit(&rt->nconns, memory_order_relaxed) > cap) || prt__budget_over(rt);
 }

@@ -10,7 +10,7 @@
 # Environment: POOLRT_CONNINFO (required), NGINX_PORT (default: a free port),
 # NGINX_WORKERS (2), NGINX_CONF (template, default: nginx.conf next to this
 # script), NGINX_USER (default when root: www-data, else nobody; ignored when
-# not root), POOLRT_NGINX_POLICY, POOLRT_NGINX_POOL_MAX.
+# not root), POOLRT_NGINX_POLICY, POOLRT_NGINX_POOL_MAX, POOLRT_NGINX_MAX_CONNECTIONS.
 # As root, nginx (master and workers) runs as NGINX_USER; the prefix is
 # chowned to it.  nginx loads poolrt from a copy staged in PREFIX/poolrt
 # (lua/, policies/, build/libpoolrt.so), never from the repository itself, so

@@ -43,6 +43,7 @@ typedef struct prt_runtime prt_runtime;
 typedef struct prt_pool prt_pool;
 typedef struct prt_conn prt_conn;
 typedef struct prt_result prt_result;
+typedef struct prt_budget prt_budget; /* connections shared by processes (src/shared_budget.c) */
 
 /* Runtime options.  Fill with prt_runtime_opts_default(), then override. */
 typedef struct prt_runtime_opts {
@@ -56,6 +57,7 @@ typedef struct prt_runtime_opts {
     int pools_overflow_allow; /* max_pools reached, nothing evictable: 1 admit over the cap, 0 fail */
     const char *fleet;       /* fleet name: application_name poolrt:NAME:HOST:PID, server sampling (NULL: none) */
     double server_sample_interval; /* seconds between server samples of a fleet runtime (default 2) */
+    prt_budget *shared_budget; /* join this budget of connections shared across processes (NULL: none) */
 } prt_runtime_opts;
 
 /* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
@@ -116,6 +118,20 @@ typedef struct prt_runtime_stats {
     uint64_t server_full_total; /* connects refused with SQLSTATE 53300 that waited instead of failing */
 } prt_runtime_stats;
 
+/* A shared budget's numbers (prt_budget_stats_get).  The first block is
+ * the whole budget, every member process; the second is one runtime's. */
+typedef struct prt_budget_stats {
+    int max;                 /* connections the budget allows across its members */
+    int used;                /* units held by every member: connections open or opening */
+    int members;             /* runtimes joined (live, or dead and not yet reclaimed) */
+    int waiting;             /* callers of every member waiting for a unit */
+    uint64_t evictions_asked_total, evictions_given_total, reclaimed_total;
+    int held;                /* this runtime's units */
+    int held_waiting;        /* this runtime's callers waiting for a unit */
+    uint64_t asked_total;    /* times this runtime asked the others to close an idle connection */
+    uint64_t given_total;    /* idle connections this runtime closed for another member */
+} prt_budget_stats;
+
 /* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
  * on_evict, budget, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
  * gives each one's name, prt_policy_builtin_name the built-in strategies a
@@ -161,6 +177,10 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
 const char *prt_policy_builtin_name(int hook, int i);
 int prt_policy_check(const char *path, char *report, size_t replen);
+
+int prt_budget_new(int max, int reuse, prt_budget **out, char *err, size_t errlen);
+void prt_budget_free(prt_budget *b);
+int prt_budget_stats_get(prt_budget *b, prt_runtime *rt, prt_budget_stats *out);
 
 void prt_pool_opts_default(prt_pool_opts *o);
 int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,

@@ -134,6 +134,7 @@ local W = {
   max_inflight = 32,
   thread_pool = "poolrt",
   dict = nil,        -- lua_shared_dict for reload_all and metrics (optional)
+  budget = nil,      -- the budget init() made for every worker (max_connections), or nil
   reload_seen = 0,   -- reload_all generation this worker has applied
 }
 
@@ -195,6 +196,11 @@ function M.init(cfg)
   local d = shdict(cfg)
   if d then d:set("reload:base", d:get("reload:gen") or 0) end
   W.cfg = cfg
+  -- max_connections here is one budget for all workers: shared memory made
+  -- now, in the master before it forks them (src/shared_budget.c).  On
+  -- `nginx -s reload` the master finds the same budget again, so old and new
+  -- workers share it.
+  if cfg.max_connections then W.budget = poolrt.shared_budget(cfg.max_connections, true) end
   return true
 end
 
@@ -223,7 +229,8 @@ end
 --   conninfo, policy (a file, or a shipped name like "default"),
 --   reap_interval, max_pools, max_connections, log_level, policy_budget,
 --   pool_idle_timeout, pools_overflow
---                  -- as poolrt.runtime{}
+--                  -- as poolrt.runtime{}; max_connections given to init()
+--                  -- is one budget shared by every worker of this nginx
 --   pools = { name = { max = 4, acquire_timeout = 2, ... } }
 --                  -- created now, options as rt:pool()
 --   thread_pool    -- nginx thread_pool name ("poolrt")
@@ -238,6 +245,7 @@ function M.init_worker(cfg)
   local ro = {}
   for k in pairs(poolrt._runtime_fields) do ro[k] = cfg[k] end
   ro.policy = policy_path(cfg.policy)
+  ro.shared_budget = ro.shared_budget or W.budget
   W.rt = poolrt.runtime(ro)
   W.addr = W.rt:address()
   W.epoch = W.epoch + 1
@@ -513,9 +521,13 @@ function snapshot()
   W.dict:set("stats:w" .. (ngx.worker.id() or 0), worker_text(), 5)
 end
 
+-- The shared budget's own numbers: the same in every worker, so /metrics
+-- shows them once, for the nginx as a whole (no worker label), as read now.
+local nginx_wide = { poolrt_shared_budget_max = true, poolrt_shared_budget_used = true, poolrt_shared_budget_members = true }
+
 -- Merges per-worker texts into one exposition: every sample gets a
--- worker="<id>" label, and each family (HELP, TYPE, samples) appears once,
--- as Prometheus requires.
+-- worker="<id>" label (but nginx_wide ones, from the live text only), and
+-- each family (HELP, TYPE, samples) appears once, as Prometheus requires.
 local function merge(texts)
   local order, fams = {}, {}
   for _, t in ipairs(texts) do
@@ -533,7 +545,9 @@ local function merge(texts)
         f[kind] = f[kind] or line
       elseif not line:match("^#") then
         local sname, rest = line:match("^([%w_:]+)(.*)$")
-        if sname then
+        if sname and nginx_wide[sname] then
+          if t.live then fams[sname].samples[1] = line end
+        elseif sname then
           if rest:sub(1, 1) == "{" then
             rest = "{" .. label .. (rest:sub(2, 2) == "}" and "" or ",") .. rest:sub(2)
           else
@@ -567,7 +581,7 @@ end
 function M.metrics()
   need_rt(2)
   local me = ngx.worker.id() or 0
-  local texts = { { worker = me, text = worker_text() } }
+  local texts = { { worker = me, text = worker_text(), live = true } }
   if W.dict then
     W.dict:set("stats:w" .. me, texts[1].text, 5)
     for id = 0, ngx.worker.count() - 1 do
