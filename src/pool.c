@@ -201,10 +201,10 @@ void prt_pool_unref(prt_pool *p)
     prt__pool_close(p, PRT_POOL_EVICTED);
     alive_unlink(p);
     pthread_mutex_destroy(&p->mu);
+    free_strings(p->init_sql); /* NULL-terminated: frees each statement, then the array */
     free(p->idle);
     free(p->name);
     free(p->conninfo);
-    free_strings(p->init_sql);
     prt__endpoints_free(p->endpoints);
     free(p);
     atomic_fetch_sub(&pools_allocated, 1);
