@@ -101,6 +101,10 @@ typedef struct prt_pool_opts {
     int is_pinned;           /* likewise; apartment's "pinned" tenants (default 0) */
     double leak_threshold;   /* warn about connections held longer (default 0: off) */
     double connect_backoff_max; /* after failed connects, retry at most this often (default 0.5) */
+    /* SQL run (simple protocol, in order) on every new connection before it is
+     * handed out, and again after DISCARD ALL; the pool copies the strings. */
+    const char *const *init_sql;
+    int ninit_sql;
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
@@ -122,6 +126,8 @@ typedef struct prt_pool_stats {
     uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
     int is_protected, is_pinned;
     int closed;              /* PRT_POOL_OPEN, PRT_POOL_EVICTED or PRT_POOL_DRAINING */
+    uint64_t init_sql_errors_total; /* new connections closed because init_sql failed */
+    uint64_t tx_retries_total;      /* transactions re-run after 40001/40P01 (prt_pool_note_tx_retry) */
 } prt_pool_stats;
 
 typedef struct prt_runtime_stats {
@@ -232,6 +238,11 @@ int prt_result_length(const prt_result *r, int row, int col);
 unsigned int prt_result_ftype(const prt_result *r, int col);
 long long prt_result_affected(const prt_result *r);
 void prt_result_free(prt_result *r);
+/* The SQLSTATE of the last error a query on c reported ("40001"), "" after a
+ * success; valid until the next query on c. */
+const char *prt_conn_sqlstate(const prt_conn *c);
+/* Counts one transaction retry in p's stats (bindings' transaction helpers). */
+void prt_pool_note_tx_retry(prt_pool *p);
 
 char *prt_metrics_text(prt_runtime *rt);
 char *prt_metrics_all(void);

@@ -13,6 +13,7 @@
 local ffi = require "ffi"
 require "poolrt.cdef"
 local D = require "poolrt.decode"
+local TX = require "poolrt.tx"
 
 local C
 do
@@ -178,6 +179,10 @@ function Conn:query(sql, ...) return run(self, self.pool._qflags, sql, ...) end
 function Conn:exec_simple(sql, ...) return run(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
 function Conn:backend_pid() return C.prt_conn_backend_pid(self._c) end
+-- The SQLSTATE of the last query's error on this connection ("" after a success).
+function Conn:sqlstate() return ffi.string(C.prt_conn_sqlstate(self._c)) end
+-- fn(conn, attempt) in a transaction on this connection (poolrt/tx.lua).
+function Conn:transaction(fn, opts) return TX.run(self, fn, opts) end
 -- Which host of a multi-host conninfo ("host=a,b port=p1,p2") this is on, 1-based.
 function Conn:endpoint() return C.prt_conn_endpoint(self._c) end
 
@@ -242,6 +247,11 @@ end
 function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
 function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
+-- fn(conn, attempt) between BEGIN and COMMIT on a connection of the pool,
+-- re-run on serialization failures and deadlocks up to opts.retries times;
+-- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
+function Pool:transaction(fn, opts) return TX.pool_run(self, fn, opts) end
+
 local stats_buf = ffi.new("prt_pool_stats")
 
 local function stats_of(p)
@@ -263,6 +273,7 @@ local function stats_of(p)
     connections_created_total = n(s.connections_created_total),
     connect_errors_total = n(s.connect_errors_total), connect_backoff_total = n(s.connect_backoff_total),
     leaks_total = n(s.leaks_total),
+    init_sql_errors_total = n(s.init_sql_errors_total), tx_retries_total = n(s.tx_retries_total),
     protected = s.is_protected ~= 0, pinned = s.is_pinned ~= 0, closed = s.closed,
     connections_closed_total = {
       idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
@@ -285,6 +296,7 @@ local pool_fields = {
   query_timeout = "number", stmt_cache = "number", discard_all = "boolean",
   conninfo = "string", prepare = "boolean", null = true, decode = "boolean", threads = "number",
   protected = "boolean", pinned = "boolean", leak_threshold = "number", connect_backoff_max = "number",
+  init_sql = true, -- a string or a list of strings (init_sql_array)
 }
 
 local function check_opts(opts, fields, what)
@@ -297,6 +309,23 @@ local function check_opts(opts, fields, what)
   end
 end
 
+-- Sets o.init_sql from a string or a list of strings; returns what must stay
+-- referenced while o is in use (C copies the strings when it makes the pool,
+-- but a handle re-creates an evicted pool from the same o).
+local function init_sql_array(o, v)
+  if v == nil then return nil end
+  local list = type(v) == "string" and { v } or v
+  if type(list) ~= "table" or #list == 0 then
+    error("poolrt: pool option init_sql must be a string or a non-empty list of strings", 4)
+  end
+  for _, s in ipairs(list) do
+    if type(s) ~= "string" then error("poolrt: pool option init_sql: every statement must be a string", 4) end
+  end
+  local arr = ffi.new("const char*[?]", #list, list)
+  o.init_sql, o.ninit_sql = arr, #list
+  return { arr, list }
+end
+
 local function pool_opts(opts)
   check_opts(opts, pool_fields, "pool")
   local o = ffi.new("prt_pool_opts")
@@ -305,10 +334,10 @@ local function pool_opts(opts)
   local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned" }
   for k, v in pairs(opts) do
     if flags[k] then o[flags[k]] = v and 1 or 0
-    elseif k ~= "prepare" and k ~= "null" and k ~= "decode" then o[k] = v end
+    elseif k ~= "prepare" and k ~= "null" and k ~= "decode" and k ~= "init_sql" then o[k] = v end
   end
   if opts.prepare == false then o.stmt_cache = 0 end
-  return o
+  return o, init_sql_array(o, opts.init_sql)
 end
 
 local pool_out = ffi.new("prt_pool*[1]")
@@ -372,10 +401,10 @@ function Runtime:pool(name, opts)
   if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
   local p = self._pools[name]
   if p then return p end -- evicted meanwhile, its next acquire recreates it
-  local o = pool_opts(opts or {})
+  local o, anchor = pool_opts(opts or {})
   local ptr = get_pool(self._rt, name, o)
   if not ptr then error("poolrt: " .. lasterr(), 2) end
-  p = setmetatable({ _p = ptr, _o = o, name = name, rt = self, _null = (opts or {}).null,
+  p = setmetatable({ _p = ptr, _o = o, _anchor = anchor, name = name, rt = self, _null = (opts or {}).null,
                      _decode = (opts or {}).decode ~= false,
                      _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
   self._cache:put(name, p)

@@ -107,6 +107,8 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
     return PRT_OK;
 }
 
+static int run_init_sql(prt_conn *c, double deadline, char *err, size_t errlen);
+
 /* Opens a connection for pool p, giving up at `deadline`: on the endpoint
  * with the fewest of the pool's connections, then the others in turn.  On
  * success *out is owned by the caller; on failure err carries the pool's
@@ -129,6 +131,10 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
         c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
     }
     prt__stmt_init(&c->stmts, p->opts.stmt_cache);
+    if (run_init_sql(c, deadline, err, errlen) != PRT_OK) {
+        prt__conn_close(c);
+        return PRT_EQUERY;
+    }
     *out = c;
     return PRT_OK;
 }
@@ -219,8 +225,10 @@ static int collect(prt_conn *c, double deadline, PGresult **out, char *err, size
         return PQstatus(pg) == CONNECTION_OK ? PRT_EQUERY : PRT_EBROKEN;
     }
     ExecStatusType st = PQresultStatus(keep);
+    c->sqlstate[0] = '\0';
     if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) {
         const char *state = PQresultErrorField(keep, PG_DIAG_SQLSTATE);
+        snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
         const char *msg = PQresultErrorField(keep, PG_DIAG_MESSAGE_PRIMARY);
         char line[PRT__ERRLEN];
         snprintf(line, sizeof line, "%s", msg ? msg : PQresultErrorMessage(keep));
@@ -274,6 +282,23 @@ int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const 
         return PRT_EBROKEN;
     }
     return collect(c, deadline, out, err, errlen);
+}
+
+/* Runs the pool's init_sql statements in order on c.  Returns 0, or
+ * PRT_EQUERY with err naming the pool and the server's error (whatever
+ * went wrong: the caller closes c either way). */
+static int run_init_sql(prt_conn *c, double deadline, char *err, size_t errlen)
+{
+    const prt_pool_opts *o = &c->pool->opts;
+    for (int i = 0; i < o->ninit_sql; i++) {
+        char msg[PRT__ERRLEN];
+        if (exec_simple(c, o->init_sql[i], deadline, msg, sizeof msg) == PRT_OK)
+            continue;
+        const char *why = strstr(msg, "\": "); /* drop the pool prefix */
+        prt__errf(err, errlen, "pool \"%s\": init_sql failed: %s", c->pool->name, why ? why + 3 : msg);
+        return PRT_EQUERY;
+    }
+    return PRT_OK;
 }
 
 /* Makes room in the statement cache and prepares `sql` under a new name. */
@@ -341,6 +366,7 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
     if (!c || !sql || nparams < 0 || (nparams > 0 && !params) || !out)
         return PRT_EINVAL;
     *out = NULL;
+    c->sqlstate[0] = '\0';
     for (int attempt = 0;; attempt++) {
         int rc = send_query(c, sql, nparams, params, flags, err, errlen);
         PGresult *r = NULL;
@@ -387,6 +413,10 @@ int prt__conn_reset(prt_conn *c, double deadline)
         prt__stmt_clear(&c->stmts);
         if (exec_simple(c, "DISCARD ALL", deadline, err, sizeof err) != PRT_OK)
             return PRT_EBROKEN;
+        if (run_init_sql(c, deadline, err, sizeof err) != PRT_OK) { /* DISCARD ALL undid it */
+            prt__logf(PRT_LOG_WARN, "%s (after DISCARD ALL; connection closed)", err);
+            return PRT_EBROKEN;
+        }
     }
     return PRT_OK;
 }
@@ -405,6 +435,11 @@ int prt_conn_backend_pid(const prt_conn *c)
 int prt_conn_endpoint(const prt_conn *c)
 {
     return c->endpoint + 1;
+}
+
+const char *prt_conn_sqlstate(const prt_conn *c)
+{
+    return c->sqlstate;
 }
 
 /* Results are libpq's PGresult under an opaque name. */

@@ -91,8 +91,10 @@ struct prt_conn {
     int leak_reported;       /* pool->mu */
     int fatal;               /* the server sent FATAL: it is closing this connection */
     prt__stmt_cache stmts;
+    char sqlstate[6];        /* the last query error's SQLSTATE, "" after a success */
 };
 
+/* PRT_EQUERY from prt__conn_open: connected, but init_sql failed (closed). */
 int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
 void prt__conn_close(prt_conn *c);
 int prt__conn_alive(prt_conn *c);               /* non-blocking check of an idle socket */
@@ -132,6 +134,7 @@ struct prt_pool {
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
     prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
+    char **init_sql;         /* immutable: the pool's copies of opts.init_sql (opts points here) */
     double created_at;       /* immutable */
     uint64_t serial;         /* immutable, unique in the process */
     atomic_int refs;         /* registry + handles + connections in use */
@@ -162,6 +165,8 @@ struct prt_pool {
     double backoff, backoff_until;
     uint64_t backoff_refusals;
     char last_connect_error[256];
+    uint64_t init_sql_errors; /* new connections whose init_sql failed */
+    uint64_t tx_retries;      /* prt_pool_note_tx_retry */
 };
 
 /* The pool lock and its assertions (see the top of this file). */

@@ -54,6 +54,11 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
         bad = "lifetime_jitter must be in [0, 1)";
     else if (o->stmt_cache < 0 || o->threads < 0)
         bad = "stmt_cache and threads must be >= 0";
+    else if (o->ninit_sql < 0 || (o->ninit_sql > 0 && !o->init_sql))
+        bad = "init_sql must hold ninit_sql statements";
+    for (int i = 0; !bad && i < o->ninit_sql; i++)
+        if (!o->init_sql[i])
+            bad = "init_sql must hold ninit_sql statements";
     if (bad)
         prt__errf(err, errlen, "pool \"%s\": %s", name, bad);
     return bad ? PRT_EINVAL : PRT_OK;
@@ -115,6 +120,33 @@ void prt__pools_detach(prt_runtime *rt)
     pthread_mutex_unlock(&alive_mu);
 }
 
+/* Copies n strings into a new NULL-terminated array the caller frees with
+ * free_strings.  Returns 0, or PRT_ENOMEM with nothing allocated. */
+static int copy_strings(const char *const *src, int n, char ***out)
+{
+    *out = NULL;
+    if (n == 0)
+        return PRT_OK;
+    char **a = calloc((size_t)n + 1, sizeof *a);
+    for (int i = 0; a && i < n; i++) {
+        if (!(a[i] = strdup(src[i]))) {
+            for (int j = 0; j < i; j++)
+                free(a[j]);
+            free(a);
+            a = NULL;
+        }
+    }
+    *out = a;
+    return a ? PRT_OK : PRT_ENOMEM;
+}
+
+static void free_strings(char **a)
+{
+    for (int i = 0; a && a[i]; i++)
+        free(a[i]);
+    free(a);
+}
+
 /* Creates a pool with one reference (the caller's). */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen)
@@ -128,9 +160,11 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         return PRT_EINVAL;
     }
     prt_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->name = strdup(name)) || !(p->conninfo = prt__fleet_conninfo(rt, conninfo))) {
+    if (!p || !(p->name = strdup(name)) || !(p->conninfo = prt__fleet_conninfo(rt, conninfo)) ||
+        copy_strings(o->init_sql, o->ninit_sql, &p->init_sql) != PRT_OK) {
         if (p) {
             free(p->name);
+            free(p->conninfo);
             free(p);
         }
         prt__errf(err, errlen, "pool \"%s\": out of memory", name);
@@ -143,6 +177,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->rt = rt;
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
+    p->opts.init_sql = (const char *const *)p->init_sql;
     p->max = configured_max(o);
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
@@ -166,6 +201,7 @@ void prt_pool_unref(prt_pool *p)
     prt__pool_close(p, PRT_POOL_EVICTED);
     alive_unlink(p);
     pthread_mutex_destroy(&p->mu);
+    free_strings(p->init_sql); /* NULL-terminated: frees each statement, then the array */
     free(p->idle);
     free(p->name);
     free(p->conninfo);
@@ -379,8 +415,17 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     s->is_protected = p->opts.is_protected;
     s->is_pinned = p->opts.is_pinned;
     s->closed = p->closed;
+    s->init_sql_errors_total = p->init_sql_errors;
+    s->tx_retries_total = p->tx_retries;
     prt__unlock(p);
     return PRT_OK;
+}
+
+void prt_pool_note_tx_retry(prt_pool *p)
+{
+    prt__lock(p);
+    p->tx_retries++;
+    prt__unlock(p);
 }
 
 /* The acquire-wait histogram's upper bounds, in seconds (+Inf last). */

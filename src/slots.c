@@ -153,6 +153,7 @@ static void connect_result(prt_pool *p, int rc, const char *err)
         return; /* the server is full, not down: the budget paces retries (fleet.c) */
     p->connect_failures++;
     p->connect_errors++;
+    p->init_sql_errors += rc == PRT_EQUERY; /* see prt__conn_open */
     p->backoff = p->backoff > 0 ? p->backoff * 2 : 0.05;
     if (p->backoff > p->opts.connect_backoff_max)
         p->backoff = p->opts.connect_backoff_max;

@@ -108,6 +108,43 @@ static void lifetimes_are_jittered(void **state)
     prt_runtime_free(rt);
 }
 
+/* The pool owns copies of init_sql (the caller's strings may go away once
+ * the pool exists), and the min_idle refill runs it before the connection
+ * is put idle: the first borrower already sees its effect. */
+static void init_sql_is_copied_and_runs_before_idle(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    char stmt[64];
+    snprintf(stmt, sizeof stmt, "set application_name to 'c_init_sql'");
+    const char *list[] = { "select 1", stmt };
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 1;
+    o.min_idle = 1;
+    o.init_sql = list;
+    o.ninit_sql = 2;
+    prt_pool *p = pgtest_pool(rt, "init_sql", &o);
+    memset(stmt, 'x', sizeof stmt - 1); /* the pool must not read this any more */
+    assert_int_equal(prt_reap(rt, NULL), 0);
+    prt_pool_stats s;
+    prt_pool_stats_get(p, &s);
+    assert_int_equal(s.idle, 1);
+    prt_conn *c;
+    prt_result *r;
+    char err[PRT__ERRLEN];
+    assert_int_equal(prt_acquire(p, 5, &c, err, sizeof err), PRT_OK);
+    assert_int_equal(prt_query(c, "show application_name", 0, NULL, 0, &r, err, sizeof err), PRT_OK);
+    assert_string_equal(prt_result_value(r, 0, 0), "c_init_sql");
+    prt_result_free(r);
+    assert_string_equal(prt_conn_sqlstate(c), "");
+    assert_int_equal(prt_query(c, "select 1/0", 0, NULL, 0, &r, err, sizeof err), PRT_EQUERY);
+    assert_string_equal(prt_conn_sqlstate(c), "22012");
+    prt_release(c, 0);
+    prt_pool_unref(p);
+    prt_runtime_free(rt);
+}
+
 typedef struct hammer_arg {
     prt_pool *p;
     int rounds;
@@ -306,6 +343,7 @@ int main(void)
         cmocka_unit_test(stmt_cache_replaces_least_recently_used),
         cmocka_unit_test(connect_is_bounded_by_the_acquire_deadline),
         cmocka_unit_test(lifetimes_are_jittered),
+        cmocka_unit_test(init_sql_is_copied_and_runs_before_idle),
         cmocka_unit_test(counts_hold_under_contention),
         cmocka_unit_test(drain_waits_for_connections_in_use),
         cmocka_unit_test(every_runtime_is_reached_by_process_wide_events),
