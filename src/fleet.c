@@ -355,12 +355,7 @@ void prt__fleet_stop(prt_runtime *rt)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return;
-    pthread_mutex_lock(&f->mu);
-    f->stopping = 1;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-    if (f->has_thread)
-        pthread_join(f->thread, NULL);
+    prt__thread_stop(f->thread, f->has_thread, &f->mu, &f->cond, &f->stopping);
     sample_conn_close(f);
     rt->fleet = NULL;
     rt->opts.fleet = NULL;

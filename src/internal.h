@@ -359,6 +359,7 @@ struct prt_runtime {
 
 void *prt__timer_main(void *arg);
 int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
+void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, pthread_cond_t *cond, int *stopping);
 char *prt__live_metrics(void);
 char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */

@@ -258,12 +258,7 @@ void prt_runtime_free(prt_runtime *rt)
     if (!rt)
         return;
     live_remove(rt);
-    pthread_mutex_lock(&rt->mu);
-    rt->stopping = 1;
-    pthread_cond_broadcast(&rt->cond);
-    pthread_mutex_unlock(&rt->mu);
-    if (rt->has_timer)
-        pthread_join(rt->timer, NULL);
+    prt__thread_stop(rt->timer, rt->has_timer, &rt->mu, &rt->cond, &rt->stopping);
     prt_runtime_drain(rt, 0);
     prt__fleet_stop(rt); /* after the drain, which wakes a sample waiting to acquire */
     pthread_mutex_lock(&rt->mu);

@@ -1,5 +1,6 @@
 /*
- * thread.c -- starting the runtime's own threads (timer, rt:spawn).
+ * thread.c -- starting and stopping the runtime's own threads (timer,
+ * fleet sampler, rt:spawn).
  *
  * They run with every signal blocked, so that signals meant for the host
  * process -- nginx's worker signals, the `poolrt` host's SIGHUP/SIGTERM --
@@ -16,4 +17,17 @@ int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
     int rc = pthread_create(t, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
+}
+
+/* Stops a background thread that waits on `cond` under `mu` until
+ * *stopping: sets it, wakes the thread and joins it (when `started`).
+ * No lock held. */
+void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, pthread_cond_t *cond, int *stopping)
+{
+    pthread_mutex_lock(mu);
+    *stopping = 1;
+    pthread_cond_broadcast(cond);
+    pthread_mutex_unlock(mu);
+    if (started)
+        pthread_join(t, NULL);
 }
