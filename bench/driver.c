@@ -9,7 +9,7 @@
  *
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
- *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N]
+ *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N] [-B BUDGET]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -24,6 +24,9 @@
  *   -W N           open N connections before the clock starts (default: min(workers,
  *                  max); noop: max)
  *   -X N           prt_pool_opts.threads (what a size hook such as clamp.lua sees)
+ *   -B N           the runtime joins a shared budget of N connections (what
+ *                  resty.poolrt.init{ max_connections = N } gives each nginx
+ *                  worker) and caps itself at N: the budget checks' cost
  *
  * Output: one line of key=value pairs on stdout (parsed by bench/run.sh):
  *   tps= ops= secs= p50_us= p99_us= errors= acq_p99_us= conns= created= ...
@@ -64,7 +67,7 @@ typedef struct {
 
 static struct {
     const char *conninfo, *policy, *sql;
-    int workers, max, mode, scale, think_us, threads_hint, cold, warm;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -241,7 +244,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
-                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM]\n");
+                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n");
     exit(2);
 }
 
@@ -249,7 +252,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:h")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:h")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -271,6 +274,7 @@ int main(int argc, char **argv)
         case 'C': cfg.cold = 1; break;
         case 'W': cfg.warm = atoi(optarg); break;
         case 'A': cfg.acq_timeout = atof(optarg); break;
+        case 'B': cfg.budget = atoi(optarg); break;
         default: usage();
         }
     }
@@ -285,9 +289,19 @@ int main(int argc, char **argv)
     ro.conninfo = cfg.conninfo;
     ro.policy = cfg.policy;
     ro.reap_interval = cfg.iters ? 0 : 1.0; /* -n (callgrind): no timer thread in the count */
+    prt_budget *budget = NULL;
+    if (cfg.budget > 0) {
+        if (prt_budget_new(cfg.budget, 0, &budget, err, sizeof err)) {
+            fprintf(stderr, "driver: %s\n", err);
+            return 1;
+        }
+        ro.shared_budget = budget;
+        ro.max_connections = cfg.budget;
+    }
     prt_runtime *rt;
     if (prt_runtime_new(&ro, &rt, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
+        prt_budget_free(budget);
         return 1;
     }
     prt_pool_opts po;
@@ -380,5 +394,6 @@ int main(int argc, char **argv)
     }
     free(ws);
     prt_runtime_free(rt);
+    prt_budget_free(budget);
     return 0;
 }

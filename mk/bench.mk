@@ -1,12 +1,18 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin
+.PHONY: bench bench-bin bench-budget
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
 
 bench:
 	bench/run.sh
+	$(MAKE) bench-budget
+
+# The connection budget's cost per acquire + release (issue 12); writes
+# bench/RESULTS-budget.md.
+bench-budget: deps all bench-bin
+	tools/with-pg.sh bench/budget_cost.sh
 
 bench-bin: $(BENCH_BIN)
 
