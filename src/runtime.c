@@ -32,6 +32,7 @@ const char *prt_strerror(int rc)
     case PRT_ENOTFOUND: return "no such pool";
     case PRT_EFULL: return "full (the overflow or admit policy says fail)";
     case PRT_EPOLICY: return "policy failed to load or dry-run";
+    case PRT_ERECONNECTED: return "reconnected (notifications sent meanwhile were lost)";
     default: return "unknown error";
     }
 }

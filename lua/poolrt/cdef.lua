@@ -18,7 +18,8 @@ enum {
     PRT_ETHREAD = -8,    /* a thread could not be started */
     PRT_ENOTFOUND = -9,  /* no pool by that name */
     PRT_EFULL = -10,     /* pool full and the overflow policy says fail */
-    PRT_EPOLICY = -11    /* a policy file failed to load or dry-run */
+    PRT_EPOLICY = -11,   /* a policy file failed to load or dry-run */
+    PRT_ERECONNECTED = -12 /* a listener's connection dropped and was re-established (not a failure) */
 };
 
 enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, PRT_LOG_DEBUG = 3 };
@@ -44,6 +45,7 @@ typedef struct prt_pool prt_pool;
 typedef struct prt_conn prt_conn;
 typedef struct prt_result prt_result;
 typedef struct prt_budget prt_budget; /* connections shared by processes (src/shared_budget.c) */
+typedef struct prt_listener prt_listener; /* LISTEN on a connection of its own (src/listen.c) */
 
 /* Runtime options.  Fill with prt_runtime_opts_default(), then override. */
 typedef struct prt_runtime_opts {
@@ -221,6 +223,23 @@ void prt_result_free(prt_result *r);
 const char *prt_conn_sqlstate(const prt_conn *c);
 /* Counts one transaction retry in p's stats (bindings' transaction helpers). */
 void prt_pool_note_tx_retry(prt_pool *p);
+
+/* LISTEN/NOTIFY (src/listen.c).  A listener owns one acquired connection of
+ * its pool; it is used by one thread at a time, like a prt_conn.  A
+ * notification's strings belong to the listener and stay valid until its
+ * next wait or its close. */
+typedef struct prt_notification {
+    const char *channel;
+    const char *payload;
+    int pid;                 /* the notifying backend */
+} prt_notification;
+int prt_listener_open(prt_pool *p, const char *const *channels, int n, prt_listener **out,
+                      char *err, size_t errlen);
+/* 0 and *out filled; PRT_ETIMEDOUT; PRT_ERECONNECTED once after a dropped
+ * connection was replaced (what was sent meanwhile is lost); or an error. */
+int prt_listener_wait(prt_listener *l, double timeout, prt_notification *out, char *err, size_t errlen);
+int prt_listener_backend_pid(const prt_listener *l); /* 0 while reconnecting */
+void prt_listener_close(prt_listener *l);
 
 char *prt_metrics_text(prt_runtime *rt);
 char *prt_metrics_all(void);
