@@ -14,6 +14,7 @@ local ffi = require "ffi"
 require "poolrt.cdef"
 local D = require "poolrt.decode"
 local TX = require "poolrt.tx"
+local LISTEN = require "poolrt.listen"
 
 local C
 do
@@ -251,6 +252,10 @@ function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, 
 -- re-run on serialization failures and deadlocks up to opts.retries times;
 -- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
 function Pool:transaction(fn, opts) return TX.pool_run(self, fn, opts) end
+
+-- A listener on a connection of its own for a list of channels, with
+-- :wait(timeout) and :close() (poolrt/listen.lua), or nil, err.
+function Pool:listen(channels) return LISTEN.open(self, channels) end
 
 local stats_buf = ffi.new("prt_pool_stats")
 

@@ -185,19 +185,20 @@ timedout:
     return PRT_ETIMEDOUT;
 }
 
-/* Waits until the socket is readable or the deadline passes.  Returns 1
- * when readable (or in error: the caller's read finds out), 0 at the
- * deadline. */
+/* Waits until the socket is readable or the deadline passes; looks once
+ * even when it has passed (a wait of 0 still reads what has arrived).
+ * Returns 1 when readable (or in error: the caller's read finds out), 0 at
+ * the deadline. */
 static int readable(int fd, double deadline)
 {
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
     for (;;) {
         double left = deadline - prt_now();
-        if (left <= 0)
-            return 0;
-        int r = poll(&pfd, 1, (int)(left * 1000.0) + 1);
+        int r = poll(&pfd, 1, left > 0 ? (int)(left * 1000.0) + 1 : 0);
         if (r > 0 || (r < 0 && errno != EINTR))
             return 1;
+        if (left <= 0)
+            return 0;
     }
 }
 
