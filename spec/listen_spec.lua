@@ -186,3 +186,85 @@ describe("pool:listen across a server restart", function()
     rt:close()
   end)
 end)
+
+describe("resty.poolrt pool:listen in nginx", function()
+  local N = require "spec.support.nginx"
+  local APP = "poolrt-nginx-listen-spec"
+  local n, dir
+
+  -- The shipped example plus /listen: a listener on "nginx_jobs" that
+  -- receives a NOTIFY, times out with nothing sent (while the spec checks
+  -- /ping), has its backend terminated, reconnects and receives again.
+  local LOCATION = [[
+        location = /listen {
+            content_by_lua_block {
+                local poolrt = require "resty.poolrt"
+                local pool = poolrt.pool("app")
+                local out = {}
+                local l = assert(pool:listen({ "nginx_jobs" }))
+                local function note(tag, n, err, why)
+                    out[tag] = n and (n.channel .. "/" .. n.payload .. "/" .. n.pid) or (tostring(err) .. (why and (": " .. why) or ""))
+                end
+                local rows = assert(pool:query("select pg_backend_pid() as pid, pg_notify('nginx_jobs', 'one') is null as x"))
+                out.sender1 = rows[1].pid
+                note("first", l:wait(5))
+                note("quiet", l:wait(tonumber(ngx.var.arg_quiet) or 1))
+                rows = assert(pool:query("select pid from pg_stat_activity where application_name = current_setting('application_name') and query ilike 'listen%'"))
+                out.listeners = #rows
+                assert(pool:query("select pg_terminate_backend($1)", rows[1].pid))
+                for _ = 1, 20 do
+                    local n, err = l:wait(0.5)
+                    if err ~= "timeout" then note("after_kill", n, err) break end
+                end
+                rows = assert(pool:query("select pg_backend_pid() as pid, pg_notify('nginx_jobs', 'two') is null as x"))
+                out.sender2 = rows[1].pid
+                note("second", l:wait(5))
+                l:close()
+                out.closed_wait = select(2, pcall(l.wait, l, 1))
+                ngx.say(poolrt.json(out))
+            }
+        }
+
+        location = /ping {]]
+
+  setup(function()
+    N.check_deps()
+    dir = N.scratch_dir()
+    local f = assert(io.open("examples/nginx/nginx.conf"))
+    local conf = f:read("*a"):gsub("        location = /ping {", function() return LOCATION end, 1)
+    f:close()
+    assert.matches("location = /listen", conf, 1, true)
+    n = N.start_nginx{ app = APP, workers = 1, pool_max = 4, conf = N.write_readable(dir .. "/nginx.conf", conf) }
+  end)
+
+  teardown(function()
+    N.cleanup(n)
+    if dir then H.run("rm -rf " .. N.q(dir)) end
+  end)
+
+  it("waits on a worker thread (the event loop keeps answering), reconnects, and gives the connection back clean", function()
+    local body_file = dir .. "/listen.out"
+    H.run("curl -sS -m 30 -o " .. N.q(body_file) .. " " .. N.q(n.url .. "/listen?quiet=1.5") .. " >/dev/null 2>&1 &")
+    -- while /listen sits in its quiet wait, /ping answers at once
+    H.wait_until(function()
+      return tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1 "
+                              .. "and query ilike 'listen%'", APP)[1].n) == 1
+    end, 10, "the listener to LISTEN")
+    local _, status, secs = N.get(n.url .. "/ping")
+    assert.equal(200, status)
+    assert.is_true(secs < 0.5, ("/ping took %.3fs while a listener waited"):format(secs))
+    local body = H.wait_file(body_file, "}%s*$", 20, "/listen to answer")
+    assert.matches("^%d+$", N.field(body, "sender1") or "", nil, false, body)
+    assert.equal("nginx_jobs/one/" .. N.field(body, "sender1"), N.field(body, "first"))
+    assert.equal("timeout", N.field(body, "quiet"))
+    assert.equal("1", N.field(body, "listeners"))
+    assert.equal("reconnected", N.field(body, "after_kill"))
+    assert.equal("nginx_jobs/two/" .. N.field(body, "sender2"), N.field(body, "second"))
+    assert.equal("resty.poolrt: listener is closed", N.field(body, "closed_wait"))
+    -- closed: no connection of this nginx is still subscribed
+    H.wait_until(function()
+      return tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1 "
+                              .. "and query ilike 'listen%'", APP)[1].n) == 0
+    end, 5, "no backend of nginx to be LISTENing")
+  end)
+end)

@@ -115,6 +115,30 @@ function M._thread_run(...)
   return thread_call(run_in_thread, ...)
 end
 
+-- Listeners (Pool:listen below): the C listener belongs to the request's
+-- Lua object in the worker; thread VMs reach it by its address.  A wait's
+-- outcome comes back as a table, so that "timeout" keeps its detail.
+local function listen_open_in_thread(addr, epoch, name, opts, _, _, channels)
+  local l, err = thread_rt(addr, epoch):pool(name, opts):listen(channels)
+  if not l then return nil, err end
+  return l:_disown()
+end
+
+local function listen_wait_in_thread(_, _, _, _, deadline, _, laddr)
+  local left = deadline - poolrt.now()
+  local n, err, why = require("poolrt.listen").attach(laddr):wait(left > 0 and left or 0)
+  return n or { err = err, why = why }
+end
+
+local function listen_close_in_thread(_, _, _, _, _, _, laddr)
+  require("poolrt.listen").attach(laddr):close()
+  return true
+end
+
+function M._thread_listen_open(...) return thread_call(listen_open_in_thread, ...) end
+function M._thread_listen_wait(...) return thread_call(listen_wait_in_thread, ...) end
+function M._thread_listen_close(...) return thread_call(listen_close_in_thread, ...) end
+
 if not ngx then return M end
 
 ---------------------------------------------------------------------------
@@ -418,6 +442,62 @@ function Pool:run(module, fn, ...)
 end
 
 function Pool:stats() return need_rt(2):pool(self.name):stats() end
+
+---------------------------------------------------------------------------
+-- LISTEN/NOTIFY: pool:listen(channels) as in poolrt (lua/poolrt/listen.lua),
+-- with open, wait and close on worker threads.  A waiting listener holds a
+-- worker thread (and one of max_inflight) for up to its timeout: wait in
+-- short slices.  The garbage collector closes a listener never closed in
+-- the worker itself (UNLISTEN, bounded by the pool's acquire_timeout).
+---------------------------------------------------------------------------
+local ffi = require "ffi"
+local Listener = {}
+Listener.__index = Listener
+
+-- A listener, or nil, err, code (as query).
+function Pool:listen(channels)
+  if type(channels) == "string" then channels = { channels } end
+  if type(channels) ~= "table" or #channels == 0 then
+    error("resty.poolrt: listen(channels): channels must be a non-empty list of names", 2)
+  end
+  local laddr, err, code = dispatch(self, nil, "_thread_listen_open", channels)
+  if not laddr then return nil, err, code end
+  local ptr = ffi.gc(ffi.cast("prt_listener*", laddr), poolrt.C.prt_listener_close)
+  return setmetatable({ _ptr = ptr, _addr = laddr, pool = self }, Listener)
+end
+
+local function idle_listener(self, what)
+  if not self._ptr then error("resty.poolrt: listener is closed", 3) end
+  if self._busy then error("resty.poolrt: listener:" .. what .. ": another light thread is waiting on it", 3) end
+end
+
+-- { channel =, payload =, pid = }, or nil, "timeout" (, detail while
+-- reconnecting), nil, "reconnected" (once), or nil, err, code.
+function Listener:wait(timeout)
+  idle_listener(self, "wait")
+  if type(timeout) ~= "number" or timeout < 0 then
+    error("resty.poolrt: listener:wait(timeout): timeout must be a number >= 0", 2)
+  end
+  self._busy = true
+  local ok, res, err, code = pcall(dispatch, self.pool, timeout, "_thread_listen_wait", self._addr)
+  self._busy = false
+  if not ok then error(res, 0) end
+  if not res then return nil, err, code end
+  if res.channel then return res end
+  return nil, res.err, res.why
+end
+
+-- UNLISTENs and gives the connection back (on a worker thread; in the
+-- worker when none can be had).  Idempotent.
+function Listener:close()
+  if not self._ptr then return true end
+  idle_listener(self, "close")
+  local ptr = self._ptr
+  self._ptr = nil
+  ffi.gc(ptr, nil)
+  if not dispatch(self.pool, nil, "_thread_listen_close", self._addr) then poolrt.C.prt_listener_close(ptr) end
+  return true
+end
 
 ---------------------------------------------------------------------------
 -- Stats, reload, shutdown
