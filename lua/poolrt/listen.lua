@@ -79,9 +79,8 @@ function Listener:wait(timeout)
   if rc == 0 then
     return { channel = ffi.string(note.channel), payload = ffi.string(note.payload), pid = note.pid }
   end
-  if rc == C.PRT_ETIMEDOUT then
-    local why = ffi.string(errbuf)
-    return nil, "timeout", why:find("reconnecting", 1, true) and why or nil
+  if rc == C.PRT_ETIMEDOUT then -- with no connection, err says why the reconnect has not worked yet
+    return nil, "timeout", C.prt_listener_backend_pid(l) == 0 and ffi.string(errbuf) or nil
   end
   if rc == C.PRT_ERECONNECTED then return nil, "reconnected" end
   return nil, ffi.string(errbuf)
