@@ -244,6 +244,16 @@ const char *prt_conn_sqlstate(const prt_conn *c);
 /* Counts one transaction retry in p's stats (bindings' transaction helpers). */
 void prt_pool_note_tx_retry(prt_pool *p);
 
+/* COPY ... FROM STDIN (text format) on c, in three steps (src/copy.c):
+ * begin sends the statement and gives the columns each row must have;
+ * put sends bytes of COPY text (any split, lines need not be whole); end
+ * finishes (errmsg NULL) and gives the rows copied, or aborts with errmsg,
+ * which the server reports back.  Each wait is bounded by the pool's
+ * query_timeout.  PRT_EBROKEN: the connection must be released as broken. */
+int prt_copy_begin(prt_conn *c, const char *sql, int *ncols, char *err, size_t errlen);
+int prt_copy_put(prt_conn *c, const char *buf, size_t len, char *err, size_t errlen);
+int prt_copy_end(prt_conn *c, const char *errmsg, long long *rows, char *err, size_t errlen);
+
 char *prt_metrics_text(prt_runtime *rt);
 char *prt_metrics_all(void);
 void prt_free(void *ptr);
