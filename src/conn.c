@@ -393,6 +393,12 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
         PGresult *r = NULL;
         if (rc == PRT_OK)
             rc = collect(c, query_deadline(c), &r, err, errlen);
+        if (rc == PRT_OK && PQresultStatus(r) >= PGRES_COPY_OUT && PQresultStatus(r) <= PGRES_COPY_IN) {
+            PQclear(r); /* the server waits for, or sends, copy data: the session is in no state to reuse */
+            prt__errf(err, errlen, "pool \"%s\": COPY FROM STDIN / TO STDOUT needs conn:copy_in "
+                      "(prt_copy_begin); the connection is closed", c->pool->name);
+            return PRT_EBROKEN;
+        }
         if (rc == PRT_OK) {
             *out = (prt_result *)r;
             return PRT_OK;
