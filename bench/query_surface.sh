@@ -10,7 +10,10 @@
 #     times; compared as rows per second (target: copy >= 5x).
 # (b) Typed decoding: the Lua host's pgbench -S (bench/select.lua) with a
 #     default pool against decode = false, alternating, ROUNDS times, on a
-#     pgbench -i -s 10 database (target: typed >= 0.9x of decode = false).
+#     pgbench -i -s 10 database (target: typed >= 0.9x of decode = false);
+#     and, without the network, what building the rows of that result
+#     costs each way (bench/decode_cost.lua), which the throughput rounds
+#     on a busy machine cannot resolve.
 #
 # Verdicts use the median of the per-round ratios, so drift on this
 # shared machine hits both sides alike.  Needs POOLRT_CONNINFO (run it
@@ -19,7 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HOST=${HOST:-build/poolrt}
-ROUNDS=${SURFACE_ROUNDS:-3}
+ROUNDS=${SURFACE_ROUNDS:-3}                  # load rounds (each ~1 min at 1M INSERTs)
+SELECT_ROUNDS=${SURFACE_SELECT_ROUNDS:-11}
 LOAD_ROWS=${SURFACE_LOAD_ROWS:-1000000}
 INSERT_ROWS=${SURFACE_INSERT_ROWS:-1000000}
 SECS=${SURFACE_SECS:-3}
@@ -46,13 +50,15 @@ echo "pgbench -i -s 10" >&2
 timeout -k 5 600 "$PGBENCH" -i -s 10 -q "$POOLRT_CONNINFO" >/dev/null 2>&1
 select_tps prepared >/dev/null # warm-up (not recorded): caches after pgbench -i
 selects=()
-for r in $(seq "$ROUNDS"); do
+for r in $(seq "$SELECT_ROUNDS"); do
   # Which side goes first alternates, so neither always follows the other.
   if [ $((r % 2)) -eq 1 ]; then typed=$(select_tps prepared); raw=$(select_tps raw)
   else raw=$(select_tps raw); typed=$(select_tps prepared); fi
   selects+=("$r $typed $raw")
   echo "select round $r: typed $typed tps, decode=false $raw tps" >&2
 done
+decode=$(timeout -k 5 300 "$HOST" bench/decode_cost.lua 200000 5)
+echo "rows of one result: $decode" >&2
 
 # table rows "round a b a/b" and the verdict line for target $1 on pairs (a b)
 table() { awk '{ printf "| %d | %.0f | %.0f | %.3f |\n", $1, $2, $3, ($3 > 0 ? $2 / $3 : 0) }'; }
@@ -97,5 +103,14 @@ verdict() {
   printf '%s\n' "${selects[@]}" | table
   echo
   printf '%s\n' "${selects[@]}" | verdict 0.9 "typed / decode=false"
+  echo
+  echo "Without the network (\`$HOST bench/decode_cost.lua 200000 5\`: the same one-row result turned into rows"
+  echo "200000 times each way, median of 5 alternating rounds), in microseconds per result:"
+  echo
+  echo "    $decode"
+  echo
+  echo "A query of this benchmark takes 1e6 / (tps / $WORKERS) microseconds (about 100-300 us here), so what"
+  echo "typing adds to it is below what these rounds can resolve; the spread of the ratios above is the"
+  echo "shared machine's."
 } > "$OUT"
 grep '^- ' "$OUT"
