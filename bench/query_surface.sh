@@ -109,7 +109,7 @@ verdict() {
   echo
   echo "    $decode"
   echo
-  echo "A query of this benchmark takes 1e6 / (tps / $WORKERS) microseconds (about 100-300 us here), so what"
+  echo "A query of this benchmark takes 1e6 / (tps / $WORKERS) microseconds (about 50-200 us here), so what"
   echo "typing adds to it is below what these rounds can resolve; the spread of the ratios above is the"
   echo "shared machine's."
 } > "$OUT"
