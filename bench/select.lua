@@ -1,9 +1,11 @@
 -- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
 -- host, one OS thread per worker (rt:spawn), each with its own Lua state.
 --
---   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|ffi] [SCALE]
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi] [SCALE]
 --
 -- prepared / unprepared: pool:query, the friendly API (rows as tables).
+-- raw: prepared, with pool option decode = false (rows of strings), to
+-- show what typed decoding costs.
 -- ffi: the same cycle on the C API through LuaJIT's FFI (prepared), to
 -- show how much of the Lua host's cost is the friendly layer.
 --
@@ -19,7 +21,8 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-assert(mode == "prepared" or mode == "unprepared" or mode == "ffi", "mode: prepared | unprepared | ffi")
+assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi",
+       "mode: prepared | unprepared | raw | ffi")
 
 -- The module search path must find bench/select_worker.lua from every
 -- spawned state: the script's own directory's parent.
@@ -27,7 +30,8 @@ local here = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "bench"
 package.path = here .. "/../?.lua;" .. package.path
 
 local rt = poolrt.runtime{ reap_interval = 1.0 }
-local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared" })
+local decode = mode ~= "raw"
+local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared", decode = decode })
 
 -- Warm up: open min(workers, max) connections now.
 local held = {}
@@ -37,7 +41,7 @@ for k = 1, #held do held[k]:release() end
 local start_at = poolrt.now() + 0.3 + 0.01 * workers
 local stop_at = start_at + secs
 local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
-                        mode == "ffi"))
+                        mode == "ffi", { decode = decode }))
 
 local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0
 for _, r in ipairs(res) do

@@ -38,8 +38,10 @@ local function raw_query(p)
   end
 end
 
-function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw)
-  local pool = rt:pool(pool_name)
+-- pool_opts: the Lua-side options of the pool's handle in this state
+-- (decode = false), which the C pool does not carry.
+function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts)
+  local pool = rt:pool(pool_name, pool_opts)
   local query = raw and raw_query(pool._p) or function(aid) return pool:query(SQL, aid) end
   local now, floor, log, random = poolrt.now, math.floor, math.log, math.random
   math.randomseed(i * 7919 + floor(now() * 1e6) % 1000003)

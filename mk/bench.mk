@@ -1,7 +1,7 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget
+.PHONY: bench bench-bin bench-budget bench-surface
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
 
@@ -13,6 +13,11 @@ bench:
 # bench/RESULTS-budget.md.
 bench-budget: deps all bench-bin
 	tools/with-pg.sh bench/budget_cost.sh
+
+# COPY against INSERTs and typed rows against decode = false (issue 15);
+# writes bench/RESULTS-surface.md.  Not part of `make bench`.
+bench-surface: deps all
+	tools/with-pg.sh bench/query_surface.sh
 
 bench-bin: $(BENCH_BIN)
 

@@ -115,6 +115,14 @@ describe("typed rows and parameters", function()
     assert.equal("-9007199254740993", r.under)
     assert.equal("9223372036854775807", r.top)
     assert.equal(5, r.small)
+    -- both ends of int8, in a row, in an array, and sent back as parameters
+    local b = one(pool, [[select (-9223372036854775807 - 1)::int8 as bottom,
+      array[-9223372036854775807 - 1, 9223372036854775807, null, 0]::int8[] as arr]])
+    assert.equal("-9223372036854775808", b.bottom)
+    assert.same({ "-9223372036854775808", "9223372036854775807", nil, 0, n = 4 }, b.arr)
+    local back = one(pool, "select $1::int8 - 1 as a, $2::int8[] as arr", "9223372036854775807", b.arr)
+    assert.equal("9223372036854775806", back.a)
+    assert.same(b.arr, back.arr)
   end)
 
   it("returns numeric as a string (lossless) and bool as a boolean", function()

@@ -213,6 +213,14 @@ static int collect(prt_conn *c, double deadline, PGresult **out, char *err, size
         PGresult *r = PQgetResult(pg);
         if (!r)
             break;
+        ExecStatusType rs = PQresultStatus(r);
+        if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
+            /* The server now waits for (or sends) copy data, and libpq repeats
+             * this result until the copy ends: nothing more to collect. */
+            PQclear(keep);
+            keep = r;
+            break;
+        }
         if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
             PQclear(r); /* the first error is the one to report */
             continue;
@@ -254,6 +262,19 @@ static int collect(prt_conn *c, double deadline, PGresult **out, char *err, size
 static double query_deadline(prt_conn *c)
 {
     return c->pool->opts.query_timeout > 0 ? prt_now() + c->pool->opts.query_timeout : 0;
+}
+
+/* For src/copy.c, which drives the COPY sub-protocol on the same waits,
+ * deadlines and error messages as queries. */
+int prt__conn_wait(prt_conn *c, short events, double deadline) { return wait_socket(c->pg, events, deadline); }
+double prt__conn_deadline(prt_conn *c) { return query_deadline(c); }
+void prt__conn_pq_error(prt_conn *c, const char *what, char *err, size_t errlen)
+{
+    pq_error(err, errlen, c->pool->name, what, c->pg);
+}
+int prt__conn_collect(prt_conn *c, double deadline, PGresult **out, char *err, size_t errlen)
+{
+    return collect(c, deadline, out, err, errlen);
 }
 
 /* Runs a utility statement and discards its result. */
@@ -372,6 +393,12 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
         PGresult *r = NULL;
         if (rc == PRT_OK)
             rc = collect(c, query_deadline(c), &r, err, errlen);
+        if (rc == PRT_OK && PQresultStatus(r) >= PGRES_COPY_OUT && PQresultStatus(r) <= PGRES_COPY_IN) {
+            PQclear(r); /* the server waits for, or sends, copy data: the session is in no state to reuse */
+            prt__errf(err, errlen, "pool \"%s\": COPY FROM STDIN / TO STDOUT needs conn:copy_in "
+                      "(prt_copy_begin); the connection is closed", c->pool->name);
+            return PRT_EBROKEN;
+        }
         if (rc == PRT_OK) {
             *out = (prt_result *)r;
             return PRT_OK;

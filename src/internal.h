@@ -375,5 +375,11 @@ void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out);
 /* conn.c: one statement with text parameters within a deadline (no prepared statement). */
 int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
                    PGresult **out, char *err, size_t errlen);
+/* conn.c, for copy.c: socket waits, the query deadline (0: none), libpq's
+ * error as one line, and collecting a command's results (stops at a COPY). */
+int prt__conn_wait(prt_conn *c, short events, double deadline);
+double prt__conn_deadline(prt_conn *c);
+void prt__conn_pq_error(prt_conn *c, const char *what, char *err, size_t errlen);
+int prt__conn_collect(prt_conn *c, double deadline, PGresult **out, char *err, size_t errlen);
 
 #endif

@@ -240,6 +240,15 @@ int prt_listener_open(prt_pool *p, const char *const *channels, int n, prt_liste
 int prt_listener_wait(prt_listener *l, double timeout, prt_notification *out, char *err, size_t errlen);
 int prt_listener_backend_pid(const prt_listener *l); /* 0 while reconnecting */
 void prt_listener_close(prt_listener *l);
+/* COPY ... FROM STDIN (text format) on c, in three steps (src/copy.c):
+ * begin sends the statement and gives the columns each row must have;
+ * put sends bytes of COPY text (any split, lines need not be whole); end
+ * finishes (errmsg NULL) and gives the rows copied, or aborts with errmsg,
+ * which the server reports back.  Each wait is bounded by the pool's
+ * query_timeout.  PRT_EBROKEN: the connection must be released as broken. */
+int prt_copy_begin(prt_conn *c, const char *sql, int *ncols, char *err, size_t errlen);
+int prt_copy_put(prt_conn *c, const char *buf, size_t len, char *err, size_t errlen);
+int prt_copy_end(prt_conn *c, const char *errmsg, long long *rows, char *err, size_t errlen);
 
 char *prt_metrics_text(prt_runtime *rt);
 char *prt_metrics_all(void);
