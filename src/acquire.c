@@ -1,14 +1,31 @@
 /*
  * acquire.c -- the hot path: handing out and taking back connections.
  *
- * Fairness: callers that cannot be served at once queue first-come
- * first-served.  A released connection goes straight to the oldest waiter
- * (its `conn` is set and only its condvar is signalled), and a freed slot
- * becomes that waiter's right to open a connection; new callers never barge
- * past a non-empty queue.  So there is no thundering herd and no starvation.
+ * Fairness (the pool option `handoff`, README "Fair waiting").  Callers
+ * that cannot be served at once queue first-come first-served, and a freed
+ * slot always becomes the oldest waiter's right to open a connection.  A
+ * released connection is handed over in one of two ways:
+ *
+ *   "barging" (the default): it goes idle, and the oldest waiter is woken
+ *   to compete for it; a caller that is running now may take it first.  So
+ *   a hand-off under contention costs no wake-up and schedule of a parked
+ *   thread while the connection sits reserved for it (puddle#46; Go's
+ *   sync.Mutex).  Starvation is bounded as in sync.Mutex's starvation
+ *   mode: once the oldest waiter has waited PRT_HANDOFF_BOUND_MS, nobody
+ *   may pass it (prt__may_barge) and every release goes straight to the
+ *   oldest waiter until the queue's head is younger than the bound again.
+ *   Waiters behind it are younger, so a waiter waits at most the bound plus
+ *   one release per waiter queued ahead of it.
+ *
+ *   "fifo": it goes straight to the oldest waiter (its `conn` is set and
+ *   only its condvar is signalled), and new callers never pass a non-empty
+ *   queue.  Strict order, at a wake-up and a schedule per contended cycle.
+ *
+ * Either way only one waiter is woken per release: no thundering herd.
  *
  * An acquire reads like its algorithm (prt_acquire): serve at once from
- * idle or a free slot if nobody queues ahead (try_now); otherwise the
+ * idle (if nobody queues ahead, or barging is allowed) or a free slot if
+ * nobody queues ahead (try_now); otherwise the
  * `overflow` policy decides (overflow): wait (the default), fail at once,
  * grow past the pool's max (never past the global cap), or evict_idle --
  * close the least recently used idle connection of another pool to free a
@@ -66,25 +83,34 @@ static void in_use_unlink(prt_pool *p, prt_conn *c)
         c->in_use_next->in_use_prev = c->in_use_prev;
 }
 
-/* Serves the caller at once unless somebody queues ahead (no barging): an
- * idle connection chosen by `pick`, else a free slot.  Returns GOT_CONN
- * with *c, GOT_SLOT, or GOT_NOTHING.  mu held. */
+/* Takes the idle connection `pick` chooses, counted in use.  mu held. */
+static int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
+{
+    *c = prt__take_idle(p, prt__pick(p, ps));
+    p->in_use++;
+    return GOT_CONN;
+}
+
+/* Serves the caller at once: an idle connection chosen by `pick` unless a
+ * waiter may not be passed (prt__may_barge), else a free slot if nobody
+ * queues ahead.  Returns GOT_CONN with *c, GOT_SLOT, or GOT_NOTHING.  mu
+ * held. */
 static int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
+    if (p->nidle > 0 && prt__may_barge(p))
+        return take_idle(p, ps, c);
     if (p->wq_head)
         return GOT_NOTHING;
-    if (p->nidle > 0) {
-        *c = prt__take_idle(p, prt__pick(p, ps));
-        p->in_use++;
-        return GOT_CONN;
-    }
     return prt__slot_take(p, 0) ? GOT_SLOT : GOT_NOTHING;
 }
 
-/* Waits in the FIFO until handed a connection (GOT_CONN, *c) or a slot
+/* Waits in the queue until handed a connection (GOT_CONN, *c) or a slot
  * (GOT_SLOT), the pool closes (GOT_AGAIN: the caller looks again), or the
- * deadline passes (GOT_TIMEOUT).  mu held; released while waiting. */
-static int wait_turn(prt_pool *p, double deadline, prt_conn **c)
+ * deadline passes (GOT_TIMEOUT).  Woken to compete ("barging"), it takes
+ * an idle connection if one is left and it is the oldest waiter or may
+ * pass it; otherwise it waits on in its place.  mu held; released while
+ * waiting. */
+static int wait_turn(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c)
 {
     prt__waiter w;
     struct timespec ts;
@@ -92,12 +118,23 @@ static int wait_turn(prt_pool *p, double deadline, prt_conn **c)
     prt__cond_init(&w.cond);
     w.conn = NULL;
     w.state = PRT__W_WAITING;
+    w.nudged = 0;
     w.since = prt_now();
     prt__waiter_push(p, &w);
-    while (w.state == PRT__W_WAITING) {
-        if (prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT && w.state == PRT__W_WAITING) {
-            prt__waiter_unlink(p, &w);
+    int timed_out = 0;
+    while (w.state == PRT__W_WAITING && !timed_out) {
+        timed_out = prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT;
+        w.nudged = 0;
+        if (w.state != PRT__W_WAITING)
             break;
+        if (p->nidle > 0 && (p->wq_head == &w || prt__may_barge(p))) {
+            prt__waiter_unlink(p, &w);
+            take_idle(p, ps, &w.conn);
+            w.state = PRT__W_CONN;
+            if (p->nidle > 0)
+                prt__waiter_nudge(p); /* the next waiter competes for what is left */
+        } else if (timed_out) {
+            prt__waiter_unlink(p, &w);
         }
     }
     pthread_cond_destroy(&w.cond);
@@ -151,7 +188,7 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
     if (p->total < p->max && p->rt && p->rt->budget)
         prt__budget_blocked(p->rt); /* waits for the processes' shared budget */
     double until = prt_now() + wait;
-    return wait_turn(p, until < deadline ? until : deadline, c);
+    return wait_turn(p, ps, until < deadline ? until : deadline, c);
 }
 
 /* Whether connection c, just taken from idle or handed over, may go out.
