@@ -1,7 +1,7 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget
+.PHONY: bench bench-bin bench-budget bench-handoff
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
 
@@ -13,6 +13,12 @@ bench:
 # bench/RESULTS-budget.md.
 bench-budget: deps all bench-bin
 	tools/with-pg.sh bench/budget_cost.sh
+
+# The contended hand-off (issue 14): poolrt's `handoff` modes vs pgxpool
+# and database/sql, T = 8 and 32 on 4 connections; writes
+# bench/RESULTS-handoff.md.  Not part of `make bench`.
+bench-handoff: deps all bench-bin
+	tools/with-pg.sh bench/handoff.sh
 
 bench-bin: $(BENCH_BIN)
 
