@@ -15,7 +15,9 @@
  *   may pass it (prt__may_barge) and every release goes straight to the
  *   oldest waiter until the queue's head is younger than the bound again.
  *   Waiters behind it are younger, so a waiter waits at most the bound plus
- *   one release per waiter queued ahead of it.
+ *   one release per waiter queued ahead of it.  Before queueing, a caller
+ *   that finds nothing yields its CPU up to twice (yielded): the holders
+ *   may be threads the OS preempted mid-cycle.
  *
  *   "fifo": it goes straight to the oldest waiter (its `conn` is set and
  *   only its condvar is signalled), and new callers never pass a non-empty
@@ -35,6 +37,7 @@
  * (prt__retire) live in slots.c.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +146,26 @@ static int wait_turn(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c
          : w.state == PRT__W_CLOSED ? GOT_AGAIN : GOT_TIMEOUT;
 }
 
+/* "barging": a caller that finds nothing to take gives up its CPU once
+ * before it queues (at most YIELDS times per acquire), and then looks
+ * again.  With more threads than cores, the connections are often held by
+ * threads the OS preempted between acquire and release; yielding lets one
+ * of them run and release, instead of this caller parking and being woken
+ * (a futex wait, a wake-up and a schedule).  Where threads have cores to
+ * themselves sched_yield returns at once.  Returns 1 when it yielded.  mu
+ * held; released while yielding. */
+enum { YIELDS = 2 };
+static int yielded(prt_pool *p, int *left)
+{
+    if (p->fifo || *left <= 0)
+        return 0;
+    --*left;
+    prt__unlock(p);
+    sched_yield();
+    prt__lock(p);
+    return 1;
+}
+
 /* The overflow hook's (or the built-in) mode; *wait gets how long to wait. */
 static int overflow_mode(prt_pool *p, prt__pstate *ps, double deadline, double *wait)
 {
@@ -239,12 +262,14 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
 static int look(prt_pool *p, prt__pstate *ps, double start, double deadline, prt_conn **c, double *now,
                 char *err, size_t errlen)
 {
-    int got = GOT_AGAIN;
+    int got = GOT_AGAIN, yields = YIELDS;
     while (got == GOT_AGAIN) {
         if (p->closed)
             return closed_error(p, err, errlen);
         got = try_now(p, ps, c);
-        if (got == GOT_NOTHING)
+        if (got == GOT_NOTHING && yielded(p, &yields))
+            got = GOT_AGAIN;
+        else if (got == GOT_NOTHING)
             got = overflow(p, ps, deadline, c, err, errlen);
         if (got == GOT_CONN && !usable(p, *c, now))
             got = GOT_AGAIN;

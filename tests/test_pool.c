@@ -253,8 +253,8 @@ static void *queue_once(void *arg)
 }
 
 /* Polls (bounded, 10 s) until p has a waiter that has waited at least
- * `age` seconds; returns that snapshot. */
-static prt_pool_stats await_waiter(prt_pool *p, double age)
+ * `age` seconds. */
+static void await_waiter(prt_pool *p, double age)
 {
     prt_pool_stats s;
     double until = prt_now() + 10;
@@ -263,15 +263,13 @@ static prt_pool_stats await_waiter(prt_pool *p, double age)
         prt_pool_stats_get(p, &s);
     } while ((s.waiting < 1 || s.maxwait < age) && prt_now() < until);
     assert_true(s.waiting >= 1 && s.maxwait >= age);
-    return s;
 }
 
 /* Holds p's only connection while a second caller queues for it, then
  * releases it and at once asks again without waiting, `age` seconds or
- * more after the caller queued.  Returns whether the asker got it; *late
- * is how long the waiter had waited (at most) when the asker was done.
- * The queued caller always gets the connection in the end. */
-static int release_and_ask(prt_pool *p, double age, double *late)
+ * more after the caller queued.  Returns whether the asker got it.  The
+ * queued caller always gets the connection in the end. */
+static int release_and_ask(prt_pool *p, double age)
 {
     char err[PRT__ERRLEN];
     prt_conn *c, *again = NULL;
@@ -279,12 +277,10 @@ static int release_and_ask(prt_pool *p, double age, double *late)
     queued_arg q = { .p = p };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, queue_once, &q), 0);
-    double t0 = prt_now();
-    prt_pool_stats s = await_waiter(p, age);
+    await_waiter(p, age);
     uint64_t id = c->id;
     prt_release(c, 0);
     int got = prt_acquire(p, 0, &again, err, sizeof err) == PRT_OK;
-    *late = s.maxwait + (prt_now() - t0);
     if (got) {
         assert_int_equal(again->id, id);
         prt_release(again, 0);
@@ -299,8 +295,10 @@ static int release_and_ask(prt_pool *p, double age, double *late)
 /* "barging", the default: a caller that is running when a connection is
  * released may take it ahead of a waiter that has waited less than
  * PRT_HANDOFF_BOUND_MS (the waiter is woken, finds it gone, and waits on
- * in its place).  Whether the release came within the bound depends on
- * this machine's scheduling, so attempts repeat until one did (bounded). */
+ * in its place).  May: the woken waiter competes and can win on another
+ * core, and this machine may preempt the caller past the bound, so
+ * attempts repeat (bounded) until the caller took it once.  Under "fifo"
+ * it never does (the next test). */
 static void a_running_caller_barges_within_the_bound(void **state)
 {
     (void)state;
@@ -309,15 +307,10 @@ static void a_running_caller_barges_within_the_bound(void **state)
     prt_pool_opts_default(&o);
     o.max = 1;
     prt_pool *p = pgtest_pool(rt, "barge", &o);
-    double bound = PRT_HANDOFF_BOUND_MS * 1e-3, late = 1;
-    int in_time = 0;
-    for (int i = 0; i < 50 && !in_time; i++) {
-        int got = release_and_ask(p, 0, &late);
-        in_time = late < bound;
-        if (in_time)
-            assert_true(got);
-    }
-    assert_true(in_time);
+    int barged = 0;
+    for (int i = 0; i < 100 && !barged; i++)
+        barged = release_and_ask(p, 0);
+    assert_true(barged);
     prt_pool_unref(p);
     prt_runtime_free(rt);
 }
@@ -332,11 +325,10 @@ static void a_waiter_past_the_bound_gets_the_next_release(void **state)
     prt_pool_opts_default(&o);
     o.max = 1;
     prt_pool *p = pgtest_pool(rt, "starved", &o);
-    double late;
-    assert_false(release_and_ask(p, 2 * PRT_HANDOFF_BOUND_MS * 1e-3, &late));
+    assert_false(release_and_ask(p, 2 * PRT_HANDOFF_BOUND_MS * 1e-3));
     o.handoff = "fifo";
     prt_pool *f = pgtest_pool(rt, "fifo", &o);
-    assert_false(release_and_ask(f, 0, &late));
+    assert_false(release_and_ask(f, 0));
     prt_pool_stats s;
     prt_pool_stats_get(f, &s);
     assert_int_equal(s.acquire_timeouts_total, 1);
