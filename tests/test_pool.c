@@ -292,6 +292,16 @@ static int release_and_ask(prt_pool *p, double age)
     return got;
 }
 
+/* A pool of one connection with hand-off mode `handoff` (NULL: default). */
+static prt_pool *single_pool(prt_runtime *rt, const char *name, const char *handoff)
+{
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 1;
+    o.handoff = handoff;
+    return pgtest_pool(rt, name, &o);
+}
+
 /* "barging", the default: a caller that is running when a connection is
  * released may take it ahead of a waiter that has waited less than
  * PRT_HANDOFF_BOUND_MS (the waiter is woken, finds it gone, and waits on
@@ -303,10 +313,7 @@ static void a_running_caller_barges_within_the_bound(void **state)
 {
     (void)state;
     prt_runtime *rt = pgtest_runtime(0);
-    prt_pool_opts o;
-    prt_pool_opts_default(&o);
-    o.max = 1;
-    prt_pool *p = pgtest_pool(rt, "barge", &o);
+    prt_pool *p = single_pool(rt, "barge", NULL);
     int barged = 0;
     for (int i = 0; i < 100 && !barged; i++)
         barged = release_and_ask(p, 0);
@@ -321,17 +328,15 @@ static void a_waiter_past_the_bound_gets_the_next_release(void **state)
 {
     (void)state;
     prt_runtime *rt = pgtest_runtime(0);
-    prt_pool_opts o;
-    prt_pool_opts_default(&o);
-    o.max = 1;
-    prt_pool *p = pgtest_pool(rt, "starved", &o);
+    prt_pool *p = single_pool(rt, "starved", "barging");
     assert_false(release_and_ask(p, 2 * PRT_HANDOFF_BOUND_MS * 1e-3));
-    o.handoff = "fifo";
-    prt_pool *f = pgtest_pool(rt, "fifo", &o);
+    prt_pool *f = single_pool(rt, "fifo", "fifo");
     assert_false(release_and_ask(f, 0));
     prt_pool_stats s;
     prt_pool_stats_get(f, &s);
     assert_int_equal(s.acquire_timeouts_total, 1);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
     o.handoff = "lifo";
     char err[PRT__ERRLEN];
     prt_pool *bad = NULL;
