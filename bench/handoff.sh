@@ -82,7 +82,9 @@ done
   echo "release per waiter ahead of it -- plus, as the measured waits below show, the"
   echo "time the OS takes to run its thread: T threads share this machine's cores."
   echo
-  echo "Cycles/s; ratios to pgxpool; poolrt's acquire wait (µs) at p99.9 and max."
+  echo "Cycles/s; ratios to pgxpool; poolrt's acquire wait (µs) at p99.9 and max.  A"
+  echo "barging caller that finds nothing yields its CPU up to twice before it queues"
+  echo "(src/acquire.c): with many more threads than cores that time counts in its wait."
   echo
   echo "| T | round | barging | fifo | pgxpool | database/sql | barging / pgx | fifo / pgx | sql / pgx | barging wait p99.9 / max | fifo wait p99.9 / max |"
   echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
