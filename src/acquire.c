@@ -216,13 +216,16 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
 
 /* Whether connection c, just taken from idle or handed over, may go out.
  * A fresh one (released less than validate_idle ago) goes out under this
- * same lock, and *now keeps that clock reading; an older one has its
- * socket checked outside the lock (*now = 0).  A dead or expired one is
- * retired and 0 returned: the caller looks again.  mu held on entry and
- * on return. */
-static int usable(prt_pool *p, prt_conn *c, double *now)
+ * same lock, and *now keeps the clock reading it was judged by: `at`, one
+ * taken just before the caller took mu (it did not wait since, so the
+ * reading is older only by the lock's wait: the clock stays out of the
+ * critical section on the fast path), or when 0 a new one.  An older one
+ * has its socket checked outside the lock (*now = 0).  A dead or expired
+ * one is retired and 0 returned: the caller looks again.  mu held on entry
+ * and on return. */
+static int usable(prt_pool *p, prt_conn *c, double at, double *now)
 {
-    *now = prt_now();
+    *now = at > 0 ? at : prt_now();
     int expired = prt__conn_expired(c, *now);
     if (!expired && *now - c->returned_at < p->opts.validate_idle)
         return 1;
@@ -258,20 +261,21 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
 
 /* Looks until the caller has a connection (GOT_CONN, *c, *now as for
  * usable), a slot to open one in (GOT_SLOT), or an error (negative, err
- * set; a timeout counted).  mu held on entry and on return. */
-static int look(prt_pool *p, prt__pstate *ps, double start, double deadline, prt_conn **c, double *now,
-                char *err, size_t errlen)
+ * set; a timeout counted).  at: as for usable, for the first look.  mu
+ * held on entry and on return. */
+static int look(prt_pool *p, prt__pstate *ps, double start, double at, double deadline, prt_conn **c,
+                double *now, char *err, size_t errlen)
 {
     int got = GOT_AGAIN, yields = YIELDS;
-    while (got == GOT_AGAIN) {
+    for (; got == GOT_AGAIN; at = 0) {
         if (p->closed)
             return closed_error(p, err, errlen);
         got = try_now(p, ps, c);
-        if (got == GOT_NOTHING && yielded(p, &yields))
-            got = GOT_AGAIN;
-        else if (got == GOT_NOTHING)
-            got = overflow(p, ps, deadline, c, err, errlen);
-        if (got == GOT_CONN && !usable(p, *c, now))
+        if (got == GOT_NOTHING) {
+            at = 0; /* it yields or waits: the reading goes stale */
+            got = yielded(p, &yields) ? GOT_AGAIN : overflow(p, ps, deadline, c, err, errlen);
+        }
+        if (got == GOT_CONN && !usable(p, *c, at, now))
             got = GOT_AGAIN;
     }
     if (got == GOT_TIMEOUT) {
@@ -297,7 +301,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     prt__pstate *ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
     prt_conn *c = NULL;
     prt__lock(p);
-    int got = look(p, ps, start, deadline, &c, &now, err, errlen);
+    int got = look(p, ps, start, start, deadline, &c, &now, err, errlen);
     while (got == GOT_SLOT) {
         prt__unlock(p); /* connect outside the lock, within the same deadline */
         int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
@@ -308,7 +312,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         prt__lock(p);
         if (rc == PRT_OK)
             break;
-        got = look(p, ps, start, deadline, &c, &now, err, errlen);
+        got = look(p, ps, start, 0, deadline, &c, &now, err, errlen);
     }
     if (got < 0) {
         prt__unlock(p);
