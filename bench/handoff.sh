@@ -5,15 +5,17 @@
 # The pool-only cycle (acquire + release, no query) of T threads or
 # goroutines on 4 open connections, T = 8 and 32: poolrt in each hand-off
 # mode (pool option `handoff`: "barging", the default, and "fifo") against
-# pgx v4's pgxpool and database/sql + lib/pq (bench/go/gobench.go, as
-# `make bench` runs them).  The poolrt driver times every acquire (-a: two
-# clock reads per cycle, as gobench pays for its per-cycle latency), for
-# the acquire-wait p99.9 and max.  Configurations alternate within each
+# pgx v4's pgxpool and database/sql + lib/pq (bench/go/gobench.go), as
+# `make bench`'s micro section runs them: cycles/s from the untimed driver.
+# Each poolrt mode runs a second time with every acquire timed (-a: two
+# clock reads and a stored sample per cycle, which cost it a quarter to a
+# third of its rate) for the acquire-wait p99.9 and max.  Configurations
+# alternate within each
 # round, in reverse order every other round, so drift on this shared
 # machine hits all alike.  Writes bench/RESULTS-handoff.md.  Needs
 # POOLRT_CONNINFO (run it through tools/with-pg.sh, as the make target
 # does) and Go with Debian's pgx and lib/pq packages (tools/deps.sh core
-# bench); installs nothing.  About ROUNDS x 8 x (SECS + 1) seconds.
+# bench); installs nothing.  About ROUNDS x 12 x (SECS + 1) seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,11 +34,17 @@ GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= GOCACHE="$PWD/$BUI
 kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 # One run of configuration $1 at T = $2; prints "cycles/s p99.9_us max_us"
-# (waits "-" for the Go pools, which do not report them).
+# (waits "-" for the Go pools, which do not report them).  poolrt: the
+# cycles/s of an untimed run, the waits of a timed one (-a).
 run() {
-  local out
+  local out waits
   case $1 in
-    barging|fifo) out=$(timeout -k 5 $((SECS + 60)) "$DRIVER" -q noop -a -w "$2" -m 4 -d "$SECS" -H "$1") ;;
+    barging|fifo)
+      waits=$(timeout -k 5 $((SECS + 60)) "$DRIVER" -q noop -a -w "$2" -m 4 -d "$SECS" -H "$1")
+      out=$(timeout -k 5 $((SECS + 60)) "$DRIVER" -q noop -w "$2" -m 4 -d "$SECS" -H "$1")
+      local e1 e2
+      e1=$(kv errors "$out") e2=$(kv errors "$waits")
+      out="tps=$(kv tps "$out") errors=$(( ${e1:-1} + ${e2:-1} )) acq_p999_us=$(kv acq_p999_us "$waits") acq_max_us=$(kv acq_max_us "$waits")" ;;
     pgxpool)      out=$(timeout -k 5 $((SECS + 60)) "$GOBENCH" -driver pgx -w "$2" -m 4 -q noop -d "$SECS") ;;
     database_sql) out=$(timeout -k 5 $((SECS + 60)) "$GOBENCH" -driver pq -w "$2" -m 4 -q noop -d "$SECS") ;;
   esac
@@ -70,8 +78,9 @@ done
   echo "$SECS s per run, $ROUNDS rounds; within a round the four clients run back to back"
   echo "on one throwaway PostgreSQL, in reverse order every other round:"
   echo
-  echo "    $DRIVER -q noop -a -w T -m 4 -d $SECS -H barging   # poolrt, the default"
-  echo "    $DRIVER -q noop -a -w T -m 4 -d $SECS -H fifo      # poolrt, strict FIFO"
+  echo "    $DRIVER -q noop -w T -m 4 -d $SECS -H barging   # poolrt, the default"
+  echo "    $DRIVER -q noop -w T -m 4 -d $SECS -H fifo      # poolrt, strict FIFO"
+  echo "    (and each again with -a, every acquire timed, for its waits)"
   echo "    $GOBENCH -driver pgx -w T -m 4 -q noop -d $SECS    # pgxpool (pgx v4)"
   echo "    $GOBENCH -driver pq -w T -m 4 -q noop -d $SECS     # database/sql + lib/pq"
   echo
