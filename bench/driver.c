@@ -10,6 +10,7 @@
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
  *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N] [-B BUDGET]
+ *          [-H barging|fifo] [-a]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -27,12 +28,15 @@
  *   -B N           the runtime joins a shared budget of N connections (what
  *                  resty.poolrt.init{ max_connections = N } gives each nginx
  *                  worker) and caps itself at N: the budget checks' cost
+ *   -H MODE        prt_pool_opts.handoff: "barging" (the default) or "fifo"
+ *   -a             noop: time each acquire after all (two clock reads per
+ *                  cycle, as bench/go/gobench.go pays too), for acq_* below
  *
  * Output: one line of key=value pairs on stdout (parsed by bench/run.sh):
- *   tps= ops= secs= p50_us= p99_us= errors= acq_p99_us= conns= created= ...
+ *   tps= ops= secs= p50_us= p99_us= errors= acq_p99_us= acq_p999_us= acq_max_us= conns= ...
  * Latency is the whole cycle (acquire + query + release), in microseconds
- * (not measured in noop mode, where two clock reads would cost as much as
- * the cycle itself).
+ * (not measured in noop mode unless -a: there two clock reads are a
+ * noticeable part of the cycle).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -66,8 +70,8 @@ typedef struct {
 } worker;
 
 static struct {
-    const char *conninfo, *policy, *sql;
-    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget;
+    const char *conninfo, *policy, *sql, *handoff;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -170,7 +174,7 @@ static void *worker_main(void *arg)
     int nparams = cfg.sql ? 0 : 1;
 
     pthread_barrier_wait(&start_line); /* all workers start together */
-    int timed = !cfg.iters && cfg.mode != Q_NOOP; /* noop: the clock calls would dominate */
+    int timed = !cfg.iters && (cfg.mode != Q_NOOP || cfg.time_noop); /* noop: unless -a */
     for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
         double t0 = timed ? now_s() : 0;
         prt_conn *c;
@@ -215,13 +219,14 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Merges every worker's samples of one kind and returns percentiles. */
-static void percentiles(worker *ws, int n, int acq, double *p50, double *p99, double *max)
+/* Merges every worker's samples of one kind and returns percentiles
+ * (p50, p99, p99.9, max in q[0..3]). */
+static void percentiles(worker *ws, int n, int acq, double q[4])
 {
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += acq ? ws[i].acq.n : ws[i].lat.n;
-    *p50 = *p99 = *max = 0;
+    q[0] = q[1] = q[2] = q[3] = 0;
     if (!total)
         return;
     float *all = malloc(total * sizeof *all);
@@ -234,9 +239,10 @@ static void percentiles(worker *ws, int n, int acq, double *p50, double *p99, do
         k += s->n;
     }
     qsort(all, total, sizeof *all, cmp_float);
-    *p50 = all[(size_t)(0.50 * (double)(total - 1))];
-    *p99 = all[(size_t)(0.99 * (double)(total - 1))];
-    *max = all[total - 1];
+    q[0] = all[(size_t)(0.50 * (double)(total - 1))];
+    q[1] = all[(size_t)(0.99 * (double)(total - 1))];
+    q[2] = all[(size_t)(0.999 * (double)(total - 1))];
+    q[3] = all[total - 1];
     free(all);
 }
 
@@ -244,7 +250,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
-                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n");
+                    "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n"
+                    "              [-H barging|fifo] [-a]\n");
     exit(2);
 }
 
@@ -252,7 +259,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:h")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ah")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -275,6 +282,8 @@ int main(int argc, char **argv)
         case 'W': cfg.warm = atoi(optarg); break;
         case 'A': cfg.acq_timeout = atof(optarg); break;
         case 'B': cfg.budget = atoi(optarg); break;
+        case 'H': cfg.handoff = optarg; break;
+        case 'a': cfg.time_noop = 1; break;
         default: usage();
         }
     }
@@ -309,6 +318,7 @@ int main(int argc, char **argv)
     po.max = cfg.max;
     po.threads = cfg.threads_hint;
     po.acquire_timeout = cfg.acq_timeout;
+    po.handoff = cfg.handoff;
     if (prt_pool_get(rt, "bench", &po, &pool, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
         prt_runtime_free(rt);
@@ -376,16 +386,16 @@ int main(int argc, char **argv)
         if (!first[0] && ws[i].first_error[0])
             first = ws[i].first_error;
     }
-    double p50, p99, pmax, a50, a99, amax;
-    percentiles(ws, started, 0, &p50, &p99, &pmax);
-    percentiles(ws, started, 1, &a50, &a99, &amax);
+    double lat[4], acq[4];
+    percentiles(ws, started, 0, lat);
+    percentiles(ws, started, 1, acq);
     prt_pool_stats_get(pool, &st);
     double secs = t1 - t0;
     printf("tps=%.1f ops=%llu secs=%.3f p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%llu "
-           "acq_p50_us=%.1f acq_p99_us=%.1f acq_max_us=%.1f conns=%d max=%d created=%llu "
+           "acq_p50_us=%.1f acq_p99_us=%.1f acq_p999_us=%.1f acq_max_us=%.1f conns=%d max=%d created=%llu "
            "workers=%d first_error=\"%s\"\n",
-           ops / secs, (unsigned long long)ops, secs, p50, p99, pmax, (unsigned long long)errors,
-           a50, a99, amax, st.total, st.max, (unsigned long long)st.connections_created_total,
+           ops / secs, (unsigned long long)ops, secs, lat[0], lat[1], lat[3], (unsigned long long)errors,
+           acq[0], acq[1], acq[2], acq[3], st.total, st.max, (unsigned long long)st.connections_created_total,
            started, first);
     fflush(stdout);
     for (int i = 0; i < started; i++) {

@@ -51,6 +51,8 @@ enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use 
 
 enum { PRT_NHOOKS = 9 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
+enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release */
+
 /* Values of prt_pool_stats.closed. */
 enum { PRT_POOL_OPEN = 0, PRT_POOL_EVICTED = 1, PRT_POOL_DRAINING = 2 };
 
@@ -107,6 +109,12 @@ typedef struct prt_pool_opts {
      * handed out, and again after DISCARD ALL; the pool copies the strings. */
     const char *const *init_sql;
     int ninit_sql;
+    /* How a released connection reaches waiters (README "Fair waiting"):
+     * "barging" (NULL, the default): it goes idle, a running caller may take
+     * it, the oldest waiter is woken to compete, and a waiter that has waited
+     * PRT_HANDOFF_BOUND_MS gets the next one directly; "fifo": always straight
+     * to the oldest waiter, and new callers never pass a non-empty queue. */
+    const char *handoff;
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */

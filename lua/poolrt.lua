@@ -308,6 +308,7 @@ local pool_fields = {
   conninfo = "string", prepare = "boolean", null = true, decode = "boolean", threads = "number",
   protected = "boolean", pinned = "boolean", leak_threshold = "number", connect_backoff_max = "number",
   init_sql = true, -- a string or a list of strings (init_sql_array)
+  handoff = "string", -- "barging" or "fifo"; C checks the name and keeps its own copy
 }
 
 local function check_opts(opts, fields, what)

@@ -1,13 +1,14 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget bench-surface
+.PHONY: bench bench-bin bench-budget bench-surface bench-handoff
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
 
+# The whole set: bench/run.sh (~17 min), then the focused ones below (~8 min).
 bench:
 	bench/run.sh
-	$(MAKE) bench-budget
+	$(MAKE) bench-budget bench-handoff bench-surface
 
 # The connection budget's cost per acquire + release (issue 12); writes
 # bench/RESULTS-budget.md.
@@ -15,9 +16,15 @@ bench-budget: deps all bench-bin
 	tools/with-pg.sh bench/budget_cost.sh
 
 # COPY against INSERTs and typed rows against decode = false (issue 15);
-# writes bench/RESULTS-surface.md.  Not part of `make bench`.
+# writes bench/RESULTS-surface.md.
 bench-surface: deps all
 	tools/with-pg.sh bench/query_surface.sh
+
+# The contended hand-off (issue 14): poolrt's `handoff` modes vs pgxpool
+# and database/sql, T = 8 and 32 on 4 connections; writes
+# bench/RESULTS-handoff.md.
+bench-handoff: deps all bench-bin
+	tools/with-pg.sh bench/handoff.sh
 
 bench-bin: $(BENCH_BIN)
 

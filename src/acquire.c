@@ -1,14 +1,33 @@
 /*
  * acquire.c -- the hot path: handing out and taking back connections.
  *
- * Fairness: callers that cannot be served at once queue first-come
- * first-served.  A released connection goes straight to the oldest waiter
- * (its `conn` is set and only its condvar is signalled), and a freed slot
- * becomes that waiter's right to open a connection; new callers never barge
- * past a non-empty queue.  So there is no thundering herd and no starvation.
+ * Fairness (the pool option `handoff`, README "Fair waiting").  Callers
+ * that cannot be served at once queue first-come first-served, and a freed
+ * slot always becomes the oldest waiter's right to open a connection.  A
+ * released connection is handed over in one of two ways:
+ *
+ *   "barging" (the default): it goes idle, and the oldest waiter is woken
+ *   to compete for it; a caller that is running now may take it first.  So
+ *   a hand-off under contention costs no wake-up and schedule of a parked
+ *   thread while the connection sits reserved for it (puddle#46; Go's
+ *   sync.Mutex).  Starvation is bounded as in sync.Mutex's starvation
+ *   mode: once the oldest waiter has waited PRT_HANDOFF_BOUND_MS, nobody
+ *   may pass it (prt__may_barge) and every release goes straight to the
+ *   oldest waiter until the queue's head is younger than the bound again.
+ *   Waiters behind it are younger, so a waiter waits at most the bound plus
+ *   one release per waiter queued ahead of it.  Before queueing, a caller
+ *   that finds nothing yields its CPU up to twice (yielded): the holders
+ *   may be threads the OS preempted mid-cycle.
+ *
+ *   "fifo": it goes straight to the oldest waiter (its `conn` is set and
+ *   only its condvar is signalled), and new callers never pass a non-empty
+ *   queue.  Strict order, at a wake-up and a schedule per contended cycle.
+ *
+ * Either way only one waiter is woken per release: no thundering herd.
  *
  * An acquire reads like its algorithm (prt_acquire): serve at once from
- * idle or a free slot if nobody queues ahead (try_now); otherwise the
+ * idle (if nobody queues ahead, or barging is allowed) or a free slot if
+ * nobody queues ahead (try_now); otherwise the
  * `overflow` policy decides (overflow): wait (the default), fail at once,
  * grow past the pool's max (never past the global cap), or evict_idle --
  * close the least recently used idle connection of another pool to free a
@@ -18,6 +37,7 @@
  * (prt__retire) live in slots.c.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,25 +86,34 @@ static void in_use_unlink(prt_pool *p, prt_conn *c)
         c->in_use_next->in_use_prev = c->in_use_prev;
 }
 
-/* Serves the caller at once unless somebody queues ahead (no barging): an
- * idle connection chosen by `pick`, else a free slot.  Returns GOT_CONN
- * with *c, GOT_SLOT, or GOT_NOTHING.  mu held. */
+/* Takes the idle connection `pick` chooses, counted in use.  mu held. */
+static int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
+{
+    *c = prt__take_idle(p, prt__pick(p, ps));
+    p->in_use++;
+    return GOT_CONN;
+}
+
+/* Serves the caller at once: an idle connection chosen by `pick` unless a
+ * waiter may not be passed (prt__may_barge), else a free slot if nobody
+ * queues ahead.  Returns GOT_CONN with *c, GOT_SLOT, or GOT_NOTHING.  mu
+ * held. */
 static int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
+    if (p->nidle > 0 && prt__may_barge(p))
+        return take_idle(p, ps, c);
     if (p->wq_head)
         return GOT_NOTHING;
-    if (p->nidle > 0) {
-        *c = prt__take_idle(p, prt__pick(p, ps));
-        p->in_use++;
-        return GOT_CONN;
-    }
     return prt__slot_take(p, 0) ? GOT_SLOT : GOT_NOTHING;
 }
 
-/* Waits in the FIFO until handed a connection (GOT_CONN, *c) or a slot
+/* Waits in the queue until handed a connection (GOT_CONN, *c) or a slot
  * (GOT_SLOT), the pool closes (GOT_AGAIN: the caller looks again), or the
- * deadline passes (GOT_TIMEOUT).  mu held; released while waiting. */
-static int wait_turn(prt_pool *p, double deadline, prt_conn **c)
+ * deadline passes (GOT_TIMEOUT).  Woken to compete ("barging"), it takes
+ * an idle connection if one is left and it is the oldest waiter or may
+ * pass it; otherwise it waits on in its place.  mu held; released while
+ * waiting. */
+static int wait_turn(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c)
 {
     prt__waiter w;
     struct timespec ts;
@@ -92,18 +121,49 @@ static int wait_turn(prt_pool *p, double deadline, prt_conn **c)
     prt__cond_init(&w.cond);
     w.conn = NULL;
     w.state = PRT__W_WAITING;
+    w.nudged = 0;
     w.since = prt_now();
     prt__waiter_push(p, &w);
-    while (w.state == PRT__W_WAITING) {
-        if (prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT && w.state == PRT__W_WAITING) {
-            prt__waiter_unlink(p, &w);
+    int timed_out = 0;
+    while (w.state == PRT__W_WAITING && !timed_out) {
+        timed_out = prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT;
+        w.nudged = 0;
+        if (w.state != PRT__W_WAITING)
             break;
+        if (p->nidle > 0 && (p->wq_head == &w || prt__may_barge(p))) {
+            prt__waiter_unlink(p, &w);
+            take_idle(p, ps, &w.conn);
+            w.state = PRT__W_CONN;
+            if (p->nidle > 0)
+                prt__waiter_nudge(p); /* the next waiter competes for what is left */
+        } else if (timed_out) {
+            prt__waiter_unlink(p, &w);
         }
     }
     pthread_cond_destroy(&w.cond);
     *c = w.conn;
     return w.state == PRT__W_CONN ? GOT_CONN : w.state == PRT__W_SLOT ? GOT_SLOT
          : w.state == PRT__W_CLOSED ? GOT_AGAIN : GOT_TIMEOUT;
+}
+
+/* "barging": a caller that finds nothing to take gives up its CPU once
+ * before it queues (at most YIELDS times per acquire), and then looks
+ * again.  With more threads than cores, the connections are often held by
+ * threads the OS preempted between acquire and release; yielding lets one
+ * of them run and release, instead of this caller parking and being woken
+ * (a futex wait, a wake-up and a schedule).  Where threads have cores to
+ * themselves sched_yield returns at once.  Returns 1 when it yielded.  mu
+ * held; released while yielding. */
+enum { YIELDS = 2 };
+static int yielded(prt_pool *p, int *left)
+{
+    if (p->fifo || *left <= 0)
+        return 0;
+    --*left;
+    prt__unlock(p);
+    sched_yield();
+    prt__lock(p);
+    return 1;
 }
 
 /* The overflow hook's (or the built-in) mode; *wait gets how long to wait. */
@@ -151,18 +211,21 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
     if (p->total < p->max && p->rt && p->rt->budget)
         prt__budget_blocked(p->rt); /* waits for the processes' shared budget */
     double until = prt_now() + wait;
-    return wait_turn(p, until < deadline ? until : deadline, c);
+    return wait_turn(p, ps, until < deadline ? until : deadline, c);
 }
 
 /* Whether connection c, just taken from idle or handed over, may go out.
  * A fresh one (released less than validate_idle ago) goes out under this
- * same lock, and *now keeps that clock reading; an older one has its
- * socket checked outside the lock (*now = 0).  A dead or expired one is
- * retired and 0 returned: the caller looks again.  mu held on entry and
- * on return. */
-static int usable(prt_pool *p, prt_conn *c, double *now)
+ * same lock, and *now keeps the clock reading it was judged by: `at`, one
+ * taken just before the caller took mu (it did not wait since, so the
+ * reading is older only by the lock's wait: the clock stays out of the
+ * critical section on the fast path), or when 0 a new one.  An older one
+ * has its socket checked outside the lock (*now = 0).  A dead or expired
+ * one is retired and 0 returned: the caller looks again.  mu held on entry
+ * and on return. */
+static int usable(prt_pool *p, prt_conn *c, double at, double *now)
 {
-    *now = prt_now();
+    *now = at > 0 ? at : prt_now();
     int expired = prt__conn_expired(c, *now);
     if (!expired && *now - c->returned_at < p->opts.validate_idle)
         return 1;
@@ -198,18 +261,21 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
 
 /* Looks until the caller has a connection (GOT_CONN, *c, *now as for
  * usable), a slot to open one in (GOT_SLOT), or an error (negative, err
- * set; a timeout counted).  mu held on entry and on return. */
-static int look(prt_pool *p, prt__pstate *ps, double start, double deadline, prt_conn **c, double *now,
-                char *err, size_t errlen)
+ * set; a timeout counted).  at: as for usable, for the first look.  mu
+ * held on entry and on return. */
+static int look(prt_pool *p, prt__pstate *ps, double start, double at, double deadline, prt_conn **c,
+                double *now, char *err, size_t errlen)
 {
-    int got = GOT_AGAIN;
-    while (got == GOT_AGAIN) {
+    int got = GOT_AGAIN, yields = YIELDS;
+    for (; got == GOT_AGAIN; at = 0) {
         if (p->closed)
             return closed_error(p, err, errlen);
         got = try_now(p, ps, c);
-        if (got == GOT_NOTHING)
-            got = overflow(p, ps, deadline, c, err, errlen);
-        if (got == GOT_CONN && !usable(p, *c, now))
+        if (got == GOT_NOTHING) {
+            at = 0; /* it yields or waits: the reading goes stale */
+            got = yielded(p, &yields) ? GOT_AGAIN : overflow(p, ps, deadline, c, err, errlen);
+        }
+        if (got == GOT_CONN && !usable(p, *c, at, now))
             got = GOT_AGAIN;
     }
     if (got == GOT_TIMEOUT) {
@@ -235,7 +301,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     prt__pstate *ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
     prt_conn *c = NULL;
     prt__lock(p);
-    int got = look(p, ps, start, deadline, &c, &now, err, errlen);
+    int got = look(p, ps, start, start, deadline, &c, &now, err, errlen);
     while (got == GOT_SLOT) {
         prt__unlock(p); /* connect outside the lock, within the same deadline */
         int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
@@ -246,7 +312,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         prt__lock(p);
         if (rc == PRT_OK)
             break;
-        got = look(p, ps, start, deadline, &c, &now, err, errlen);
+        got = look(p, ps, start, 0, deadline, &c, &now, err, errlen);
     }
     if (got < 0) {
         prt__unlock(p);

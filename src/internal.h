@@ -117,7 +117,8 @@ typedef struct prt__waiter {
     pthread_cond_t cond;
     prt_conn *conn;          /* handed over by a releaser; protected by pool->mu */
     int state;               /* PRT__W_*; pool->mu */
-    double since;
+    int nudged;              /* barging: woken to compete for an idle connection; pool->mu */
+    double since;            /* when it queued (its place's age); immutable while queued */
 } prt__waiter;
 
 struct prt_pool {
@@ -134,6 +135,7 @@ struct prt_pool {
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
     prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
+    int fifo;                /* immutable: opts.handoff is "fifo" (no barging) */
     char **init_sql;         /* immutable: the pool's copies of opts.init_sql (opts points here) */
     double created_at;       /* immutable */
     uint64_t serial;         /* immutable, unique in the process */
@@ -221,7 +223,9 @@ void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..
 void prt__waiter_push(prt_pool *p, prt__waiter *w);
 prt__waiter *prt__waiter_pop(prt_pool *p);
 void prt__waiter_unlink(prt_pool *p, prt__waiter *w);
-int prt__hand_back(prt_pool *p, prt_conn *c);   /* to the oldest waiter, else idle */
+int prt__hand_back(prt_pool *p, prt_conn *c);   /* to the oldest waiter or idle (handoff mode) */
+int prt__may_barge(prt_pool *p);                /* a caller may pass the queue to an idle connection */
+void prt__waiter_nudge(prt_pool *p);            /* barging: wake the oldest waiter to compete */
 prt_conn *prt__take_idle(prt_pool *p, int i);
 int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), double now, int keep,
                     prt_conn **out);

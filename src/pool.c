@@ -16,6 +16,7 @@
  * that is still allocated (p->rt = NULL), found through the runtime's
  * alive list.
  */
+#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -40,6 +41,18 @@ void prt_pool_opts_default(prt_pool_opts *o)
     };
 }
 
+/* opts.handoff's names; the pool keeps one of these literals, never the
+ * caller's string. */
+static const char *const handoff_names[] = { "barging", "fifo" };
+
+/* 1 for "fifo", 0 for "barging" (or NULL), -1 for anything else. */
+static int handoff_fifo(const char *handoff)
+{
+    if (!handoff || !strcmp(handoff, handoff_names[0]))
+        return 0;
+    return strcmp(handoff, handoff_names[1]) ? -1 : 1;
+}
+
 static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const char *name)
 {
     const char *bad = NULL;
@@ -56,6 +69,8 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
         bad = "stmt_cache and threads must be >= 0";
     else if (o->ninit_sql < 0 || (o->ninit_sql > 0 && !o->init_sql))
         bad = "init_sql must hold ninit_sql statements";
+    else if (handoff_fifo(o->handoff) < 0)
+        bad = "handoff must be \"barging\" or \"fifo\"";
     for (int i = 0; !bad && i < o->ninit_sql; i++)
         if (!o->init_sql[i])
             bad = "init_sql must hold ninit_sql statements";
@@ -147,6 +162,21 @@ static void free_strings(char **a)
     free(a);
 }
 
+/* The pool lock spins briefly before it sleeps where the C library can
+ * (glibc's adaptive mutex): it is held for a few hundred nanoseconds, so a
+ * caller that finds it taken usually gets it sooner than a futex wait and
+ * wake-up would give it. */
+static void pool_mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+#ifdef PTHREAD_MUTEX_ADAPTIVE_NP
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+}
+
 /* Creates a pool with one reference (the caller's). */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen)
@@ -178,10 +208,12 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
     p->opts.init_sql = (const char *const *)p->init_sql;
+    p->fifo = handoff_fifo(o->handoff);
+    p->opts.handoff = handoff_names[p->fifo];
     p->max = configured_max(o);
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
-    pthread_mutex_init(&p->mu, NULL);
+    pool_mutex_init(&p->mu);
     alive_link(p);
     *out = p;
     return PRT_OK;
@@ -273,14 +305,41 @@ void prt__waiter_unlink(prt_pool *p, prt__waiter *w)
 
 /* --- the idle list (all under p->mu) ---------------------------------------- */
 
-/* A connection becomes available: the oldest waiter gets it, else it joins
- * the idle list as the most recently released.  Returns 0, or -1 when it
+/* Whether the oldest waiter may be passed by a caller that finds an idle
+ * connection: never in "fifo" mode, and in "barging" mode only until that
+ * waiter has waited PRT_HANDOFF_BOUND_MS (then releases go straight to it,
+ * oldest first, as in "fifo").  mu held. */
+int prt__may_barge(prt_pool *p)
+{
+    PRT__ASSERT_HELD(p);
+    prt__waiter *w = p->wq_head;
+    return !w || (!p->fifo && prt_now() - w->since < PRT_HANDOFF_BOUND_MS * 1e-3);
+}
+
+/* "barging": wakes the oldest waiter to compete for an idle connection,
+ * unless it was woken already and has not run yet (one wake-up per
+ * waiter, never a herd).  mu held. */
+void prt__waiter_nudge(prt_pool *p)
+{
+    PRT__ASSERT_HELD(p);
+    prt__waiter *w = p->wq_head;
+    if (w && !w->nudged) {
+        w->nudged = 1;
+        pthread_cond_signal(&w->cond);
+    }
+}
+
+/* A connection becomes available.  Unless callers may barge
+ * (prt__may_barge), the oldest waiter gets it; otherwise it joins the idle
+ * list as the most recently released, and the oldest waiter is woken to
+ * compete for it with running callers (puddle#46: a running caller takes it
+ * without a wake-up and a schedule per hand-off).  Returns 0, or -1 when it
  * could not be tracked (out of memory): the caller must close it. */
 int prt__hand_back(prt_pool *p, prt_conn *c)
 {
     PRT__ASSERT_HELD(p);
-    prt__waiter *w = prt__waiter_pop(p);
-    if (w) {
+    if (!prt__may_barge(p)) {
+        prt__waiter *w = prt__waiter_pop(p);
         p->in_use++;
         w->conn = c;
         w->state = PRT__W_CONN;
@@ -292,6 +351,7 @@ int prt__hand_back(prt_pool *p, prt_conn *c)
         return -1;
     p->idle = idle;
     p->idle[p->nidle++] = c;
+    prt__waiter_nudge(p);
     return 0;
 }
 

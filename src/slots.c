@@ -204,9 +204,10 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
 /* Overflow "evict_idle": closes the least recently released idle
  * connection of a pool other than `self`, freeing a global slot for the
  * caller, who retries at once.  That is why this is not prt__retire: the
- * freed slot is not offered to the victim's waiters (it has idle
- * connections, so it has none) nor to other pools.  Returns 1 when one
- * was closed.  No pool lock held. */
+ * freed slot is not offered to the victim's waiters nor to other pools.
+ * A victim has none: a pool with waiters is passed over (under "barging"
+ * it may hold an idle connection its woken waiter is about to take).
+ * Returns 1 when one was closed.  No pool lock held. */
 int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why)
 {
     if (self)
@@ -215,20 +216,21 @@ int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_r
     int n = prt__registry_snapshot(rt, &pools), best = -1;
     double best_t = 0;
     for (int i = 0; i < n; i++) {
-        if (pools[i] == self)
+        prt_pool *q = pools[i];
+        if (q == self)
             continue;
-        prt__lock(pools[i]);
-        if (pools[i]->nidle > 0 && (best < 0 || pools[i]->idle[0]->returned_at < best_t)) {
+        prt__lock(q);
+        if (q->nidle > 0 && !q->wq_head && (best < 0 || q->idle[0]->returned_at < best_t)) {
             best = i;
-            best_t = pools[i]->idle[0]->returned_at;
+            best_t = q->idle[0]->returned_at;
         }
-        prt__unlock(pools[i]);
+        prt__unlock(q);
     }
     prt_conn *c = NULL;
     if (best >= 0) {
         prt_pool *q = pools[best];
         prt__lock(q);
-        if (q->nidle > 0) {
+        if (q->nidle > 0 && !q->wq_head) {
             c = prt__take_idle(q, 0);
             slot_give(q, 1, why);
         }

@@ -1,9 +1,12 @@
 /*
  * test_pool.c -- C-level tests of the pool where the Lua API would hide the
  * detail: counting invariants under contention, connect deadlines against a
- * server that never answers, lifetime jitter, drain, the statement cache.
+ * server that never answers, lifetime jitter, drain, the statement cache,
+ * and the "barging" hand-off's two sides: a running caller may take a
+ * just-released connection, but not from a waiter past the bound.
  */
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -223,6 +226,127 @@ static void counts_hold_under_contention(void **state)
     prt_runtime_free(rt);
 }
 
+/* A caller that queues for the pool's only connection, notes which one it
+ * got, and holds it until `go` is set (so the main thread's own attempt
+ * cannot be served by this caller's release). */
+typedef struct queued_arg {
+    prt_pool *p;
+    atomic_int go;
+    int rc;
+    uint64_t id;
+} queued_arg;
+
+static void *queue_once(void *arg)
+{
+    queued_arg *q = arg;
+    char err[PRT__ERRLEN];
+    prt_conn *c;
+    q->rc = prt_acquire(q->p, 10, &c, err, sizeof err);
+    if (q->rc != PRT_OK)
+        return NULL;
+    q->id = c->id;
+    double until = prt_now() + 10;
+    while (!atomic_load(&q->go) && prt_now() < until)
+        sched_yield();
+    prt_release(c, 0);
+    return NULL;
+}
+
+/* Polls (bounded, 10 s) until p has a waiter that has waited at least
+ * `age` seconds. */
+static void await_waiter(prt_pool *p, double age)
+{
+    prt_pool_stats s;
+    double until = prt_now() + 10;
+    do {
+        sched_yield();
+        prt_pool_stats_get(p, &s);
+    } while ((s.waiting < 1 || s.maxwait < age) && prt_now() < until);
+    assert_true(s.waiting >= 1 && s.maxwait >= age);
+}
+
+/* Holds p's only connection while a second caller queues for it, then
+ * releases it and at once asks again without waiting, `age` seconds or
+ * more after the caller queued.  Returns whether the asker got it.  The
+ * queued caller always gets the connection in the end. */
+static int release_and_ask(prt_pool *p, double age)
+{
+    char err[PRT__ERRLEN];
+    prt_conn *c, *again = NULL;
+    assert_int_equal(prt_acquire(p, 10, &c, err, sizeof err), PRT_OK);
+    queued_arg q = { .p = p };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, queue_once, &q), 0);
+    await_waiter(p, age);
+    uint64_t id = c->id;
+    prt_release(c, 0);
+    int got = prt_acquire(p, 0, &again, err, sizeof err) == PRT_OK;
+    if (got) {
+        assert_int_equal(again->id, id);
+        prt_release(again, 0);
+    }
+    atomic_store(&q.go, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(q.rc, PRT_OK);
+    assert_int_equal(q.id, id);
+    return got;
+}
+
+/* A pool of one connection with hand-off mode `handoff` (NULL: default). */
+static prt_pool *single_pool(prt_runtime *rt, const char *name, const char *handoff)
+{
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 1;
+    o.handoff = handoff;
+    return pgtest_pool(rt, name, &o);
+}
+
+/* "barging", the default: a caller that is running when a connection is
+ * released may take it ahead of a waiter that has waited less than
+ * PRT_HANDOFF_BOUND_MS (the waiter is woken, finds it gone, and waits on
+ * in its place).  May: the woken waiter competes and can win on another
+ * core, and this machine may preempt the caller past the bound, so
+ * attempts repeat (bounded) until the caller took it once.  Under "fifo"
+ * it never does (the next test). */
+static void a_running_caller_barges_within_the_bound(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool *p = single_pool(rt, "barge", NULL);
+    int barged = 0;
+    for (int i = 0; i < 100 && !barged; i++)
+        barged = release_and_ask(p, 0);
+    assert_true(barged);
+    prt_pool_unref(p);
+    prt_runtime_free(rt);
+}
+
+/* ... but a waiter that has waited the bound is handed the next release,
+ * and in "fifo" mode every waiter is, however briefly it waited. */
+static void a_waiter_past_the_bound_gets_the_next_release(void **state)
+{
+    (void)state;
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool *p = single_pool(rt, "starved", "barging");
+    assert_false(release_and_ask(p, 2 * PRT_HANDOFF_BOUND_MS * 1e-3));
+    prt_pool *f = single_pool(rt, "fifo", "fifo");
+    assert_false(release_and_ask(f, 0));
+    prt_pool_stats s;
+    prt_pool_stats_get(f, &s);
+    assert_int_equal(s.acquire_timeouts_total, 1);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.handoff = "lifo";
+    char err[PRT__ERRLEN];
+    prt_pool *bad = NULL;
+    assert_int_equal(prt_pool_get(rt, "bad", &o, &bad, err, sizeof err), PRT_EINVAL);
+    assert_string_equal(err, "pool \"bad\": handoff must be \"barging\" or \"fifo\"");
+    prt_pool_unref(f);
+    prt_pool_unref(p);
+    prt_runtime_free(rt);
+}
+
 typedef struct drain_arg {
     prt_runtime *rt;
     int rc;
@@ -345,6 +469,8 @@ int main(void)
         cmocka_unit_test(lifetimes_are_jittered),
         cmocka_unit_test(init_sql_is_copied_and_runs_before_idle),
         cmocka_unit_test(counts_hold_under_contention),
+        cmocka_unit_test(a_running_caller_barges_within_the_bound),
+        cmocka_unit_test(a_waiter_past_the_bound_gets_the_next_release),
         cmocka_unit_test(drain_waits_for_connections_in_use),
         cmocka_unit_test(every_runtime_is_reached_by_process_wide_events),
         cmocka_unit_test(an_evicted_pool_outlives_its_runtime),

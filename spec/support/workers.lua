@@ -61,6 +61,25 @@ function W.hammer(rt, i, pool_name, count)
   return sum
 end
 
+-- Acquire, one query (the thread sleeps in the kernel meanwhile, so fewer
+-- threads compete for the CPU than with no query), release, for `secs`
+-- seconds; returns how many times it was served and its longest acquire
+-- wait.
+function W.contend(rt, i, pool_name, secs)
+  local pool = rt:pool(pool_name)
+  local served, longest = 0, 0
+  local deadline = poolrt.now() + secs
+  while poolrt.now() < deadline do
+    local t0 = poolrt.now()
+    local c = assert(pool:acquire(5))
+    longest = math.max(longest, poolrt.now() - t0)
+    assert(c:query("select 1"))
+    c:release()
+    served = served + 1
+  end
+  return { served = served, longest = longest }
+end
+
 function W.fail(rt, i)
   if i == 2 then error("boom in thread " .. i, 0) end
   return i
