@@ -309,6 +309,7 @@ local pool_fields = {
   protected = "boolean", pinned = "boolean", leak_threshold = "number", connect_backoff_max = "number",
   init_sql = true, -- a string or a list of strings (init_sql_array)
   handoff = "string", -- "barging" or "fifo"; C checks the name and keeps its own copy
+  handoff_bound = "number", -- barging: seconds before a waiter is handed releases directly
 }
 
 local function check_opts(opts, fields, what)

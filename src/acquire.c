@@ -11,7 +11,7 @@
  *   a hand-off under contention costs no wake-up and schedule of a parked
  *   thread while the connection sits reserved for it (puddle#46; Go's
  *   sync.Mutex).  Starvation is bounded as in sync.Mutex's starvation
- *   mode: once the oldest waiter has waited PRT_HANDOFF_BOUND_MS, nobody
+ *   mode: once the oldest waiter has waited handoff_bound (PRT_HANDOFF_BOUND_MS by default), nobody
  *   may pass it (prt__may_barge) and every release goes straight to the
  *   oldest waiter until the queue's head is younger than the bound again.
  *   Waiters behind it are younger, so a waiter waits at most the bound plus

@@ -38,6 +38,7 @@ void prt_pool_opts_default(prt_pool_opts *o)
     *o = (prt_pool_opts){
         .max = DEFAULT_MAX, .acquire_timeout = 5.0, .validate_idle = 1.0, .stmt_cache = 64,
         .idle_timeout = 600.0, .max_lifetime = 1800.0, .lifetime_jitter = 0.1, .connect_backoff_max = 0.5,
+        .handoff_bound = PRT_HANDOFF_BOUND_MS * 1e-3,
     };
 }
 
@@ -61,7 +62,8 @@ static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const ch
     else if (o->min_idle < 0 || o->min_idle > configured_max(o))
         bad = "min_idle must be between 0 and max";
     else if (o->acquire_timeout < 0 || o->idle_timeout < 0 || o->max_lifetime < 0 ||
-             o->validate_idle < 0 || o->query_timeout < 0 || o->leak_threshold < 0 || o->connect_backoff_max < 0)
+             o->validate_idle < 0 || o->query_timeout < 0 || o->leak_threshold < 0 || o->connect_backoff_max < 0 ||
+             o->handoff_bound < 0)
         bad = "timeouts must be >= 0";
     else if (o->lifetime_jitter < 0 || o->lifetime_jitter >= 1)
         bad = "lifetime_jitter must be in [0, 1)";
@@ -307,13 +309,13 @@ void prt__waiter_unlink(prt_pool *p, prt__waiter *w)
 
 /* Whether the oldest waiter may be passed by a caller that finds an idle
  * connection: never in "fifo" mode, and in "barging" mode only until that
- * waiter has waited PRT_HANDOFF_BOUND_MS (then releases go straight to it,
+ * waiter has waited opts.handoff_bound (then releases go straight to it,
  * oldest first, as in "fifo").  mu held. */
 int prt__may_barge(prt_pool *p)
 {
     PRT__ASSERT_HELD(p);
     prt__waiter *w = p->wq_head;
-    return !w || (!p->fifo && prt_now() - w->since < PRT_HANDOFF_BOUND_MS * 1e-3);
+    return !w || (!p->fifo && prt_now() - w->since < p->opts.handoff_bound);
 }
 
 /* "barging": wakes the oldest waiter to compete for an idle connection,

@@ -29,7 +29,8 @@ enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use 
 
 enum { PRT_NHOOKS = 9 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
-enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release */
+enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release
+                                    * (the default of prt_pool_opts.handoff_bound) */
 
 /* Values of prt_pool_stats.closed. */
 enum { PRT_POOL_OPEN = 0, PRT_POOL_EVICTED = 1, PRT_POOL_DRAINING = 2 };
@@ -93,6 +94,8 @@ typedef struct prt_pool_opts {
      * PRT_HANDOFF_BOUND_MS gets the next one directly; "fifo": always straight
      * to the oldest waiter, and new callers never pass a non-empty queue. */
     const char *handoff;
+    double handoff_bound;    /* barging: seconds a waiter waits before releases go straight
+                              * to it (default PRT_HANDOFF_BOUND_MS / 1000) */
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
