@@ -461,8 +461,8 @@ function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
   local evicted_by = {}
-  for _, why in ipairs{ "manual", "lru", "idle" } do
-    evicted_by[why] = tonumber(s.pools_evicted_total[C["PRT_EVICT_" .. why:upper()]])
+  for i = 0, C.PRT_EVICT_NREASONS - 1 do
+    evicted_by[ffi.string(C.prt_evict_reason_name(i))] = tonumber(s.pools_evicted_total[i])
   end
   return { pools = s.pools, max_pools = s.max_pools, connections = s.connections,
            max_connections = s.max_connections, pools_over_cap_total = tonumber(s.pools_over_cap_total),

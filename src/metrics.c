@@ -229,7 +229,8 @@ static const rt_family per_runtime[RT_NFAMILIES] = {
     [RT_POOLS] = { { "poolrt_pools", "gauge", "Live pools." }, NULL, 1 },
     [RT_CONNS] = { { "poolrt_connections", "gauge", "Server connections open across pools." }, NULL, 1 },
     [RT_OVER_CAP] = { { "poolrt_pools_over_cap_total", "counter", "Pools admitted over max_pools." }, NULL, 1 },
-    [RT_EVICTED] = { { "poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason." }, "reason", 3 },
+    [RT_EVICTED] = { { "poolrt_pools_evicted_total", "counter", "Whole pools evicted, by reason." },
+                     "reason", PRT_EVICT_NREASONS },
     /* The connection budget and the last server sample (fleet.c). */
     [RT_BUDGET] = { { "poolrt_budget", "gauge", "Connections the runtime may hold now (0: no limit)." }, NULL, 1 },
     [RT_BUDGET_WAITING] = { { "poolrt_budget_waiting", "gauge", "Callers waiting for the budget." }, NULL, 1 },
@@ -251,7 +252,6 @@ static const rt_family per_runtime[RT_NFAMILIES] = {
 static uint64_t rt_value(const snap *s, int f, int i, const char **val)
 {
     static const char *const results[] = { "ok", "failed" };
-    static const char *const evicted[] = { "manual", "lru", "idle" };
     static const char *const backends[] = { "server", "fleet", "process" };
     const prt_runtime_stats *r = &s->rs;
     *val = NULL;
@@ -273,7 +273,7 @@ static uint64_t rt_value(const snap *s, int f, int i, const char **val)
         *val = backends[i];
         return (uint64_t)(i == 0 ? r->server_backends : i == 1 ? r->fleet_backends : r->own_backends);
     case RT_FLEET_MEMBERS: return (uint64_t)r->fleet_members;
-    default: *val = evicted[i]; return s->rs.pools_evicted_total[i];
+    default: *val = prt_evict_reason_name(i); return s->rs.pools_evicted_total[i];
     }
 }
 

@@ -23,6 +23,13 @@
 
 static const char *const evict_reasons[PRT_EVICT_NREASONS] = { "manual", "lru", "idle" };
 
+/* The name of an eviction reason (on_evict's argument, the metrics label,
+ * the key in runtime stats): the one list of them. */
+const char *prt_evict_reason_name(int reason)
+{
+    return reason >= 0 && reason < PRT_EVICT_NREASONS ? evict_reasons[reason] : "?";
+}
+
 static int find(prt_runtime *rt, const char *name)
 {
     for (int i = 0; i < rt->npools; i++)

@@ -195,6 +195,7 @@ int prt_drain_all(double grace);
 void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
 const char *prt_policy_builtin_name(int hook, int i);
+const char *prt_evict_reason_name(int reason); /* PRT_EVICT_*: "manual", "lru", "idle"; "?" otherwise */
 int prt_policy_check(const char *path, char *report, size_t replen);
 
 int prt_budget_new(int max, int reuse, prt_budget **out, char *err, size_t errlen);
