@@ -34,27 +34,24 @@ static void pq_error(char *err, size_t errlen, const char *pool, const char *wha
 }
 
 /* Waits until the socket is ready for `events` or the deadline passes
- * (deadline 0: no deadline).  Returns 0, PRT_ETIMEDOUT or PRT_EBROKEN. */
+ * (deadline 0: no deadline); it looks once even when the deadline has
+ * passed, so a wait of 0 still sees what has arrived.  Returns 0,
+ * PRT_ETIMEDOUT or PRT_EBROKEN. */
 static int wait_socket(PGconn *pg, short events, double deadline)
 {
     struct pollfd pfd = { .fd = PQsocket(pg), .events = events };
     if (pfd.fd < 0)
         return PRT_EBROKEN;
     for (;;) {
-        int ms = -1;
-        if (deadline > 0) {
-            double left = deadline - prt_now();
-            if (left <= 0)
-                return PRT_ETIMEDOUT;
-            ms = (int)(left * 1000.0) + 1;
-        }
-        int r = poll(&pfd, 1, ms);
+        double left = deadline > 0 ? deadline - prt_now() : 1;
+        int r = poll(&pfd, 1, deadline <= 0 ? -1 : left > 0 ? (int)(left * 1000.0) + 1 : 0);
         if (r > 0)
             return 0;
-        if (r == 0)
-            continue; /* re-check the deadline */
-        if (errno != EINTR)
+        if (r < 0 && errno != EINTR)
             return PRT_EBROKEN;
+        if (left <= 0)
+            return PRT_ETIMEDOUT;
+        /* else: poll's rounding or a signal; re-check the deadline */
     }
 }
 

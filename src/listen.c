@@ -20,7 +20,6 @@
  * fails the connection is closed rather than handed to someone else while
  * still subscribed.
  */
-#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,23 +184,6 @@ timedout:
     return PRT_ETIMEDOUT;
 }
 
-/* Waits until the socket is readable or the deadline passes; looks once
- * even when it has passed (a wait of 0 still reads what has arrived).
- * Returns 1 when readable (or in error: the caller's read finds out), 0 at
- * the deadline. */
-static int readable(int fd, double deadline)
-{
-    struct pollfd pfd = { .fd = fd, .events = POLLIN };
-    for (;;) {
-        double left = deadline - prt_now();
-        int r = poll(&pfd, 1, left > 0 ? (int)(left * 1000.0) + 1 : 0);
-        if (r > 0 || (r < 0 && errno != EINTR))
-            return 1;
-        if (left <= 0)
-            return 0;
-    }
-}
-
 /* Waits up to `timeout` seconds for a notification: 0 with *out filled
  * (its strings valid until the next wait or the close), PRT_ETIMEDOUT, or
  * PRT_ERECONNECTED once the listener is LISTENing on a new connection after
@@ -233,7 +215,8 @@ int prt_listener_wait(prt_listener *l, double timeout, prt_notification *out, ch
             drop_conn(l);
             continue;
         }
-        if (!readable(PQsocket(pg), deadline)) {
+        /* a broken socket reads as ready: PQconsumeInput below finds out */
+        if (prt__conn_wait(l->conn, POLLIN, deadline) == PRT_ETIMEDOUT) {
             prt__errf(err, errlen, "pool \"%s\": no notification within %.3fs", l->pool->name, timeout);
             return PRT_ETIMEDOUT;
         }
