@@ -208,7 +208,7 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
         if (evicted)
             return GOT_AGAIN;
     }
-    if (p->total < p->max && p->rt && p->rt->budget)
+    if (p->total < p->max && p->rt && p->rt->shared_budget)
         prt__budget_blocked(p->rt); /* waits for the processes' shared budget */
     double until = prt_now() + wait;
     return wait_turn(p, ps, until < deadline ? until : deadline, c);

@@ -356,7 +356,7 @@ struct prt_runtime {
                               * budget last applied by prt__set_cap; never above
                               * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
-    struct prt__budget_link *budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
+    struct prt__budget_link *shared_budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
 };

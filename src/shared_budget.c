@@ -93,7 +93,7 @@ struct prt_budget {
 };
 _Static_assert(sizeof(atomic_uint) == 4, "futex words are 32 bits");
 
-/* A runtime's side of its membership; rt->budget. */
+/* A runtime's side of its membership; rt->shared_budget. */
 typedef struct prt__budget_link prt__budget_link;
 struct prt__budget_link {
     prt_budget *b;           /* immutable */
@@ -221,7 +221,7 @@ static int count_waiting(prt_runtime *rt)
  * every BUDGET_TICK while they wait (*asked_at). */
 static void publish_waiting(prt_runtime *rt, int granted, double *asked_at)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     int w = count_waiting(rt);
     int old = atomic_exchange(&l->me->waiting, w);
     atomic_fetch_add(&l->b->waiting, w - old);
@@ -243,7 +243,7 @@ static void publish_waiting(prt_runtime *rt, int granted, double *asked_at)
  * on demand.  No lock held. */
 static void give_for_others(prt_runtime *rt)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     prt_budget *b = l->b;
     int others = atomic_load(&b->waiting) - atomic_load(&l->me->waiting);
     if (others <= 0 || atomic_load(&b->used) < atomic_load(&b->max))
@@ -280,7 +280,7 @@ static int over_share(const prt__budget_link *l)
 static void *budget_main(void *arg)
 {
     prt_runtime *rt = arg;
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     prt_budget *b = l->b;
     double asked_at = 0, reclaimed_at = 0;
     while (!atomic_load(&l->stop)) {
@@ -301,7 +301,7 @@ static void *budget_main(void *arg)
     return NULL;
 }
 
-/* Makes rt a member of b and starts its budget thread (rt->budget is set
+/* Makes rt a member of b and starts its budget thread (rt->shared_budget is set
  * only on success).  Returns 0, PRT_EFULL (no free member slot) or
  * PRT_ENOMEM / PRT_ETHREAD, with err. */
 int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen)
@@ -328,9 +328,9 @@ int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen)
         return PRT_EFULL;
     }
     l->b = b;
-    rt->budget = l;
+    rt->shared_budget = l;
     if (prt__thread_create(&l->thread, budget_main, rt) != 0) {
-        rt->budget = NULL;
+        rt->shared_budget = NULL;
         atomic_store(&l->me->pid, 0);
         free(l);
         prt__errf(err, errlen, "shared budget: could not start the budget thread");
@@ -344,7 +344,7 @@ int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen)
  * process exits.  Called once rt's pools are detached.  No lock held. */
 void prt__budget_leave(prt_runtime *rt)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     if (!l)
         return;
     atomic_store(&l->stop, 1);
@@ -362,7 +362,7 @@ void prt__budget_leave(prt_runtime *rt)
         prt__logf(PRT_LOG_WARN, "shared budget: runtime freed with %d connection(s) still in use; "
                   "their units return when this process exits", held);
     }
-    rt->budget = NULL;
+    rt->shared_budget = NULL;
     free(l);
 }
 
@@ -370,7 +370,7 @@ void prt__budget_leave(prt_runtime *rt)
  * budget is spent.  p->mu held (slots.c). */
 int prt__budget_take(prt_runtime *rt)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     if (over_share(l))
         return 0;
     int n = atomic_load(&l->b->used);
@@ -386,7 +386,7 @@ int prt__budget_take(prt_runtime *rt)
  * waiting.  p->mu held (slots.c). */
 void prt__budget_give(prt_runtime *rt, int n)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     atomic_fetch_sub(&l->me->held, n);
     atomic_fetch_sub(&l->b->used, n);
     if (atomic_load(&l->b->waiting) > 0)
@@ -400,7 +400,7 @@ void prt__budget_give(prt_runtime *rt, int n)
  * not only the one that took the units first.  The latter counts as given. */
 int prt__budget_over(const prt_runtime *rt)
 {
-    prt__budget_link *l = rt ? rt->budget : NULL;
+    prt__budget_link *l = rt ? rt->shared_budget : NULL;
     if (!l)
         return 0;
     if (atomic_load_explicit(&l->b->used, memory_order_relaxed) > atomic_load_explicit(&l->b->max, memory_order_relaxed))
@@ -418,7 +418,7 @@ int prt__budget_over(const prt_runtime *rt)
  * now rather than at the next tick. */
 void prt__budget_blocked(prt_runtime *rt)
 {
-    prt__budget_link *l = rt->budget;
+    prt__budget_link *l = rt->shared_budget;
     if (l && atomic_load(&l->me->waiting) == 0 && atomic_load(&l->b->used) >= atomic_load(&l->b->max))
         wake_all(l->b);
 }
@@ -427,7 +427,7 @@ void prt__budget_blocked(prt_runtime *rt)
  * those are 0).  Returns 0, or PRT_EINVAL when neither names a budget. */
 int prt_budget_stats_get(prt_budget *b, prt_runtime *rt, prt_budget_stats *out)
 {
-    prt__budget_link *l = rt ? rt->budget : NULL;
+    prt__budget_link *l = rt ? rt->shared_budget : NULL;
     if (!b && l)
         b = l->b;
     if (!b || !out)

@@ -54,7 +54,7 @@ int prt__slot_take(prt_pool *p, int over_max)
     } else if (rt) {
         atomic_fetch_add(&rt->nconns, 1);
     }
-    if (rt && rt->budget && !prt__budget_take(rt)) { /* the processes' shared budget */
+    if (rt && rt->shared_budget && !prt__budget_take(rt)) { /* the processes' shared budget */
         atomic_fetch_sub(&rt->nconns, 1);
         return 0;
     }
@@ -73,7 +73,7 @@ static void slot_give(prt_pool *p, int n, enum prt__close_reason why)
         p->closed_by[why] += (uint64_t)n;
     if (p->rt)
         atomic_fetch_sub(&p->rt->nconns, n);
-    if (p->rt && p->rt->budget)
+    if (p->rt && p->rt->shared_budget)
         prt__budget_give(p->rt, n);
 }
 
@@ -95,7 +95,7 @@ static void grant_slots(prt_pool *p)
  * be NULL (the pool's runtime is gone). */
 void prt__global_slot_freed(prt_runtime *rt)
 {
-    if (!rt || (atomic_load(&rt->cap) <= 0 && !rt->budget) || atomic_load(&rt->nwaiting) == 0)
+    if (!rt || (atomic_load(&rt->cap) <= 0 && !rt->shared_budget) || atomic_load(&rt->nwaiting) == 0)
         return;
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
