@@ -12,6 +12,7 @@
 # through tools/with-pg.sh, as the make target does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/ratios.sh
 
 DRIVER=${DRIVER:-build/bench/driver}
 ROUNDS=${BUDGET_ROUNDS:-7}
@@ -29,10 +30,13 @@ for t in $THREADS; do
   for r in $(seq "$ROUNDS"); do
     plain=$(cycles "$t")
     budget=$(cycles "$t" -B 64)
-    rows+=("$t $r $plain $budget")
+    rows+=("$t $r $budget $plain")
     echo "T=$t round $r: plain $plain, budget $budget cycles/s" >&2
   done
 done
+
+# rows "round budget plain" of the runs at $1 threads
+rounds_at() { printf '%s\n' "${rows[@]}" | awk -v t="$1" '$1 == t { print $2, $3, $4 }'; }
 
 {
   echo "# What the connection budget costs an acquire + release"
@@ -46,19 +50,18 @@ done
   echo "Target (issue 12): the budget checks add at most 5% to the uncontended"
   echo "cycle, i.e. budget / plain >= 0.95 at T = 1 (median of the rounds)."
   echo
-  echo "| T | round | plain cycles/s | budget cycles/s | budget / plain |"
-  echo "|---:|---:|---:|---:|---:|"
-  for row in "${rows[@]}"; do
-    read -r t r p b <<<"$row"
-    awk -v t="$t" -v r="$r" -v p="$p" -v b="$b" 'BEGIN { printf "| %d | %d | %.0f | %.0f | %.3f |\n", t, r, p, b, (p > 0 ? b / p : 0) }'
-  done
-  echo
   for t in $THREADS; do
-    printf '%s\n' "${rows[@]}" | awk -v t="$t" '$1 == t && $3 > 0 { print $4 / $3 }' | sort -n |
-      awk -v t="$t" '{ v[NR] = $1 } END {
-        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        verdict = t == 1 ? (m >= 0.95 ? " -- target met" : " -- target MISSED") : ""
-        printf "- T = %d: median budget / plain %.3f over %d rounds (min %.3f, max %.3f)%s\n", t, m, NR, v[1], v[NR], verdict }'
+    echo "T = $t:"
+    echo
+    echo "| round | budget cycles/s | plain cycles/s | budget / plain |"
+    echo "|---:|---:|---:|---:|"
+    rounds_at "$t" | ratio_table
+    echo
+  done
+  for t in $THREADS; do   # the target is for the uncontended cycle only
+    target=
+    [ "$t" != 1 ] || target=0.95
+    rounds_at "$t" | ratio_verdict "T = $t: budget / plain" "$target"
   done
   echo
   echo "Why it is cheap: an acquire that finds an idle connection touches no"

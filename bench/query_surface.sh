@@ -20,6 +20,7 @@
 # through tools/with-pg.sh, as the make target does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/ratios.sh
 
 HOST=${HOST:-build/poolrt}
 ROUNDS=${SURFACE_ROUNDS:-3}                  # load rounds (each ~1 min at 1M INSERTs)
@@ -60,14 +61,6 @@ done
 decode=$(timeout -k 5 300 "$HOST" bench/decode_cost.lua 200000 5)
 echo "rows of one result: $decode" >&2
 
-# table rows "round a b a/b" and the verdict line for target $1 on pairs (a b)
-table() { awk '{ printf "| %d | %.0f | %.0f | %.3f |\n", $1, $2, $3, ($3 > 0 ? $2 / $3 : 0) }'; }
-verdict() {
-  awk '$3 > 0 { print $2 / $3 }' | sort -n | awk -v target="$1" -v what="$2" '{ v[NR] = $1 } END {
-    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "- %s: median %.3f over %d rounds (min %.3f, max %.3f) -- target >= %s %s\n",
-           what, m, NR, v[1], v[NR], target, (m >= target ? "met" : "MISSED") }'
-}
 
 {
   echo "# Query surface: COPY against INSERTs, typed rows against decode = false"
@@ -85,9 +78,9 @@ verdict() {
   echo
   echo "| round | copy_in rows/s | INSERT rows/s | copy / INSERT |"
   echo "|---:|---:|---:|---:|"
-  printf '%s\n' "${loads[@]}" | table
+  printf '%s\n' "${loads[@]}" | ratio_table
   echo
-  printf '%s\n' "${loads[@]}" | verdict 5 "copy_in / INSERT ($LOAD_ROWS rows vs $INSERT_ROWS rows, rows/s)"
+  printf '%s\n' "${loads[@]}" | ratio_verdict "copy_in / INSERT ($LOAD_ROWS rows vs $INSERT_ROWS rows, rows/s)" 5
   echo
   echo "## Typed decoding (issue 15 item 7)"
   echo
@@ -100,9 +93,9 @@ verdict() {
   echo
   echo "| round | typed tps | decode=false tps | typed / decode=false |"
   echo "|---:|---:|---:|---:|"
-  printf '%s\n' "${selects[@]}" | table
+  printf '%s\n' "${selects[@]}" | ratio_table
   echo
-  printf '%s\n' "${selects[@]}" | verdict 0.9 "typed / decode=false"
+  printf '%s\n' "${selects[@]}" | ratio_verdict "typed / decode=false" 0.9
   echo
   echo "Without the network (\`$HOST bench/decode_cost.lua 200000 5\`: the same one-row result turned into rows"
   echo "200000 times each way, median of 5 alternating rounds), in microseconds per result:"
