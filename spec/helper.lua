@@ -99,18 +99,13 @@ function H.run(cmd)
   return (out:gsub("rc=%d+\n?$", "")), rc
 end
 
--- A loopback TCP port nothing listens on, below the kernel's ephemeral
--- range (so no client socket of the running specs holds it), picked at
--- random by the shell: LuaJIT's math.random starts from the same seed in
--- every process, so it would hand every run the same port.
+-- A loopback TCP port nothing listens on (tools/free-port.sh: below the
+-- ephemeral range, picked at random by the shell -- LuaJIT's math.random
+-- starts from the same seed in every process, so it would hand every run
+-- the same port).
 function H.free_port()
-  local out = H.run([[low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    [ "$low" -gt 11000 ] || low=32768
-    for _ in $(seq 200); do
-      p=$((10000 + RANDOM % (low - 10000)))
-      (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "port=$p"; break; }
-    done]])
-  return assert(tonumber(out:match("port=(%d+)")), "no free port found: " .. out)
+  local out, rc = H.run("tools/free-port.sh")
+  return assert(rc == 0 and tonumber(out:match("^(%d+)")), "no free port found: " .. out)
 end
 
 return H

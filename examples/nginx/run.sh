@@ -40,16 +40,7 @@ pick_user() {
 }
 
 # A port below the kernel's ephemeral range, so no client socket holds it.
-free_port() {
-  local p low
-  low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "$low" -gt 11000 ] || low=32768
-  for _ in $(seq 200); do
-    p=$((10000 + RANDOM % (low - 10000)))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
+free_port() { "$repo/tools/free-port.sh" || die "no free port found"; }
 
 check_deps() {
   [ -x "$nginx_bin" ] || die "nginx not found (install: tools/deps.sh nginx, or apt-get install -y nginx libnginx-mod-http-lua lua-resty-core)"
