@@ -6,7 +6,7 @@
  * The binary links the core statically and exports its symbols, so
  * lua/poolrt.lua binds to them through ffi.C without loading libpoolrt.so.
  * Options reach the Lua side as package.loaded["poolrt.host"], which
- * poolrt.runtime{} reads for its defaults (policy, log level).
+ * poolrt.runtime{} reads for its defaults (policy, record).
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -33,6 +33,8 @@ static const char usage[] =
     "options:\n"
     "  --policy FILE       default policy file for runtimes the script creates\n"
     "  --watch             reload the policy when FILE changes (inotify)\n"
+    "  --record FILE       append a trace of every acquire to FILE, for `poolrt sim`\n"
+    "                      (the default `record` of runtimes the script creates)\n"
     "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
     "                      in use before closing everything (default %d)\n"
@@ -54,6 +56,7 @@ static void print_usage(FILE *f)
 
 typedef struct host_opts {
     const char *policy;
+    const char *record;
     const char *log_level;
     const char *metrics;
     int watch;
@@ -89,7 +92,7 @@ static int parse_args(int argc, char **argv, host_opts *o)
             continue;
         }
         int takes_value = strcmp(a, "--policy") == 0 || strcmp(a, "--log-level") == 0 ||
-                          strcmp(a, "--grace") == 0 || strcmp(a, "--metrics") == 0;
+                          strcmp(a, "--grace") == 0 || strcmp(a, "--metrics") == 0 || strcmp(a, "--record") == 0;
         if (takes_value && i + 1 >= argc) {
             fprintf(stderr, "poolrt: %s needs a value\n", a);
             print_usage(stderr);
@@ -97,6 +100,8 @@ static int parse_args(int argc, char **argv, host_opts *o)
         }
         if (strcmp(a, "--policy") == 0)
             o->policy = argv[++i];
+        else if (strcmp(a, "--record") == 0)
+            o->record = argv[++i];
         else if (strcmp(a, "--metrics") == 0)
             o->metrics = argv[++i];
         else if (strcmp(a, "--grace") == 0) {
@@ -168,6 +173,10 @@ static void setup_state(lua_State *L, const host_opts *o, int argc, char **argv)
     if (o->policy) {
         lua_pushstring(L, o->policy);
         lua_setfield(L, -2, "policy");
+    }
+    if (o->record) {
+        lua_pushstring(L, o->record);
+        lua_setfield(L, -2, "record");
     }
     lua_pushstring(L, dir);
     lua_setfield(L, -2, "lua_dir");

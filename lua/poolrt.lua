@@ -641,7 +641,7 @@ local runtime_fields = { conninfo = "string", reap_interval = "number", max_pool
                          max_connections = "number", policy = "string", log_level = "string",
                          policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string",
                          fleet = "string", server_sample_interval = "number",
-                         shared_budget = "table" }
+                         shared_budget = "table", record = "string" }
 M._runtime_fields = runtime_fields
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
@@ -663,8 +663,10 @@ local host = package.loaded["poolrt.host"] or {}
 -- (a file; default: the host's --policy, else the built-in default),
 -- policy_budget, reap_interval, max_pools, max_connections, log_level,
 -- pool_idle_timeout, pools_overflow ("fail" or "allow"), fleet (a name: see
--- README "One budget for many processes"), server_sample_interval; what is not given
--- is prt_runtime_opts_default's.  A policy that does not load raises.
+-- README "One budget for many processes"), server_sample_interval, record (a
+-- trace file for `poolrt sim`, appended to; default: the host's --record);
+-- what is not given is prt_runtime_opts_default's.  A policy that does not
+-- load, or a record file that cannot be opened, raises.
 function M.runtime(opts)
   opts = opts or {}
   check_opts(opts, runtime_fields, "runtime")
@@ -684,6 +686,7 @@ function M.runtime(opts)
   end
   o.policy = policy
   o.fleet = opts.fleet
+  o.record = opts.record or host.record
   if opts.shared_budget then
     if getmetatable(opts.shared_budget) ~= Budget then error("poolrt: shared_budget must come from poolrt.shared_budget()", 2) end
     o.shared_budget = opts.shared_budget._b

@@ -306,7 +306,7 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         prt__unlock(p); /* connect outside the lock, within the same deadline */
         int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
         if (rc != PRT_OK && !prt__fleet_refused(p->rt, err))
-            return rc;
+            return p->rec ? prt__record_failed(p, start, rc) : rc;
         if (rc != PRT_OK)
             prt__fleet_server_full(p->rt, deadline);
         prt__lock(p);
@@ -316,12 +316,14 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     }
     if (got < 0) {
         prt__unlock(p);
-        return got;
+        return p->rec ? prt__record_failed(p, start, got) : got;
     }
     count_acquire(p, c, start, now);
     prt__unlock(p);
     prt__pool_ref(p); /* a connection in use keeps its pool alive */
     c->uses++;
+    if (p->rec)
+        prt__record_acquired(c, start);
     *out = c;
     return PRT_OK;
 }
@@ -334,6 +336,8 @@ void prt_release(prt_conn *c, int broken)
         return;
     prt_pool *p = c->pool;
     double now = prt_now();
+    if (p->rec)
+        prt__record_released(c, now);
     if (!broken)
         broken = prt__conn_reset(c, now + p->opts.acquire_timeout) != PRT_OK;
     int reason = broken ? PRT__CLOSE_BROKEN : prt__conn_expired(c, now) ? PRT__CLOSE_LIFETIME : -1;

@@ -378,11 +378,9 @@ static int send_query(prt_conn *c, const char *sql, int nparams, const char *con
  * result, owned by the caller (prt_result_free).  A statement the server
  * forgot (DEALLOCATE ALL by the user) is re-prepared once, outside a
  * transaction only, since inside one the error has already aborted it. */
-int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
-              int flags, prt_result **out, char *err, size_t errlen)
+static int query(prt_conn *c, const char *sql, int nparams, const char *const *params,
+                 int flags, prt_result **out, char *err, size_t errlen)
 {
-    if (!c || !sql || nparams < 0 || (nparams > 0 && !params) || !out)
-        return PRT_EINVAL;
     *out = NULL;
     c->sqlstate[0] = '\0';
     for (int attempt = 0;; attempt++) {
@@ -408,6 +406,19 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
         }
         return rc;
     }
+}
+
+int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
+              int flags, prt_result **out, char *err, size_t errlen)
+{
+    if (!c || !sql || nparams < 0 || (nparams > 0 && !params) || !out)
+        return PRT_EINVAL;
+    if (!c->pool->rec)
+        return query(c, sql, nparams, params, flags, out, err, errlen);
+    double t0 = prt_now(); /* recording: the time inside queries while held */
+    int rc = query(c, sql, nparams, params, flags, out, err, errlen);
+    prt__record_query(c, prt_now() - t0);
+    return rc;
 }
 
 /* Returns the connection to a state the next borrower can rely on: any

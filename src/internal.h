@@ -92,6 +92,9 @@ struct prt_conn {
     int fatal;               /* the server sent FATAL: it is closing this connection */
     prt__stmt_cache stmts;
     char sqlstate[6];        /* the last query error's SQLSTATE, "" after a success */
+    /* Recording (record.c), while in use; the acquiring thread's. */
+    double rec_start, rec_got, rec_query; /* acquire called, returned; seconds in prt_query */
+    int rec_queries;
 };
 
 /* PRT_EQUERY from prt__conn_open: connected, but init_sql failed (closed). */
@@ -100,6 +103,17 @@ void prt__conn_close(prt_conn *c);
 int prt__conn_alive(prt_conn *c);               /* non-blocking check of an idle socket */
 int prt__conn_reset(prt_conn *c, double deadline); /* clean state for reuse; 0 or negative */
 int prt__conn_expired(const prt_conn *c, double now);
+
+/* --- record.c: the trace `poolrt sim` replays (runtime option `record`) --- */
+typedef struct prt__recorder prt__recorder;
+int prt__record_open(const char *path, prt__recorder **out, char *err, size_t errlen);
+prt__recorder *prt__record_ref(prt__recorder *r);   /* NULL passes through */
+void prt__record_unref(prt__recorder *r);
+/* No lock held; called only when the pool's rec is set: */
+void prt__record_acquired(prt_conn *c, double start);
+void prt__record_query(prt_conn *c, double seconds);
+void prt__record_released(prt_conn *c, double now);
+int prt__record_failed(prt_pool *p, double start, int rc); /* returns rc */
 
 /* --- pool.c: one pool; slots.c: its slots and the global cap ------------ */
 /* Why a connection closed, counted per pool in closed_by. */
@@ -134,6 +148,7 @@ struct prt_pool {
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
+    prt__recorder *rec;      /* immutable: the runtime's trace (a reference), NULL when not recording */
     prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
     int fifo;                /* immutable: opts.handoff is "fifo" (no barging) */
     char **init_sql;         /* immutable: the pool's copies of opts.init_sql (opts points here) */
@@ -359,6 +374,7 @@ struct prt_runtime {
     struct prt__budget_link *shared_budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
+    prt__recorder *rec;      /* immutable: opts.record's trace, NULL when not recording */
 };
 
 void *prt__timer_main(void *arg);

@@ -207,6 +207,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->endpoints = prt__endpoints_new(p->conninfo); /* with the fleet's application_name */
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
+    p->rec = prt__record_ref(rt->rec);
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
     p->opts.init_sql = (const char *const *)p->init_sql;
@@ -240,6 +241,7 @@ void prt_pool_unref(prt_pool *p)
     free(p->name);
     free(p->conninfo);
     prt__endpoints_free(p->endpoints);
+    prt__record_unref(p->rec);
     free(p);
     atomic_fetch_sub(&pools_allocated, 1);
 }

@@ -180,12 +180,17 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     rt->opts.conninfo = rt->conninfo;
     rt->opts.policy = NULL; /* the live policy keeps its own path */
     rt->opts.fleet = NULL;  /* prt__fleet_start keeps its own copy */
+    rt->opts.record = NULL; /* rt->rec holds the open file */
     rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
     atomic_init(&rt->cap, o->max_connections);
     pthread_mutex_init(&rt->mu, NULL);
     pthread_mutex_init(&rt->policy_mu, NULL);
     prt__cond_init(&rt->cond);
     publish(rt, pol);
+    if (o->record && (rc = prt__record_open(o->record, &rt->rec, err, errlen)) != PRT_OK) {
+        prt_runtime_free(rt);
+        return rc;
+    }
     if (o->shared_budget && (rc = prt__budget_join(rt, o->shared_budget, err, errlen)) != PRT_OK) {
         prt_runtime_free(rt);
         return rc;
@@ -282,6 +287,7 @@ void prt_runtime_free(prt_runtime *rt)
     free(pools);
     prt__policy_forget(rt);
     prt__policy_unref(rt->policy);
+    prt__record_unref(rt->rec); /* pools still allocated keep their own reference */
     pthread_cond_destroy(&rt->cond);
     pthread_mutex_destroy(&rt->policy_mu);
     pthread_mutex_destroy(&rt->mu);

@@ -63,6 +63,7 @@ typedef struct prt_runtime_opts {
     const char *fleet;       /* fleet name: application_name poolrt:NAME:HOST:PID, server sampling (NULL: none) */
     double server_sample_interval; /* seconds between server samples of a fleet runtime (default 2) */
     prt_budget *shared_budget; /* join this budget of connections shared across processes (NULL: none) */
+    const char *record;      /* append a trace of every acquire to this file for `poolrt sim` (NULL: none) */
 } prt_runtime_opts;
 
 /* Pool options.  Fill with prt_pool_opts_default(), then override.  Times in
