@@ -252,8 +252,9 @@ end
 -- cfg: a table or a Lua file returning one (default: what init() got):
 --   conninfo, policy (a file, or a shipped name like "default"),
 --   reap_interval, max_pools, max_connections, log_level, policy_budget,
---   pool_idle_timeout, pools_overflow
---                  -- as poolrt.runtime{}; max_connections given to init()
+--   pool_idle_timeout, pools_overflow, record
+--                  -- as poolrt.runtime{} (record: every worker appends to
+--                  -- the one trace file); max_connections given to init()
 --                  -- is one budget shared by every worker of this nginx
 --   pools = { name = { max = 4, acquire_timeout = 2, ... } }
 --                  -- created now, options as rt:pool()
