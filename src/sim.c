@@ -627,10 +627,10 @@ int prt_sim_run(prt_sim *s, double duration, prt_sim_result *out, char *err, siz
     }
     struct timespec w0, w1;
     clock_gettime(CLOCK_MONOTONIC, &w0);
-    s->ran = 1;
     enter(s);
     prt__rand_seed(s->seed ^ 0x5eed5eed5eedULL);
     int rc = setup(s, duration);
+    s->ran = 1; /* no more set-up calls: the run is the simulation's one */
     prt__sim_ev ev;
     while (rc == PRT_OK && prt__sim_pop(&s->heap, &ev)) {
         s->now = ev.t;

@@ -66,7 +66,7 @@ void prt__sim_result(prt_sim *s, prt_sim_result *out)
         lo = s->ep_acquires[e] < lo ? s->ep_acquires[e] : lo;
         hi = s->ep_acquires[e] > hi ? s->ep_acquires[e] : hi;
     }
-    out->endpoint_max_min = s->neps <= 1 ? 1 : lo > 0 ? (double)hi / (double)lo : 0;
+    out->endpoint_max_min = s->neps <= 1 ? 1 : (double)hi / (double)(lo > 0 ? lo : 1);
     prt_runtime_stats rs;
     prt_runtime_stats_get(s->rt, &rs);
     for (int k = 0; k < PRT_EVICT_NREASONS; k++)
