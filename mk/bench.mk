@@ -1,14 +1,21 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget bench-surface bench-handoff
+.PHONY: bench bench-bin bench-budget bench-surface bench-handoff bench-sim
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay $(BUILD)/bench/sim_speed
 
 # The whole set: bench/run.sh (~17 min), then the focused ones below (~8 min).
 bench:
 	bench/run.sh
-	$(MAKE) bench-budget bench-handoff bench-surface
+	$(MAKE) bench-budget bench-handoff bench-surface bench-sim
+
+# `poolrt sim` (issue 13): simulated acquires per wall second with a Lua
+# pick and an hour of 2,000 acquires/s, then acquire + release of this tree
+# against d17cf01 (before the refactor; its library is built once into
+# $(BUILD)/bench/tree-d17cf01); writes bench/RESULTS-sim.md.  ~1.5 min.
+bench-sim: deps all bench-bin
+	tools/with-pg.sh bench/sim.sh
 
 # The connection budget's cost per acquire + release (issue 12); writes
 # bench/RESULTS-budget.md.
