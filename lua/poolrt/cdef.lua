@@ -270,4 +270,46 @@ int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
               const char *args, const char *path, const char *cpath,
               prt_spawn_result *results);
 void prt_spawn_free(prt_spawn_result *results, int n);
+/* Simulation (`poolrt sim`, src/sim*.c): the real runtime, pools and
+ * policy hooks driven on a virtual clock by a single-threaded event loop,
+ * with simulated server connections.  Times in virtual seconds.  A prt_sim
+ * is used by one thread; while one of its calls runs, prt_now() on that
+ * thread reads the simulation's clock. */
+enum { PRT_SIM_CONST = 0, PRT_SIM_EXP = 1, PRT_SIM_UNIFORM = 2, PRT_SIM_LOGNORMAL = 3 };
+enum { PRT_SIM_MAX_ENDPOINTS = 16 };
+/* CONST: a; EXP: mean a; UNIFORM: [a, b]; LOGNORMAL: median a, p99 b. */
+typedef struct prt_sim_dist { int kind; double a, b; } prt_sim_dist;
+typedef struct prt_sim prt_sim;
+typedef struct prt_sim_result {
+    uint64_t acquires;       /* acquires that got a connection */
+    uint64_t timeouts;       /* acquires that timed out, or failed as full (overflow "fail") */
+    uint64_t errors;         /* other failed acquires (connect failures, closed pools) and queries
+                              * on connections an outage broke */
+    double wait_p50_ms, wait_p99_ms, wait_max_ms; /* acquire waits, successful or not */
+    uint64_t opened, closed;
+    uint64_t closed_by[5];   /* idle, lifetime, broken, evicted, shrink */
+    int peak_connections;
+    uint64_t endpoint_acquires[PRT_SIM_MAX_ENDPOINTS];
+    int nendpoints;
+    double endpoint_max_min; /* max/min of endpoint_acquires (1 with one endpoint; 0 when one got none) */
+    uint64_t pools_evicted, pools_recreated;
+    uint64_t hook_calls, hook_errors;
+    uint64_t background_jobs, background_peak;
+    double wall_seconds;     /* how long prt_sim_run took */
+    double virtual_seconds;  /* the virtual time the run ended at (>= duration: pending callers finish) */
+    uint64_t events;         /* events the loop processed */
+} prt_sim_result;
+int prt_sim_new(const prt_runtime_opts *o, const char *policy_path, uint64_t seed,
+                prt_sim **out, char *err, size_t errlen);
+void prt_sim_free(prt_sim *s);
+int prt_sim_endpoint(prt_sim *s, const char *name, prt_sim_dist connect, prt_sim_dist query);
+int prt_sim_outage(prt_sim *s, int endpoint, double at, double duration);
+int prt_sim_source(prt_sim *s, const char *name, const prt_pool_opts *o, int threads, int background);
+int prt_sim_rate(prt_sim *s, int src, double at, double rate);
+int prt_sim_work(prt_sim *s, int src, prt_sim_dist hold, int statements);
+int prt_sim_burst(prt_sim *s, int src, double at, int n);
+int prt_sim_replay(prt_sim *s, int src, double at, double hold);
+int prt_sim_run(prt_sim *s, double duration, prt_sim_result *out, char *err, size_t errlen);
+int prt_sim_series(prt_sim *s, double step, double *in_use, double *open, double *wait_p99_ms, int max);
+prt_runtime *prt_sim_runtime(prt_sim *s); /* the simulation's real runtime (stats, policy stats) */
 ]]
