@@ -227,8 +227,9 @@ local function runtime(v, field)
   if v == nil then return {} end
   table_of(v, field, "a table of poolrt.runtime{} options")
   for k in pairs(v) do
+    if k == "policy" then fail(field .. ".policy", "the policies to simulate come from the command line") end
     if poolrt._runtime_fields[k] and not RUNTIME_FIELDS[k] then
-      fail(field .. "." .. tostring(k), "not simulated (the policy comes from the command line)")
+      fail(field .. "." .. tostring(k), "has no meaning in a simulation")
     end
   end
   only(v, RUNTIME_FIELDS, field)
@@ -310,23 +311,19 @@ local function normalise(v, file, limits)
   if #wl.endpoints > limits.max_endpoints then
     fail("endpoints", "at most %d endpoints, got %d", limits.max_endpoints, #wl.endpoints)
   end
-  local by_name = {}
-  local function add(src, field)
-    if by_name[src.name] then fail(field, "pool %q is defined twice", src.name) end
-    by_name[src.name] = src
-  end
-  for i, src in ipairs(v.pools == nil and {} or list(v.pools, "pools", "pools", pool)) do
-    add(src, ("pools[%d].name"):format(i))
+  -- Several sources may share a pool (foreground and background work, two
+  -- kinds of request); the first one's opts make the pool.
+  for _, src in ipairs(v.pools == nil and {} or list(v.pools, "pools", "pools", pool)) do
     wl.sources[#wl.sources + 1] = src
   end
   if v.tenants ~= nil then
     local groups = (type(v.tenants) == "table" and v.tenants[1] ~= nil) and v.tenants or { v.tenants }
-    for i, g in ipairs(groups) do
-      local field = groups == v.tenants and ("tenants[%d]"):format(i) or "tenants"
-      local first = #wl.sources + 1
-      tenants(g, field, wl.sources)
-      for k = first, #wl.sources do add(wl.sources[k], field .. ".prefix") end
-    end
+    for i, g in ipairs(groups) do tenants(g, groups == v.tenants and ("tenants[%d]"):format(i) or "tenants", wl.sources) end
+  end
+  local by_name = {} -- a trace's lines go to the first foreground source of their pool
+  for i = #wl.sources, 1, -1 do
+    local src = wl.sources[i]
+    if not src.background then by_name[src.name] = src end
   end
   local dir = file:match("^(.*/)") or ""
   local trace_end = trace(v.trace, "trace", dir, by_name, wl.sources)
