@@ -150,10 +150,12 @@ function R.plot(results, wl, file)
     "set terminal pngcairo size 1100,800 noenhanced",
     "set output " .. gp_string(file),
     ("set multiplot layout 2,1 title %s"):format(gp_string(("poolrt sim %s"):format(wl.file))),
-    "set grid", "set key outside right top", "set xrange [0:*]", "set yrange [0:*]",
+    -- the same margins for both panels, so their time axes line up; the key once, at the top
+    "set lmargin at screen 0.08", "set rmargin at screen 0.74", "set grid", "set key outside right top",
+    ("set xrange [0:%.17g]"):format(wl.duration), "set yrange [0:*]",
     "set ylabel 'connections in use (dashed: open)'",
     plot_cmd(results, data, 2, 3),
-    "set xlabel 'virtual seconds'",
+    "unset key", "set xlabel 'virtual seconds'",
     "set ylabel 'acquire wait p99 (ms)'",
     plot_cmd(results, data, 4),
     "unset multiplot", "",
@@ -164,7 +166,9 @@ function R.plot(results, wl, file)
   local f = io.open(file)
   local size = f and f:seek("end") or 0
   if f then f:close() end
-  if rc ~= 0 or size == 0 then return nil, ("gnuplot could not write %s: %s"):format(file, out) end
+  if rc ~= 0 or size == 0 then
+    return nil, ("gnuplot could not write %s:\n%s"):format(file, (out:gsub("^%s+", ""):gsub("%s+$", "")))
+  end
   return true
 end
 
