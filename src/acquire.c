@@ -44,7 +44,11 @@
 #include "internal.h"
 
 /* What one look at the pool gave the caller (errors are negative PRT_E*). */
-enum { GOT_NOTHING = 1, GOT_CONN, GOT_SLOT, GOT_AGAIN, GOT_TIMEOUT };
+enum { GOT_NOTHING = 1, GOT_CONN, GOT_SLOT, GOT_AGAIN, GOT_TIMEOUT, GOT_WAIT, GOT_DONE };
+/* Where an acquire resumes (prt__acq.phase). */
+enum { PH_LOOK, PH_WAITING, PH_CHECKED, PH_OPENED };
+
+static int checked(prt__acq *a);
 
 /* Fills err with `what` and the pool's state; counts timeouts.  mu held. */
 static int fail(prt_pool *p, int rc, char *err, size_t errlen, const char *what)
@@ -107,62 +111,66 @@ static int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
     return prt__slot_take(p, 0) ? GOT_SLOT : GOT_NOTHING;
 }
 
-/* Waits in the queue until handed a connection (GOT_CONN, *c) or a slot
- * (GOT_SLOT), the pool closes (GOT_AGAIN: the caller looks again), or the
- * deadline passes (GOT_TIMEOUT).  Woken to compete ("barging"), it takes
- * an idle connection if one is left and it is the oldest waiter or may
- * pass it; otherwise it waits on in its place.  mu held; released while
- * waiting. */
-static int wait_turn(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c)
+/* Queues the caller (a->w) until `until`: the driver waits, then steps
+ * again (waited).  Returns GOT_WAIT.  mu held. */
+static int queue(prt__acq *a, double until)
 {
-    prt__waiter w;
-    struct timespec ts;
-    prt__abstime(deadline, &ts);
-    prt__cond_init(&w.cond);
-    w.conn = NULL;
-    w.state = PRT__W_WAITING;
-    w.nudged = 0;
-    w.since = prt_now();
-    prt__waiter_push(p, &w);
-    int timed_out = 0;
-    while (w.state == PRT__W_WAITING && !timed_out) {
-        timed_out = prt__cond_timedwait(&w.cond, p, &ts) == ETIMEDOUT;
-        w.nudged = 0;
-        if (w.state != PRT__W_WAITING)
-            break;
-        if (p->nidle > 0 && (p->wq_head == &w || prt__may_barge(p))) {
-            prt__waiter_unlink(p, &w);
-            take_idle(p, ps, &w.conn);
-            w.state = PRT__W_CONN;
+    prt__waiter *w = &a->w;
+    w->conn = NULL;
+    w->state = PRT__W_WAITING;
+    w->nudged = 0;
+    w->since = prt_now();
+    prt__waiter_push(a->p, w);
+    a->until = until;
+    a->timed_out = 0;
+    a->wait_fresh = 1;
+    return GOT_WAIT;
+}
+
+/* The caller's wait ended (woken, or a->timed_out): what it was handed
+ * (GOT_CONN with a->c, GOT_SLOT), GOT_AGAIN when the pool closed (the
+ * caller looks again), GOT_TIMEOUT, or GOT_WAIT to wait on.  Woken to
+ * compete ("barging"), it takes an idle connection if one is left and it
+ * is the oldest waiter or may pass it; otherwise it waits on in its place.
+ * mu held. */
+static int waited(prt__acq *a)
+{
+    prt_pool *p = a->p;
+    prt__waiter *w = &a->w;
+    w->nudged = 0;
+    if (w->state == PRT__W_WAITING) {
+        if (p->nidle > 0 && (p->wq_head == w || prt__may_barge(p))) {
+            prt__waiter_unlink(p, w);
+            take_idle(p, a->ps, &w->conn);
+            w->state = PRT__W_CONN;
             if (p->nidle > 0)
                 prt__waiter_nudge(p); /* the next waiter competes for what is left */
-        } else if (timed_out) {
-            prt__waiter_unlink(p, &w);
+        } else if (!a->timed_out) {
+            a->wait_fresh = 0;
+            return GOT_WAIT;
+        } else {
+            prt__waiter_unlink(p, w);
         }
     }
-    pthread_cond_destroy(&w.cond);
-    *c = w.conn;
-    return w.state == PRT__W_CONN ? GOT_CONN : w.state == PRT__W_SLOT ? GOT_SLOT
-         : w.state == PRT__W_CLOSED ? GOT_AGAIN : GOT_TIMEOUT;
+    a->c = w->conn;
+    return w->state == PRT__W_CONN ? GOT_CONN : w->state == PRT__W_SLOT ? GOT_SLOT
+         : w->state == PRT__W_CLOSED ? GOT_AGAIN : GOT_TIMEOUT;
 }
 
 /* "barging": a caller that finds nothing to take gives up its CPU once
- * before it queues (at most YIELDS times per acquire), and then looks
- * again.  With more threads than cores, the connections are often held by
- * threads the OS preempted between acquire and release; yielding lets one
- * of them run and release, instead of this caller parking and being woken
- * (a futex wait, a wake-up and a schedule).  Where threads have cores to
- * themselves sched_yield returns at once.  Returns 1 when it yielded.  mu
- * held; released while yielding. */
+ * before it queues (at most max_yields times per look, YIELDS in
+ * prt_acquire), and then looks again.  With more threads than cores, the
+ * connections are often held by threads the OS preempted between acquire
+ * and release; yielding lets one of them run and release, instead of this
+ * caller parking and being woken (a futex wait, a wake-up and a schedule).
+ * Where threads have cores to themselves sched_yield returns at once.  The
+ * simulator has no other thread to let run: it never yields. */
 enum { YIELDS = 2 };
-static int yielded(prt_pool *p, int *left)
+static int may_yield(prt__acq *a)
 {
-    if (p->fifo || *left <= 0)
+    if (a->p->fifo || a->yields <= 0)
         return 0;
-    --*left;
-    prt__unlock(p);
-    sched_yield();
-    prt__lock(p);
+    a->yields--;
     return 1;
 }
 
@@ -180,14 +188,14 @@ static int overflow_mode(prt_pool *p, prt__pstate *ps, double deadline, double *
 
 /* The caller cannot be served now; the overflow policy decides what it
  * gets: PRT_EFULL (fail, err set), a slot over max (grow), GOT_AGAIN after
- * another pool's idle connection was closed (evict_idle), or else what
- * waiting its turn gives (wait_turn).  mu held; released while evicting or
- * waiting. */
-static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c, char *err, size_t errlen)
+ * another pool's idle connection was closed (evict_idle), or else a place
+ * in the queue (GOT_WAIT).  mu held; released while evicting. */
+static int overflow(prt__acq *a, char *err, size_t errlen)
 {
+    prt_pool *p = a->p;
     int global = !p->wq_head && p->total < p->max; /* blocked by max_connections only */
     double wait;
-    int mode = overflow_mode(p, ps, deadline, &wait);
+    int mode = overflow_mode(p, a->ps, a->deadline, &wait);
     if (mode == PRT__OVF_FAIL) {
         char what[128];
         if (global)
@@ -211,33 +219,47 @@ static int overflow(prt_pool *p, prt__pstate *ps, double deadline, prt_conn **c,
     if (p->total < p->max && p->rt && p->rt->shared_budget)
         prt__budget_blocked(p->rt); /* waits for the processes' shared budget */
     double until = prt_now() + wait;
-    return wait_turn(p, ps, until < deadline ? until : deadline, c);
+    return queue(a, until < a->deadline ? until : a->deadline);
 }
 
-/* Whether connection c, just taken from idle or handed over, may go out.
- * A fresh one (released less than validate_idle ago) goes out under this
- * same lock, and *now keeps the clock reading it was judged by: `at`, one
- * taken just before the caller took mu (it did not wait since, so the
- * reading is older only by the lock's wait: the clock stays out of the
- * critical section on the fast path), or when 0 a new one.  An older one
- * has its socket checked outside the lock (*now = 0).  A dead or expired
- * one is retired and 0 returned: the caller looks again.  mu held on entry
- * and on return. */
-static int usable(prt_pool *p, prt_conn *c, double at, double *now)
+/* Whether connection a->c, just taken from idle or handed over, may go
+ * out (1).  A fresh one (released less than validate_idle ago) goes out
+ * under this same lock, and a->at keeps the clock reading it was judged
+ * by: the one taken just before the caller took mu (it did not wait since,
+ * so the reading is older only by the lock's wait: the clock stays out of
+ * the critical section on the fast path), or when 0 a new one.  An older
+ * one needs its socket checked outside the lock (0: the driver checks,
+ * then checked() decides).  An expired one is retired (-1: look again).
+ * mu held on entry and on return. */
+static int usable(prt__acq *a)
 {
-    *now = at > 0 ? at : prt_now();
-    int expired = prt__conn_expired(c, *now);
-    if (!expired && *now - c->returned_at < p->opts.validate_idle)
+    prt_pool *p = a->p;
+    double now = a->at > 0 ? a->at : prt_now();
+    a->expired = prt__conn_expired(a->c, now);
+    a->at = 0;
+    if (!a->expired && now - a->c->returned_at < p->opts.validate_idle) {
+        a->at = now;
         return 1;
-    *now = 0;
-    prt__unlock(p);
-    int alive = !expired && prt__conn_alive(c);
-    prt__lock(p);
-    if (alive)
+    }
+    if (!a->expired) {
+        a->phase = PH_CHECKED;
+        return 0;
+    }
+    a->alive = 0;
+    return checked(a) ? 1 : -1;
+}
+
+/* After the check of a->c: 1 when it may go out, else it is retired (the
+ * caller looks again).  mu held on entry and on return. */
+static int checked(prt__acq *a)
+{
+    prt_pool *p = a->p;
+    if (a->alive)
         return 1;
     p->in_use--;
-    prt__retire(p, &c, 1, expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
+    prt__retire(p, &a->c, 1, a->expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
     prt__lock(p);
+    a->c = NULL;
     return 0;
 }
 
@@ -259,70 +281,157 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
     in_use_link(p, c, now);
 }
 
-/* Looks until the caller has a connection (GOT_CONN, *c, *now as for
- * usable), a slot to open one in (GOT_SLOT), or an error (negative, err
- * set; a timeout counted).  at: as for usable, for the first look.  mu
- * held on entry and on return. */
-static int look(prt_pool *p, prt__pstate *ps, double start, double at, double deadline, prt_conn **c,
-                double *now, char *err, size_t errlen)
+/* Starts an acquire of p within `timeout` (< 0: the pool's
+ * acquire_timeout): the clock is read once, here, and that reading serves
+ * the first look (so the fast path reads it outside the lock).  No lock
+ * held. */
+void prt__acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
 {
-    int got = GOT_AGAIN, yields = YIELDS;
-    for (; got == GOT_AGAIN; at = 0) {
-        if (p->closed)
-            return closed_error(p, err, errlen);
-        got = try_now(p, ps, c);
-        if (got == GOT_NOTHING) {
-            at = 0; /* it yields or waits: the reading goes stale */
-            got = yielded(p, &yields) ? GOT_AGAIN : overflow(p, ps, deadline, c, err, errlen);
+    a->p = p;
+    a->start = a->at = prt_now();
+    a->deadline = a->start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
+    a->ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
+    a->c = NULL;
+    a->phase = PH_LOOK;
+    a->yields = a->max_yields = max_yields;
+    a->rc = PRT_OK;
+    a->w.wake = NULL;
+}
+
+/* One step of an acquire: from where the driver left it (a->phase) until
+ * the caller has a connection (DONE, counted), an error (FAIL: a->rc, err
+ * set, a timeout counted), or the driver must wait, yield, check or
+ * connect (enum prt__acq_next).  It reads like the algorithm: serve at
+ * once (try_now), else yield or let the overflow policy decide (overflow),
+ * check what it got (usable), and look again.  mu held on entry and on
+ * return (released inside only where the algorithm says). */
+int prt__acq_step(prt__acq *a, char *err, size_t errlen)
+{
+    prt_pool *p = a->p;
+    int got = GOT_AGAIN;
+    switch (a->phase) {
+    case PH_WAITING:
+        got = waited(a);
+        break;
+    case PH_CHECKED:
+        got = checked(a) ? GOT_DONE : GOT_AGAIN;
+        break;
+    case PH_OPENED:
+        if (a->rc == PRT_OK)
+            got = GOT_DONE;
+        a->rc = PRT_OK;
+        a->at = 0; /* connecting took time */
+        a->yields = a->max_yields; /* a fresh look (a fleet's full server: fleet.c) */
+        break;
+    }
+    a->phase = PH_LOOK;
+    for (;;) {
+        if (got == GOT_AGAIN) {
+            if (p->closed) {
+                a->rc = closed_error(p, err, errlen);
+                return PRT__ACQ_FAIL;
+            }
+            got = try_now(p, a->ps, &a->c);
+            if (got == GOT_NOTHING) {
+                a->at = 0; /* it yields or waits: the reading goes stale */
+                if (may_yield(a))
+                    return PRT__ACQ_YIELD;
+                got = overflow(a, err, errlen);
+            }
         }
-        if (got == GOT_CONN && !usable(p, *c, at, now))
-            got = GOT_AGAIN;
+        if (got == GOT_WAIT) {
+            a->phase = PH_WAITING;
+            return PRT__ACQ_WAIT;
+        }
+        if (got == GOT_CONN) {
+            int u = usable(a);
+            if (u == 0)
+                return PRT__ACQ_CHECK;
+            got = u > 0 ? GOT_DONE : GOT_AGAIN;
+        }
+        if (got == GOT_DONE) {
+            count_acquire(p, a->c, a->start, a->at);
+            return PRT__ACQ_DONE;
+        }
+        if (got == GOT_SLOT) {
+            a->phase = PH_OPENED;
+            return PRT__ACQ_OPEN;
+        }
+        if (got == GOT_TIMEOUT) {
+            char what[64];
+            snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - a->start);
+            got = fail(p, PRT_ETIMEDOUT, err, errlen, what);
+        }
+        if (got < 0) {
+            a->rc = got;
+            return PRT__ACQ_FAIL;
+        }
     }
-    if (got == GOT_TIMEOUT) {
-        char what[64];
-        snprintf(what, sizeof what, "acquire timed out after %.3fs", prt_now() - start);
-        got = fail(p, PRT_ETIMEDOUT, err, errlen, what);
+}
+
+/* The caller gets the connection a DONE step counted.  No lock held. */
+void prt__acq_hand_out(prt__acq *a)
+{
+    prt__pool_ref(a->p); /* a connection in use keeps its pool alive */
+    a->c->uses++;
+}
+
+/* prt_acquire's wait: on the waiter's condvar until woken or a->until. */
+static void park(prt__acq *a, int *has_cond, struct timespec *ts)
+{
+    if (!*has_cond) {
+        prt__cond_init(&a->w.cond);
+        *has_cond = 1;
     }
-    return got;
+    if (a->wait_fresh)
+        prt__abstime(a->until, ts);
+    a->timed_out = prt__cond_timedwait(&a->w.cond, a->p, ts) == ETIMEDOUT;
 }
 
 /* Hands out a connection of pool p within `timeout` seconds (< 0: the
  * pool's acquire_timeout).  On success *out belongs to the caller until
- * prt_release.  On failure err carries the pool's state.  A fleet
- * runtime's connect refused because the server is full does not fail the
- * caller: the budget shrinks to what is held and the caller looks again,
- * waiting its turn until the deadline (fleet.c). */
+ * prt_release.  On failure err carries the pool's state.  This is the
+ * threads' driver of the steps above: it parks on a condvar, yields,
+ * checks and connects (libpq) where the steps say.  A fleet runtime's
+ * connect refused because the server is full does not fail the caller:
+ * the budget shrinks to what is held and the caller looks again, waiting
+ * its turn until the deadline (fleet.c). */
 int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t errlen)
 {
     if (!p || !out)
         return PRT_EINVAL;
-    double start = prt_now(), now = 0;
-    double deadline = start + (timeout < 0 ? p->opts.acquire_timeout : timeout);
-    prt__pstate *ps = p->rt && atomic_load(&p->rt->acquire_hooks_lua) ? prt__policy_thread(p->rt) : NULL;
-    prt_conn *c = NULL;
+    prt__acq a;
+    prt__acq_init(&a, p, timeout, YIELDS);
+    int has_cond = 0, next;
+    struct timespec ts;
     prt__lock(p);
-    int got = look(p, ps, start, start, deadline, &c, &now, err, errlen);
-    while (got == GOT_SLOT) {
-        prt__unlock(p); /* connect outside the lock, within the same deadline */
-        int rc = prt__open_in_slot(p, deadline, 0, &c, err, errlen);
-        if (rc != PRT_OK && !prt__fleet_refused(p->rt, err))
-            return rc;
-        if (rc != PRT_OK)
-            prt__fleet_server_full(p->rt, deadline);
-        prt__lock(p);
-        if (rc == PRT_OK)
-            break;
-        got = look(p, ps, start, 0, deadline, &c, &now, err, errlen);
-    }
-    if (got < 0) {
+    while ((next = prt__acq_step(&a, err, errlen)) != PRT__ACQ_DONE && next != PRT__ACQ_FAIL) {
+        if (next == PRT__ACQ_WAIT) {
+            park(&a, &has_cond, &ts);
+            continue;
+        }
         prt__unlock(p);
-        return got;
+        if (next == PRT__ACQ_YIELD) {
+            sched_yield();
+        } else if (next == PRT__ACQ_CHECK) {
+            a.alive = prt__conn_alive(a.c);
+        } else {
+            a.rc = prt__open_in_slot(p, a.deadline, 0, &a.c, err, errlen);
+            if (a.rc != PRT_OK && !prt__fleet_refused(p->rt, err))
+                break; /* unlocked */
+            if (a.rc != PRT_OK)
+                prt__fleet_server_full(p->rt, a.deadline);
+        }
+        prt__lock(p);
     }
-    count_acquire(p, c, start, now);
-    prt__unlock(p);
-    prt__pool_ref(p); /* a connection in use keeps its pool alive */
-    c->uses++;
-    *out = c;
+    if (next == PRT__ACQ_DONE || next == PRT__ACQ_FAIL)
+        prt__unlock(p);
+    if (has_cond)
+        pthread_cond_destroy(&a.w.cond);
+    if (next != PRT__ACQ_DONE)
+        return a.rc;
+    prt__acq_hand_out(&a);
+    *out = a.c;
     return PRT_OK;
 }
 

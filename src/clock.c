@@ -4,6 +4,8 @@
  *
  * All times in poolrt are seconds as doubles on CLOCK_MONOTONIC, so that a
  * wall-clock step never expires every connection at once or stalls a wait.
+ * The simulator installs a virtual clock on its thread instead, and seeds
+ * the random source, so that the same core runs repeatably in virtual time.
  */
 #include <math.h>
 #include <pthread.h>
@@ -11,8 +13,18 @@
 #include <time.h>
 #include "internal.h"
 
+/* The thread's virtual clock (the simulator's), or NULL. */
+static _Thread_local const double *virtual_now;
+
+void prt__clock_set(const double *now)
+{
+    virtual_now = now;
+}
+
 double prt_now(void)
 {
+    if (__builtin_expect(virtual_now != NULL, 0))
+        return *virtual_now;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -49,10 +61,17 @@ void prt__cond_init(pthread_cond_t *cond)
     pthread_condattr_destroy(&a);
 }
 
-/* xorshift64*, seeded per thread from the clock and the state's address. */
+/* xorshift64*, seeded per thread from the clock and the state's address,
+ * or by prt__rand_seed. */
+static _Thread_local uint64_t s;
+
+void prt__rand_seed(uint64_t seed)
+{
+    s = seed ? seed * 0x9e3779b97f4a7c15ULL + 1 : 0;
+}
+
 double prt__rand01(void)
 {
-    static _Thread_local uint64_t s;
     if (s == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);

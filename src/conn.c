@@ -4,7 +4,9 @@
  * idle socket is still alive, and returning it to a clean state.
  *
  * Every wait on the network is a poll() bounded by a deadline, so a server
- * that accepts and never answers cannot hang a caller.  The connection's
+ * that accepts and never answers cannot hang a caller.  A pool with
+ * connection ops (internal.h: the simulator's) sends open, alive, reset and
+ * close there instead.  The connection's
  * fields belong to whoever holds it (see internal.h); nothing here locks.
  */
 #include <errno.h>
@@ -112,6 +114,8 @@ static int run_init_sql(prt_conn *c, double deadline, char *err, size_t errlen);
  * name and libpq's message (which never contains the password). */
 int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
 {
+    if (p->ops)
+        return p->ops->open(p, deadline, out, err, errlen);
     int n = prt__endpoints_count(p->endpoints), first = p->endpoints ? prt__endpoints_choose(p->endpoints) : 0;
     prt_conn *c = NULL;
     int rc = PRT_ECONNECT;
@@ -140,6 +144,10 @@ void prt__conn_close(prt_conn *c)
 {
     if (!c)
         return;
+    if (c->pool && c->pool->ops) {
+        c->pool->ops->close(c);
+        return;
+    }
     if (c->pool && c->pg)
         prt__endpoints_opened(c->pool->endpoints, c->endpoint, -1);
     prt__stmt_clear(&c->stmts);
@@ -159,6 +167,8 @@ int prt__conn_expired(const prt_conn *c, double now)
  * the connection is usable. */
 int prt__conn_alive(prt_conn *c)
 {
+    if (c->pool->ops)
+        return c->pool->ops->alive(c);
     struct pollfd pfd = { .fd = PQsocket(c->pg), .events = POLLIN };
     for (int i = 0; i < 4; i++) {
         if (PQstatus(c->pg) != CONNECTION_OK || pfd.fd < 0 || c->fatal)
@@ -415,6 +425,8 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
  * reset.  Returns non-zero when the connection should be closed instead. */
 int prt__conn_reset(prt_conn *c, double deadline)
 {
+    if (c->pool->ops)
+        return c->pool->ops->reset(c, deadline);
     char err[PRT__ERRLEN];
     if (PQstatus(c->pg) != CONNECTION_OK)
         return PRT_EBROKEN;

@@ -38,6 +38,12 @@ struct timespec;
 void prt__abstime(double deadline, struct timespec *ts); /* monotonic deadline -> cond wait time */
 void prt__cond_init(pthread_cond_t *cond);                  /* a condvar on CLOCK_MONOTONIC */
 double prt__rand01(void);                                   /* [0, 1), thread-local state */
+/* The simulator (sim.c) runs the core on a virtual clock: while a thread
+ * has one installed, prt_now() on that thread returns *now (NULL: back to
+ * CLOCK_MONOTONIC).  prt__rand_seed makes the thread's prt__rand01 draws
+ * repeatable (0: re-seed from the clock at the next draw). */
+void prt__clock_set(const double *now);
+void prt__rand_seed(uint64_t seed);
 
 /* --- log.c -------------------------------------------------------------- */
 #define prt__logf prt_logf /* the core's name for the public prt_logf (poolrt.h) */
@@ -94,6 +100,18 @@ struct prt_conn {
     char sqlstate[6];        /* the last query error's SQLSTATE, "" after a success */
 };
 
+/* Connection I/O.  A runtime's pools open, check, reset and close their
+ * connections through prt__conn_open/alive/reset/close; those run libpq,
+ * unless the pool's `ops` (copied from rt->conn_ops when the pool is made)
+ * is set: then they go to it.  The simulator's table (sim_conn.c) makes
+ * connections with pg == NULL.  Same contracts as the functions below. */
+typedef struct prt__conn_ops {
+    int (*open)(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
+    int (*alive)(prt_conn *c);
+    int (*reset)(prt_conn *c, double deadline);
+    void (*close)(prt_conn *c);
+} prt__conn_ops;
+
 /* PRT_EQUERY from prt__conn_open: connected, but init_sql failed (closed). */
 int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
 void prt__conn_close(prt_conn *c);
@@ -112,9 +130,13 @@ enum prt__close_reason {
 /* A waiter's state: still waiting, or what it was handed. */
 enum { PRT__W_WAITING, PRT__W_CONN, PRT__W_SLOT, PRT__W_CLOSED };
 
+/* A waiter is woken through `wake` when set (the simulator: an event that
+ * resumes its acquire), else by signalling `cond` (a thread parked in
+ * prt_acquire).  Either way under pool->mu, once per hand-over or nudge. */
 typedef struct prt__waiter {
     struct prt__waiter *next;
     pthread_cond_t cond;
+    void (*wake)(struct prt__waiter *w); /* immutable while queued */
     prt_conn *conn;          /* handed over by a releaser; protected by pool->mu */
     int state;               /* PRT__W_*; pool->mu */
     int nudged;              /* barging: woken to compete for an idle connection; pool->mu */
@@ -134,6 +156,7 @@ struct prt_pool {
     char *name;              /* immutable */
     char *conninfo;          /* immutable */
     prt__endpoints *endpoints; /* immutable; NULL for a single host */
+    const prt__conn_ops *ops; /* immutable: connection I/O (NULL: libpq, conn.c) */
     prt_pool_opts opts;      /* immutable; max/min_idle below are the live values */
     int fifo;                /* immutable: opts.handoff is "fifo" (no barging) */
     char **init_sql;         /* immutable: the pool's copies of opts.init_sql (opts points here) */
@@ -219,6 +242,13 @@ void prt__pool_close(prt_pool *p, int reason);   /* PRT_POOL_*: refuse new work,
 void prt__pools_detach(prt_runtime *rt);         /* every pool rt made: rt = NULL */
 void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
 /* pool.c -- p->mu held: */
+static inline void prt__waiter_wake(prt__waiter *w)
+{
+    if (w->wake)
+        w->wake(w);
+    else
+        pthread_cond_signal(&w->cond);
+}
 void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)" */
 void prt__waiter_push(prt_pool *p, prt__waiter *w);
 prt__waiter *prt__waiter_pop(prt_pool *p);
@@ -236,6 +266,13 @@ int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
 /* slots.c -- no lock held: */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
+/* prt__open_in_slot in two halves, for a driver that connects on its own
+ * time (the simulator): begin returns 0 when a connect may be attempted,
+ * else the backoff's PRT_ECONNECT (err set); end records the outcome rc
+ * (c on success; attempted: whether a connect ran) as open_in_slot does. */
+int prt__open_begin(prt_pool *p, char *err, size_t errlen);
+int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle, prt_conn **out,
+                  char *err, size_t errlen);
 int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why);
 void prt__set_cap(prt_runtime *rt, int cap);     /* the global cap in force; shrinks lazily */
 int prt__over_cap(const prt_runtime *rt);        /* more connections than the cap: close on release */
@@ -252,6 +289,38 @@ int prt__budget_take(prt_runtime *rt);           /* 1: a unit taken; 0: the budg
 void prt__budget_give(prt_runtime *rt, int n);
 int prt__budget_over(const prt_runtime *rt);     /* more units held than the budget allows */
 void prt__budget_blocked(prt_runtime *rt);       /* p->mu held: a caller waits for a unit */
+
+/* acquire.c: an acquire as a resumable state machine.  prt__acq_step
+ * makes every decision (serve, queue, overflow, grow, evict, time out) and
+ * returns what its driver must do before stepping again; the driver does
+ * the waiting.  prt_acquire is the threads' driver (condvar, sched_yield,
+ * libpq); sim.c drives the same steps from events on a virtual clock. */
+enum prt__acq_next {
+    PRT__ACQ_DONE,   /* a->c is the caller's, counted; unlock, then prt__acq_hand_out */
+    PRT__ACQ_FAIL,   /* a->rc (negative), err set */
+    PRT__ACQ_WAIT,   /* a->w is queued: wait until woken (a->w.wake or its cond) or until
+                      * a->until, then set a->timed_out; a->wait_fresh: a new wait began */
+    PRT__ACQ_OPEN,   /* a slot is reserved: connect into it (unlocked), a->rc = the outcome,
+                      * a->c the connection; on an error the driver fails the caller */
+    PRT__ACQ_CHECK,  /* a->c sat idle: check it (unlocked), a->alive = the answer */
+    PRT__ACQ_YIELD   /* give up the CPU once (unlocked) */
+};
+typedef struct prt__pstate prt__pstate; /* policy_*.c, below */
+typedef struct prt__acq {
+    prt_pool *p;
+    prt__pstate *ps;
+    double start, deadline;
+    double at;               /* a clock reading for the next look (0: read anew) */
+    double until;            /* WAIT: the latest time to resume */
+    prt_conn *c;
+    int phase, yields, max_yields, rc;
+    int timed_out, wait_fresh, alive, expired;
+    prt__waiter w;
+} prt__acq;
+/* max_yields: sched_yields before queueing (0 in the simulator).  No lock held. */
+void prt__acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields);
+int prt__acq_step(prt__acq *a, char *err, size_t errlen); /* p->mu held on entry and return */
+void prt__acq_hand_out(prt__acq *a);                       /* after DONE, no lock held */
 
 /* reap.c -- no lock held: */
 int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed */
@@ -359,6 +428,7 @@ struct prt_runtime {
     struct prt__budget_link *shared_budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
+    const prt__conn_ops *conn_ops; /* set before the first pool (NULL: libpq); pools copy it */
 };
 
 void *prt__timer_main(void *arg);

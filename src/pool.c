@@ -207,6 +207,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->endpoints = prt__endpoints_new(p->conninfo); /* with the fleet's application_name */
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
+    p->ops = rt->conn_ops;
     p->opts = *o;
     p->opts.conninfo = p->conninfo;
     p->opts.init_sql = (const char *const *)p->init_sql;
@@ -327,7 +328,7 @@ void prt__waiter_nudge(prt_pool *p)
     prt__waiter *w = p->wq_head;
     if (w && !w->nudged) {
         w->nudged = 1;
-        pthread_cond_signal(&w->cond);
+        prt__waiter_wake(w);
     }
 }
 
@@ -345,7 +346,7 @@ int prt__hand_back(prt_pool *p, prt_conn *c)
         p->in_use++;
         w->conn = c;
         w->state = PRT__W_CONN;
-        pthread_cond_signal(&w->cond);
+        prt__waiter_wake(w);
         return 0;
     }
     prt_conn **idle = prt__grow(p->idle, &p->idle_cap, p->nidle + 1, sizeof *idle);
@@ -405,7 +406,7 @@ void prt__pool_close(prt_pool *p, int reason)
     prt__waiter *w;
     while ((w = prt__waiter_pop(p)) != NULL) {
         w->state = PRT__W_CLOSED;
-        pthread_cond_signal(&w->cond);
+        prt__waiter_wake(w);
     }
     prt_conn **cs;
     int n = take_oldest(p, p->nidle, &cs);

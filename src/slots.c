@@ -85,7 +85,7 @@ static void grant_slots(prt_pool *p)
     while (p->wq_head && prt__slot_take(p, 0)) {
         prt__waiter *w = prt__waiter_pop(p);
         w->state = PRT__W_SLOT;
-        pthread_cond_signal(&w->cond);
+        prt__waiter_wake(w);
     }
 }
 
@@ -162,19 +162,26 @@ static void connect_result(prt_pool *p, int rc, const char *err)
     snprintf(p->last_connect_error, sizeof p->last_connect_error, "%s", msg ? msg + 3 : "unknown");
 }
 
-/* Opens a connection into a slot the caller reserved (prt__slot_take).  On
- * success it is counted in use and *out is the caller's, or (for_idle, the
- * min_idle refill) it is handed back to the pool.  On failure the slot is
- * retired and err carries the pool's state.  No pool lock held. */
-int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen)
+/* The first half of prt__open_in_slot: whether a connect may be attempted
+ * now (0), or PRT_ECONNECT with err while the pool backs off.  No pool
+ * lock held. */
+int prt__open_begin(prt_pool *p, char *err, size_t errlen)
 {
     PRT__ASSERT_UNHELD(p);
-    prt_conn *c = NULL;
     prt__lock(p);
-    int rc = backing_off(p, err, errlen), attempted = rc == PRT_OK;
+    int rc = backing_off(p, err, errlen);
     prt__unlock(p);
-    if (attempted)
-        rc = prt__conn_open(p, deadline, &c, err, errlen);
+    return rc;
+}
+
+/* The second half: records the outcome rc of the connect (attempted: one
+ * ran; c: the connection on success).  On success it is counted in use and
+ * *out is the caller's, or (for_idle, the min_idle refill) it is handed
+ * back to the pool.  On failure the slot is retired and err carries the
+ * pool's state.  No pool lock held. */
+int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle, prt_conn **out,
+                  char *err, size_t errlen)
+{
     prt__lock(p);
     if (attempted)
         connect_result(p, rc, err);
@@ -199,6 +206,18 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
         prt__pool_state(p, err + n, errlen - n);
     prt__retire(p, c ? &c : NULL, 1, c ? PRT__CLOSE_BROKEN : PRT__CLOSE_NONE);
     return rc;
+}
+
+/* Opens a connection into a slot the caller reserved (prt__slot_take),
+ * within `deadline`, with the pool's connect backoff: prt__open_end says
+ * what becomes of it.  No pool lock held. */
+int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen)
+{
+    prt_conn *c = NULL;
+    int rc = prt__open_begin(p, err, errlen), attempted = rc == PRT_OK;
+    if (attempted)
+        rc = prt__conn_open(p, deadline, &c, err, errlen);
+    return prt__open_end(p, attempted, rc, c, for_idle, out, err, errlen);
 }
 
 /* Overflow "evict_idle": closes the least recently released idle
