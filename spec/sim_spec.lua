@@ -92,7 +92,7 @@ describe("poolrt sim", function()
       { "return { duration = 10 }", "nothing to simulate" },
       { "return { duration = 10, runtime = { conninfo = 'x' }, pools = { { name = 'a' } } }",
         "runtime%.conninfo: has no meaning in a simulation" },
-      { "return { duration = 10,\n pools = {", ":3: .*expected" },             -- Lua syntax: file:line
+      { "return { duration = 10,\n pools = {", ":2: unexpected symbol" },        -- Lua syntax: file:line
     }
     for _, case in ipairs(cases) do
       local wl = write(case[1])
@@ -158,6 +158,46 @@ describe("poolrt sim", function()
     assert.equal(1, rc)
     assert.matches("%-%-plot needs gnuplot.*apt%-get install gnuplot%-nox", out)
     assert.equal("", H.read_file(png))
+  end)
+
+  describe("workload files", function()
+    local W = require "poolrt.sim_workload"
+
+    it("split a tenants group's total rate by popularity, steps and all", function()
+      local wl = assert(W.load(write([[return { duration = 10, tenants = {
+        count = 4, prefix = "t", rate = { { 0, 100 }, { 5, 20 } }, popularity = "zipf", hold_ms = 2 } }]])))
+      assert.equal(4, #wl.sources)
+      local sum = 0
+      for i, src in ipairs(wl.sources) do
+        assert.equal("t" .. i, src.name)
+        assert.equal(0.002, src.hold.a)
+        assert.equal(5, src.rate[2].at)
+        assert.near(src.rate[1].per_s / 5, src.rate[2].per_s, 1e-9)
+        sum = sum + src.rate[1].per_s
+      end
+      assert.near(100, sum, 1e-9)
+      assert.near(2, wl.sources[1].rate[1].per_s / wl.sources[2].rate[1].per_s, 1e-9) -- 1/i
+      wl = assert(W.load(write("return { duration = 1, tenants = { count = 4, rate = 8, popularity = 'uniform' } }")))
+      for _, src in ipairs(wl.sources) do assert.equal(2, src.rate[1].per_s) end
+    end)
+
+    it("read distributions in milliseconds into prt_sim_dist's seconds", function()
+      local wl = assert(W.load(write([[return { duration = 1,
+        endpoints = { { query_ms = { dist = "uniform", min = 1, max = 3 } } },
+        pools = { { name = "a", hold_ms = { dist = "lognormal", median = 2, p99 = 40 } } } }]])))
+      assert.same({ kind = "uniform", a = 0.001, b = 0.003 }, wl.endpoints[1].query)
+      assert.same({ kind = "const", a = 0.0027, b = 0 }, wl.endpoints[1].connect)
+      assert.same({ kind = "lognormal", a = 0.002, b = 0.04 }, wl.sources[1].hold)
+      assert.equal("endpoint1", wl.endpoints[1].name)
+    end)
+
+    it("take a trace's duration from its last release when none is given", function()
+      local trace = write("# poolrt trace v1\nt,pool,wait_ms,hold_ms,query_ms,queries,result\n"
+                          .. "7.5,app,0,2000,1,1,ok\n1.0,app,0,10,1,1,ok\n", H.tmpname(".trace"))
+      local wl = assert(W.load(write(("return { trace = %q }"):format(trace))))
+      assert.equal(11, wl.duration)                                     -- ceil(7.5 + 2) + 1
+      assert.same({ { t = 1.0, hold = 0.01 }, { t = 7.5, hold = 2 } }, wl.sources[1].replay)
+    end)
   end)
 
   describe("examples/sim", function()
