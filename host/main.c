@@ -2,6 +2,8 @@
  * main.c -- the `poolrt` host: runs a Lua script with the runtime preloaded.
  *
  *   poolrt [options] SCRIPT.lua [ARGS...]
+ *   poolrt check POLICY.lua          (prt_policy_check)
+ *   poolrt sim POLICY.lua WORKLOAD.lua ...   (lua/poolrt/sim.lua)
  *
  * The binary links the core statically and exports its symbols, so
  * lua/poolrt.lua binds to them through ffi.C without loading libpoolrt.so.
@@ -23,12 +25,19 @@
 static const char usage[] =
     "usage: poolrt [options] SCRIPT.lua [ARGS...]\n"
     "       poolrt check POLICY.lua\n"
+    "       poolrt sim POLICY.lua WORKLOAD.lua [--compare POLICY2.lua ...]\n"
+    "                  [--csv] [--plot FILE.png] [--seed N]\n"
     "       poolrt --version | --help\n"
     "\n"
     "Runs SCRIPT.lua with `require \"poolrt\"` available (a PostgreSQL\n"
     "connection-pool runtime with Lua policies).  `check` compiles a policy,\n"
     "dry-runs each hook on sample inputs, prints what each returned, and\n"
-    "exits 0, or 1 with file:line of the problem.\n"
+    "exits 0, or 1 with file:line of the problem.  `sim` runs a workload\n"
+    "file through the real pool code on a virtual clock, no database needed,\n"
+    "once per policy, and prints acquires, waits, timeouts, connections and\n"
+    "evictions side by side (--csv: one row per policy; --plot: a chart of\n"
+    "connections in use and wait p99 over time, with gnuplot); `poolrt sim\n"
+    "--help` has the details.\n"
     "\n"
     "options:\n"
     "  --policy FILE       default policy file for runtimes the script creates\n"
@@ -209,6 +218,43 @@ static int check(const char *path)
     return rc == PRT_OK ? 0 : 1;
 }
 
+/* A Lua state with the libraries, package.path, poolrt.host and arg set
+ * up, and the traceback handler pushed (stack index 1); NULL after
+ * reporting that memory ran out. */
+static lua_State *host_state(const host_opts *o, int argc, char **argv)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "poolrt: out of memory\n");
+        return NULL;
+    }
+    luaL_openlibs(L);
+    setup_state(L, o, argc, argv);
+    lua_pushcfunction(L, traceback);
+    return L;
+}
+
+/* `poolrt sim ARGS...`: lua/poolrt/sim.lua parses the arguments, runs the
+ * simulations and returns the exit code; a Lua error there is a bug, and
+ * exits 1 with its traceback. */
+static int sim(int argc, char **argv)
+{
+    host_opts o = { .script = 1 }; /* arg[0] = "sim", arg[1..] its arguments */
+    lua_State *L = host_state(&o, argc, argv);
+    if (!L)
+        return 1;
+    int rc = luaL_loadstring(L, "return require('poolrt.sim').main(arg)");
+    if (rc == 0)
+        rc = lua_pcall(L, 0, 1, 1);
+    int code = 1;
+    if (rc != 0)
+        fprintf(stderr, "poolrt: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in poolrt sim");
+    else
+        code = (int)lua_tointeger(L, -1);
+    lua_close(L);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     host_opts o = { .grace = PRT_DRAIN_GRACE };
@@ -219,6 +265,8 @@ int main(int argc, char **argv)
         }
         return check(argv[2]);
     }
+    if (argc >= 2 && strcmp(argv[1], "sim") == 0)
+        return sim(argc, argv);
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc - 1;
@@ -232,14 +280,9 @@ int main(int argc, char **argv)
         return 1;
     if (o.metrics && host_metrics_start(o.metrics) != 0)
         return 1;
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        fprintf(stderr, "poolrt: out of memory\n");
+    lua_State *L = host_state(&o, argc, argv);
+    if (!L)
         return 1;
-    }
-    luaL_openlibs(L);
-    setup_state(L, &o, argc, argv);
-    lua_pushcfunction(L, traceback);
     const char *script = argv[o.script];
     if (luaL_loadfile(L, script) != 0) {
         fprintf(stderr, "poolrt: %s\n", lua_tostring(L, -1));

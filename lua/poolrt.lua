@@ -312,14 +312,22 @@ local pool_fields = {
   handoff_bound = "number", -- barging: seconds before a waiter is handed releases directly
 }
 
-local function check_opts(opts, fields, what)
+-- What is wrong with `opts` against `fields` (name -> type, or true for
+-- any), as a message without the "poolrt: " prefix; nil when nothing is.
+local function opts_problem(opts, fields, what)
   for k, v in pairs(opts) do
     local want = fields[k]
-    if not want then error(("poolrt: unknown %s option %q"):format(what, tostring(k)), 3) end
+    if not want then return ("unknown %s option %q"):format(what, tostring(k)) end
     if want ~= true and type(v) ~= want then
-      error(("poolrt: %s option %s must be a %s, got %s"):format(what, k, want, type(v)), 3)
+      return ("%s option %s must be a %s, got %s"):format(what, k, want, type(v))
     end
   end
+end
+M._opts_problem, M._pool_fields = opts_problem, pool_fields
+
+local function check_opts(opts, fields, what)
+  local problem = opts_problem(opts, fields, what)
+  if problem then error("poolrt: " .. problem, 3) end
 end
 
 -- Sets o.init_sql from a string or a list of strings; returns what must stay
@@ -352,6 +360,7 @@ local function pool_opts(opts)
   if opts.prepare == false then o.stmt_cache = 0 end
   return o, init_sql_array(o, opts.init_sql)
 end
+M._pool_opts = pool_opts -- the simulator's sources (poolrt/sim.lua) take the same options
 
 local pool_out = ffi.new("prt_pool*[1]")
 
@@ -659,6 +668,25 @@ end
 
 local host = package.loaded["poolrt.host"] or {}
 
+-- prt_runtime_opts from the numbers and pools_overflow of poolrt.runtime{}
+-- options (already type-checked); raises at `level` on a bad pools_overflow.
+-- The simulator (poolrt/sim.lua) builds its runtimes with it too.
+local function runtime_opts(opts, level)
+  local o = ffi.new("prt_runtime_opts")
+  C.prt_runtime_opts_default(o)
+  for k, want in pairs(runtime_fields) do
+    if want == "number" and opts[k] then o[k] = opts[k] end
+  end
+  if opts.pools_overflow then
+    if opts.pools_overflow ~= "fail" and opts.pools_overflow ~= "allow" then
+      error('poolrt: pools_overflow must be "fail" or "allow"', level + 1)
+    end
+    o.pools_overflow_allow = opts.pools_overflow == "allow" and 1 or 0
+  end
+  return o
+end
+M._runtime_opts = runtime_opts
+
 -- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO), policy
 -- (a file; default: the host's --policy, else the built-in default),
 -- policy_budget, reap_interval, max_pools, max_connections, log_level,
@@ -672,18 +700,8 @@ function M.runtime(opts)
   check_opts(opts, runtime_fields, "runtime")
   local policy = opts.policy or host.policy
   if opts.log_level then M.set_log_level(opts.log_level) end
-  local o = ffi.new("prt_runtime_opts")
-  C.prt_runtime_opts_default(o)
+  local o = runtime_opts(opts, 2)
   o.conninfo = opts.conninfo or os.getenv("POOLRT_CONNINFO")
-  for k, want in pairs(runtime_fields) do
-    if want == "number" and opts[k] then o[k] = opts[k] end
-  end
-  if opts.pools_overflow then
-    if opts.pools_overflow ~= "fail" and opts.pools_overflow ~= "allow" then
-      error('poolrt: pools_overflow must be "fail" or "allow"', 2)
-    end
-    o.pools_overflow_allow = opts.pools_overflow == "allow" and 1 or 0
-  end
   o.policy = policy
   o.fleet = opts.fleet
   o.record = opts.record or host.record

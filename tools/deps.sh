@@ -17,8 +17,10 @@ for group in "$@"; do
     core)     pkgs+=(luajit2 libluajit2-5.1-dev libpq-dev postgresql lua-busted lua-cjson
                      libcmocka-dev libmicrohttpd-dev curl pkg-config gcc make) ;;
     # The nginx group is what `make test` needs beyond core: the OpenResty
-    # specs, and promtool (package prometheus) that lints every /metrics.
-    nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl prometheus wrk) ;;
+    # specs, promtool (package prometheus) that lints every /metrics, and
+    # gnuplot for the spec of `poolrt sim --plot` (optional for users: only
+    # --plot needs it, and says so when it is missing).
+    nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl prometheus wrk gnuplot-nox) ;;
     bench)    pkgs+=(pgbouncer gnuplot-nox wrk golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;
     # clang 14 is bookworm's default; its sanitizer runtimes live in a separate package.
