@@ -453,15 +453,20 @@ static void arrive(prt_sim *s, int src, double hold)
 }
 
 /* Background jobs start while fewer run than the pool's concurrency hook
- * allows (the real prt_pool_concurrency). */
+ * allows (the real prt_pool_concurrency).  Not re-entered: a job that
+ * fails at once ends inside arrive(), and the loop here starts the next,
+ * so a long queue failing (an outage) does not nest a call per job. */
 static void start_jobs(prt_sim *s, int src)
 {
     prt__sim_source *x = &s->srcs[src];
+    if (x->starting)
+        return; /* a job that failed at once, inside the loop below: it goes on */
+    x->starting = 1;
     while (x->pending > 0) {
         int rc;
         prt_pool *p = source_pool(s, x, &rc);
         if (p && x->running >= prt_pool_concurrency(p))
-            return;
+            break;
         x->pending--;
         x->running++;
         if ((uint64_t)x->running > s->bg_peak)
@@ -469,6 +474,7 @@ static void start_jobs(prt_sim *s, int src)
         s->bg_jobs++;
         arrive(s, src, -1);
     }
+    x->starting = 0;
 }
 
 /* A new caller of src: foreground ones acquire now, background ones queue. */
@@ -533,8 +539,10 @@ static int setup(prt_sim *s, double duration)
         return PRT_ENOMEM;
     for (int i = 0; i < s->nsrcs; i++) {
         prt__sim_source *x = &s->srcs[i];
-        qsort(x->steps, (size_t)x->nsteps, sizeof *x->steps, by_at);
-        qsort(x->replays, (size_t)x->nreplays, sizeof *x->replays, replay_by_at);
+        if (x->nsteps > 1)
+            qsort(x->steps, (size_t)x->nsteps, sizeof *x->steps, by_at);
+        if (x->nreplays > 1)
+            qsort(x->replays, (size_t)x->nreplays, sizeof *x->replays, replay_by_at);
         for (int k = 0; k < x->nsteps; k++)
             if (x->steps[k].at < duration)
                 push(s, x->steps[k].at, EV_RATE, (uint32_t)i, (uint32_t)k);

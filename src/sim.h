@@ -86,6 +86,7 @@ typedef struct prt__sim_source {
     int nbursts, bursts_cap;
     int running;             /* background: jobs holding or acquiring */
     uint64_t pending;        /* background: jobs queued for the concurrency limit */
+    int starting;            /* background: start_jobs is running */
 } prt__sim_source;
 
 typedef struct prt__sim_caller {

@@ -264,6 +264,19 @@ static void background_jobs_respect_concurrency(void **state)
     assert_true(r.virtual_seconds >= 10);
     assert_true(r.opened == 2);
     prt_sim_free(s);
+
+    /* 20,000 jobs queued while the only server is down fail one after
+     * another (connect backoff: at once), none left behind */
+    s = sim_new(NULL, 13, 0);
+    prt_sim_endpoint(s, "db", zero, zero);
+    assert_int_equal(prt_sim_outage(s, 0, 0.5, 5), PRT_OK);
+    src = prt_sim_source(s, "jobs", &o, 4, 1);
+    assert_int_equal(prt_sim_burst(s, src, 1, 20000), PRT_OK);
+    run(s, 10, &r);
+    assert_int_equal(r.background_jobs, 20000);
+    assert_int_equal(r.acquires + r.errors, 20000);
+    assert_true(r.errors > 19000);
+    prt_sim_free(s);
 }
 
 /* A Lua pick function runs for real (hook_calls), on the virtual clock. */
