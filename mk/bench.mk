@@ -3,7 +3,7 @@
 # packages already installed (tools/deps.sh core bench).
 .PHONY: bench bench-bin bench-budget bench-surface bench-handoff
 
-BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
+BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay $(BUILD)/bench/sim_speed
 
 # The whole set: bench/run.sh (~17 min), then the focused ones below (~8 min).
 bench:
@@ -37,3 +37,8 @@ $(BUILD)/bench/driver: bench/driver.c include/poolrt.h $(BUILD)/libpoolrt.a | $(
 
 $(BUILD)/bench/relay: bench/relay.c | $(BUILD)/bench
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -o $@ $< -pthread
+
+# `poolrt sim`'s speed (issue 13): simulated acquires per wall second with a
+# Lua pick; no database needed.  build/bench/sim_speed [POLICY] [SEED]
+$(BUILD)/bench/sim_speed: bench/sim_speed.c include/poolrt.h $(BUILD)/libpoolrt.a | $(BUILD)/bench
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libpoolrt.a $(LDFLAGS) $(LDLIBS)

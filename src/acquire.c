@@ -43,6 +43,11 @@
 #include <string.h>
 #include "internal.h"
 
+/* The fast path's helpers are forced inline into acq_step (as the
+ * compiler chose before the acquire became a state machine), so that the
+ * steps cost prt_acquire no calls. */
+#define FAST static inline __attribute__((always_inline))
+
 /* What one look at the pool gave the caller (errors are negative PRT_E*). */
 enum { GOT_NOTHING = 1, GOT_CONN, GOT_SLOT, GOT_AGAIN, GOT_TIMEOUT, GOT_WAIT, GOT_DONE };
 /* Where an acquire resumes (prt__acq.phase). */
@@ -69,7 +74,7 @@ static int closed_error(prt_pool *p, char *err, size_t errlen)
 }
 
 /* The in-use list, for leak detection (mu held). */
-static void in_use_link(prt_pool *p, prt_conn *c, double now)
+FAST void in_use_link(prt_pool *p, prt_conn *c, double now)
 {
     c->acquired_at = now;
     c->leak_reported = 0;
@@ -91,7 +96,7 @@ static void in_use_unlink(prt_pool *p, prt_conn *c)
 }
 
 /* Takes the idle connection `pick` chooses, counted in use.  mu held. */
-static int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
+FAST int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
     *c = prt__take_idle(p, prt__pick(p, ps));
     p->in_use++;
@@ -102,7 +107,7 @@ static int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
  * waiter may not be passed (prt__may_barge), else a free slot if nobody
  * queues ahead.  Returns GOT_CONN with *c, GOT_SLOT, or GOT_NOTHING.  mu
  * held. */
-static int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
+FAST int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
     if (p->nidle > 0 && prt__may_barge(p))
         return take_idle(p, ps, c);
@@ -231,7 +236,7 @@ static int overflow(prt__acq *a, char *err, size_t errlen)
  * one needs its socket checked outside the lock (0: the driver checks,
  * then checked() decides).  An expired one is retired (-1: look again).
  * mu held on entry and on return. */
-static int usable(prt__acq *a)
+FAST int usable(prt__acq *a)
 {
     prt_pool *p = a->p;
     double now = a->at > 0 ? a->at : prt_now();
@@ -266,7 +271,7 @@ static int checked(prt__acq *a)
 /* Counts the acquire (how long it waited, in the histogram) and puts c on
  * the in-use list.  now: a clock reading from under this lock, or 0.  mu
  * held. */
-static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
+FAST void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
 {
     if (now == 0)
         now = prt_now();
@@ -285,7 +290,7 @@ static void count_acquire(prt_pool *p, prt_conn *c, double start, double now)
  * acquire_timeout): the clock is read once, here, and that reading serves
  * the first look (so the fast path reads it outside the lock).  No lock
  * held. */
-void prt__acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
+FAST void acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
 {
     a->p = p;
     a->start = a->at = prt_now();
@@ -305,7 +310,7 @@ void prt__acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
  * once (try_now), else yield or let the overflow policy decide (overflow),
  * check what it got (usable), and look again.  mu held on entry and on
  * return (released inside only where the algorithm says). */
-int prt__acq_step(prt__acq *a, char *err, size_t errlen)
+FAST int acq_step(prt__acq *a, char *err, size_t errlen)
 {
     prt_pool *p = a->p;
     int got = GOT_AGAIN;
@@ -369,6 +374,18 @@ int prt__acq_step(prt__acq *a, char *err, size_t errlen)
     }
 }
 
+/* acq_init and acq_step for other drivers (the simulator); prt_acquire
+ * has them inlined. */
+void prt__acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
+{
+    acq_init(a, p, timeout, max_yields);
+}
+
+int prt__acq_step(prt__acq *a, char *err, size_t errlen)
+{
+    return acq_step(a, err, errlen);
+}
+
 /* The caller gets the connection a DONE step counted.  No lock held. */
 void prt__acq_hand_out(prt__acq *a)
 {
@@ -401,11 +418,11 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     if (!p || !out)
         return PRT_EINVAL;
     prt__acq a;
-    prt__acq_init(&a, p, timeout, YIELDS);
+    acq_init(&a, p, timeout, YIELDS);
     int has_cond = 0, next;
     struct timespec ts;
     prt__lock(p);
-    while ((next = prt__acq_step(&a, err, errlen)) != PRT__ACQ_DONE && next != PRT__ACQ_FAIL) {
+    while ((next = acq_step(&a, err, errlen)) != PRT__ACQ_DONE && next != PRT__ACQ_FAIL) {
         if (next == PRT__ACQ_WAIT) {
             park(&a, &has_cond, &ts);
             continue;

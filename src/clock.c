@@ -13,17 +13,23 @@
 #include <time.h>
 #include "internal.h"
 
-/* The thread's virtual clock (the simulator's), or NULL. */
+/* The thread's virtual clock (the simulator's), or NULL.  virtual_clocks
+ * counts the threads that have one, so that prt_now() elsewhere pays one
+ * plain load of a global, not a thread-local lookup (a call into the
+ * dynamic linker in a shared library). */
 static _Thread_local const double *virtual_now;
+static atomic_int virtual_clocks;
 
 void prt__clock_set(const double *now)
 {
+    if (!virtual_now != !now)
+        atomic_fetch_add(&virtual_clocks, now ? 1 : -1);
     virtual_now = now;
 }
 
 double prt_now(void)
 {
-    if (__builtin_expect(virtual_now != NULL, 0))
+    if (__builtin_expect(atomic_load_explicit(&virtual_clocks, memory_order_relaxed) != 0, 0) && virtual_now)
         return *virtual_now;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -291,7 +291,7 @@ typedef struct prt_sim_result {
     int peak_connections;
     uint64_t endpoint_acquires[PRT_SIM_MAX_ENDPOINTS];
     int nendpoints;
-    double endpoint_max_min; /* max/min of endpoint_acquires (1 with one endpoint; 0 when one got none) */
+    double endpoint_max_min; /* max/min of endpoint_acquires, min taken as >= 1 (1 with one endpoint) */
     uint64_t pools_evicted, pools_recreated;
     uint64_t hook_calls, hook_errors;
     uint64_t background_jobs, background_peak;

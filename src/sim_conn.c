@@ -1,0 +1,129 @@
+/*
+ * sim_conn.c -- the simulator's servers: endpoints with connect and query
+ * latencies, outages, and the connections the real pools hold in a
+ * simulation (a prt_conn with pg == NULL).
+ *
+ * Which endpoint a new connection goes to is the real pool's choice
+ * (endpoint.c: the one with the fewest of the pool's connections, falling
+ * over to the next that is up), because the pools are given a conninfo
+ * naming one host per endpoint.  An outage makes connects to its endpoint
+ * fail and breaks every connection opened before it began: such a
+ * connection fails its liveness check, and a query on it fails (sim.c
+ * releases it as broken).  A connection "opened" through the ops table
+ * (the min_idle refill in the reap cycle) opens at once; callers' connects
+ * take the endpoint's connect latency as an event delay (sim.c).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sim.h"
+
+/* The sim whose pools these are: the thread running it (sim.c sets the
+ * virtual clock for the same span). */
+static _Thread_local prt_sim *current;
+
+void prt__sim_set_current(prt_sim *s)
+{
+    current = s;
+}
+
+/* The first endpoint that is up, starting at the pool's choice; -1: none. */
+static int choose(prt_sim *s, prt_pool *p)
+{
+    int n = p->endpoints ? prt__endpoints_count(p->endpoints) : 1;
+    int first = p->endpoints ? prt__endpoints_choose(p->endpoints) : 0;
+    for (int k = 0; k < n; k++) {
+        int e = (first + k) % n;
+        if (!s->eps[e].down)
+            return e;
+    }
+    return -1;
+}
+
+int prt__sim_connect(prt_sim *s, prt_pool *p, prt_conn **out, double *latency, char *err, size_t errlen)
+{
+    int e = choose(s, p);
+    *latency = prt__sim_draw(&s->rng, &s->eps[e < 0 ? 0 : e].connect);
+    if (e < 0) {
+        prt__errf(err, errlen, "pool \"%s\": connect failed: every endpoint is down (simulated outage)", p->name);
+        return PRT_ECONNECT;
+    }
+    prt__sim_conn *sc = s->free_conns;
+    if (sc)
+        s->free_conns = sc->next_free;
+    else if (!(sc = malloc(sizeof *sc))) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", p->name);
+        return PRT_ENOMEM;
+    }
+    memset(sc, 0, sizeof *sc);
+    prt_conn *c = &sc->c;
+    sc->epoch = s->eps[e].epoch;
+    c->pool = p;
+    c->endpoint = e;
+    prt__endpoints_opened(p->endpoints, e, 1);
+    c->created_at = c->returned_at = prt_now();
+    if (p->opts.max_lifetime > 0) {
+        double jitter = p->opts.max_lifetime * p->opts.lifetime_jitter * prt__rand01();
+        c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
+    }
+    *out = c;
+    return PRT_OK;
+}
+
+int prt__sim_conn_broken(prt_sim *s, const prt_conn *c)
+{
+    const prt__sim_conn *sc = (const prt__sim_conn *)c;
+    return sc->epoch != s->eps[c->endpoint].epoch;
+}
+
+static int op_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+{
+    (void)deadline;
+    double latency;
+    return prt__sim_connect(current, p, out, &latency, err, errlen);
+}
+
+static int op_alive(prt_conn *c)
+{
+    return !prt__sim_conn_broken(current, c);
+}
+
+static int op_reset(prt_conn *c, double deadline)
+{
+    (void)deadline;
+    return prt__sim_conn_broken(current, c) ? PRT_EBROKEN : PRT_OK;
+}
+
+/* Back to the free list: the simulator allocates connections only while
+ * more are open than ever before. */
+static void op_close(prt_conn *c)
+{
+    prt__sim_conn *sc = (prt__sim_conn *)c;
+    prt__endpoints_opened(c->pool->endpoints, c->endpoint, -1);
+    sc->next_free = current->free_conns;
+    current->free_conns = sc;
+}
+
+const prt__conn_ops prt__sim_conn_ops = { op_open, op_alive, op_reset, op_close };
+
+void prt__sim_conns_free(prt_sim *s)
+{
+    for (prt__sim_conn *sc = s->free_conns, *next; sc; sc = next) {
+        next = sc->next_free;
+        free(sc);
+    }
+    s->free_conns = NULL;
+}
+
+/* One host per endpoint, so that the pools' own endpoint choice applies. */
+char *prt__sim_conninfo(prt_sim *s)
+{
+    size_t len = 64 + (size_t)s->neps * 16;
+    char *ci = malloc(len);
+    if (!ci)
+        return NULL;
+    int n = snprintf(ci, len, "dbname=sim host=");
+    for (int i = 0; i < s->neps; i++)
+        n += snprintf(ci + n, len - (size_t)n, "%ssim%d", i ? "," : "", i);
+    return ci;
+}
