@@ -21,7 +21,7 @@ return {
   },
   pools = {
     { name = "app", opts = { max = 10 },
-      rate = 50,                                              -- acquires per second
+      rate = 20,                                              -- acquires per second
       hold_ms = { dist = "lognormal", median = 2, p99 = 20 }, -- client time per acquire
       statements = 2,                                         -- each a query_ms on its replica
       bursts = { { at = 0, n = 10 } } },                      -- start-up: opens 10 connections
