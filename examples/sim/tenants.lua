@@ -13,11 +13,11 @@
 -- a request now and then, so tail tenants keep evicting each other's pools
 -- (pools evicted / recreated) and pay a connect on nearly every request.
 return {
-  duration = 600,
-  runtime = { max_pools = 20, max_connections = 40, pool_idle_timeout = 60, reap_interval = 1 },
+  duration = 300,
+  runtime = { max_pools = 20, max_connections = 16, pool_idle_timeout = 60, reap_interval = 1 },
   endpoints = { { name = "primary", connect_ms = 5, query_ms = { dist = "exp", mean = 1 } } },
   tenants = { count = 500, prefix = "tenant_", popularity = "zipf",
               opts = { max = 2, acquire_timeout = 2 },
-              rate = 300,                                   -- acquires per second, all tenants
+              rate = 100,                                   -- acquires per second, all tenants
               hold_ms = { dist = "exp", mean = 3 }, statements = 1 },
 }

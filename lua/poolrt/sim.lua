@@ -93,14 +93,16 @@ local function result_table(r, wl)
 end
 
 -- The time series of a finished simulation, one point per `step` virtual
--- seconds: { t = {...}, in_use = {...}, open = {...}, wait_p99_ms = {...} }.
+-- seconds up to `duration`, each the mean (in use, open) or p99 (wait) over
+-- its step and placed at the step's middle: { t = {...}, in_use = {...},
+-- open = {...}, wait_p99_ms = {...} }.
 local function series(s, duration, step)
-  local max = math.floor(duration / step) + 2
+  local max = math.max(1, math.ceil(duration / step - 1e-9))
   local in_use, open, p99 = ffi.new("double[?]", max), ffi.new("double[?]", max), ffi.new("double[?]", max)
   local n = C.prt_sim_series(s, step, in_use, open, p99, max)
   local out = { t = {}, in_use = {}, open = {}, wait_p99_ms = {} }
   for i = 0, n - 1 do
-    out.t[i + 1], out.in_use[i + 1], out.open[i + 1], out.wait_p99_ms[i + 1] = i * step, in_use[i], open[i], p99[i]
+    out.t[i + 1], out.in_use[i + 1], out.open[i + 1], out.wait_p99_ms[i + 1] = (i + 0.5) * step, in_use[i], open[i], p99[i]
   end
   return out
 end

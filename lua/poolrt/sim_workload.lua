@@ -248,6 +248,32 @@ end
 local TRACE_HEADER = "# poolrt trace v1"
 local TRACE_COLUMNS = "t,pool,wait_ms,hold_ms,query_ms,queries,result"
 
+-- The fields of one CSV line: a field in double quotes may hold commas,
+-- and "" inside it is one quote (how the recorder writes such pool names).
+local function csv_fields(line)
+  local out, i = {}, 1
+  while i <= #line + 1 do
+    if line:sub(i, i) == '"' then
+      local buf, j = {}, i + 1
+      while true do
+        local q = line:find('"', j, true)
+        if not q then return {} end                       -- unterminated: not a trace line
+        buf[#buf + 1] = line:sub(j, q - 1)
+        if line:sub(q + 1, q + 1) ~= '"' then j = q + 1 break end
+        buf[#buf + 1], j = '"', q + 2
+      end
+      out[#out + 1] = table.concat(buf)
+      if j <= #line and line:sub(j, j) ~= "," then return {} end
+      i = j + 1
+    else
+      local comma = line:find(",", i, true) or #line + 1
+      out[#out + 1] = line:sub(i, comma - 1)
+      i = comma + 1
+    end
+  end
+  return out
+end
+
 function W.read_trace(path, field, by_name, sources, template)
   local f, err = io.open(path)
   if not f then fail(field, "cannot read the trace: %s", err) end
@@ -260,9 +286,9 @@ function W.read_trace(path, field, by_name, sources, template)
       fail(where, "not a poolrt trace: want %q first, got %q", TRACE_HEADER, line:sub(1, 60))
     end
     if line ~= "" and line:sub(1, 1) ~= "#" and line ~= TRACE_COLUMNS then
-      local t, name, hold = line:match("^([^,]*),([^,]*),[^,]*,([^,]*),[^,]*,[^,]*,[^,]*$")
-      t, hold = tonumber(t), tonumber(hold)
-      if not (t and t >= 0 and hold and hold >= 0 and name ~= "") then
+      local fields = csv_fields(line)
+      local t, name, hold = tonumber(fields[1]), fields[2], tonumber(fields[4])
+      if not (#fields == 7 and t and t >= 0 and hold and hold >= 0 and name ~= "") then
         f:close()
         fail(where, "want %s, got %q", TRACE_COLUMNS, line:sub(1, 80))
       end
