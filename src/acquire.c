@@ -25,7 +25,7 @@
  *
  * Either way only one waiter is woken per release: no thundering herd.
  *
- * An acquire reads like its algorithm (prt_acquire): serve at once from
+ * An acquire reads like its algorithm (acq_step): serve at once from
  * idle (if nobody queues ahead, or barging is allowed) or a free slot if
  * nobody queues ahead (try_now); otherwise the
  * `overflow` policy decides (overflow): wait (the default), fail at once,
@@ -35,6 +35,16 @@
  * checked before it goes out (usable); a slot is turned into a connection
  * outside the lock, against the same deadline.  Slots and their return
  * (prt__retire) live in slots.c.
+ *
+ * Decisions are separate from waiting.  The algorithm is a resumable state
+ * machine (struct prt__acq, internal.h): acq_step makes every decision
+ * under the pool's lock and returns where it would block -- park until
+ * woken or a deadline, yield the CPU, check an idle socket, connect into a
+ * reserved slot -- and its driver does that and steps again.  prt_acquire
+ * is the threads' driver (a condvar, sched_yield, libpq); the simulator
+ * (sim.c) drives the very same steps from events on a virtual clock, so
+ * what it shows is what this code does.  Waiters are woken through
+ * prt__waiter_wake (a condvar signal, or the simulator's resume event).
  */
 #include <errno.h>
 #include <sched.h>

@@ -108,6 +108,19 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
 
 static int run_init_sql(prt_conn *c, double deadline, char *err, size_t errlen);
 
+/* A new connection of p (libpq's or the simulator's) gets its pool, its
+ * birth time and its lifetime, less a random jitter so that connections
+ * opened together do not all expire together. */
+void prt__conn_born(prt_conn *c, prt_pool *p)
+{
+    c->pool = p;
+    c->created_at = c->returned_at = prt_now();
+    if (p->opts.max_lifetime > 0) {
+        double jitter = p->opts.max_lifetime * p->opts.lifetime_jitter * prt__rand01();
+        c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
+    }
+}
+
 /* Opens a connection for pool p, giving up at `deadline`: on the endpoint
  * with the fewest of the pool's connections, then the others in turn.  On
  * success *out is owned by the caller; on failure err carries the pool's
@@ -125,12 +138,7 @@ int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size
         return rc;
     prt__endpoints_opened(p->endpoints, c->endpoint, 1);
     PQsetNoticeReceiver(c->pg, notice_receiver, c);
-    c->pool = p;
-    c->created_at = c->returned_at = prt_now();
-    if (p->opts.max_lifetime > 0) {
-        double jitter = p->opts.max_lifetime * p->opts.lifetime_jitter * prt__rand01();
-        c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
-    }
+    prt__conn_born(c, p);
     prt__stmt_init(&c->stmts, p->opts.stmt_cache);
     if (run_init_sql(c, deadline, err, errlen) != PRT_OK) {
         prt__conn_close(c);

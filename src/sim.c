@@ -539,8 +539,10 @@ static int setup(prt_sim *s, double duration)
         return PRT_ENOMEM;
     for (int i = 0; i < s->nsrcs; i++) {
         prt__sim_source *x = &s->srcs[i];
-        qsort(x->steps, (size_t)x->nsteps, sizeof *x->steps, by_at);
-        qsort(x->replays, (size_t)x->nreplays, sizeof *x->replays, replay_by_at);
+        if (x->nsteps > 1)
+            qsort(x->steps, (size_t)x->nsteps, sizeof *x->steps, by_at);
+        if (x->nreplays > 1)
+            qsort(x->replays, (size_t)x->nreplays, sizeof *x->replays, replay_by_at);
         for (int k = 0; k < x->nsteps; k++)
             if (x->steps[k].at < duration)
                 push(s, x->steps[k].at, EV_RATE, (uint32_t)i, (uint32_t)k);

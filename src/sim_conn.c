@@ -58,14 +58,9 @@ int prt__sim_connect(prt_sim *s, prt_pool *p, prt_conn **out, double *latency, c
     memset(sc, 0, sizeof *sc);
     prt_conn *c = &sc->c;
     sc->epoch = s->eps[e].epoch;
-    c->pool = p;
     c->endpoint = e;
     prt__endpoints_opened(p->endpoints, e, 1);
-    c->created_at = c->returned_at = prt_now();
-    if (p->opts.max_lifetime > 0) {
-        double jitter = p->opts.max_lifetime * p->opts.lifetime_jitter * prt__rand01();
-        c->expires_at = c->created_at + p->opts.max_lifetime - jitter;
-    }
+    prt__conn_born(c, p);
     *out = c;
     return PRT_OK;
 }

@@ -85,6 +85,8 @@ static int loglin(double seconds, int k, int nb)
 static double loglin_value(int b, int k)
 {
     int sub = 1 << k;
+    if (b == 0)
+        return 0; /* under a microsecond: a wait the simulation says took no time */
     if (b < 2 * sub)
         return (b + 0.5) * 1e-6;
     int e = (b - 2 * sub) / sub + k + 1, m = (b - 2 * sub) % sub;

@@ -22,7 +22,7 @@ static int before(const prt__sim_ev *a, const prt__sim_ev *b)
 /* Schedules an event.  Returns 0, or PRT_ENOMEM (the heap is unchanged). */
 int prt__sim_push(prt__sim_heap *h, double t, int kind, uint32_t id, uint32_t serial)
 {
-    prt__sim_ev *a = prt__grow(h->a, &h->cap, h->n + 1, sizeof *a);
+    prt__sim_ev *a = h->n < h->cap ? h->a : prt__grow(h->a, &h->cap, h->n + 1, sizeof *a);
     if (!a)
         return PRT_ENOMEM;
     h->a = a;
