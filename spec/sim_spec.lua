@@ -235,6 +235,16 @@ describe("poolrt sim", function()
       assert.equal(0, reaper.timeouts)                                   -- closes another pool's idle one
     end)
 
+    it("replay: a recorded trace of 1,200 acquires replays in full; clamp's bigger pool takes the queue away", function()
+      local _, r = sim_csv("policies/default.lua examples/sim/replay.lua --compare policies/clamp.lua")
+      local default, clamp = r[1], r[2]
+      assert.equal(1200, default.acquires)
+      assert.equal(1200, clamp.acquires)
+      assert.equal(4, default.peak_connections)
+      assert.is_true(clamp.peak_connections > 4, clamp.peak_connections)
+      assert.is_true(clamp.wait_p99_ms < default.wait_p99_ms, clamp.wait_p99_ms .. " vs " .. default.wait_p99_ms)
+    end)
+
     it("background: a greedy background policy makes requests wait, background_share does not", function()
       local _, r = sim_csv("policies/background_share.lua examples/sim/background.lua"
                            .. " --compare examples/sim/greedy_background.lua")

@@ -58,7 +58,7 @@ local function feed(s, wl)
 end
 
 -- A prt_sim of `policy` (a file) fed workload wl, or nil, err when the
--- policy does not load.  Freed by the GC or M.free.
+-- policy does not load.  run_sim frees it (the GC, if it never runs).
 local function new_sim(policy, wl, seed)
   local out = ffi.new("prt_sim*[1]")
   if C.prt_sim_new(poolrt._runtime_opts(wl.runtime, 1), policy, seed, out, errbuf, ERRLEN) ~= 0 then
@@ -70,7 +70,6 @@ local function new_sim(policy, wl, seed)
 end
 
 local CLOSE_REASONS = { "idle", "lifetime", "broken", "evicted", "shrink" } -- prt_sim_result.closed_by order
-M.CLOSE_REASONS = CLOSE_REASONS
 
 -- prt_sim_result as a Lua table (counts as numbers).
 local function result_table(r, wl)

@@ -8,7 +8,6 @@ local R = {}
 
 local function int(v) return ("%d"):format(v) end
 local function ms(v) return ("%.3f"):format(v) end
-local function ratio(v) return v == 0 and "-" or ("%.2f"):format(v) end
 
 -- The table's rows: label, and how to show one result (nil: row skipped
 -- when no result has it).  Endpoint rows come from the results themselves.
@@ -31,7 +30,7 @@ local function rows(results)
     out[#out + 1] = { "endpoint " .. e.name, function(r) return int(r.endpoints[i].acquires) end }
   end
   if #results[1].endpoints > 1 then
-    out[#out + 1] = { "endpoint max/min", function(r) return ratio(r.endpoint_max_min) end }
+    out[#out + 1] = { "endpoint max/min", function(r) return ("%.2f"):format(r.endpoint_max_min) end }
   end
   local more = {
     { "pools evicted", "pools_evicted" }, { "pools recreated", "pools_recreated" },
