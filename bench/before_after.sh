@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 BEFORE_REF=${BEFORE_REF:-d17cf01}
 AFTER_REF=${AFTER_REF:-}
-ROUNDS=${BA_ROUNDS:-15}
+ROUNDS=${BA_ROUNDS:-9}
 SECS=${BA_SECS:-0.5}
 THREADS=${BA_THREADS:-"1 8"}
 [ -n "${POOLRT_CONNINFO:-}" ] || { echo "before_after.sh: POOLRT_CONNINFO is not set (use tools/with-pg.sh)" >&2; exit 2; }

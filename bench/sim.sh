@@ -12,7 +12,7 @@
 #     and of each git ref in SIM_AFTER_REFS (e.g. "sim-core") likewise.
 #
 # Needs POOLRT_CONNINFO for part 2 (tools/with-pg.sh, as the make target
-# does).  About SIM_RUNS x 12 s + 40 s on a quiet machine.
+# does).  About SIM_RUNS x 5 s + 40 s on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -13,7 +13,8 @@ bench:
 # `poolrt sim` (issue 13): simulated acquires per wall second with a Lua
 # pick and an hour of 2,000 acquires/s, then acquire + release of this tree
 # against d17cf01 (before the refactor; its library is built once into
-# $(BUILD)/bench/tree-d17cf01); writes bench/RESULTS-sim.md.  ~1.5 min.
+# $(BUILD)/bench/tree-d17cf01); writes bench/RESULTS-sim.md.  ~1 min on a quiet
+# machine (plus ~30 s the first time, building d17cf01).
 bench-sim: deps all bench-bin
 	tools/with-pg.sh bench/sim.sh
 
