@@ -131,9 +131,10 @@ int prt__record_open(const char *path, prt__recorder **out, char *err, size_t er
         rc = header(r->fd, path, &started, err, errlen);
     lk.l_type = F_UNLCK;
     fcntl(r->fd, F_SETLK, &lk);
+    if (rc != 0)
+        close(r->fd); /* under open_mu, as every close of a record file */
     pthread_mutex_unlock(&open_mu);
     if (rc != 0) {
-        close(r->fd);
         free(r);
         return PRT_EINVAL;
     }
