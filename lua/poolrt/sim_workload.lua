@@ -274,6 +274,27 @@ local function csv_fields(line)
   return out
 end
 
+-- The median hold of each pool's served lines (name -> seconds).  A line
+-- that timed out or failed recorded no hold; replayed, it holds this if
+-- it gets a connection: callers racing for the same release are recorded
+-- with t a few microseconds out of the order they queued in, and one that
+-- timed out but sorts first would otherwise be served and hold nothing,
+-- serving an extra caller behind it.
+local function median_holds(lines)
+  local holds, out = {}, {}
+  for _, l in ipairs(lines) do
+    if l.served then
+      holds[l.name] = holds[l.name] or {}
+      table.insert(holds[l.name], l.hold)
+    end
+  end
+  for name, h in pairs(holds) do
+    table.sort(h)
+    out[name] = h[math.ceil(#h / 2)]
+  end
+  return out
+end
+
 function W.read_trace(path, field, by_name, sources, template)
   local f, err = io.open(path)
   if not f then fail(field, "cannot read the trace: %s", err) end
@@ -292,13 +313,14 @@ function W.read_trace(path, field, by_name, sources, template)
         f:close()
         fail(where, "want %s, got %q", TRACE_COLUMNS, line:sub(1, 80))
       end
-      lines[#lines + 1] = { t = t, name = name, hold = hold / 1000 }
+      lines[#lines + 1] = { t = t, name = name, hold = hold / 1000, served = fields[7] == "ok" }
       last = math.max(last, t + hold / 1000)
     end
   end
   f:close()
   if n == 0 then fail(field, "%s is empty (want %q first)", path, TRACE_HEADER) end
   table.sort(lines, function(a, b) return a.t < b.t end)
+  local typical = median_holds(lines)
   for _, l in ipairs(lines) do
     local src = by_name[l.name]
     if not src then
@@ -306,7 +328,7 @@ function W.read_trace(path, field, by_name, sources, template)
       by_name[l.name] = src
       sources[#sources + 1] = src
     end
-    src.replay[#src.replay + 1] = { t = l.t, hold = l.hold }
+    src.replay[#src.replay + 1] = { t = l.t, hold = l.served and l.hold or typical[l.name] or 0 }
   end
   return last, #lines
 end
