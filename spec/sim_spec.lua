@@ -115,6 +115,15 @@ describe("poolrt sim", function()
     assert.matches("cannot read policy /nonexistent/policy%.lua", out)
   end)
 
+  it("is in the host's --help, and has its own", function()
+    local out, rc = run("build/poolrt --help")
+    assert.equal(0, rc)
+    assert.matches("poolrt sim POLICY%.lua WORKLOAD%.lua %[%-%-compare POLICY2%.lua %.%.%.%]", out)
+    out, rc = run("build/poolrt sim --help")
+    assert.equal(0, rc)
+    assert.matches("%-%-plot FILE%.png", out)
+  end)
+
   it("exits 2 on a bad command line", function()
     local wl = write(SMALL)
     for _, args in ipairs{ "", "policies/mru.lua", "policies/mru.lua " .. wl .. " --seed x",
