@@ -118,6 +118,20 @@ describe("recording a trace", function()
   end)
 end)
 
+describe("replaying a trace (poolrt.sim_workload)", function()
+  it("replays a line that timed out holding its pool's median served hold, a served one its own", function()
+    local trace = H.write_file(table.concat({
+      "# poolrt trace v1", "# started 1764672000.5", COLUMNS,
+      "0.1,app,0.1,10.000,9.0,1,ok", "0.2,app,0.1,30.000,29.0,1,ok", "0.3,app,500.2,0.000,0.000,0,timeout",
+      "0.4,app,0.1,20.000,19.0,1,ok", "0.5,other,2.0,0.000,0.000,0,error", "" }, "\n"), H.tmpname(".trace"))
+    local wl = assert(require("poolrt.sim_workload").load(H.write_file(("return { trace = %q }"):format(trace))))
+    local by = {}
+    for _, src in ipairs(wl.sources) do by[src.name] = src end
+    assert.same({ 0.01, 0.03, 0.02, 0.02 }, by.app.replay_hold)
+    assert.same({ 0 }, by.other.replay_hold) -- no served line to take a hold from
+  end)
+end)
+
 describe("recording in nginx (resty.poolrt option record)", function()
   local n, dir
   setup(function()

@@ -115,6 +115,15 @@ describe("poolrt sim", function()
     assert.matches("cannot read policy /nonexistent/policy%.lua", out)
   end)
 
+  it("is in the host's --help, and has its own", function()
+    local out, rc = run("build/poolrt --help")
+    assert.equal(0, rc)
+    assert.matches("poolrt sim POLICY%.lua WORKLOAD%.lua %[%-%-compare POLICY2%.lua %.%.%.%]", out)
+    out, rc = run("build/poolrt sim --help")
+    assert.equal(0, rc)
+    assert.matches("%-%-plot FILE%.png", out)
+  end)
+
   it("exits 2 on a bad command line", function()
     local wl = write(SMALL)
     for _, args in ipairs{ "", "policies/mru.lua", "policies/mru.lua " .. wl .. " --seed x",
@@ -141,7 +150,7 @@ describe("poolrt sim", function()
     assert.equal(3, rows[1].opened)
     local W = require "poolrt.sim_workload"
     local names = {}
-    for _, src in ipairs(assert(W.load(wl)).sources) do names[#names + 1] = src.name .. "=" .. #src.replay end
+    for _, src in ipairs(assert(W.load(wl)).sources) do names[#names + 1] = src.name .. "=" .. #src.replay_t end
     assert.same({ "app=4", "jobs,nightly=1" }, names)
 
     write("t,pool\n0.1,app\n", trace)
@@ -200,7 +209,8 @@ describe("poolrt sim", function()
                           .. "7.5,app,0,2000,1,1,ok\n1.0,app,0,10,1,1,ok\n", H.tmpname(".trace"))
       local wl = assert(W.load(write(("return { trace = %q }"):format(trace))))
       assert.equal(11, wl.duration)                                     -- ceil(7.5 + 2) + 1
-      assert.same({ { t = 1.0, hold = 0.01 }, { t = 7.5, hold = 2 } }, wl.sources[1].replay)
+      assert.same({ 7.5, 1.0 }, wl.sources[1].replay_t)                -- the engine sorts them
+      assert.same({ 2, 0.01 }, wl.sources[1].replay_hold)
     end)
   end)
 

@@ -52,7 +52,8 @@ local function feed(s, wl)
     ck(C.prt_sim_work(s, i, cdist(src.hold), src.statements), what)
     for _, step in ipairs(src.rate) do ck(C.prt_sim_rate(s, i, step.at, step.per_s), what) end
     for _, b in ipairs(src.bursts) do ck(C.prt_sim_burst(s, i, b.at, b.n), what) end
-    for _, r in ipairs(src.replay) do ck(C.prt_sim_replay(s, i, r.t, r.hold), what) end
+    local t, hold = src.replay_t, src.replay_hold
+    for k = 1, #t do ck(C.prt_sim_replay(s, i, t[k], hold[k]), what) end
   end
   return keep
 end

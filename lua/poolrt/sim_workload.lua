@@ -12,7 +12,7 @@
 --   { file, duration, runtime = {poolrt.runtime{} options},
 --     endpoints = { {name, connect = dist, query = dist, outages = {{at, seconds}}} },
 --     sources   = { {name, opts, threads, background, rate = {{at, per_s}},
---                    hold = dist, statements, bursts = {{at, n}}, replay = {{t, hold_s}}} } }
+--                    hold = dist, statements, bursts = {{at, n}}, replay_t = {...}, replay_hold = {...}} } }
 --
 -- with dist = { kind = "const"|"exp"|"uniform"|"lognormal", a, b } as in
 -- prt_sim_dist.  Tenants become one source each (their total rate split by
@@ -148,7 +148,7 @@ local function work(v, field, src)
     fail(field .. ".background", "want true or false, got %s", describe(v.background))
   end
   src.background = v.background == true
-  src.replay = {}
+  src.replay_t, src.replay_hold = {}, {}
   return src
 end
 
@@ -193,7 +193,8 @@ local function tenants(v, field, out)
   local total = rate(v.rate, field .. ".rate")
   local template = work(v, field, {})
   for i, share in ipairs(shares(n, popularity, s)) do
-    local src = setmetatable({ name = prefix .. i, replay = {}, bursts = {}, rate = {} }, { __index = template })
+    local src = setmetatable({ name = prefix .. i, replay_t = {}, replay_hold = {}, bursts = {}, rate = {} },
+                             { __index = template })
     for k, step in ipairs(total) do src.rate[k] = { at = step.at, per_s = step.per_s * share } end
     out[#out + 1] = src
   end
@@ -242,11 +243,15 @@ local function runtime(v, field)
 end
 
 -- Reads a recorded trace (README; poolrt --record writes it) into replays
--- on the sources named in it, creating a source (with trace.opts) for each
--- pool the workload does not define.  Lines come in release order: sorted
--- here by t.  Returns the latest moment a replayed acquire ends.
+-- on the sources named in it (src.replay_t, src.replay_hold: seconds, in
+-- file order -- the engine sorts them by t, as lines are written at
+-- release), creating a source (from `template`) for each pool the
+-- workload does not define.  Flat arrays and one pattern match per plain
+-- line: an hour of busy traffic is millions of lines.  Returns the latest
+-- moment a replayed acquire ends.
 local TRACE_HEADER = "# poolrt trace v1"
 local TRACE_COLUMNS = "t,pool,wait_ms,hold_ms,query_ms,queries,result"
+local PLAIN_LINE = "^([^,]*),([^,]*),[^,]*,([^,]*),[^,]*,[^,]*,([^,]*)$"
 
 -- The fields of one CSV line: a field in double quotes may hold commas,
 -- and "" inside it is one quote (how the recorder writes such pool names).
@@ -274,63 +279,76 @@ local function csv_fields(line)
   return out
 end
 
--- The median hold of each pool's served lines (name -> seconds).  A line
--- that timed out or failed recorded no hold; replayed, it holds this if
--- it gets a connection: callers racing for the same release are recorded
--- with t a few microseconds out of the order they queued in, and one that
--- timed out but sorts first would otherwise be served and hold nothing,
--- serving an extra caller behind it.
-local function median_holds(lines)
-  local holds, out = {}, {}
-  for _, l in ipairs(lines) do
-    if l.served then
-      holds[l.name] = holds[l.name] or {}
-      table.insert(holds[l.name], l.hold)
-    end
+-- t, pool, hold_ms of one trace line; nil when it is not one.  Only the
+-- pool name can be quoted: the plain pattern first, CSV rules when the
+-- name starts with a quote (or the line has too many commas for it).
+local function trace_line(line)
+  local t, name, hold, result = line:match(PLAIN_LINE)
+  if not t or name:byte(1) == 34 --[[ " ]] then
+    local fields = csv_fields(line)
+    t, name, hold = nil, nil, nil
+    if #fields == 7 then t, name, hold, result = fields[1], fields[2], fields[4], fields[7] end
   end
-  for name, h in pairs(holds) do
-    table.sort(h)
-    out[name] = h[math.ceil(#h / 2)]
+  t, hold = tonumber(t), tonumber(hold)
+  if t and t >= 0 and hold and hold >= 0 and name ~= "" then return t, name, hold, result == "ok" end
+end
+
+-- A line that timed out or failed recorded no hold (it is read as -1);
+-- replayed, it holds its pool's median served hold if it gets a
+-- connection.  Callers racing for one release are recorded with t a few
+-- microseconds out of the order they queued in: one that timed out but
+-- sorts first would otherwise be served and hold nothing, letting an
+-- extra caller in behind it.
+local function fill_unserved(src)
+  local served, holds = {}, src.replay_hold
+  for i = 1, #holds do
+    if holds[i] >= 0 then served[#served + 1] = holds[i] end
   end
-  return out
+  table.sort(served)
+  local typical = served[math.ceil(#served / 2)] or 0
+  for i = 1, #holds do
+    if holds[i] < 0 then holds[i] = typical end
+  end
 end
 
 function W.read_trace(path, field, by_name, sources, template)
   local f, err = io.open(path)
   if not f then fail(field, "cannot read the trace: %s", err) end
-  local lines, n, last = {}, 0, 0
+  local n, last, touched = 0, 0, {}
+  local last_src, ts, holds, k
   for line in f:lines() do
     n = n + 1
-    local where = ("%s (%s:%d)"):format(field, path, n)
     if n == 1 and line ~= TRACE_HEADER then
       f:close()
-      fail(where, "not a poolrt trace: want %q first, got %q", TRACE_HEADER, line:sub(1, 60))
+      fail(("%s (%s:1)"):format(field, path), "not a poolrt trace: want %q first, got %q", TRACE_HEADER, line:sub(1, 60))
     end
-    if line ~= "" and line:sub(1, 1) ~= "#" and line ~= TRACE_COLUMNS then
-      local fields = csv_fields(line)
-      local t, name, hold = tonumber(fields[1]), fields[2], tonumber(fields[4])
-      if not (#fields == 7 and t and t >= 0 and hold and hold >= 0 and name ~= "") then
+    local first = line:byte(1)
+    if first and first ~= 35 --[[ # ]] and line ~= TRACE_COLUMNS then
+      local t, name, hold, ok = trace_line(line)
+      if not t then
         f:close()
-        fail(where, "want %s, got %q", TRACE_COLUMNS, line:sub(1, 80))
+        fail(("%s (%s:%d)"):format(field, path, n), "want %s, got %q", TRACE_COLUMNS, line:sub(1, 80))
       end
-      lines[#lines + 1] = { t = t, name = name, hold = hold / 1000, served = fields[7] == "ok" }
-      last = math.max(last, t + hold / 1000)
+      local src = by_name[name]
+      if not src then
+        src = setmetatable({ name = name, replay_t = {}, replay_hold = {}, rate = {}, bursts = {} },
+                           { __index = template })
+        by_name[name] = src
+        sources[#sources + 1] = src
+      end
+      if src ~= last_src then                   -- runs of one pool: no length lookup per line
+        last_src, ts, holds, k = src, src.replay_t, src.replay_hold, #src.replay_t
+        touched[src] = true
+      end
+      k, hold = k + 1, hold / 1000
+      ts[k], holds[k] = t, ok and hold or -1
+      if t + hold > last then last = t + hold end
     end
   end
   f:close()
   if n == 0 then fail(field, "%s is empty (want %q first)", path, TRACE_HEADER) end
-  table.sort(lines, function(a, b) return a.t < b.t end)
-  local typical = median_holds(lines)
-  for _, l in ipairs(lines) do
-    local src = by_name[l.name]
-    if not src then
-      src = setmetatable({ name = l.name, replay = {}, rate = {}, bursts = {} }, { __index = template })
-      by_name[l.name] = src
-      sources[#sources + 1] = src
-    end
-    src.replay[#src.replay + 1] = { t = l.t, hold = l.served and l.hold or typical[l.name] or 0 }
-  end
-  return last, #lines
+  for src in pairs(touched) do fill_unserved(src) end
+  return last
 end
 
 -- trace = "FILE" or { file = "FILE", opts = {...}, threads = n }: FILE
