@@ -534,7 +534,7 @@ static int setup(prt_sim *s, double duration)
         return PRT_ENOMEM;
     s->duration = duration;
     s->res = duration / 4000 > 0.001 ? duration / 4000 : 0.001;
-    s->nbins = (int)ceil(duration / s->res) + 1;
+    s->nbins = (int)ceil(duration / s->res - 1e-9); /* each gets a sample: at bin x res < duration */
     if (!(s->bins = calloc((size_t)s->nbins, sizeof *s->bins)))
         return PRT_ENOMEM;
     for (int i = 0; i < s->nsrcs; i++) {

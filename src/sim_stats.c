@@ -18,8 +18,8 @@ void prt__sim_count_wait(prt_sim *s, double waited)
     if (waited > s->wait_max)
         s->wait_max = waited;
     int b = (int)(s->now / s->res);
-    if (b >= 0 && b < s->nbins)
-        s->bins[b].wait[prt__sim_cbucket(waited)]++;
+    b = b < s->nbins ? b : s->nbins - 1; /* callers finishing after the end count in the last step */
+    s->bins[b].wait[prt__sim_cbucket(waited)]++;
 }
 
 /* One sample of the series, now, into bin b. */
