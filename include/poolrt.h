@@ -304,7 +304,7 @@ typedef struct prt_sim_dist { int kind; double a, b; } prt_sim_dist;
 typedef struct prt_sim prt_sim;
 typedef struct prt_sim_result {
     uint64_t acquires;       /* acquires that got a connection */
-    uint64_t timeouts;       /* acquires that timed out, or failed as full (overflow "fail") */
+    uint64_t timeouts;       /* acquires that timed out, or failed as full (overflow or admit "fail") */
     uint64_t errors;         /* other failed acquires (connect failures, closed pools) and queries
                               * on connections an outage broke */
     double wait_p50_ms, wait_p99_ms, wait_max_ms; /* acquire waits, successful or not */

@@ -534,7 +534,7 @@ static int setup(prt_sim *s, double duration)
         return PRT_ENOMEM;
     s->duration = duration;
     s->res = duration / 4000 > 0.001 ? duration / 4000 : 0.001;
-    s->nbins = (int)ceil(duration / s->res) + 1;
+    s->nbins = (int)ceil(duration / s->res - 1e-9); /* each gets a sample: at bin x res < duration */
     if (!(s->bins = calloc((size_t)s->nbins, sizeof *s->bins)))
         return PRT_ENOMEM;
     for (int i = 0; i < s->nsrcs; i++) {
@@ -612,10 +612,10 @@ static void run_event(prt_sim *s, const prt__sim_ev *ev)
             push(s, s->now + s->reap_interval, EV_REAP, 0, 0);
         break;
     }
-    case EV_SAMPLE:
-        prt__sim_sample(s);
-        if (s->now + s->res < s->duration)
-            push(s, s->now + s->res, EV_SAMPLE, 0, 0);
+    case EV_SAMPLE: /* serial: the bin; times are bin x res, so no drift adds up */
+        prt__sim_sample(s, (int)ev->serial);
+        if ((ev->serial + 1) * s->res < s->duration)
+            push(s, (ev->serial + 1) * s->res, EV_SAMPLE, 0, ev->serial + 1);
         break;
     case EV_OUTAGE_START:
         s->eps[ev->id].down++;

@@ -142,7 +142,7 @@ struct prt_sim {
 };
 
 void prt__sim_result(prt_sim *s, prt_sim_result *out); /* sim_stats.c */
-void prt__sim_sample(prt_sim *s);                        /* sim_stats.c: one series sample now */
+void prt__sim_sample(prt_sim *s, int bin);               /* sim_stats.c: one series sample now */
 void prt__sim_count_wait(prt_sim *s, double waited);     /* sim_stats.c */
 
 #endif

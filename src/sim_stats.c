@@ -18,14 +18,13 @@ void prt__sim_count_wait(prt_sim *s, double waited)
     if (waited > s->wait_max)
         s->wait_max = waited;
     int b = (int)(s->now / s->res);
-    if (b >= 0 && b < s->nbins)
-        s->bins[b].wait[prt__sim_cbucket(waited)]++;
+    b = b < s->nbins ? b : s->nbins - 1; /* callers finishing after the end count in the last step */
+    s->bins[b].wait[prt__sim_cbucket(waited)]++;
 }
 
-/* One sample of the series, at s->now. */
-void prt__sim_sample(prt_sim *s)
+/* One sample of the series, now, into bin b. */
+void prt__sim_sample(prt_sim *s, int b)
 {
-    int b = (int)(s->now / s->res);
     if (b < 0 || b >= s->nbins)
         return;
     s->bins[b].in_use += s->in_use;

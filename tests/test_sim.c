@@ -97,6 +97,10 @@ static void acquires_follow_the_arrival_rate(void **state)
     double in_use[1];
     assert_int_equal(prt_sim_series(s, 60, in_use, NULL, NULL, 1), 1);
     assert_true(in_use[0] > 1.8 && in_use[0] < 2.2);
+    static double open[4001]; /* every step at the finest resolution (60 s / 4000) has its sample */
+    assert_int_equal(prt_sim_series(s, 0.015, NULL, open, NULL, 4001), 4000);
+    for (int i = 100; i < 4000; i++)
+        assert_true(open[i] >= 1);
     assert_true(r.opened <= 10 && r.peak_connections <= 10);
     prt_sim_free(s);
 }
