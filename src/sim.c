@@ -174,6 +174,10 @@ int prt_sim_source(prt_sim *s, const char *name, const prt_pool_opts *o, int thr
     src->statements = 1;
     if (!(src->name = strdup(name)))
         return PRT_ENOMEM;
+    src->shares = -1;
+    for (int i = 0; i < s->nsrcs && src->shares < 0; i++)
+        if (strcmp(s->srcs[i].name, name) == 0)
+            src->shares = i;
     return s->nsrcs++;
 }
 
@@ -399,7 +403,9 @@ static void opened(prt_sim *s, prt__sim_caller *c, uint32_t id)
 /* The source's pool: its live handle, or (first use, or after the pool
  * was evicted) a fresh one from the real registry, where admission runs.
  * Every handle taken stays referenced until prt_sim_free, so that the
- * counters of evicted pools still count.  NULL with *rc on failure. */
+ * counters of evicted pools still count.  Sources on one pool name use the
+ * first one's handle, so the pool's counters and re-creations count once.
+ * NULL with *rc on failure. */
 static prt_pool *source_pool(prt_sim *s, prt__sim_source *src, int *rc)
 {
     prt_pool *p = src->pool;
@@ -409,8 +415,11 @@ static prt_pool *source_pool(prt_sim *s, prt__sim_source *src, int *rc)
         prt__unlock(p);
         if (!closed)
             return p;
-        s->recreated++;
     }
+    if (src->shares >= 0) /* the first source's handle (fetched, or re-created, once) */
+        return src->pool = source_pool(s, &s->srcs[src->shares], rc);
+    if (p)
+        s->recreated++;
     prt_pool **held = prt__grow(s->held, &s->held_cap, s->nheld + 1, sizeof *held);
     if (!held) {
         *rc = PRT_ENOMEM;

@@ -74,6 +74,8 @@ typedef struct prt__sim_source {
     prt_pool_opts opts;
     int background;
     prt_pool *pool;          /* the live handle (NULL before the first acquire) */
+    int shares;              /* the first source on the same pool name, whose handle this one
+                              * uses (foreground + background on one pool), or -1 */
     prt_sim_dist hold;
     int statements;
     prt__sim_step *steps;

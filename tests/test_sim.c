@@ -283,6 +283,29 @@ static void background_jobs_respect_concurrency(void **state)
     prt_sim_free(s);
 }
 
+/* A foreground and a background source on one pool name share the pool:
+ * its connections and re-creations count once. */
+static void sources_on_one_pool_share_it(void **state)
+{
+    (void)state;
+    prt_sim *s = sim_new(NULL, 19, 0);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 4;
+    source(s, "app", &o, 100, 0.001);
+    int bg = prt_sim_source(s, "app", &o, 4, 1);
+    prt_sim_dist h = { PRT_SIM_CONST, 0.2, 0 };
+    assert_int_equal(prt_sim_work(s, bg, h, 0), PRT_OK);
+    assert_int_equal(prt_sim_burst(s, bg, 1, 20), PRT_OK);
+    prt_sim_result r;
+    run(s, 5, &r);
+    assert_int_equal(r.background_jobs, 20);
+    assert_int_equal(r.peak_connections, 4);
+    assert_int_equal(r.opened, 4);                /* not once per source */
+    assert_int_equal(prt_runtime_pool_count(prt_sim_runtime(s)), 1);
+    prt_sim_free(s);
+}
+
 /* A Lua pick function runs for real (hook_calls), on the virtual clock. */
 static void a_lua_pick_policy_is_called(void **state)
 {
@@ -315,6 +338,7 @@ int main(void)
         cmocka_unit_test(reap_ticks_refill_and_reap),
         cmocka_unit_test(admission_evicts_and_pools_come_back),
         cmocka_unit_test(background_jobs_respect_concurrency),
+        cmocka_unit_test(sources_on_one_pool_share_it),
         cmocka_unit_test(a_lua_pick_policy_is_called),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
