@@ -47,9 +47,15 @@ end
 
 local function bool(s) return s == "t" end
 
-local hexbyte = {}
-for i = 0, 255 do
-  hexbyte[("%02x"):format(i)], hexbyte[("%02X"):format(i)] = string.char(i), string.char(i)
+-- Built on the first bytea value: every rt:spawn thread loads this module
+-- in a state of its own, and most never see a bytea.
+local hexbyte
+local function hex_table()
+  hexbyte = {}
+  for i = 0, 255 do
+    hexbyte[("%02x"):format(i)], hexbyte[("%02X"):format(i)] = string.char(i), string.char(i)
+  end
+  return hexbyte
 end
 -- e is what follows a backslash: another backslash (then any digits after
 -- it are literal bytes), or three octal digits.
@@ -61,7 +67,7 @@ end
 -- bytea_output = 'hex' (the default since 9.0): \x then two digits a byte;
 -- 'escape': \\ for a backslash and \ooo for other non-printable bytes.
 local function bytea(s)
-  if byte(s, 1) == 92 and byte(s, 2) == 120 then return (sub(s, 3):gsub("..", hexbyte)) end
+  if byte(s, 1) == 92 and byte(s, 2) == 120 then return (sub(s, 3):gsub("..", hexbyte or hex_table())) end
   return (s:gsub("\\(\\?[0-7]?[0-7]?[0-7]?)", octal))
 end
 
