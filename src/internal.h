@@ -54,6 +54,7 @@ typedef struct prt__stmt {
 
 typedef struct prt__stmt_cache {
     prt__stmt *slots;
+    prt__stmt *recent;       /* the entry found or added last (checked before hashing), or NULL */
     int n, cap;
     uint64_t tick;
     unsigned next_id;
