@@ -19,7 +19,9 @@
 # (DIR/build/bench/driver, DIR/build/poolrt with DIR's lua/ and bench/),
 # interleaved, for a before/after comparison in one run; CPU_ONLY="name
 # ..." runs only those configurations; CPU_OUT (bench/RESULTS-cpu.md,
-# "-" for stdout only).  Needs POOLRT_CONNINFO (tools/with-pg.sh).
+# "-" for stdout only); CPU_CALLGRIND=0 leaves out the instruction counts
+# (CPU_N1, CPU_N2 queries; also left out without valgrind).  Needs
+# POOLRT_CONNINFO (tools/with-pg.sh) and GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,6 +34,7 @@ OUT=${CPU_OUT:-bench/RESULTS-cpu.md}
 [ -n "${POOLRT_CONNINFO:-}" ] || { echo "cpu_cost.sh: POOLRT_CONNINFO is not set (use tools/with-pg.sh)" >&2; exit 2; }
 PGBIN=${POOLRT_PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/pgbench" ] || { echo "cpu_cost.sh: pgbench not found (postgresql package)" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "cpu_cost.sh: needs GNU time (apt-get install time; tools/deps.sh bench)" >&2; exit 2; }
 T0=$(date +%s)
 log() { printf '[bench-cpu %4ds] %s\n' $(( $(date +%s) - T0 )) "$*" >&2; }
 
@@ -50,6 +53,7 @@ step_cmd() { # name tree -> CMD array
     c_prepared_max8)   CMD=("$tree/build/bench/driver" -w "$W" -m 8 -q prepared -d "$SECS") ;;
     lua_prepared)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" prepared) ;;
     lua_prepared_max8) CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" prepared) ;;
+    lua_ffi)           CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" ffi) ;;
     lua_ffi_max8)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" ffi) ;;
     *) echo "cpu_cost.sh: unknown configuration $name" >&2; exit 2 ;;
   esac
@@ -61,15 +65,16 @@ for s in "${STEPS[@]}"; do
   [ -z "$BASE" ] || [ "$s" = pgbench ] || [ "$s" = c_direct ] || RUNS+=("base:$s")
 done
 
-# One run: appends "name round cpu_s ops tps" to $WORK/rows.
-TIMEFORMAT='%3U %3S'
+# One run: appends "name round cpu_s ops tps cswitches" to $WORK/rows.
+# GNU time reports the child's rusage, all its threads included: CPU and
+# context switches (voluntary + involuntary).
 run_one() { # run round
-  local run=$1 round=$2 tree=$ROOT name=$1 out ops tps cpu
+  local run=$1 round=$2 tree=$ROOT name=$1 out ops tps cpu cs
   if [[ $run == base:* ]]; then tree=$BASE name=${run#base:}; fi
   step_cmd "$name" "$tree"
-  { time timeout -k 5 $((SECS + 120)) "${CMD[@]}" >"$WORK/out" 2>&1; } 2>"$WORK/cpu" || true
+  /usr/bin/time -o "$WORK/cpu" -f '%U %S %w %c' timeout -k 5 $((SECS + 120)) "${CMD[@]}" >"$WORK/out" 2>&1 || true
   out=$(cat "$WORK/out")
-  cpu=$(awk 'NF == 2 { print $1 + $2 }' "$WORK/cpu" | tail -1)
+  read -r cpu cs < <(awk 'NF == 4 { print $1 + $2, $3 + $4 }' "$WORK/cpu" | tail -1)
   if [ "$name" = pgbench ]; then
     ops=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1)
@@ -81,8 +86,8 @@ run_one() { # run round
     log "  $run: no result: $(tail -2 <<<"$out")"
     return 0
   fi
-  echo "$run $round $cpu $ops $tps" >>"$WORK/rows"
-  log "  $run round $round: $(awk -v c="$cpu" -v o="$ops" 'BEGIN { printf "%.1f", c / o * 1e6 }') us/txn, tps=$tps"
+  echo "$run $round $cpu $ops $tps $cs" >>"$WORK/rows"
+  log "  $run round $round: $(awk -v c="$cpu" -v o="$ops" -v s="$cs" 'BEGIN { printf "%.1f us/txn, %.2f switches/txn", c / o * 1e6, s / o }'), tps=$tps"
   # the command as run, for the report (the conninfo and trees by name)
   local shown="${CMD[*]}"
   shown=${shown//"$POOLRT_CONNINFO"/\"\$CONN\"}; shown=${shown//"$ROOT/"/}
@@ -108,16 +113,18 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # --- report ---------------------------------------------------------------------
-# med RUN FIELD: "median (min-max)" of a per-run quantity over the rounds;
-# FIELD us = CPU µs per transaction, tps.
-stats() { # run field -> "median min max"
-  awk -v run="$1" -v f="$2" '$1 == run { print (f == "us" ? $3 / $4 * 1e6 : $5) }' "$WORK/rows" | sort -g |
+# A per-run quantity of a row: FIELD us = CPU µs per transaction, cs =
+# context switches per transaction, tps.
+VALUE='function val(f) { return f == "us" ? $3 / $4 * 1e6 : f == "cs" ? $6 / $4 : $5 }'
+# stats RUN FIELD: "median min max" of FIELD over the rounds
+stats() {
+  awk -v run="$1" -v f="$2" "$VALUE"' $1 == run { print val(f) }' "$WORK/rows" | sort -g |
     awk '{ v[NR] = $1 } END { if (!NR) { print "- - -"; exit }
       m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
 }
 # ratio A B FIELD: median (min-max) over the rounds of A's FIELD / B's FIELD in the same round
 ratio() {
-  awk -v a="$1" -v b="$2" -v f="$3" '{ x = (f == "us" ? $3 / $4 * 1e6 : $5) }
+  awk -v a="$1" -v b="$2" -v f="$3" "$VALUE"' { x = val(f) }
     $1 == a { A[$2] = x } $1 == b { B[$2] = x }
     END { for (r in A) if ((r in B) && B[r] > 0) print A[r] / B[r] }' "$WORK/rows" | sort -g |
     awk '{ v[NR] = $1 } END { if (!NR) { print "- - -"; exit }
@@ -137,6 +144,7 @@ label() {
     c_prepared_max8) echo "poolrt C driver, max = 8" ;;
     lua_prepared) echo "poolrt Lua host (pool:query), max = $W" ;;
     lua_prepared_max8) echo "poolrt Lua host (pool:query), max = 8" ;;
+    lua_ffi) echo "poolrt Lua host, raw FFI calls, max = $W" ;;
     lua_ffi_max8) echo "poolrt Lua host, raw FFI calls, max = 8" ;;
   esac
 }
@@ -150,12 +158,12 @@ report() {
   echo "at W = $W; client CPU = user + system time of the client process (all threads,"
   echo "start-up included) / its transactions. Median (min–max) over the rounds:"
   echo
-  echo "| client | CPU µs per transaction | TPS |"
-  echo "|---|---:|---:|"
+  echo "| client | CPU µs per transaction | context switches per transaction | TPS |"
+  echo "|---|---:|---:|---:|"
   for run in "${RUNS[@]}"; do
     local pre=""
     [[ $run == base:* ]] && pre="base: "
-    echo "| $pre$(label "$run") | $(fmt3 "$(stats "$run" us)" 1) | $(fmt3 "$(stats "$run" tps)" 0) |"
+    echo "| $pre$(label "$run") | $(fmt3 "$(stats "$run" us)" 1) | $(fmt3 "$(stats "$run" cs)" 2) | $(fmt3 "$(stats "$run" tps)" 0) |"
   done
   echo
   echo "Ratios, median (min–max) of the per-round ratios:"
@@ -177,10 +185,47 @@ report() {
       echo "- $(label "$s"): $(fmt3 "$(ratio "$s" "base:$s" us)" 3); TPS new / base $(fmt3 "$(ratio "$s" "base:$s" tps)" 3)"
     done
   fi
+  ir_report
   echo
   echo "Commands (\$CONN: the throwaway server's conninfo, from tools/with-pg.sh):"
   echo
   sed 's/^/    /' "$WORK/cmds"
+}
+
+# User-space instructions per query, one worker, no other thread: what the
+# client's own code costs, free of the machine's noise (callgrind, two runs
+# of N1 and N2 queries, start-up cancelled).  Skipped without valgrind or
+# with CPU_CALLGRIND=0.
+N1=${CPU_N1:-5000} N2=${CPU_N2:-25000}
+per_query_ir() { # tree cmd... (N is appended)
+  local tree=$1 n irs=(); shift
+  for n in $N1 $N2; do
+    irs+=("$(timeout -k 5 900 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" "$n" 2>&1 |
+             sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1)")
+  done
+  [ -n "${irs[0]}" ] && [ -n "${irs[1]}" ] && echo $(( (irs[1] - irs[0]) / (N2 - N1) ))
+}
+: >"$WORK/ir"
+if [ "${CPU_CALLGRIND:-1}" != 0 ] && command -v valgrind >/dev/null 2>&1; then
+  trees=("$ROOT")
+  [ -z "$BASE" ] || trees+=("$BASE")
+  for tree in "${trees[@]}"; do
+    log "callgrind: instructions per query ($tree)"
+    c=$(per_query_ir "$tree" "$tree/build/bench/driver" -w 1 -m 1 -q prepared -n || true)
+    l=$(per_query_ir "$tree" "$tree/build/poolrt" "$ROOT/bench/query_loop.lua" || true)
+    echo "$([ "$tree" = "$ROOT" ] && echo this || echo base) ${c:--} ${l:--}" >>"$WORK/ir"
+  done
+fi
+
+ir_report() {
+  [ -s "$WORK/ir" ] || return 0
+  echo
+  echo "User-space instructions per query, one worker (callgrind; (Ir(N2) - Ir(N1)) / (N2 - N1),"
+  echo "N = $N1, $N2; libpq, libc and LuaJIT included, the kernel not):"
+  echo
+  echo "| tree | C driver, \`driver -w 1 -m 1 -q prepared -n N\` | Lua host, \`poolrt bench/query_loop.lua N\` |"
+  echo "|---|---:|---:|"
+  awk '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$WORK/ir"
 }
 
 report >"$WORK/report.md"

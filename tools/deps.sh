@@ -19,7 +19,7 @@ for group in "$@"; do
     # The nginx group is what `make test` needs beyond core: the OpenResty
     # specs, and promtool (package prometheus) that lints every /metrics.
     nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl prometheus wrk) ;;
-    bench)    pkgs+=(pgbouncer gnuplot-nox wrk golang-go golang-github-lib-pq-dev
+    bench)    pkgs+=(pgbouncer gnuplot-nox wrk time golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;
     # clang 14 is bookworm's default; its sanitizer runtimes live in a separate package.
     sanitize) pkgs+=(clang libclang-rt-14-dev valgrind) ;;
