@@ -48,11 +48,12 @@ prt__stmt *prt__stmt_find(prt__stmt_cache *sc, const char *sql)
     prt__stmt *s = sc->recent;
     if (!s || strcmp(s->sql, sql) != 0) {
         uint64_t h = fnv1a(sql);
-        for (s = sc->slots; s < sc->slots + sc->n; s++)
-            if (s->hash == h && strcmp(s->sql, sql) == 0)
-                break;
-        if (s == sc->slots + sc->n)
+        int i = 0;
+        while (i < sc->n && (sc->slots[i].hash != h || strcmp(sc->slots[i].sql, sql) != 0))
+            i++;
+        if (i == sc->n)
             return NULL;
+        s = &sc->slots[i];
     }
     s->last_use = ++sc->tick;
     sc->recent = s;
