@@ -25,6 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/ratios.sh
 
 SECS=${CPU_SECS:-5}
 ROUNDS=${CPU_ROUNDS:-3}
@@ -103,13 +104,9 @@ log "warm-up: pgbench -S 2 s (not recorded)"
 "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 2 "$POOLRT_CONNINFO" >/dev/null 2>&1 || true
 : >"$WORK/rows"
 for r in $(seq "$ROUNDS"); do
-  order=("${RUNS[@]}")
-  if [ $((r % 2)) -eq 0 ]; then
-    order=()
-    for ((i = ${#RUNS[@]} - 1; i >= 0; i--)); do order+=("${RUNS[i]}"); done
-  fi
+  round_order "$r" "${RUNS[@]}"
   log "round $r of $ROUNDS"
-  for run in "${order[@]}"; do run_one "$run" "$r"; done
+  for run in "${ORDER[@]}"; do run_one "$run" "$r"; done
 done
 
 # --- report ---------------------------------------------------------------------
