@@ -259,6 +259,9 @@ int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed *
 
 /* array.c */
 void *prt__grow(void *array, int *cap, int need, size_t elem); /* NULL: out of memory, array kept */
+/* modcache.c -- takes its own lock: spawned states' modules compiled once per process */
+struct lua_State;
+void prt__modcache_install(struct lua_State *L);
 
 /* --- registry.c ------------------------------------------------------------ */
 /* No lock held: */
