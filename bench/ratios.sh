@@ -1,8 +1,21 @@
-# bench/ratios.sh -- sourced by the focused benchmark scripts
-# (budget_cost.sh, query_surface.sh): a table and a verdict from rows
-# "round a b" (a and b measured back to back in one round), judged on the
-# median of the per-round a / b, so drift on this shared machine hits both
-# sides of a round alike.
+# bench/ratios.sh -- sourced by the benchmark scripts (run.sh,
+# budget_cost.sh, query_surface.sh, cpu_cost.sh): the order of a round's
+# runs, and a table and a verdict from rows "round a b" (a and b measured
+# back to back in one round), judged on the median of the per-round a / b,
+# so drift on this shared machine hits both sides of a round alike.
+
+# round_order ROUND ITEM...: sets ORDER to the items, reversed on even
+# rounds (A B C ... then ... C B A): each configuration's average position
+# in the sequence is the same, so a drift of the machine favours nobody.
+round_order() {
+  local r=$1 i
+  shift
+  ORDER=("$@")
+  if [ $((r % 2)) -eq 0 ]; then
+    ORDER=()
+    for ((i = $#; i >= 1; i--)); do ORDER+=("${!i}"); done
+  fi
+}
 
 # Markdown rows "| round | a | b | a/b |" from rows "round a b" on stdin.
 ratio_table() { awk '{ printf "| %d | %.0f | %.0f | %.3f |\n", $1, $2, $3, ($3 > 0 ? $2 / $3 : 0) }'; }

@@ -16,6 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/ratios.sh
 BUILD=${BUILD:-build}
 SECS=${BENCH_SECS:-5}
 REPS=${BENCH_REPS:-3}
@@ -265,15 +266,9 @@ if ! skipped matrix; then
     steps+=(pgbouncer_extended go_pq go_pgx)
     if [ "$w" -gt 8 ]; then steps+=(go_pq_max8 go_pgx_max8); fi
     for rep in $(seq "$REPS"); do
-      # A B C ... then ... C B A: each configuration's average position in
-      # the sequence is the same, so a drift of the machine favours nobody.
-      order=("${steps[@]}")
-      if [ $((rep % 2)) -eq 0 ]; then
-        order=()
-        for ((i = ${#steps[@]} - 1; i >= 0; i--)); do order+=("${steps[i]}"); done
-      fi
+      round_order "$rep" "${steps[@]}" # A B C ... then ... C B A
       log "matrix: $w workers, round $rep of $REPS"
-      for name in "${order[@]}"; do matrix_step "$name" "$w" "$rep"; done
+      for name in "${ORDER[@]}"; do matrix_step "$name" "$w" "$rep"; done
     done
   done
   kill "$BOUNCER_PID" 2>/dev/null || true

@@ -13,9 +13,11 @@
 local ffi = require "ffi"
 require "poolrt.cdef"
 local D = require "poolrt.decode"
-local TX = require "poolrt.tx"
-local LISTEN = require "poolrt.listen"
-local COPY = require "poolrt.copy"
+-- Transactions, LISTEN and COPY load on first use: every rt:spawn thread
+-- requires this module in a state of its own, and most never use them.
+local function TX() return require "poolrt.tx" end
+local function LISTEN() return require "poolrt.listen" end
+local function COPY() return require "poolrt.copy" end
 
 local C
 do
@@ -184,10 +186,10 @@ function Conn:backend_pid() return C.prt_conn_backend_pid(self._c) end
 -- The SQLSTATE of the last query's error on this connection ("" after a success).
 function Conn:sqlstate() return ffi.string(C.prt_conn_sqlstate(self._c)) end
 -- fn(conn, attempt) in a transaction on this connection (poolrt/tx.lua).
-function Conn:transaction(fn, opts) return TX.run(self, fn, opts) end
+function Conn:transaction(fn, opts) return TX().run(self, fn, opts) end
 -- COPY ... FROM STDIN of `rows` (a function returning the next row, or an
 -- array of rows); the row count, or nil, err (poolrt/copy.lua).
-function Conn:copy_in(sql, rows) return COPY.run(self, sql, rows) end
+function Conn:copy_in(sql, rows) return COPY().run(self, sql, rows) end
 -- Which host of a multi-host conninfo ("host=a,b port=p1,p2") this is on, 1-based.
 function Conn:endpoint() return C.prt_conn_endpoint(self._c) end
 
@@ -255,13 +257,13 @@ function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, 
 -- fn(conn, attempt) between BEGIN and COMMIT on a connection of the pool,
 -- re-run on serialization failures and deadlocks up to opts.retries times;
 -- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
-function Pool:transaction(fn, opts) return TX.pool_run(self, fn, opts) end
+function Pool:transaction(fn, opts) return TX().pool_run(self, fn, opts) end
 -- conn:copy_in on a connection of the pool, released afterwards.
-function Pool:copy_in(sql, rows) return COPY.pool_run(self, sql, rows) end
+function Pool:copy_in(sql, rows) return COPY().pool_run(self, sql, rows) end
 
 -- A listener on a connection of its own for a list of channels, with
 -- :wait(timeout) and :close() (poolrt/listen.lua), or nil, err.
-function Pool:listen(channels) return LISTEN.open(self, channels) end
+function Pool:listen(channels) return LISTEN().open(self, channels) end
 
 local stats_buf = ffi.new("prt_pool_stats")
 

@@ -1,7 +1,7 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget bench-surface bench-handoff bench-sim
+.PHONY: bench bench-bin bench-budget bench-surface bench-handoff bench-sim bench-cpu
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay $(BUILD)/bench/sim_speed
 
@@ -33,6 +33,12 @@ bench-surface: deps all
 # bench/RESULTS-handoff.md.
 bench-handoff: deps all bench-bin
 	tools/with-pg.sh bench/handoff.sh
+
+# Client CPU per transaction at W = 128 (issue 14, item 3): pgbench, the C
+# driver, the control and the Lua host side by side (~2 min); writes
+# bench/RESULTS-cpu.md.
+bench-cpu: deps all bench-bin
+	tools/with-pg.sh bench/cpu_cost.sh
 
 bench-bin: $(BENCH_BIN)
 

@@ -153,9 +153,13 @@ describe("shutdown", function()
     ]]):format(moddir, app_name, ready))
     local t0 = poolrt.now()
     os.execute(("sh -c 'build/poolrt --log-level info --grace 5 %s; echo exit=$?' > %s 2>&1 &"):format(app, out))
-    local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "8 queries in flight"))
-    assert.equal(8, tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1 "
-                                     .. "and state = 'active'", app_name)[1].n))
+    local pid = tonumber(H.wait_file(ready, "^%d+$", 10, "8 connections in use"))
+    -- In use is not yet on the server: a thread may still be preparing its
+    -- statement or between two queries.  Wait for the server to see all 8.
+    H.wait_until(function()
+      return tonumber(H.admin("select count(*) as n from pg_stat_activity where application_name = $1 "
+                              .. "and state = 'active'", app_name)[1].n) == 8
+    end, 5, "8 queries active on the server")
     os.execute("kill -TERM " .. pid)
     local log = H.wait_file(out, "exit=%d+", 10, "the host to exit")
     assert.matches("exit=0", log)

@@ -60,6 +60,7 @@ typedef struct prt__stmt {
 
 typedef struct prt__stmt_cache {
     prt__stmt *slots;
+    prt__stmt *recent;       /* the entry found or added last (checked before hashing), or NULL */
     int n, cap;
     uint64_t tick;
     unsigned next_id;
@@ -343,6 +344,9 @@ int prt__pool_reap(prt_pool *p, double now);     /* returns connections closed *
 
 /* array.c */
 void *prt__grow(void *array, int *cap, int need, size_t elem); /* NULL: out of memory, array kept */
+/* modcache.c -- takes its own lock: spawned states' modules compiled once per process */
+struct lua_State;
+void prt__modcache_install(struct lua_State *L);
 
 /* --- registry.c ------------------------------------------------------------ */
 /* No lock held: */

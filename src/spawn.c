@@ -50,6 +50,7 @@ static void *spawn_main(void *arg)
     luaL_openlibs(L);
     set_package_field(L, "path", j->path);
     set_package_field(L, "cpath", j->cpath);
+    prt__modcache_install(L); /* poolrt and the module compiled once, not per thread */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "poolrt");
     int rc = lua_pcall(L, 1, 1, 0);

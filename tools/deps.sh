@@ -21,7 +21,7 @@ for group in "$@"; do
     # gnuplot for the spec of `poolrt sim --plot` (optional for users: only
     # --plot needs it, and says so when it is missing).
     nginx)    pkgs+=(nginx libnginx-mod-http-lua lua-resty-core curl prometheus wrk gnuplot-nox) ;;
-    bench)    pkgs+=(pgbouncer gnuplot-nox wrk golang-go golang-github-lib-pq-dev
+    bench)    pkgs+=(pgbouncer gnuplot-nox wrk time golang-go golang-github-lib-pq-dev
                      golang-github-jackc-pgx-v4-dev) ;;
     # clang 14 is bookworm's default; its sanitizer runtimes live in a separate package.
     sanitize) pkgs+=(clang libclang-rt-14-dev valgrind) ;;

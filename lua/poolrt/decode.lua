@@ -47,9 +47,15 @@ end
 
 local function bool(s) return s == "t" end
 
-local hexbyte = {}
-for i = 0, 255 do
-  hexbyte[("%02x"):format(i)], hexbyte[("%02X"):format(i)] = string.char(i), string.char(i)
+-- Built on the first bytea value: every rt:spawn thread loads this module
+-- in a state of its own, and most never see a bytea.
+local hexbyte
+local function hex_table()
+  hexbyte = {}
+  for i = 0, 255 do
+    hexbyte[("%02x"):format(i)], hexbyte[("%02X"):format(i)] = string.char(i), string.char(i)
+  end
+  return hexbyte
 end
 -- e is what follows a backslash: another backslash (then any digits after
 -- it are literal bytes), or three octal digits.
@@ -61,7 +67,7 @@ end
 -- bytea_output = 'hex' (the default since 9.0): \x then two digits a byte;
 -- 'escape': \\ for a backslash and \ooo for other non-printable bytes.
 local function bytea(s)
-  if byte(s, 1) == 92 and byte(s, 2) == 120 then return (sub(s, 3):gsub("..", hexbyte)) end
+  if byte(s, 1) == 92 and byte(s, 2) == 120 then return (sub(s, 3):gsub("..", hexbyte or hex_table())) end
   return (s:gsub("\\(\\?[0-7]?[0-7]?[0-7]?)", octal))
 end
 
@@ -180,18 +186,29 @@ local by_oid = {
 }
 D.by_oid = by_oid
 
+-- Tables are made at their final size (LuaJIT's table.new): a result's
+-- tables then cost one allocation each instead of growing insert by
+-- insert, which is most of the garbage a query makes.
+local ok_new, new_tab = pcall(require, "table.new")
+if not ok_new then new_tab = function() return {} end end
+
+-- The decoders of the result being built, by column: scratch, rewritten by
+-- every call (nothing in D.rows yields or re-enters it).
+local decs = {}
+
 -- Builds the rows of result r (see poolrt.lua for the shape): one decoder
 -- per column, chosen from its type OID when `typed`; NULL -> `null`.
 function D.rows(C, r, null, typed)
   local nt, nf = C.prt_result_ntuples(r), C.prt_result_nfields(r)
-  local names, decs = {}, {}
+  local names = new_tab(nf, 0)
   for j = 0, nf - 1 do
     names[j + 1] = ffi_string(C.prt_result_fname(r, j))
     decs[j + 1] = typed and by_oid[C.prt_result_ftype(r, j)] or false
   end
-  local rows = { columns = names, affected = tonumber(C.prt_result_affected(r)) }
+  local rows = new_tab(nt, 2)
+  rows.columns, rows.affected = names, tonumber(C.prt_result_affected(r))
   for i = 0, nt - 1 do
-    local row = {}
+    local row = new_tab(0, nf)
     for j = 0, nf - 1 do
       if C.prt_result_isnull(r, i, j) == 0 then
         local v, dec = ffi_string(C.prt_result_value(r, i, j), C.prt_result_length(r, i, j)), decs[j + 1]
