@@ -10,7 +10,7 @@
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
  *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N] [-B BUDGET]
- *          [-H barging|fifo] [-a]
+ *          [-H barging|fifo] [-a] [-x]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -29,6 +29,9 @@
  *                  resty.poolrt.init{ max_connections = N } gives each nginx
  *                  worker) and caps itself at N: the budget checks' cost
  *   -H MODE        prt_pool_opts.handoff: "barging" (the default) or "fifo"
+ *   -x             multiplex: prt_pool_opts.multiplex = 1 and each cycle is one
+ *                  prt_pool_query (no acquire: statements of all workers are
+ *                  pipelined over the pool's max connections, src/multiplex.c)
  *   -a             noop: time each acquire after all (two clock reads per
  *                  cycle, as bench/go/gobench.go pays too), for acq_* below
  *
@@ -71,7 +74,7 @@ typedef struct {
 
 static struct {
     const char *conninfo, *policy, *sql, *handoff;
-    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop, multiplex;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -123,7 +126,7 @@ static void note_error(worker *w, const char *msg)
 {
     w->errors++;
     if (!w->first_error[0])
-        snprintf(w->first_error, sizeof w->first_error, "%s", msg);
+        snprintf(w->first_error, sizeof w->first_error, "%.255s", msg);
 }
 
 /* -q direct: the same loop on a libpq connection of this thread's own. */
@@ -160,6 +163,37 @@ static void *direct_main(void *arg)
         push(&w->lat, (float)((t1 - t0) * 1e6));
     }
     PQfinish(pg);
+    return NULL;
+}
+
+/* -x: the same loop through prt_pool_query, which holds no connection. */
+static void *pool_query_main(void *arg)
+{
+    worker *w = arg;
+    char err[512], aid[32];
+    const char *params[1] = { aid };
+    long accounts = 100000L * cfg.scale;
+    int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
+    const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
+    int nparams = cfg.sql ? 0 : 1;
+    pthread_barrier_wait(&start_line);
+    for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
+        double t0 = cfg.iters ? 0 : now_s();
+        prt_result *r = NULL;
+        snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
+        int rc = prt_pool_query(pool, sql, nparams, params, flags, &r, err, sizeof err);
+        if (rc != PRT_OK) {
+            note_error(w, err);
+            continue;
+        }
+        prt_result_free(r);
+        if (!cfg.iters && atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break;
+        w->ops++;
+        if (!cfg.iters)
+            push(&w->lat, (float)((now_s() - t0) * 1e6));
+        think(w);
+    }
     return NULL;
 }
 
@@ -251,7 +285,7 @@ static void usage(void)
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
                     "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n"
-                    "              [-H barging|fifo] [-a]\n");
+                    "              [-H barging|fifo] [-a] [-x]\n");
     exit(2);
 }
 
@@ -259,7 +293,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ah")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ahx")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -284,6 +318,7 @@ int main(int argc, char **argv)
         case 'B': cfg.budget = atoi(optarg); break;
         case 'H': cfg.handoff = optarg; break;
         case 'a': cfg.time_noop = 1; break;
+        case 'x': cfg.multiplex = 1; break;
         default: usage();
         }
     }
@@ -319,6 +354,7 @@ int main(int argc, char **argv)
     po.threads = cfg.threads_hint;
     po.acquire_timeout = cfg.acq_timeout;
     po.handoff = cfg.handoff;
+    po.multiplex = cfg.multiplex;
     if (prt_pool_get(rt, "bench", &po, &pool, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
         prt_runtime_free(rt);
@@ -354,7 +390,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         ws[i].index = i;
         ws[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
-        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main : worker_main, &ws[i]) != 0) {
+        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main
+                                                  : cfg.multiplex ? pool_query_main : worker_main, &ws[i]) != 0) {
             fprintf(stderr, "driver: could not start worker %d: %s\n", i, strerror(errno));
             break;
         }

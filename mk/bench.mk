@@ -1,7 +1,7 @@
 # bench -- side-by-side benchmarks (bench/run.sh writes bench/RESULTS.md and
 # bench/chart.png).  Not part of `make test`; needs root or the bench
 # packages already installed (tools/deps.sh core bench).
-.PHONY: bench bench-bin bench-budget bench-surface bench-handoff
+.PHONY: bench bench-bin bench-budget bench-surface bench-handoff bench-mux
 
 BENCH_BIN := $(BUILD)/bench/driver $(BUILD)/bench/relay
 
@@ -25,6 +25,12 @@ bench-surface: deps all
 # bench/RESULTS-handoff.md.
 bench-handoff: deps all bench-bin
 	tools/with-pg.sh bench/handoff.sh
+
+# Multiplexed queries (issue 14): 128 workers on 8 connections with
+# multiplex = true vs pgbench -M prepared direct and pgxpool max = 8; writes
+# bench/RESULTS-mux.md (about 1 minute).
+bench-mux: deps all bench-bin
+	POOLRT_PG_MAX_CONNECTIONS=300 tools/with-pg.sh bench/mux.sh
 
 bench-bin: $(BENCH_BIN)
 
