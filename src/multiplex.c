@@ -360,26 +360,26 @@ static void give_back(mconn *m, int broken)
 }
 
 /* Fails every statement in flight on m (the connection broke) and routes
- * the queued ones again.  Entered with x->mu held; returns with it held,
- * having released the connection without it. */
+ * the queued ones again.  Each failed one says why: the server's own last
+ * word if it got one (57P01 from pg_terminate_backend), else libpq's.
+ * Entered with x->mu held; returns with it held, having released the
+ * connection without it. */
 static void broke(prt__mux *x, mconn *m)
 {
     prt_pool *p = m->c->pool;
-    char why[256];
-    snprintf(why, sizeof why, "%s", PQerrorMessage(m->c->pg));
-    for (char *s = why; *s; s++)
-        if (*s == '\n' || *s == '\t')
-            *s = ' ';
+    char lost[256];
+    snprintf(lost, sizeof lost, "%s", PQerrorMessage(m->c->pg));
     drop_routable(x, m);
     if (m->retiring)
         x->retiring--;
     for (mreq *q = m->fly, *next; q; q = next) {
         next = q->next;
-        if (q->rc == PRT_OK || q->rc == 1) {
-            q->rc = PRT_OK;
-            set_error(p, q, PRT_EBROKEN, "connection lost while the statement was in flight on a multiplexed "
-                      "connection: %s%s", why[0] ? why : "server closed the connection", "");
-        }
+        char why[256];
+        const char *own = q->rc == PRT_EQUERY ? strstr(q->err, "\": ") : NULL; /* past the pool's name */
+        snprintf(why, sizeof why, "%s", own ? own + 3 : lost[0] ? lost : "server closed the connection");
+        q->rc = PRT_OK;
+        set_error(p, q, PRT_EBROKEN, "connection lost while the statement was in flight on a multiplexed "
+                  "connection: %s%s", why, "");
         finish_req(q, REQ_DONE);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
