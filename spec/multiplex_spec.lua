@@ -67,6 +67,16 @@ describe("multiplex", function()
     assert(pool:query("select 1"))
   end)
 
+  it("gives a connection with no statement for idle_timeout back to the pool at the next reap", function()
+    local pool = rt:pool("mx_idle", { max = 2, multiplex = true, idle_timeout = 0.2 })
+    assert(pool:query("select 1"))
+    assert.equal(1, rt:stats().mx_idle.in_use) -- held by the multiplexer between statements
+    rt:reap() -- notes that it has no statement in flight
+    H.wait_until(function() rt:reap() return rt:stats().mx_idle.in_use == 0 end, 5, "the connection to go back")
+    assert(pool:query("select 2")) -- taken again
+    assert.equal(1, rt:stats().mx_idle.in_use)
+  end)
+
   it("keeps each caller's statements in order", function()
     H.admin("create table if not exists mux_order (id bigserial primary key, caller int, seq int)")
     H.admin("truncate mux_order")

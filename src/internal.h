@@ -329,6 +329,7 @@ int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, i
 typedef struct prt__mux prt__mux;
 int prt__mux_new(prt_pool *p);                   /* p->mux; PRT_ENOMEM */
 void prt__mux_close(prt_pool *p);                /* no lock held: give back every connection it can */
+void prt__mux_reap(prt_pool *p, double now);     /* no lock held: give back idle or expired connections */
 void prt__mux_free(prt_pool *p);                 /* the pool's last reference is gone */
 int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const *params, int flags,
                    prt_result **out, char *err, size_t errlen);

@@ -88,6 +88,7 @@ typedef struct mconn {
     int retiring;            /* not routed to; given back when empty; mux->mu */
     int flushing;            /* the leader's: output still to flush */
     uint64_t uses;           /* statements completed on it, what route sees; mux->mu */
+    double used_at;          /* when its last result came in (or it was taken); mux->mu */
 } mconn;
 
 struct prt__mux {
@@ -95,6 +96,7 @@ struct prt__mux {
     mconn *conns[PRT__MUX_MAX]; /* routable connections; mu */
     int n;                   /* mu */
     int growing;             /* callers acquiring a connection for it; mu */
+    pthread_cond_t grown;    /* a grower is back (with a connection or not); with mu */
     int retiring;            /* connections retiring for exclusive waiters; mu */
     int closed;              /* the pool closed: no new connections; mu */
     prt_route_view views[PRT__MUX_MAX]; /* route's input; mu */
@@ -106,6 +108,7 @@ int prt__mux_new(prt_pool *p)
     if (!x)
         return PRT_ENOMEM;
     pthread_mutex_init(&x->mu, NULL);
+    prt__cond_init(&x->grown);
     p->mux = x;
     return PRT_OK;
 }
@@ -403,6 +406,7 @@ static void complete(mconn *m, int n)
             m->fly_tail = NULL;
         m->load--;
         m->uses++;
+        m->used_at = 0; /* stamped by prt__mux_reap's next look: no clock read per statement */
         if (q->rc == 1) { /* see take_result */
             q->rc = PRT_OK;
             q->err[0] = '\0';
@@ -416,7 +420,8 @@ static void complete(mconn *m, int n)
 }
 
 /* Whether an exclusive caller waits in the pool for a connection the
- * multiplexer holds: then m is retired, one per waiter. */
+ * multiplexer holds: then m is retired, one per waiter.  The multiplexer's
+ * own growers may wait there too; they do not count. */
 static int exclusive_waiting(prt__mux *x, prt_pool *p)
 {
     if (!p->rt || atomic_load_explicit(&p->rt->nwaiting, memory_order_relaxed) == 0)
@@ -424,7 +429,7 @@ static int exclusive_waiting(prt__mux *x, prt_pool *p)
     prt__lock(p);
     int waiting = p->nwait;
     prt__unlock(p);
-    return waiting > x->retiring;
+    return waiting - x->growing > x->retiring;
 }
 
 /* The leader steps down: the next live caller on m is nudged to take over
@@ -565,9 +570,11 @@ static int grow(prt__mux *x, prt_pool *p, double deadline, mconn **out, char *er
     }
     pthread_mutex_lock(&x->mu);
     x->growing--;
+    pthread_cond_broadcast(&x->grown);
     if (rc != PRT_OK)
         return rc;
     m->c = c;
+    m->used_at = prt_now();
     if (x->closed || x->n == PRT__MUX_MAX) {
         m->retiring = 1; /* used for this statement, then given back */
         x->retiring++;
@@ -603,6 +610,16 @@ static int choose(prt__mux *x, prt_pool *p, double deadline, mconn **out, char *
     if (x->closed) {
         prt__errf(err, errlen, "pool \"%s\": %s", p->name, "pool is closed");
         return PRT_ECLOSED;
+    }
+    if (x->growing) { /* holding none: wait for the one being taken rather than take another */
+        struct timespec ts;
+        prt__abstime(deadline, &ts);
+        if (pthread_cond_timedwait(&x->grown, &x->mu, &ts) == ETIMEDOUT && x->n == 0) {
+            prt__errf(err, errlen, "pool \"%s\": acquire timed out after %.3fs (multiplexed: waiting for "
+                      "its first connection)", p->name, p->opts.acquire_timeout);
+            return PRT_ETIMEDOUT;
+        }
+        return choose(x, p, deadline, out, err, errlen);
     }
     return grow(x, p, deadline, out, err, errlen);
 }
@@ -666,7 +683,7 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     double now = prt_now();
     double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
     double acquire_by = now + p->opts.acquire_timeout;
-    int rc, gone = 0;
+    int rc, gone = 0, timed_out = 0;
     pthread_mutex_lock(&x->mu);
     for (;;) {
         mconn *m;
@@ -679,10 +696,11 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
         push(&m->pend, &m->pend_tail, q);
         m->load++;
         rc = await(x, q, deadline, &gone);
+        timed_out = rc == PRT_ETIMEDOUT;
         if (rc != PRT_OK || q->state != REQ_REROUTE)
             break;
     }
-    if (rc == PRT_ETIMEDOUT) {
+    if (timed_out) { /* q was unqueued, or is gone (not to be read again) */
         prt__errf(err, errlen, "pool \"%s\": query timed out after %.3fs (multiplexed; its result is discarded)",
                   p->name, p->opts.query_timeout);
         pthread_mutex_unlock(&x->mu);
@@ -727,6 +745,43 @@ void prt__mux_close(prt_pool *p)
     pthread_mutex_unlock(&x->mu);
 }
 
+/* The reap cycle (reap.c, before its leak check): a connection the
+ * multiplexer holds that had no statement for the pool's idle_timeout, or
+ * has outlived its max_lifetime, is retired (given back at once when
+ * empty, else by its leader).  The rest count as just acquired for the
+ * leak check: the multiplexer holds them for statements, not a caller
+ * that forgot them.  Idleness is seen at reap granularity: a connection's
+ * used_at is stamped by the first look after its last statement.  No lock
+ * held. */
+void prt__mux_reap(prt_pool *p, double now)
+{
+    prt__mux *x = p->mux;
+    if (!x)
+        return;
+    pthread_mutex_lock(&x->mu);
+    for (int i = 0; i < x->n;) {
+        mconn *m = x->conns[i];
+        if (m->used_at == 0 || m->load > 0)
+            m->used_at = now;
+        int idle = p->opts.idle_timeout > 0 && now - m->used_at >= p->opts.idle_timeout;
+        if (!idle && !prt__conn_expired(m->c, now)) {
+            prt__lock(p);
+            m->c->acquired_at = now;
+            prt__unlock(p);
+            i++;
+            continue;
+        }
+        drop_routable(x, m); /* conns[i] is now another connection: look at i again */
+        m->retiring = 1;
+        x->retiring++;
+        if (!m->busy && !m->pend) {
+            m->busy = 1;
+            step_down(x, m);
+        }
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
 /* The pool's last reference is gone: no caller is inside and no connection
  * is held (each held one keeps a reference). */
 void prt__mux_free(prt_pool *p)
@@ -735,6 +790,7 @@ void prt__mux_free(prt_pool *p)
     if (!x)
         return;
     pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->grown);
     free(x);
     p->mux = NULL;
 }
