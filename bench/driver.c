@@ -31,7 +31,8 @@
  *   -H MODE        prt_pool_opts.handoff: "barging" (the default) or "fifo"
  *   -x             multiplex: prt_pool_opts.multiplex = 1 and each cycle is one
  *                  prt_pool_query (no acquire: statements of all workers are
- *                  pipelined over the pool's max connections, src/multiplex.c)
+ *                  pipelined over the pool's max connections, src/multiplex.c;
+ *                  acq_* stay 0)
  *   -a             noop: time each acquire after all (two clock reads per
  *                  cycle, as bench/go/gobench.go pays too), for acq_* below
  *
@@ -166,43 +167,28 @@ static void *direct_main(void *arg)
     return NULL;
 }
 
-/* -x: the same loop through prt_pool_query, which holds no connection. */
-static void *pool_query_main(void *arg)
+/* One statement with a fresh random aid: on connection c, or with c NULL
+ * through prt_pool_query (-x, no acquire).  Returns the PRT_* code; a
+ * failure is noted. */
+static int one_query(worker *w, prt_conn *c, const char *sql, int nparams, char *aid, int flags)
 {
-    worker *w = arg;
-    char err[512], aid[32];
+    char err[512];
     const char *params[1] = { aid };
-    long accounts = 100000L * cfg.scale;
-    int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
-    const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
-    int nparams = cfg.sql ? 0 : 1;
-    pthread_barrier_wait(&start_line);
-    for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
-        double t0 = cfg.iters ? 0 : now_s();
-        prt_result *r = NULL;
-        snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
-        int rc = prt_pool_query(pool, sql, nparams, params, flags, &r, err, sizeof err);
-        if (rc != PRT_OK) {
-            note_error(w, err);
-            continue;
-        }
+    prt_result *r = NULL;
+    snprintf(aid, 32, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)(100000L * cfg.scale)));
+    int rc = c ? prt_query(c, sql, nparams, params, flags, &r, err, sizeof err)
+               : prt_pool_query(pool, sql, nparams, params, flags, &r, err, sizeof err);
+    if (rc == PRT_OK)
         prt_result_free(r);
-        if (!cfg.iters && atomic_load_explicit(&stop_flag, memory_order_relaxed))
-            break;
-        w->ops++;
-        if (!cfg.iters)
-            push(&w->lat, (float)((now_s() - t0) * 1e6));
-        think(w);
-    }
-    return NULL;
+    else
+        note_error(w, err);
+    return rc;
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     char err[512], aid[32];
-    const char *params[1] = { aid };
-    long accounts = 100000L * cfg.scale;
     int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
     const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
     int nparams = cfg.sql ? 0 : 1;
@@ -210,28 +196,23 @@ static void *worker_main(void *arg)
     pthread_barrier_wait(&start_line); /* all workers start together */
     int timed = !cfg.iters && (cfg.mode != Q_NOOP || cfg.time_noop); /* noop: unless -a */
     for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
-        double t0 = timed ? now_s() : 0;
-        prt_conn *c;
-        err[0] = 0;
-        int rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
-        double t1 = timed ? now_s() : 0;
-        if (rc != PRT_OK) {
-            note_error(w, err[0] ? err : prt_strerror(rc));
-            continue;
-        }
-        int broken = 0;
-        if (cfg.mode != Q_NOOP) {
-            prt_result *r = NULL;
-            snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
-            rc = prt_query(c, sql, nparams, params, flags, &r, err, sizeof err);
-            if (rc == PRT_OK) {
-                prt_result_free(r);
-            } else {
-                broken = rc == PRT_EBROKEN;
-                note_error(w, err);
+        double t0 = timed ? now_s() : 0, t1 = t0;
+        int rc;
+        if (cfg.multiplex) {
+            rc = one_query(w, NULL, sql, nparams, aid, flags); /* -x: holds no connection */
+        } else {
+            prt_conn *c;
+            err[0] = 0;
+            rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
+            t1 = timed ? now_s() : 0;
+            if (rc != PRT_OK) {
+                note_error(w, err[0] ? err : prt_strerror(rc));
+                continue;
             }
+            if (cfg.mode != Q_NOOP)
+                rc = one_query(w, c, sql, nparams, aid, flags);
+            prt_release(c, rc == PRT_EBROKEN);
         }
-        prt_release(c, broken);
         double t2 = timed ? now_s() : 0;
         if (rc != PRT_OK)
             continue;
@@ -240,7 +221,8 @@ static void *worker_main(void *arg)
         w->ops++;
         if (timed) {
             push(&w->lat, (float)((t2 - t0) * 1e6));
-            push(&w->acq, (float)((t1 - t0) * 1e6));
+            if (!cfg.multiplex)
+                push(&w->acq, (float)((t1 - t0) * 1e6));
         }
         think(w);
     }
@@ -390,8 +372,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         ws[i].index = i;
         ws[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
-        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main
-                                                  : cfg.multiplex ? pool_query_main : worker_main, &ws[i]) != 0) {
+        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main : worker_main, &ws[i]) != 0) {
             fprintf(stderr, "driver: could not start worker %d: %s\n", i, strerror(errno));
             break;
         }

@@ -69,6 +69,12 @@ static void run_jobs(prt_pool *p, int threads, int n, int fail_every, int nsql)
     }
 }
 
+static void done(prt_runtime *rt, prt_pool *p)
+{
+    prt_pool_unref(p);
+    prt_runtime_free(rt);
+}
+
 static prt_pool *mux_pool(prt_runtime *rt, const char *name, int max, int stmt_cache)
 {
     prt_pool_opts o;
@@ -89,8 +95,7 @@ static void errors_reach_their_callers_only(void **state)
     prt_pool_stats_get(p, &st);
     assert_true(st.total <= 2);
     assert_int_equal(st.closed_broken, 0);
-    prt_pool_unref(p);
-    prt_runtime_free(rt);
+    done(rt, p);
 }
 
 /* A cache of 2 statements for 5 texts: every few statements a DEALLOCATE
@@ -101,8 +106,7 @@ static void statement_cache_turns_over_in_the_pipeline(void **state)
     prt_runtime *rt = pgtest_runtime(0);
     prt_pool *p = mux_pool(rt, "mx_c_cache", 2, 2);
     run_jobs(p, 8, 200, 13, 5);
-    prt_pool_unref(p);
-    prt_runtime_free(rt);
+    done(rt, p);
 }
 
 typedef struct {
@@ -156,8 +160,7 @@ static void exclusive_acquire_is_served_under_load(void **state)
     for (int i = 0; i < LOAD; i++)
         if (jobs[i].bad)
             fail_msg("%s", jobs[i].first);
-    prt_pool_unref(p);
-    prt_runtime_free(rt);
+    done(rt, p);
 }
 
 /* Evicting the pool gives the multiplexer's connections back to it. */
@@ -177,8 +180,7 @@ static void eviction_returns_the_connections(void **state)
     assert_int_equal(st.total, 0);
     prt_result *r = NULL;
     assert_int_equal(prt_pool_query(p, "select 1", 0, NULL, 0, &r, err, sizeof err), PRT_ECLOSED);
-    prt_pool_unref(p);
-    prt_runtime_free(rt);
+    done(rt, p);
 }
 
 int main(void)
