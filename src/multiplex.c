@@ -55,10 +55,14 @@
 #include "internal.h"
 
 enum { REQ_QUEUED, REQ_SENT, REQ_DONE, REQ_REROUTE };
+enum { WAKE_BATCH = 64 }; /* results a leader hands out before it signals their callers */
 
-/* One caller's statement.  Allocated by its caller, who frees it, unless it
- * abandoned it (timeout) while it was in flight: then the leader that reads
- * its result frees it. */
+/* One caller's statement.  Taken from the multiplexer's spares by its
+ * caller, who puts it back, unless it abandoned it (timeout) while it was
+ * in flight: then the leader that reads its result puts it back.  Spares
+ * live until the multiplexer is freed, so a leader may signal a request's
+ * condvar after unlocking (the woken caller does not then block on the
+ * leader's lock): at worst a reused request sees a spurious wake-up. */
 typedef struct mreq {
     struct mreq *next;       /* in its connection's queue or in-flight list; mux->mu */
     struct mconn *m;         /* the connection it is on; mux->mu */
@@ -99,6 +103,7 @@ struct prt__mux {
     pthread_cond_t grown;    /* a grower is back (with a connection or not); with mu */
     int retiring;            /* connections retiring for exclusive waiters; mu */
     int closed;              /* the pool closed: no new connections; mu */
+    mreq *spare;             /* requests to reuse; mu */
     prt_route_view views[PRT__MUX_MAX]; /* route's input; mu */
 };
 
@@ -156,22 +161,50 @@ static void unlink_pending(mconn *m, mreq *q)
     m->load--;
 }
 
-static void free_req(mreq *q)
+/* A request for a new statement: a spare, or a new one (NULL: out of
+ * memory).  x->mu held. */
+static mreq *req_get(prt__mux *x)
 {
-    PQclear(q->res);
-    pthread_cond_destroy(&q->cond);
-    free(q);
+    mreq *q = x->spare;
+    if (q) {
+        x->spare = q->next;
+    } else if ((q = calloc(1, sizeof *q)) != NULL) {
+        prt__cond_init(&q->cond); /* CLOCK_MONOTONIC, as prt__abstime */
+    } else {
+        return NULL;
+    }
+    q->next = NULL;
+    q->m = NULL;
+    q->abandoned = q->nudged = q->retried = q->cmds = 0;
+    q->prepared = 0;
+    q->rc = PRT_OK;
+    q->err[0] = '\0';
+    return q;
 }
 
-/* The request's caller learns its outcome; an abandoned one is freed. */
-static void finish_req(mreq *q, int state)
+/* Back to the spares.  x->mu held. */
+static void req_put(prt__mux *x, mreq *q)
+{
+    PQclear(q->res);
+    q->res = NULL;
+    q->next = x->spare;
+    x->spare = q;
+}
+
+/* The request's caller learns its outcome: q is signalled now, or, when
+ * wake has room, listed there for the leader to signal after unlocking.
+ * An abandoned one goes back to the spares.  x->mu held. */
+static void finish_req(prt__mux *x, mreq *q, int state, mreq **wake, int *nwake)
 {
     if (q->abandoned) {
-        free_req(q);
+        req_put(x, q);
         return;
     }
     q->state = state;
-    pthread_cond_signal(&q->cond);
+    if (wake && *nwake < WAKE_BATCH)
+        wake[(*nwake)++] = q;
+    else
+        pthread_cond_signal(&q->cond);
 }
 
 /* --- result reading (the leader, no lock) ---------------------------------- */
@@ -383,11 +416,11 @@ static void broke(prt__mux *x, mconn *m)
         q->rc = PRT_OK;
         set_error(p, q, PRT_EBROKEN, "connection lost while the statement was in flight on a multiplexed "
                   "connection: %s%s", why, "");
-        finish_req(q, REQ_DONE);
+        finish_req(x, q, REQ_DONE, NULL, NULL);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
         next = q->next;
-        finish_req(q, REQ_REROUTE);
+        finish_req(x, q, REQ_REROUTE, NULL, NULL);
     }
     pthread_mutex_unlock(&x->mu);
     give_back(m, 1);
@@ -396,8 +429,8 @@ static void broke(prt__mux *x, mconn *m)
 
 /* Pops the n oldest in-flight requests, whose results are all in, and
  * hands each to its caller (a statement whose prepared statement vanished
- * is routed again). */
-static void complete(mconn *m, int n)
+ * is routed again); wake, nwake: as for finish_req.  x->mu held. */
+static void complete(prt__mux *x, mconn *m, int n, mreq **wake, int *nwake)
 {
     for (int i = 0; i < n; i++) {
         mreq *q = m->fly;
@@ -412,9 +445,9 @@ static void complete(mconn *m, int n)
             q->err[0] = '\0';
             PQclear(q->res);
             q->res = NULL;
-            finish_req(q, REQ_REROUTE);
+            finish_req(x, q, REQ_REROUTE, wake, nwake);
         } else {
-            finish_req(q, REQ_DONE);
+            finish_req(x, q, REQ_DONE, wake, nwake);
         }
     }
 }
@@ -462,7 +495,7 @@ static void step_down(prt__mux *x, mconn *m)
     int owed = m->fly != NULL;
     for (mreq *q = m->fly, *nq; q; q = nq) { /* all abandoned */
         nq = q->next;
-        free_req(q);
+        req_put(x, q);
     }
     pthread_mutex_unlock(&x->mu);
     give_back(m, owed);
@@ -496,8 +529,17 @@ static int abandon(prt__mux *x, mreq *q)
  * (cancelled on the server when it is the oldest in flight).  Returns
  * with me done, rerouted, or timed out (PRT_ETIMEDOUT; me then belongs to
  * the connection).  x->mu held on entry and return, released for I/O. */
+static void wake_all(mreq **wake, int *nwake)
+{
+    for (int i = 0; i < *nwake; i++)
+        pthread_cond_signal(&wake[i]->cond);
+    *nwake = 0;
+}
+
 static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
 {
+    mreq *wake[WAKE_BATCH];
+    int nwake = 0;
     for (;;) {
         mreq *batch = m->pend;
         int nsend = 0;
@@ -514,6 +556,7 @@ static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
         if (me->state != REQ_SENT && nsend == 0)
             break; /* me done or rerouted, nothing left to send */
         pthread_mutex_unlock(&x->mu);
+        wake_all(wake, &nwake); /* outside the lock, which the woken would wait for */
         int ndone = 0;
         int rc = nsend ? send_batch(m, batch, nsend) : PRT_OK;
         if (rc == PRT_OK && me->state == REQ_SENT)
@@ -523,8 +566,9 @@ static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
             broke(x, m);
             return PRT_OK;
         }
-        complete(m, ndone);
+        complete(x, m, ndone, wake, &nwake);
         if (rc == PRT_ETIMEDOUT && me->state == REQ_SENT) {
+            wake_all(wake, &nwake);
             m->busy = 0; /* while the cancel goes out, an arrival may lead */
             int gone = abandon(x, me);
             if (!m->busy) {
@@ -534,6 +578,7 @@ static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
             return gone ? PRT_ETIMEDOUT : PRT_OK;
         }
     }
+    wake_all(wake, &nwake);
     step_down(x, m);
     return PRT_OK;
 }
@@ -670,8 +715,14 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
                   "its own; use pool:transaction or pool:with for BEGIN ... COMMIT", p->name);
         return PRT_EINVAL;
     }
-    mreq *q = calloc(1, sizeof *q);
+    double now = prt_now();
+    double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
+    double acquire_by = now + p->opts.acquire_timeout;
+    int rc, gone = 0, timed_out = 0;
+    pthread_mutex_lock(&x->mu);
+    mreq *q = req_get(x);
     if (!q) {
+        pthread_mutex_unlock(&x->mu);
         prt__errf(err, errlen, "pool \"%s\": out of memory", p->name);
         return PRT_ENOMEM;
     }
@@ -679,12 +730,6 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     q->nparams = nparams;
     q->params = params;
     q->flags = flags;
-    prt__cond_init(&q->cond); /* CLOCK_MONOTONIC, as prt__abstime */
-    double now = prt_now();
-    double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
-    double acquire_by = now + p->opts.acquire_timeout;
-    int rc, gone = 0, timed_out = 0;
-    pthread_mutex_lock(&x->mu);
     for (;;) {
         mconn *m;
         rc = choose(x, p, acquire_by, &m, err, errlen);
@@ -701,14 +746,13 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
             break;
     }
     if (timed_out) { /* q was unqueued, or is gone (not to be read again) */
+        if (!gone)
+            req_put(x, q);
+        pthread_mutex_unlock(&x->mu);
         prt__errf(err, errlen, "pool \"%s\": query timed out after %.3fs (multiplexed; its result is discarded)",
                   p->name, p->opts.query_timeout);
-        pthread_mutex_unlock(&x->mu);
-        if (!gone)
-            free_req(q);
         return rc;
     }
-    pthread_mutex_unlock(&x->mu);
     if (rc == PRT_OK && q->rc != PRT_OK) {
         rc = q->rc;
         prt__errf(err, errlen, "%s", q->err);
@@ -716,7 +760,8 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
         *out = (prt_result *)q->res;
         q->res = NULL;
     }
-    free_req(q);
+    req_put(x, q);
+    pthread_mutex_unlock(&x->mu);
     return rc;
 }
 
@@ -789,6 +834,11 @@ void prt__mux_free(prt_pool *p)
     prt__mux *x = p->mux;
     if (!x)
         return;
+    for (mreq *q = x->spare, *next; q; q = next) {
+        next = q->next;
+        pthread_cond_destroy(&q->cond);
+        free(q);
+    }
     pthread_mutex_destroy(&x->mu);
     pthread_cond_destroy(&x->grown);
     free(x);
