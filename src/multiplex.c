@@ -129,8 +129,10 @@ static int tx_control(const char *sql)
         sql++;
     for (int i = 0; words[i]; i++) {
         size_t n = strlen(words[i]);
-        if (strncasecmp(sql, words[i], n) == 0 && !(sql[n] >= 'a' && sql[n] <= 'z') &&
-            !(sql[n] >= 'A' && sql[n] <= 'Z') && sql[n] != '_')
+        char next = sql[n];
+        int word_ends = !(next >= 'a' && next <= 'z') && !(next >= 'A' && next <= 'Z') &&
+                        !(next >= '0' && next <= '9') && next != '_' && next != '$';
+        if (strncasecmp(sql, words[i], n) == 0 && word_ends)
             return 1;
     }
     return 0;
