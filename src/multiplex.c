@@ -19,8 +19,10 @@
  * waiter to take over if statements are still in flight.  Callers that
  * find a leader queue and sleep once, until their result is handed to
  * them.  So a statement costs at most one wake-up, none for the leader, and
- * the server reads many statements per recv().  bench/RESULTS-mux.md has
- * the measurements this was chosen by.
+ * the server reads many statements per recv().  A dedicated I/O thread
+ * would cost two hand-offs per statement (to it and back) and was not
+ * built; bench/RESULTS-mux.md measures this design against pgbench,
+ * pgxpool and the exclusive pool, with context switches per statement.
  *
  * Connections.  The multiplexer takes connections from its own pool with
  * prt_acquire, so they count in the pool's max and the runtime's slots like
@@ -29,7 +31,8 @@
  * gives one back (retires it: no new statements; released when its last
  * result is in) whenever an exclusive caller (pool:acquire, :with,
  * :transaction) waits in the pool, one per waiter.  A closing pool (evict,
- * drain) retires them all.
+ * drain) retires them all; the reap cycle retires one that had no
+ * statement for idle_timeout, or is past its max_lifetime.
  *
  * Failures.  A connection that breaks fails the statements in flight on it
  * (PRT_EBROKEN, "connection lost while the statement was in flight"); the
