@@ -9,7 +9,9 @@
  * that statement's segment only and every other caller gets its own
  * result.  Prepared statements stay per connection (the connection's
  * stmt.c cache): a statement new to a connection travels as Parse +
- * Bind/Execute in its segment.
+ * Bind/Execute in its segment.  What goes over the wire, and how results
+ * are paired with their statements, is mux_wire.c; this file is who sends
+ * and reads, and on which connection.
  *
  * Who does the I/O (flat combining, leader/follower).  There is no I/O
  * thread.  A caller that finds its connection's writer free becomes the
@@ -50,54 +52,11 @@
  * (busy set) and are used without the lock; no lock is held across I/O.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include "internal.h"
-
-enum { REQ_QUEUED, REQ_SENT, REQ_DONE, REQ_REROUTE };
-
-/* One caller's statement.  Taken from the multiplexer's spares by its
- * caller, who puts it back, unless it abandoned it (timeout) while it was
- * in flight: then the leader that reads its result puts it back.  A leader
- * signals a caller under mux->mu.  Signalling after unlocking (so that the
- * woken caller does not wait for that lock) cut the client's context
- * switches from 2.3 to 1.7 per statement at 128 workers, but lowered
- * throughput in 4 of 4 alternating rounds (about 10%), and a per-caller
- * lock for the wait did no better: both were measured and dropped. */
-typedef struct mreq {
-    struct mreq *next;       /* in its connection's queue or in-flight list; mux->mu */
-    struct mconn *m;         /* the connection it is on; mux->mu */
-    const char *sql;         /* the caller's, valid while it waits */
-    int nparams, flags;
-    const char *const *params;
-    int state;               /* REQ_*; mux->mu */
-    int abandoned;           /* the caller has gone (timed out); mux->mu */
-    int nudged;              /* asked to take over a connection's I/O; mux->mu */
-    int retried;             /* routed again once after its prepared statement vanished */
-    pthread_cond_t cond;     /* signalled on REQ_DONE, REQ_REROUTE and nudges; with mux->mu */
-    /* Written by the connection's leader while REQ_SENT, read by the
-     * caller after REQ_DONE (mux->mu orders the two): */
-    int cmds;                /* commands of its segment whose results are still to come */
-    unsigned prepared;       /* statement id prepared in its segment (0: none) */
-    int rc;
-    PGresult *res;
-    char err[PRT__ERRLEN];
-} mreq;
-
-typedef struct mconn {
-    prt_conn *c;             /* acquired from the pool; pg and stmts: the leader's */
-    mreq *pend, *pend_tail;  /* queued, not sent yet; mux->mu */
-    mreq *fly, *fly_tail;    /* sent, oldest first; mux->mu */
-    int load;                /* queued + in flight, what route sees; mux->mu */
-    int busy;                /* a leader does the I/O; mux->mu */
-    int retiring;            /* not routed to; given back when empty; mux->mu */
-    int flushing;            /* the leader's: output still to flush */
-    uint64_t uses;           /* statements completed on it, what route sees; mux->mu */
-    double used_at;          /* when its last result came in (or it was taken); mux->mu */
-} mconn;
+#include "mux.h"
 
 struct prt__mux {
     pthread_mutex_t mu;
@@ -209,171 +168,6 @@ static void finish_req(prt__mux *x, mreq *q, int state)
     pthread_cond_signal(&q->cond);
 }
 
-/* --- result reading (the leader, no lock) ---------------------------------- */
-
-static void set_error(prt_pool *p, mreq *q, int rc, const char *fmt, const char *a, const char *b)
-{
-    if (q->rc != PRT_OK)
-        return; /* the first error is the one to report */
-    q->rc = rc;
-    char msg[PRT__ERRLEN - 64];
-    snprintf(msg, sizeof msg, fmt, a, b);
-    for (char *s = msg; *s; s++)
-        if (*s == '\n' || *s == '\t')
-            *s = ' ';
-    prt__errf(q->err, sizeof q->err, "pool \"%s\": %s", p->name, msg);
-}
-
-static void server_error(prt_pool *p, mreq *q, const PGresult *r)
-{
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-    set_error(p, q, PRT_EQUERY, "%s (SQLSTATE %s)", msg ? msg : PQresultErrorMessage(r), state ? state : "?????");
-}
-
-/* Drops the statement prepared under id from c's cache (its Parse failed,
- * or the server lost it). */
-static void forget_stmt(prt_conn *c, unsigned id)
-{
-    for (int i = 0; i < c->stmts.n; i++)
-        if (c->stmts.slots[i].id == id) {
-            prt__stmt_remove(&c->stmts, &c->stmts.slots[i]);
-            return;
-        }
-}
-
-/* One result of q's segment.  Returns 0, or PRT_EBROKEN when the
- * connection can no longer be used (a COPY began). */
-static int take_result(mconn *m, mreq *q, PGresult *r)
-{
-    prt_pool *p = m->c->pool;
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
-        PQclear(r);
-        set_error(p, q, PRT_EBROKEN, "COPY needs an exclusive connection (conn:copy_in)%s%s", "", "");
-        return PRT_EBROKEN;
-    }
-    int failed = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_PIPELINE_ABORTED;
-    if (failed && q->prepared) { /* the Parse failed, or never ran */
-        forget_stmt(m->c, q->prepared);
-        q->prepared = 0;
-    }
-    if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) {
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (q->cmds == 1 && state && strcmp(state, "26000") == 0 && !q->retried && q->rc == PRT_OK) {
-            q->retried = 1; /* the statement vanished (DEALLOCATE by a user): prepare it again */
-            prt__stmt_clear(&m->c->stmts);
-            q->rc = 1;      /* routed again: see pump */
-        }
-        server_error(p, q, r);
-    } else if (st == PGRES_PIPELINE_ABORTED) {
-        set_error(p, q, PRT_EQUERY, "statement not run: an earlier command of its segment failed%s%s", "", "");
-    } else if (q->cmds == 1 && q->rc == PRT_OK) {
-        PQclear(q->res);
-        q->res = r;
-        return PRT_OK;
-    }
-    PQclear(r);
-    return PRT_OK;
-}
-
-/* Reads every result that has arrived for the statements in flight, oldest
- * first, and counts in *ndone how many segments are complete (their Sync
- * seen).  Returns 0 or PRT_EBROKEN.  The leader's, no lock: only the
- * leader appends to or pops m->fly. */
-static int harvest(mconn *m, int *ndone)
-{
-    PGconn *pg = m->c->pg;
-    mreq *q = m->fly;
-    for (int k = 0; k < *ndone && q; k++)
-        q = q->next;
-    while (q && !PQisBusy(pg)) {
-        PGresult *r = PQgetResult(pg);
-        if (!r) {
-            if (q->cmds == 0)
-                break; /* libpq idles between segments until the next Sync's result arrives */
-            q->cmds--; /* one command of the segment is complete */
-            continue;
-        }
-        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
-            PQclear(r);
-            ++*ndone;
-            q = q->next;
-            continue;
-        }
-        if (take_result(m, q, r) != PRT_OK)
-            return PRT_EBROKEN;
-    }
-    return PQstatus(pg) == CONNECTION_OK ? PRT_OK : PRT_EBROKEN;
-}
-
-/* --- sending (the leader, no lock) ----------------------------------------- */
-
-/* Queues q's segment in libpq's buffer: [DEALLOCATE victim] [Parse] Bind/
- * Execute, Sync.  Returns 0 or PRT_EBROKEN. */
-static int send_one(mconn *m, mreq *q)
-{
-    prt_conn *c = m->c;
-    PGconn *pg = c->pg;
-    q->cmds = 1;
-    q->prepared = 0;
-    int ok = 1;
-    prt__stmt *s = NULL;
-    if (!(q->flags & PRT_Q_UNPREPARED) && c->stmts.cap > 0 && !(s = prt__stmt_find(&c->stmts, q->sql))) {
-        prt__stmt *victim = prt__stmt_victim(&c->stmts);
-        if (victim) {
-            char sql[64];
-            snprintf(sql, sizeof sql, "DEALLOCATE %s", victim->name);
-            ok = PQsendQueryParams(pg, sql, 0, NULL, NULL, NULL, NULL, 0);
-            q->cmds++;
-            prt__stmt_remove(&c->stmts, victim);
-        }
-        if (ok && (s = prt__stmt_add(&c->stmts, q->sql)) != NULL) {
-            ok = PQsendPrepare(pg, s->name, q->sql, q->nparams, NULL);
-            q->cmds++;
-            q->prepared = s->id;
-        }
-    }
-    if (ok && s)
-        ok = PQsendQueryPrepared(pg, s->name, q->nparams, q->params, NULL, NULL, 0);
-    else if (ok)
-        ok = PQsendQueryParams(pg, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0);
-    return ok && PQpipelineSync(pg) ? PRT_OK : PRT_EBROKEN;
-}
-
-/* Sends n requests starting at q (already on the in-flight list) and
- * flushes what the socket takes now. */
-static int send_batch(mconn *m, mreq *q, int n)
-{
-    for (int i = 0; i < n; i++, q = q->next)
-        if (send_one(m, q) != PRT_OK)
-            return PRT_EBROKEN;
-    int f = PQflush(m->c->pg);
-    m->flushing = f == 1;
-    return f < 0 ? PRT_EBROKEN : PRT_OK;
-}
-
-/* Waits for results (and room to flush) until `deadline` (0: none), then
- * reads what came.  Returns 0, PRT_ETIMEDOUT or PRT_EBROKEN. */
-static int pump(mconn *m, double deadline, int *ndone)
-{
-    int rc = harvest(m, ndone);
-    if (rc != PRT_OK || *ndone > 0)
-        return rc;
-    rc = prt__conn_wait(m->c, POLLIN | (m->flushing ? POLLOUT : 0), deadline);
-    if (rc != PRT_OK)
-        return rc;
-    if (m->flushing) {
-        int f = PQflush(m->c->pg);
-        m->flushing = f == 1;
-        if (f < 0)
-            return PRT_EBROKEN;
-    }
-    if (!PQconsumeInput(m->c->pg))
-        return PRT_EBROKEN;
-    return harvest(m, ndone);
-}
-
 /* --- connections (mux->mu held unless said) -------------------------------- */
 
 static void drop_routable(prt__mux *x, mconn *m)
@@ -412,12 +206,12 @@ static void broke(prt__mux *x, mconn *m)
         x->retiring--;
     for (mreq *q = m->fly, *next; q; q = next) {
         next = q->next;
-        char why[256];
+        char why[320];
         const char *own = q->rc == PRT_EQUERY ? strstr(q->err, "\": ") : NULL; /* past the pool's name */
-        snprintf(why, sizeof why, "%s", own ? own + 3 : lost[0] ? lost : "server closed the connection");
+        snprintf(why, sizeof why, "connection lost while the statement was in flight on a multiplexed "
+                 "connection: %.200s", own ? own + 3 : lost[0] ? lost : "server closed the connection");
         q->rc = PRT_OK;
-        set_error(p, q, PRT_EBROKEN, "connection lost while the statement was in flight on a multiplexed "
-                  "connection: %s%s", why, "");
+        prt__mux_fail(p, q, PRT_EBROKEN, why);
         finish_req(x, q, REQ_DONE);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
@@ -556,9 +350,9 @@ static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
             break; /* me done or rerouted, nothing left to send */
         pthread_mutex_unlock(&x->mu);
         int ndone = 0;
-        int rc = nsend ? send_batch(m, batch, nsend) : PRT_OK;
+        int rc = nsend ? prt__mux_send(m, batch, nsend) : PRT_OK;
         if (rc == PRT_OK && me->state == REQ_SENT)
-            rc = pump(m, deadline, &ndone);
+            rc = prt__mux_pump(m, deadline, &ndone);
         pthread_mutex_lock(&x->mu);
         if (rc == PRT_EBROKEN) {
             broke(x, m);
