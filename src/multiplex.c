@@ -92,10 +92,11 @@ static int tx_control(const char *sql)
         sql++;
     for (int i = 0; words[i]; i++) {
         size_t n = strlen(words[i]);
-        char next = sql[n];
-        int word_ends = !(next >= 'a' && next <= 'z') && !(next >= 'A' && next <= 'Z') &&
-                        !(next >= '0' && next <= '9') && next != '_' && next != '$';
-        if (strncasecmp(sql, words[i], n) == 0 && word_ends)
+        if (strncasecmp(sql, words[i], n) != 0)
+            continue;
+        char next = sql[n]; /* within the string: its first n characters matched */
+        if (!(next >= 'a' && next <= 'z') && !(next >= 'A' && next <= 'Z') && !(next >= '0' && next <= '9') &&
+            next != '_' && next != '$')
             return 1;
     }
     return 0;
