@@ -10,7 +10,7 @@
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
  *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N] [-B BUDGET]
- *          [-H barging|fifo] [-a]
+ *          [-H barging|fifo] [-a] [-x]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -29,6 +29,10 @@
  *                  resty.poolrt.init{ max_connections = N } gives each nginx
  *                  worker) and caps itself at N: the budget checks' cost
  *   -H MODE        prt_pool_opts.handoff: "barging" (the default) or "fifo"
+ *   -x             multiplex: prt_pool_opts.multiplex = 1 and each cycle is one
+ *                  prt_pool_query (no acquire: statements of all workers are
+ *                  pipelined over the pool's max connections, src/multiplex.c;
+ *                  acq_* stay 0)
  *   -a             noop: time each acquire after all (two clock reads per
  *                  cycle, as bench/go/gobench.go pays too), for acq_* below
  *
@@ -71,7 +75,7 @@ typedef struct {
 
 static struct {
     const char *conninfo, *policy, *sql, *handoff;
-    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop, multiplex;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -123,7 +127,7 @@ static void note_error(worker *w, const char *msg)
 {
     w->errors++;
     if (!w->first_error[0])
-        snprintf(w->first_error, sizeof w->first_error, "%s", msg);
+        snprintf(w->first_error, sizeof w->first_error, "%.255s", msg);
 }
 
 /* -q direct: the same loop on a libpq connection of this thread's own. */
@@ -163,12 +167,28 @@ static void *direct_main(void *arg)
     return NULL;
 }
 
+/* One statement with a fresh random aid: on connection c, or with c NULL
+ * through prt_pool_query (-x, no acquire).  Returns the PRT_* code; a
+ * failure is noted. */
+static int one_query(worker *w, prt_conn *c, const char *sql, int nparams, char *aid, int flags)
+{
+    char err[512];
+    const char *params[1] = { aid };
+    prt_result *r = NULL;
+    snprintf(aid, 32, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)(100000L * cfg.scale)));
+    int rc = c ? prt_query(c, sql, nparams, params, flags, &r, err, sizeof err)
+               : prt_pool_query(pool, sql, nparams, params, flags, &r, err, sizeof err);
+    if (rc == PRT_OK)
+        prt_result_free(r);
+    else
+        note_error(w, err);
+    return rc;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     char err[512], aid[32];
-    const char *params[1] = { aid };
-    long accounts = 100000L * cfg.scale;
     int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
     const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
     int nparams = cfg.sql ? 0 : 1;
@@ -176,28 +196,23 @@ static void *worker_main(void *arg)
     pthread_barrier_wait(&start_line); /* all workers start together */
     int timed = !cfg.iters && (cfg.mode != Q_NOOP || cfg.time_noop); /* noop: unless -a */
     for (long it = 0; cfg.iters ? it < cfg.iters : !atomic_load_explicit(&stop_flag, memory_order_relaxed); it++) {
-        double t0 = timed ? now_s() : 0;
-        prt_conn *c;
-        err[0] = 0;
-        int rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
-        double t1 = timed ? now_s() : 0;
-        if (rc != PRT_OK) {
-            note_error(w, err[0] ? err : prt_strerror(rc));
-            continue;
-        }
-        int broken = 0;
-        if (cfg.mode != Q_NOOP) {
-            prt_result *r = NULL;
-            snprintf(aid, sizeof aid, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)accounts));
-            rc = prt_query(c, sql, nparams, params, flags, &r, err, sizeof err);
-            if (rc == PRT_OK) {
-                prt_result_free(r);
-            } else {
-                broken = rc == PRT_EBROKEN;
-                note_error(w, err);
+        double t0 = timed ? now_s() : 0, t1 = t0;
+        int rc;
+        if (cfg.multiplex) {
+            rc = one_query(w, NULL, sql, nparams, aid, flags); /* -x: holds no connection */
+        } else {
+            prt_conn *c;
+            err[0] = 0;
+            rc = prt_acquire(pool, cfg.acq_timeout, &c, err, sizeof err);
+            t1 = timed ? now_s() : 0;
+            if (rc != PRT_OK) {
+                note_error(w, err[0] ? err : prt_strerror(rc));
+                continue;
             }
+            if (cfg.mode != Q_NOOP)
+                rc = one_query(w, c, sql, nparams, aid, flags);
+            prt_release(c, rc == PRT_EBROKEN);
         }
-        prt_release(c, broken);
         double t2 = timed ? now_s() : 0;
         if (rc != PRT_OK)
             continue;
@@ -206,7 +221,8 @@ static void *worker_main(void *arg)
         w->ops++;
         if (timed) {
             push(&w->lat, (float)((t2 - t0) * 1e6));
-            push(&w->acq, (float)((t1 - t0) * 1e6));
+            if (!cfg.multiplex)
+                push(&w->acq, (float)((t1 - t0) * 1e6));
         }
         think(w);
     }
@@ -251,7 +267,7 @@ static void usage(void)
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
                     "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n"
-                    "              [-H barging|fifo] [-a]\n");
+                    "              [-H barging|fifo] [-a] [-x]\n");
     exit(2);
 }
 
@@ -259,7 +275,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ah")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ahx")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -284,6 +300,7 @@ int main(int argc, char **argv)
         case 'B': cfg.budget = atoi(optarg); break;
         case 'H': cfg.handoff = optarg; break;
         case 'a': cfg.time_noop = 1; break;
+        case 'x': cfg.multiplex = 1; break;
         default: usage();
         }
     }
@@ -319,6 +336,7 @@ int main(int argc, char **argv)
     po.threads = cfg.threads_hint;
     po.acquire_timeout = cfg.acq_timeout;
     po.handoff = cfg.handoff;
+    po.multiplex = cfg.multiplex;
     if (prt_pool_get(rt, "bench", &po, &pool, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
         prt_runtime_free(rt);

@@ -9,7 +9,7 @@
 # is bounded in time (pgbench -T, driver -d, and `timeout` around each).
 #
 # Knobs (environment): BENCH_SECS (seconds per run, default 5),
-# BENCH_REPS (interleaved rounds, default 3),
+# BENCH_REPS (interleaved rounds, default 2: `make bench` stays within 20 minutes),
 # BENCH_WORKERS (default "1 8 32 128"), BENCH_SKIP (space-separated parts
 # to leave out: matrix conns250 micro callgrind replica spike go).
 set -euo pipefail
@@ -19,7 +19,7 @@ ROOT=$PWD
 . bench/ratios.sh
 BUILD=${BUILD:-build}
 SECS=${BENCH_SECS:-5}
-REPS=${BENCH_REPS:-3}
+REPS=${BENCH_REPS:-2}
 WORKERS=${BENCH_WORKERS:-"1 8 32 128"}
 SKIP=" ${BENCH_SKIP:-} "
 MICRO_SECS=2
@@ -242,9 +242,11 @@ matrix_step() { # name w rep
     c_unprepared)       run_driver matrix "$name" "$w" "$w" "$rep" -q unprepared -d "$SECS" ;;
     c_prepared_max8)    run_driver matrix "$name" "$w" 8 "$rep" -q prepared -d "$SECS" ;;
     c_unprepared_max8)  run_driver matrix "$name" "$w" 8 "$rep" -q unprepared -d "$SECS" ;;
+    c_multiplex_max8)   run_driver matrix "$name" "$w" 8 "$rep" -x -q prepared -d "$SECS" ;;
     lua_prepared)       run_lua matrix "$name" "$w" "$w" "$rep" prepared ;;
     lua_ffi)            run_lua matrix "$name" "$w" "$w" "$rep" ffi ;;
     lua_prepared_max8)  run_lua matrix "$name" "$w" 8 "$rep" prepared ;;
+    lua_multiplex_max8) run_lua matrix "$name" "$w" 8 "$rep" multiplex ;;
     pgbouncer_extended) run_pgbench matrix "$name" "$w" extended "$BOUNCER_CONN" "$rep" 8 ;;
     go_pq)              run_go matrix "$name" "$w" "$w" "$rep" pq -d "$SECS" ;;
     go_pgx)             run_go matrix "$name" "$w" "$w" "$rep" pgx -d "$SECS" ;;
@@ -260,9 +262,9 @@ if ! skipped matrix; then
   "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 3 "$CONN1" >/dev/null 2>&1 || true
   for w in $WORKERS; do
     steps=(pgbench_extended pgbench_prepared c_direct c_prepared c_unprepared)
-    if [ "$w" -gt 8 ]; then steps+=(c_prepared_max8 c_unprepared_max8); fi
+    if [ "$w" -gt 8 ]; then steps+=(c_prepared_max8 c_unprepared_max8 c_multiplex_max8); fi
     steps+=(lua_prepared lua_ffi)
-    if [ "$w" -gt 8 ]; then steps+=(lua_prepared_max8); fi
+    if [ "$w" -gt 8 ]; then steps+=(lua_prepared_max8 lua_multiplex_max8); fi
     steps+=(pgbouncer_extended go_pq go_pgx)
     if [ "$w" -gt 8 ]; then steps+=(go_pq_max8 go_pgx_max8); fi
     for rep in $(seq "$REPS"); do

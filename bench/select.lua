@@ -1,13 +1,15 @@
 -- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
 -- host, one OS thread per worker (rt:spawn), each with its own Lua state.
 --
---   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi] [SCALE]
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi|multiplex] [SCALE]
 --
 -- prepared / unprepared: pool:query, the friendly API (rows as tables).
 -- raw: prepared, with pool option decode = false (rows of strings), to
 -- show what typed decoding costs.
 -- ffi: the same cycle on the C API through LuaJIT's FFI (prepared), to
 -- show how much of the Lua host's cost is the friendly layer.
+-- multiplex: prepared, pool option multiplex = true (pool:query pipelines
+-- every worker's statements over the MAX connections).
 --
 -- Like bench/driver.c, connections are opened before the clock starts
 -- (pgbench's TPS excludes its initial connection time too), and every
@@ -21,8 +23,8 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi",
-       "mode: prepared | unprepared | raw | ffi")
+assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi" or mode == "multiplex",
+       "mode: prepared | unprepared | raw | ffi | multiplex")
 
 -- The module search path must find bench/select_worker.lua from every
 -- spawned state: the script's own directory's parent.
@@ -31,7 +33,8 @@ package.path = here .. "/../?.lua;" .. package.path
 
 local rt = poolrt.runtime{ reap_interval = 1.0 }
 local decode = mode ~= "raw"
-local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared", decode = decode })
+local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared", decode = decode,
+                               multiplex = mode == "multiplex" })
 
 -- Warm up: open min(workers, max) connections now.
 local held = {}

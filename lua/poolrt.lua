@@ -238,17 +238,21 @@ function Pool:with(fn, ...)
   return unpack(res, 2, table.maxn(res))
 end
 
--- acquire + query + release without a Conn object: the parameters are
--- converted (and may raise) before the connection is taken, and nothing
--- between acquire and release can raise but running out of memory.
+-- One statement without a Conn object (prt_pool_query: acquire + query +
+-- release, or pipelined on a shared connection with multiplex = true).  The
+-- parameters are converted (and may raise) before C is called.
 local function pool_query(self, flags, sql, ...)
   local n = set_params(sql, ...)
-  if acquire_c(self, -1) ~= 0 then return nil, lasterr() end
-  local c = conn_out[0]
-  local ok, rows, err, broken = pcall(exec, c, flags, self, sql, n)
-  C.prt_release(c, broken and 1 or 0)
+  local rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
+  if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
+    rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
+  end
+  if rc ~= 0 then return nil, lasterr() end
+  local r = res_out[0]
+  local ok, rows = pcall(rows_of, r, self)
+  C.prt_result_free(r)
   if not ok then error(rows, 0) end
-  return rows, err
+  return rows
 end
 
 function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
@@ -312,6 +316,7 @@ local pool_fields = {
   init_sql = true, -- a string or a list of strings (init_sql_array)
   handoff = "string", -- "barging" or "fifo"; C checks the name and keeps its own copy
   handoff_bound = "number", -- barging: seconds before a waiter is handed releases directly
+  multiplex = "boolean", -- pool:query pipelines statements on shared connections (src/multiplex.c)
 }
 
 -- What is wrong with `opts` against `fields` (name -> type, or true for
@@ -354,7 +359,8 @@ local function pool_opts(opts)
   local o = ffi.new("prt_pool_opts")
   C.prt_pool_opts_default(o)
   o.max = 0 -- not configured: C uses its default unless a size hook decides (pool.configured is nil)
-  local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned" }
+  local flags = { discard_all = "discard_all", protected = "is_protected", pinned = "is_pinned",
+                  multiplex = "multiplex" }
   for k, v in pairs(opts) do
     if flags[k] then o[flags[k]] = v and 1 or 0
     elseif k ~= "prepare" and k ~= "null" and k ~= "decode" and k ~= "init_sql" then o[k] = v end

@@ -209,6 +209,7 @@ struct prt_pool {
     char last_connect_error[256];
     uint64_t init_sql_errors; /* new connections whose init_sql failed */
     uint64_t tx_retries;      /* prt_pool_note_tx_retry */
+    struct prt__mux *mux;     /* immutable once made: opts.multiplex's multiplexer (multiplex.c), else NULL */
 };
 
 /* The pool lock and its assertions (see the top of this file). */
@@ -363,7 +364,7 @@ int prt__pool_evictable(prt_pool *p);   /* the eviction rule */
  * policy_check.c  loading a file: dry runs for `poolrt check` and reloads */
 enum prt__hook {
     PRT__H_PICK, PRT__H_SIZE, PRT__H_OVERFLOW, PRT__H_ADMIT, PRT__H_EVICT, PRT__H_REAP,
-    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__H_BUDGET, PRT__NHOOKS
+    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__H_BUDGET, PRT__H_ROUTE, PRT__NHOOKS
 };
 _Static_assert((int)PRT__NHOOKS == (int)PRT_NHOOKS, "include/poolrt.h's PRT_NHOOKS must count the hooks");
 /* A hook's mode: the built-in default, a Lua function, or a named built-in
@@ -408,6 +409,20 @@ int prt__hook_concurrency(prt__pstate *ps, prt_pool *p);           /* -1: use de
 int prt__hook_evict(prt__pstate *ps, prt_pool **pools, int n, double now, unsigned char *evict);
 void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
 int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_rt_view *rt); /* 0: no limit */
+/* the multiplexer's lock held (p->mu taken briefly for the pool view): */
+int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, int n); /* 0-based, or -1 */
+
+/* --- multiplex.c, route.c: statements of many callers pipelined on shared
+ * connections (opts.multiplex).  Lock order: a multiplexer's lock, then its
+ * pool's mu; never the other way round. */
+typedef struct prt__mux prt__mux;
+int prt__mux_new(prt_pool *p);                   /* p->mux; PRT_ENOMEM */
+void prt__mux_close(prt_pool *p);                /* no lock held: give back every connection it can */
+void prt__mux_reap(prt_pool *p, double now);     /* no lock held: give back idle or expired connections */
+void prt__mux_free(prt_pool *p);                 /* the pool's last reference is gone */
+int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const *params, int flags,
+                   prt_result **out, char *err, size_t errlen);
+int prt__route(prt_pool *p, const prt_route_view *conns, int n); /* route.c: index of the connection */
 
 /* --- pick.c --------------------------------------------------------------- */
 int prt__pick(prt_pool *p, prt__pstate *ps);   /* index into p->idle; mu held */
@@ -436,7 +451,7 @@ struct prt_runtime {
     char last_hook_error[256]; /* policy_mu */
     /* Lock-free reads on hot paths; written under policy_mu. */
     atomic_uint_fast64_t generation;
-    atomic_int pick_mode, overflow_mode, admit_mode; /* the live policy's modes */
+    atomic_int pick_mode, overflow_mode, admit_mode, route_mode; /* the live policy's modes */
     atomic_int acquire_hooks_lua; /* pick or overflow is a Lua function: acquires need a policy state */
     atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
     atomic_uint_fast64_t reloads_ok, reloads_failed;

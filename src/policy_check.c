@@ -4,7 +4,8 @@
  * Nothing goes live that has not run once: prt__policy_load (used by
  * prt_runtime_new and every reload) builds a throwaway state, calls each Lua
  * hook on sample inputs -- a pool of 10 with three idle connections; for
- * `budget`, a server of 100 connections shared by a fleet of 4 -- and
+ * `budget`, a server of 100 connections shared by a fleet of 4; for
+ * `route`, three multiplexed connections -- and
  * judges the answers with the very validators of live calls
  * (policy_hooks.c) on a pool that exists only here.  `poolrt check`
  * (prt_policy_check) prints what each hook returned.
@@ -52,6 +53,9 @@ static char *read_file(const char *path, char *err, size_t errlen)
  * runtime's, which is configured for 50 and holds 8 in 2 pools. */
 static const prt_server_view sample_server = { 100, 3, 40, 4, 30, 8, 1.0 };
 static const prt_rt_view sample_rt = { 50, 8, 2, 10 };
+/* The route hook's sample: three multiplexed connections with 4, 0 and 2
+ * statements in flight. */
+static const prt_route_view sample_route[3] = { { 1, 120, 4, 1 }, { 2, 80, 0, 1 }, { 3, 100, 2, 1 } };
 
 /* Sample inputs for dry runs: a pool of 10 with three idle connections,
  * in a runtime with the default limits. */
@@ -78,6 +82,8 @@ static void sample_inputs(prt__pstate *ps)
     c->server = sample_server;
     c->server.sampled_at = now;
     c->rt = sample_rt;
+    c->route.n = 3;
+    memcpy(&c->route.v[1], sample_route, sizeof sample_route);
     prt_runtime_opts o;
     prt_runtime_opts_default(&o);
     prt__view_limits(&c->limits, &o);
@@ -151,6 +157,7 @@ static int validate_sample(prt__pstate *ps, int hook, char *err, size_t errlen)
     case PRT__H_CONCURRENCY: prt__hook_concurrency(ps, &p); break;
     case PRT__H_BUDGET: prt__hook_budget(ps, &(prt_server_view){ 0 }, &sample_rt); /* unsampled, then sampled */
                         prt__hook_budget(ps, &sample_server, &sample_rt); break;
+    case PRT__H_ROUTE: prt__hook_route(ps, &p, sample_route, 3); break;
     default: break;
     }
     pthread_mutex_destroy(&p.mu);

@@ -20,6 +20,7 @@
 
 static const char *const hook_names[PRT__NHOOKS] = {
     "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict", "budget",
+    "route",
 };
 /* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes. */
 enum { MAX_BUILTINS = 4 };
@@ -343,4 +344,26 @@ int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_r
         return reject(ps, PRT__H_BUDGET, 1, "nil or an integer in 1..1000000"), 0;
     lua_settop(ps->L, 0);
     return (int)n;
+}
+
+/* Which multiplexed connection takes the next statement: conns[0..n) are
+ * the views (1-based in Lua), the pool view is filled under p->mu taken
+ * briefly.  Returns a 0-based index, or -1 when the built-in rule should
+ * apply (failure counted). */
+int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, int n)
+{
+    if (n > PRT__MUX_MAX || begin_unlocked(ps, PRT__H_ROUTE, p) != 0)
+        return -1;
+    ps->ctx->route.n = n;
+    memcpy(&ps->ctx->route.v[1], conns, (size_t)n * sizeof *conns);
+    if (finish(ps, PRT__H_ROUTE, 0, 1) != 0)
+        return -1;
+    long i;
+    if (!as_int(ps->L, 1, 1, n, &i)) {
+        char want[64];
+        snprintf(want, sizeof want, "an integer index in 1..%d", n);
+        return reject(ps, PRT__H_ROUTE, 1, want);
+    }
+    lua_settop(ps->L, 0);
+    return (int)i - 1;
 }

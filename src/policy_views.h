@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #define PRT__MAX_VIEWS 1024 /* idle connections a pick/reap hook can see */
+#define PRT__MUX_MAX 64     /* connections a multiplexer holds at most (the route list's size) */
 
 /* PRT_VIEWS_BEGIN */
 typedef struct prt_conn_view {
@@ -62,6 +63,16 @@ typedef struct prt_idle_list {
     prt_conn_view v[1025];
 } prt_idle_list;
 
+typedef struct prt_route_view {
+    double id, uses;
+    int in_flight, endpoint;
+} prt_route_view;
+
+typedef struct prt_route_list {
+    int n;
+    prt_route_view v[65];
+} prt_route_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -73,6 +84,7 @@ typedef struct prt_hook_ctx {
     prt_server_view server;
     prt_rt_view rt;
     prt_idle_list idle;
+    prt_route_list route;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 

@@ -219,6 +219,11 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->created_at = p->last_used_at = prt_now();
     pool_mutex_init(&p->mu);
     alive_link(p);
+    if (o->multiplex && prt__mux_new(p) != PRT_OK) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+        prt_pool_unref(p);
+        return PRT_ENOMEM;
+    }
     *out = p;
     return PRT_OK;
 }
@@ -235,6 +240,7 @@ void prt_pool_unref(prt_pool *p)
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
     prt__pool_close(p, PRT_POOL_EVICTED);
+    prt__mux_free(p);
     alive_unlink(p);
     pthread_mutex_destroy(&p->mu);
     free_strings(p->init_sql); /* NULL-terminated: frees each statement, then the array */
@@ -402,6 +408,7 @@ static int take_oldest(prt_pool *p, int n, prt_conn ***out)
  * PRT_POOL_*.  No lock held. */
 void prt__pool_close(prt_pool *p, int reason)
 {
+    prt__mux_close(p); /* its connections come back (or close) as their statements finish */
     prt__lock(p);
     if (!p->closed)
         p->closed = reason;

@@ -123,6 +123,7 @@ static void refill(prt_pool *p, double now)
  * closed.  No lock held. */
 int prt__pool_reap(prt_pool *p, double now)
 {
+    prt__mux_reap(p, now); /* multiplexed connections: idle or expired ones back to the pool */
     find_leaks(p, now);
     prt__pstate *ps = p->rt ? prt__policy_thread(p->rt) : NULL;
     int closed = close_idle(p, ps, now);

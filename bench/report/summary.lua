@@ -56,6 +56,9 @@ function M.others(doc)
   doc:p("  costs, and hot reload: switch latency and throughput during reload storms.")
   doc:p("- [RESULTS-nginx.md](RESULTS-nginx.md) (`make bench-nginx`): nginx + `resty.poolrt` against")
   doc:p("  `pgbench` direct on the same one-row query with the same number of server connections.")
+  doc:p("- [RESULTS-mux.md](RESULTS-mux.md) (`make bench-mux`): multiplexed queries, 128 workers on 8")
+  doc:p("  connections with `multiplex = true` against `pgbench -M prepared -c 128` and pgxpool max = 8, with")
+  doc:p("  client CPU per transaction (the matrix above runs the same configurations at 32 and 128 workers).")
   doc:p("")
 end
 

@@ -27,6 +27,8 @@ local VS_PGBENCH = at_least(0.95, "max = W, ≥ 0.95x direct pgbench " .. ALL_W)
 local VS_BOUNCER = at_least(1.3, "32 workers on 8 connections, ≥ 1.3x PgBouncer", { at = { 32 } })
 local LUA_VS_C = at_least(0.9, "Lua host ≥ 0.9x the C client")
 local VS_GO = at_least(1.0, "ahead of database/sql and pgxpool " .. ALL_W)
+local T14 = "issue 14"
+local function at_128(x, claim) return { cmp = ">=", threshold = x, unit = "x", at = { 128 }, source = T14 .. ": " .. claim } end
 
 return {
   matrix("poolrt C prepared (max=W) / pgbench -M prepared", "c_prepared", "pgbench_prepared", VS_PGBENCH),
@@ -37,6 +39,12 @@ return {
   matrix("poolrt C prepared, 8 conns / PgBouncer, 8 conns", "c_prepared_max8", "pgbouncer_extended", VS_BOUNCER),
   matrix("poolrt C unprepared, 8 conns / PgBouncer, 8 conns", "c_unprepared_max8", "pgbouncer_extended", VS_BOUNCER),
   matrix("(same, prepared, at every W > 8)", "c_prepared_max8", "pgbouncer_extended"),
+  matrix("poolrt C multiplex, 8 conns / pgbench -M prepared (W conns)", "c_multiplex_max8", "pgbench_prepared",
+         at_128(1.3, "128 workers on 8 connections with multiplex = true ≥ 1.3x pgbench -M prepared -c 128")),
+  matrix("poolrt C multiplex, 8 conns / pgxpool (max=8)", "c_multiplex_max8", "go_pgx_max8",
+         at_128(1.2, "128 workers on 8 connections with multiplex = true ≥ 1.2x pgxpool max = 8")),
+  matrix("poolrt C multiplex / poolrt C exclusive (both max=8)", "c_multiplex_max8", "c_prepared_max8"),
+  matrix("poolrt Lua host / poolrt C (multiplex, max=8)", "lua_multiplex_max8", "c_multiplex_max8"),
   matrix("poolrt Lua host / poolrt C (prepared, max=W)", "lua_prepared", "c_prepared", LUA_VS_C),
   matrix("poolrt Lua host / poolrt C (prepared, max=8)", "lua_prepared_max8", "c_prepared_max8", LUA_VS_C),
   matrix("(Lua, raw FFI instead of pool:query) / poolrt C", "lua_ffi", "c_prepared"),

@@ -27,7 +27,7 @@ enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use when given grace < 0 */
 
-enum { PRT_NHOOKS = 9 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
+enum { PRT_NHOOKS = 10 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
 enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release
                                     * (the default of prt_pool_opts.handoff_bound) */
@@ -97,6 +97,9 @@ typedef struct prt_pool_opts {
     const char *handoff;
     double handoff_bound;    /* barging: seconds a waiter waits before releases go straight
                               * to it (default PRT_HANDOFF_BOUND_MS / 1000) */
+    /* Statements run through prt_pool_query share the pool's connections in
+     * libpq pipeline mode (README "Multiplexing"); acquires stay exclusive. */
+    int multiplex;
 } prt_pool_opts;
 
 /* A consistent snapshot of one pool, names after PgBouncer's SHOW POOLS. */
@@ -153,7 +156,7 @@ typedef struct prt_budget_stats {
 } prt_budget_stats;
 
 /* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
- * on_evict, budget, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
+ * on_evict, budget, route, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
  * gives each one's name, prt_policy_builtin_name the built-in strategies a
  * policy may name for it (NULL past the last).  Bindings derive the names
  * from these rather than writing them out (PRT_NHOOKS is defined above). */
@@ -220,6 +223,12 @@ int prt_conn_backend_pid(const prt_conn *c);
 int prt_conn_endpoint(const prt_conn *c);
 int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *params,
               int flags, prt_result **out, char *err, size_t errlen);
+/* One statement on pool p without an acquire: with opts.multiplex it is
+ * pipelined on a connection the route hook picks (src/multiplex.c), else
+ * acquire + prt_query + release.  Same results and errors as prt_query;
+ * PRT_EBROKEN: the connection broke while the statement was in flight. */
+int prt_pool_query(prt_pool *pool, const char *sql, int nparams, const char *const *params,
+                   int flags, prt_result **out, char *err, size_t errlen);
 
 int prt_result_ntuples(const prt_result *r);
 int prt_result_nfields(const prt_result *r);

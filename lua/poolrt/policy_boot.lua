@@ -302,6 +302,16 @@ typedef struct prt_idle_list {
     prt_conn_view v[1025];
 } prt_idle_list;
 
+typedef struct prt_route_view {
+    double id, uses;
+    int in_flight, endpoint;
+} prt_route_view;
+
+typedef struct prt_route_list {
+    int n;
+    prt_route_view v[65];
+} prt_route_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -313,6 +323,7 @@ typedef struct prt_hook_ctx {
     prt_server_view server;
     prt_rt_view rt;
     prt_idle_list idle;
+    prt_route_list route;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 ]]
@@ -355,18 +366,22 @@ function B.setup(ud, chunkname, src, budget_msg, names)
       return nil
     end,
   })
-  -- FFI arrays are not bounds-checked; the idle list is, so a hook can
-  -- read nothing outside the views (and #idle works).
-  pcall(ffi.metatype, "prt_idle_list", {
-    __index = function(l, i)
-      if type(i) ~= "number" or not (i >= 1 and i <= l.n) then
-        error("idle[" .. tostring(i) .. "]: index out of range 1.." .. l.n, 2)
-      end
-      return l.v[i]
-    end,
-    __newindex = function() error("the idle list is read-only", 2) end,
-    __len = function(l) return l.n end,
-  })
+  -- FFI arrays are not bounds-checked; the idle and route lists are, so a
+  -- hook can read nothing outside the views (and #idle, #conns work).
+  local function bounded(ctype, what)
+    pcall(ffi.metatype, ctype, {
+      __index = function(l, i)
+        if type(i) ~= "number" or not (i >= 1 and i <= l.n) then
+          error(what .. "[" .. tostring(i) .. "]: index out of range 1.." .. l.n, 2)
+        end
+        return l.v[i]
+      end,
+      __newindex = function() error("the " .. what .. " list is read-only", 2) end,
+      __len = function(l) return l.n end,
+    })
+  end
+  bounded("prt_idle_list", "idle")
+  bounded("prt_route_list", "conns")
   local pol, err = B.load(src, chunkname, tick)
   if not pol then error(err, 0) end
   local pool, req, idle = ctx.pool, ctx.req, ctx.idle
@@ -397,6 +412,7 @@ function B.setup(ud, chunkname, src, budget_msg, names)
     concurrency = function() return f.concurrency(pool) end,
     on_evict = function(name, reason) return f.on_evict(name, reason) end,
     budget = function() return f.budget(ctx.server, ctx.rt) end,
+    route = function() return f.route(ctx.route, pool) end,
   }
   local kinds, tramps = {}, {}
   for _, h in ipairs(B.ORDER) do
