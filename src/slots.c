@@ -10,11 +10,16 @@
  *
  * Giving slots back has an order, and prt__retire is the only place that
  * follows it:
- *   1. the slots go back (the pool's and the global ones), closes counted;
- *   2. this pool's waiters get them, oldest first -- under the same lock as
- *      step 1, so a caller arriving now cannot take a slot a waiter is owed;
- *   3. p->mu is released;
- *   4. the connections close (network I/O is never done under a lock);
+ *   1. p->mu is released and the connections close (network I/O is never
+ *      done under a lock) -- before their slots go back, so that a slot,
+ *      a global one or a unit of a budget shared with other processes,
+ *      never belongs to a new connection while the old one is still open
+ *      (the server would count both: nginx_budget_spec saw 13 of 12);
+ *   2. p->mu is taken again and the slots go back (the pool's and the
+ *      global ones), closes counted;
+ *   3. this pool's waiters get them, oldest first -- under the same lock as
+ *      step 2, so a caller arriving now cannot take a slot a waiter is owed;
+ *   4. p->mu is released;
  *   5. waiters of other pools, blocked only by the global cap, are woken:
  *      that takes each of their locks in turn, so no pool lock may be held.
  *
@@ -116,12 +121,16 @@ void prt__global_slot_freed(prt_runtime *rt)
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
 {
     PRT__ASSERT_HELD(p);
+    if (cs && n > 0) {
+        prt__unlock(p);
+        for (int i = 0; i < n; i++)
+            prt__conn_close(cs[i]);
+        prt__lock(p);
+    }
     prt_runtime *rt = p->rt; /* read under mu: prt_runtime_free clears it under mu */
     slot_give(p, n, why);
     grant_slots(p);
     prt__unlock(p);
-    for (int i = 0; cs && i < n; i++)
-        prt__conn_close(cs[i]);
     if (n > 0)
         prt__global_slot_freed(rt);
 }
@@ -249,14 +258,17 @@ int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_r
     if (best >= 0) {
         prt_pool *q = pools[best];
         prt__lock(q);
-        if (q->nidle > 0 && !q->wq_head) {
+        if (q->nidle > 0 && !q->wq_head)
             c = prt__take_idle(q, 0);
-            slot_give(q, 1, why);
-        }
         prt__unlock(q);
+        if (c) { /* closed before its slot goes back, as in prt__retire */
+            prt__conn_close(c);
+            prt__lock(q);
+            slot_give(q, 1, why);
+            prt__unlock(q);
+        }
     }
     prt__registry_release(pools, n);
-    prt__conn_close(c);
     return c != NULL;
 }
 
