@@ -73,7 +73,8 @@ local function budget_conf(dir)
   return N.write_readable(dir .. "/nginx.conf", conf)
 end
 
--- Runs `cmd` in the background while sampling our server connections every
+-- Runs `cmd` in the background while sampling the server connections nginx
+-- holds open (N.backends_held) every
 -- 100 ms; returns its output, exit code, the samples' maximum and count.
 -- At most `limit` seconds.
 local function sampled(dir, cmd, limit)
@@ -84,7 +85,7 @@ local function sampled(dir, cmd, limit)
   local deadline = poolrt.now() + limit
   while not io.open(rc_file) do
     assert(poolrt.now() < deadline, "background command still running after " .. limit .. "s: " .. cmd)
-    local n = N.backends(APP)
+    local n = N.backends_held(APP, BUDGET)
     if n > max then max = n end
     samples = samples + 1
     poolrt.sleep(0.1)

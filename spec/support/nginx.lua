@@ -53,6 +53,37 @@ function N.backends(app, extra)
                           app)[1].n)
 end
 
+-- Ports of this host's TCP sockets in ESTABLISHED state (/proc/net/tcp).
+local function established_ports()
+  local ports = {}
+  local f = io.open("/proc/net/tcp")
+  if not f then return ports end
+  for line in f:lines() do
+    local lport, st = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ (%x%x)")
+    if st == "01" then ports[tonumber(lport, 16)] = true end
+  end
+  f:close()
+  return ports
+end
+
+-- Server connections of `app` whose client still holds them open: a backend
+-- whose client has closed its socket stays in pg_stat_activity until it has
+-- finished exiting, which on a loaded machine can outlast the moment its
+-- budget unit went to a new connection.  What a budget bounds is the
+-- connections its clients hold, so that is what this counts when the plain
+-- count is over `limit`.
+function N.backends_held(app, limit)
+  local n = N.backends(app)
+  if n <= limit then return n end -- the cheap count already says so (sampling stays fast)
+  local rows = H.admin("select client_port from pg_stat_activity where application_name = $1", app)
+  local open = established_ports()
+  n = 0
+  for _, r in ipairs(rows) do
+    if open[tonumber(r.client_port)] then n = n + 1 end
+  end
+  return n
+end
+
 function N.pid_alive(pid)
   local _, rc = H.run("kill -0 " .. pid)
   return rc == 0
