@@ -141,6 +141,7 @@ static mreq *req_get(prt__mux *x)
     }
     q->next = NULL;
     q->m = NULL;
+    q->waiter = NULL;
     q->abandoned = q->nudged = q->retried = q->cmds = 0;
     q->prepared = 0;
     q->rc = PRT_OK;
@@ -207,12 +208,7 @@ static void broke(prt__mux *x, mconn *m)
         x->retiring--;
     for (mreq *q = m->fly, *next; q; q = next) {
         next = q->next;
-        char why[320];
-        const char *own = q->rc == PRT_EQUERY ? strstr(q->err, "\": ") : NULL; /* past the pool's name */
-        snprintf(why, sizeof why, "connection lost while the statement was in flight on a multiplexed "
-                 "connection: %.200s", own ? own + 3 : lost[0] ? lost : "server closed the connection");
-        q->rc = PRT_OK;
-        prt__mux_fail(p, q, PRT_EBROKEN, why);
+        prt__mux_lost(p, q, lost, "the statement was in flight on a multiplexed connection");
         finish_req(x, q, REQ_DONE);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
@@ -279,6 +275,8 @@ static int nudge_next(mconn *m)
         next = m->pend;
     if (!next)
         return 0;
+    if (next->waiter) /* a batch's member: its caller sleeps on the batch's last */
+        next = next->waiter;
     next->nudged = 1;
     pthread_cond_signal(&next->cond);
     return 1;
@@ -554,6 +552,151 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     req_put(x, q);
     pthread_mutex_unlock(&x->mu);
     return rc;
+}
+
+/* --- batches ------------------------------------------------------------------ */
+
+/* Gives up on the batch's statements that are not done when its deadline
+ * passed: queued ones are unqueued and put back, sent ones abandoned (their
+ * results are discarded when they come; a cancel for the one the server
+ * runs).  The one its caller slept on was handled by await (`gone`).
+ * Afterwards a connection left without a leader is stepped down for (its
+ * next live caller nudged, or given back).  x->mu held; released around
+ * cancels.  qs[i] is NULLed for each request that now belongs to its
+ * connection or was put back; done ones stay for the caller. */
+static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int k, mreq *last, int gone)
+{
+    for (int j = 0; j < k; j++) {
+        mreq *q = qs[idx[j]];
+        if (q == last) {
+            if (!gone)
+                req_put(x, q);
+        } else if (q->state == REQ_QUEUED) {
+            unlink_pending(m, q);
+            req_put(x, q);
+        } else if (q->state == REQ_REROUTE) {
+            req_put(x, q);
+        } else if (q->state != REQ_SENT || !abandon(x, q)) {
+            continue; /* done: its outcome stands */
+        }
+        qs[idx[j]] = NULL;
+    }
+    if (!m->busy) {
+        m->busy = 1;
+        step_down(x, m);
+    }
+}
+
+/* Queues the k requests qs[idx[0..k)] at once on one connection (route's
+ * choice for them all, so they stay in order) and waits for the last: the
+ * caller leads the connection's I/O, or sleeps once until a leader hands
+ * over the last result (results on a connection come in order, so the
+ * others are in by then) or nudges it to lead.  Returns 0 (each request
+ * done or to be routed again), PRT_ETIMEDOUT (unfinished ones given up,
+ * their qs[] NULLed), or choose's error (err set).  x->mu held. */
+static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int k, double acquire_by,
+                       double deadline, char *err, size_t errlen)
+{
+    mconn *m;
+    int rc = choose(x, p, acquire_by, &m, err, errlen);
+    if (rc != PRT_OK)
+        return rc;
+    mreq *last = qs[idx[k - 1]];
+    for (int j = 0; j < k; j++) {
+        mreq *q = qs[idx[j]];
+        q->m = m;
+        q->state = REQ_QUEUED;
+        q->nudged = 0;
+        q->waiter = q == last ? NULL : last;
+        push(&m->pend, &m->pend_tail, q);
+        m->load++;
+    }
+    int gone = 0;
+    rc = await(x, last, deadline, &gone);
+    if (rc == PRT_ETIMEDOUT)
+        batch_give_up(x, m, qs, idx, k, last, gone);
+    return rc;
+}
+
+/* prt_pool_query_batch with opts.multiplex: every statement gets a request,
+ * then rounds of batch_round until none is to be routed again (a broken
+ * connection's queued ones, a vanished prepared statement).  Outcomes go
+ * to items (rc, err, result); returns PRT_ENOMEM only when the index array
+ * cannot be had. */
+int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items)
+{
+    prt__mux *x = p->mux;
+    mreq **qs = calloc((size_t)n, sizeof *qs);
+    int *idx = calloc((size_t)n, sizeof *idx);
+    if (!qs || !idx) {
+        free(qs);
+        free(idx);
+        return PRT_ENOMEM;
+    }
+    double now = prt_now();
+    double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
+    double acquire_by = now + p->opts.acquire_timeout;
+    char err[PRT__ERRLEN];
+    pthread_mutex_lock(&x->mu);
+    for (int i = 0; i < n; i++) {
+        prt_batch_item *it = &items[i];
+        if (tx_control(it->sql)) {
+            it->rc = PRT_EINVAL;
+            prt__errf(it->err, sizeof it->err, "pool \"%s\": a multiplexed batch runs each statement in a "
+                      "transaction of its own; use pool:transaction for BEGIN ... COMMIT", p->name);
+        } else if (!(qs[i] = req_get(x))) {
+            it->rc = PRT_ENOMEM;
+            prt__errf(it->err, sizeof it->err, "pool \"%s\": out of memory", p->name);
+        } else {
+            qs[i]->sql = it->sql;
+            qs[i]->nparams = it->nparams;
+            qs[i]->params = it->params;
+            qs[i]->flags = it->flags;
+            qs[i]->state = REQ_REROUTE; /* to be routed: the first round */
+        }
+    }
+    int rc = PRT_OK;
+    for (;;) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (qs[i] && qs[i]->state == REQ_REROUTE)
+                idx[k++] = i;
+        if (k == 0)
+            break;
+        rc = batch_round(x, p, qs, idx, k, acquire_by, deadline, err, sizeof err);
+        if (rc == PRT_ETIMEDOUT)
+            prt__errf(err, sizeof err, "pool \"%s\": query timed out after %.3fs (multiplexed batch; its "
+                      "result is discarded)", p->name, p->opts.query_timeout);
+        for (int j = 0; rc != PRT_OK && j < k; j++) { /* those not done share the round's error */
+            mreq *q = qs[idx[j]];
+            if (q && q->state == REQ_DONE)
+                continue;
+            if (q)
+                req_put(x, q);
+            qs[idx[j]] = NULL;
+            items[idx[j]].rc = rc;
+            prt__errf(items[idx[j]].err, sizeof items[idx[j]].err, "%s", err);
+        }
+        if (rc != PRT_OK)
+            break;
+    }
+    for (int i = 0; i < n; i++) {
+        mreq *q = qs[i];
+        if (!q)
+            continue;
+        items[i].rc = q->rc;
+        if (q->rc != PRT_OK) {
+            prt__errf(items[i].err, sizeof items[i].err, "%s", q->err);
+        } else {
+            items[i].result = (prt_result *)q->res;
+            q->res = NULL;
+        }
+        req_put(x, q);
+    }
+    pthread_mutex_unlock(&x->mu);
+    free(qs);
+    free(idx);
+    return PRT_OK;
 }
 
 /* --- pool life ------------------------------------------------------------ */
