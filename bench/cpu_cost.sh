@@ -2,7 +2,8 @@
 # bench/cpu_cost.sh -- `make bench-cpu`: the client's own CPU per
 # transaction (issue 14, item 3) at W = 128, side by side in one run on one
 # PostgreSQL: pgbench -S -M prepared -c 128 -j 2, the C driver (max = 128
-# and max = 8), the control (the driver's threads, each with a libpq
+# and max = 8; and 2 threads x batches of W/2 multiplexed on max = 8,
+# prt_pool_query_batch), the control (the driver's threads, each with a libpq
 # connection of its own, no pool) and the Lua host (max = 128 and 8).
 #
 # CPU is user + system time of the client process and all its threads
@@ -43,7 +44,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/poolrt-cpu.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # The configurations: name, then the command (run from the tree in $tree).
-STEPS=(pgbench c_direct c_prepared c_prepared_max8 lua_prepared lua_prepared_max8)
+STEPS=(pgbench c_direct c_prepared c_prepared_max8 c_batch_max8 lua_prepared lua_prepared_max8)
 [ -z "${CPU_ONLY:-}" ] || read -r -a STEPS <<<"$CPU_ONLY"
 step_cmd() { # name tree -> CMD array
   local name=$1 tree=$2
@@ -52,6 +53,7 @@ step_cmd() { # name tree -> CMD array
     c_direct)          CMD=("$tree/build/bench/driver" -w "$W" -q direct -d "$SECS") ;;
     c_prepared)        CMD=("$tree/build/bench/driver" -w "$W" -m "$W" -q prepared -d "$SECS") ;;
     c_prepared_max8)   CMD=("$tree/build/bench/driver" -w "$W" -m 8 -q prepared -d "$SECS") ;;
+    c_batch_max8)      CMD=("$tree/build/bench/driver" -w 2 -b $((W / 2)) -x -m 8 -q prepared -d "$SECS") ;;
     lua_prepared)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" prepared) ;;
     lua_prepared_max8) CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" prepared) ;;
     lua_ffi)           CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" ffi) ;;
@@ -139,6 +141,7 @@ label() {
     c_direct) echo "control: $W threads, a libpq connection each, no pool" ;;
     c_prepared) echo "poolrt C driver, max = $W" ;;
     c_prepared_max8) echo "poolrt C driver, max = 8" ;;
+    c_batch_max8) echo "poolrt C driver, 2 threads x batches of $((W / 2)), multiplex max = 8" ;;
     lua_prepared) echo "poolrt Lua host (pool:query), max = $W" ;;
     lua_prepared_max8) echo "poolrt Lua host (pool:query), max = 8" ;;
     lua_ffi) echo "poolrt Lua host, raw FFI calls, max = $W" ;;
@@ -169,6 +172,8 @@ report() {
   verdict "Lua host max = $W: CPU / pgbench's" "$(ratio lua_prepared pgbench us)" "<=" 1.2
   verdict "C driver max = 8: CPU / pgbench's" "$(ratio c_prepared_max8 pgbench us)" "<=" 1.2
   verdict "Lua host max = 8: CPU / pgbench's" "$(ratio lua_prepared_max8 pgbench us)" "<=" 1.2
+  verdict "C driver, 2 threads x batches of $((W / 2)), multiplex max = 8: CPU / pgbench's" "$(ratio c_batch_max8 pgbench us)" "<=" 1.2
+  verdict "C driver, 2 threads x batches of $((W / 2)), multiplex max = 8: TPS / pgbench's" "$(ratio c_batch_max8 pgbench tps)" ">=" 1.0
   echo "- control (no pool): CPU / pgbench's: $(fmt3 "$(ratio c_direct pgbench us)" 2); C driver max = $W / control: $(fmt3 "$(ratio c_prepared c_direct us)" 2)"
   verdict "Lua host / C driver, max = 8, TPS" "$(ratio lua_prepared_max8 c_prepared_max8 tps)" ">=" 0.9
   verdict "Lua host / C driver, max = $W, TPS" "$(ratio lua_prepared c_prepared tps)" ">=" 0.9
