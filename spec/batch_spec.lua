@@ -6,39 +6,12 @@ local H = require "spec.helper"
 
 local W = "spec.support.batch_workers"
 
--- A process that terminates the backend running `select pg_sleep(...)`
--- 0.2 s after it starts; read its output once the batch has returned.
-local function killer()
-  local src = H.write_file([[
-    local poolrt = require "poolrt"
-    local rt = poolrt.runtime{ reap_interval = 0 }
-    local admin = rt:pool("killer", { max = 1, prepare = false })
-    local deadline = poolrt.now() + 10
-    while poolrt.now() < deadline do
-      local rows = admin:query("select pid from pg_stat_activity where query like 'select pg_sleep($1)%' " ..
-                               "and state = 'active' and pid <> pg_backend_pid() order by pid limit 1")
-      if rows and rows[1] then
-        poolrt.sleep(0.2)
-        assert(admin:query("select pg_terminate_backend($1)", rows[1].pid))
-        print("killed " .. rows[1].pid)
-        os.exit(0)
-      end
-      poolrt.sleep(0.01)
-    end
-    print("nothing to kill")
-  ]])
-  return assert(io.popen("build/poolrt " .. src))
-end
-
 for _, mode in ipairs({ "exclusive", "multiplex" }) do
   local mux = mode == "multiplex"
   describe("pool:query_batch (" .. mode .. ")", function()
-    local rt, level
-    setup(function()
-      rt = H.runtime()
-      level = poolrt.log_level()
-    end)
-    teardown(function() rt:close() poolrt.set_log_level(level) end)
+    local rt
+    setup(function() rt = H.runtime() end)
+    teardown(function() rt:close() end)
 
     it("returns typed rows in order, and a failing statement's error for it only", function()
       local pool = rt:pool("bx_order_" .. mode, { max = 2, multiplex = mux })
@@ -69,12 +42,11 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
     end)
 
     it("gives clear errors and does not hang when the connection is terminated mid-batch", function()
-      poolrt.set_log_level("off")
       local pool = rt:pool("bx_broken_" .. mode, { max = 2, multiplex = mux, query_timeout = 30 })
-      local k = killer()
+      local k = H.sleep_killer()
       local t0 = poolrt.now()
-      local res, errs = pool:query_batch({ { "select 1 as a" }, { "select pg_sleep($1) as s, 2 as b", 2.0 },
-                                           { "select 3 as c" }, { "select 4 as d" } })
+      local res, errs = H.quietly(pool.query_batch, pool, { { "select 1 as a" }, { "select pg_sleep($1) as s, 2 as b", 2.0 },
+                                                            { "select 3 as c" }, { "select 4 as d" } })
       local out = k:read("*a")
       k:close()
       assert.matches("^killed %d+", out)
