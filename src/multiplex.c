@@ -558,14 +558,17 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
 
 /* Gives up on the batch's statements that are not done when its deadline
  * passed: queued ones are unqueued and put back, sent ones abandoned (their
- * results are discarded when they come; a cancel for the one the server
- * runs).  The one its caller slept on was handled by await (`gone`).
- * Afterwards a connection left without a leader is stepped down for (its
- * next live caller nudged, or given back).  x->mu held; released around
- * cancels.  qs[i] is NULLed for each request that now belongs to its
- * connection or was put back; done ones stay for the caller. */
+ * results are discarded when they come), all in one pass under the lock,
+ * so no nudge finds one of them live with its waiter gone.  The one its
+ * caller slept on was handled by await (`gone`: it belongs to the
+ * connection).  Then a connection left without a leader is stepped down
+ * for (its next live caller nudged, or given back) -- m is alive until
+ * then: live requests of this batch were on it -- and, if one of them is
+ * the statement the server runs, a cancel is sent with no lock held.
+ * qs[i] is NULLed for each request given up; done ones stay.  x->mu held. */
 static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int k, mreq *last, int gone)
 {
+    PGcancel *cn = NULL;
     for (int j = 0; j < k; j++) {
         mreq *q = qs[idx[j]];
         if (q == last) {
@@ -576,7 +579,11 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
             req_put(x, q);
         } else if (q->state == REQ_REROUTE) {
             req_put(x, q);
-        } else if (q->state != REQ_SENT || !abandon(x, q)) {
+        } else if (q->state == REQ_SENT) {
+            if (m->fly == q)
+                cn = PQgetCancel(m->c->pg);
+            q->abandoned = 1;
+        } else {
             continue; /* done: its outcome stands */
         }
         qs[idx[j]] = NULL;
@@ -584,6 +591,13 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
     if (!m->busy) {
         m->busy = 1;
         step_down(x, m);
+    }
+    if (cn) {
+        pthread_mutex_unlock(&x->mu);
+        char buf[256];
+        PQcancel(cn, buf, sizeof buf);
+        PQfreeCancel(cn);
+        pthread_mutex_lock(&x->mu);
     }
 }
 
