@@ -26,6 +26,13 @@
  * built; bench/RESULTS-mux.md measures this design against pgbench,
  * pgxpool and the exclusive pool, with context switches per statement.
  *
+ * Batches (prt_pool_query_batch, batch.c).  A batch's n statements are
+ * queued at once on one connection (route's choice for the batch, so they
+ * run in order) and its caller waits for the last of them like a single
+ * statement: it leads, or sleeps once for the whole batch; the others
+ * point at it (mreq.waiter) so that a nudge meant for them wakes it.
+ * Results on a connection come in order, so when the last is in, all are.
+ *
  * Connections.  The multiplexer takes connections from its own pool with
  * prt_acquire, so they count in the pool's max and the runtime's slots like
  * any connection in use: it opens one more when every connection it holds
