@@ -2,7 +2,8 @@
 # bench/cpu_cost.sh -- `make bench-cpu`: the client's own CPU per
 # transaction (issue 14, item 3) at W = 128, side by side in one run on one
 # PostgreSQL: pgbench -S -M prepared -c 128 -j 2, the C driver (max = 128
-# and max = 8), the control (the driver's threads, each with a libpq
+# and max = 8; and 2 threads x batches of W/2 multiplexed on max = 8,
+# prt_pool_query_batch), the control (the driver's threads, each with a libpq
 # connection of its own, no pool) and the Lua host (max = 128 and 8).
 #
 # CPU is user + system time of the client process and all its threads
@@ -43,7 +44,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/poolrt-cpu.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # The configurations: name, then the command (run from the tree in $tree).
-STEPS=(pgbench c_direct c_prepared c_prepared_max8 lua_prepared lua_prepared_max8)
+STEPS=(pgbench c_direct c_prepared c_prepared_max8 c_batch_max8 pgbench_pipe lua_prepared lua_prepared_max8)
 [ -z "${CPU_ONLY:-}" ] || read -r -a STEPS <<<"$CPU_ONLY"
 step_cmd() { # name tree -> CMD array
   local name=$1 tree=$2
@@ -52,6 +53,8 @@ step_cmd() { # name tree -> CMD array
     c_direct)          CMD=("$tree/build/bench/driver" -w "$W" -q direct -d "$SECS") ;;
     c_prepared)        CMD=("$tree/build/bench/driver" -w "$W" -m "$W" -q prepared -d "$SECS") ;;
     c_prepared_max8)   CMD=("$tree/build/bench/driver" -w "$W" -m 8 -q prepared -d "$SECS") ;;
+    c_batch_max8)      CMD=("$tree/build/bench/driver" -w 2 -b $((W / 2)) -x -m 8 -q prepared -d "$SECS") ;;
+    pgbench_pipe)      CMD=("$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -f "$WORK/pipe.sql" -T "$SECS" "$POOLRT_CONNINFO") ;;
     lua_prepared)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" prepared) ;;
     lua_prepared_max8) CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" prepared) ;;
     lua_ffi)           CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" ffi) ;;
@@ -63,7 +66,7 @@ step_cmd() { # name tree -> CMD array
 RUNS=()
 for s in "${STEPS[@]}"; do
   RUNS+=("$s")
-  [ -z "$BASE" ] || [ "$s" = pgbench ] || [ "$s" = c_direct ] || RUNS+=("base:$s")
+  [ -z "$BASE" ] || [[ $s == pgbench* ]] || [ "$s" = c_direct ] || RUNS+=("base:$s")
 done
 
 # One run: appends "name round cpu_s ops tps cswitches" to $WORK/rows.
@@ -76,9 +79,13 @@ run_one() { # run round
   /usr/bin/time -o "$WORK/cpu" -f '%U %S %w %c' timeout -k 5 $((SECS + 120)) "${CMD[@]}" >"$WORK/out" 2>&1 || true
   out=$(cat "$WORK/out")
   read -r cpu cs < <(awk 'NF == 4 { print $1 + $2, $3 + $4 }' "$WORK/cpu" | tail -1)
-  if [ "$name" = pgbench ]; then
+  if [[ $name == pgbench* ]]; then
     ops=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1)
+    if [ "$name" = pgbench_pipe ] && [ -n "$ops" ]; then # a transaction of its script is W/2 statements
+      ops=$((ops * (W / 2)))
+      tps=$(awk -v t="$tps" -v b=$((W / 2)) 'BEGIN { printf "%.1f", t * b }')
+    fi
   else
     ops=$(sed -n 's/.*\bops=\([0-9]*\).*/\1/p' <<<"$out" | head -1)
     tps=$(sed -n 's/.*\btps=\([0-9.]*\).*/\1/p' <<<"$out" | head -1)
@@ -100,6 +107,14 @@ if ! "$PGBIN/psql" -X -Atq "$POOLRT_CONNINFO" -c 'select 1 from pgbench_accounts
   log "pgbench -i -s 10"
   timeout -k 5 600 "$PGBIN/pgbench" -i -s 10 -q "$POOLRT_CONNINFO" >/dev/null 2>&1
 fi
+# pgbench_pipe's script: W/2 selects of pgbench -S in one pipeline (pgbench
+# sends one Sync, at \endpipeline), the like-for-like event-driven client.
+{
+  for i in $(seq $((W / 2))); do echo "\\set aid$i random(1, 100000 * :scale)"; done
+  echo '\startpipeline'
+  for i in $(seq $((W / 2))); do echo "SELECT abalance FROM pgbench_accounts WHERE aid = :aid$i;"; done
+  echo '\endpipeline'
+} >"$WORK/pipe.sql"
 log "warm-up: pgbench -S 2 s (not recorded)"
 "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 2 "$POOLRT_CONNINFO" >/dev/null 2>&1 || true
 : >"$WORK/rows"
@@ -139,6 +154,8 @@ label() {
     c_direct) echo "control: $W threads, a libpq connection each, no pool" ;;
     c_prepared) echo "poolrt C driver, max = $W" ;;
     c_prepared_max8) echo "poolrt C driver, max = 8" ;;
+    c_batch_max8) echo "poolrt C driver, 2 threads x batches of $((W / 2)), multiplex max = 8" ;;
+    pgbench_pipe) echo "pgbench -M prepared -c 2 -j 2, pipelines of $((W / 2)) (one Sync each; direct)" ;;
     lua_prepared) echo "poolrt Lua host (pool:query), max = $W" ;;
     lua_prepared_max8) echo "poolrt Lua host (pool:query), max = 8" ;;
     lua_ffi) echo "poolrt Lua host, raw FFI calls, max = $W" ;;
@@ -169,6 +186,9 @@ report() {
   verdict "Lua host max = $W: CPU / pgbench's" "$(ratio lua_prepared pgbench us)" "<=" 1.2
   verdict "C driver max = 8: CPU / pgbench's" "$(ratio c_prepared_max8 pgbench us)" "<=" 1.2
   verdict "Lua host max = 8: CPU / pgbench's" "$(ratio lua_prepared_max8 pgbench us)" "<=" 1.2
+  verdict "C driver, 2 threads x batches of $((W / 2)), multiplex max = 8: CPU / pgbench's" "$(ratio c_batch_max8 pgbench us)" "<=" 1.2
+  verdict "C driver, 2 threads x batches of $((W / 2)), multiplex max = 8: TPS / pgbench's" "$(ratio c_batch_max8 pgbench tps)" ">=" 1.0
+  echo "- the same against pgbench pipelining $((W / 2)) per client (like for like, no target): CPU $(fmt3 "$(ratio c_batch_max8 pgbench_pipe us)" 2), TPS $(fmt3 "$(ratio c_batch_max8 pgbench_pipe tps)" 2)"
   echo "- control (no pool): CPU / pgbench's: $(fmt3 "$(ratio c_direct pgbench us)" 2); C driver max = $W / control: $(fmt3 "$(ratio c_prepared c_direct us)" 2)"
   verdict "Lua host / C driver, max = 8, TPS" "$(ratio lua_prepared_max8 c_prepared_max8 tps)" ">=" 0.9
   verdict "Lua host / C driver, max = $W, TPS" "$(ratio lua_prepared c_prepared tps)" ">=" 0.9
@@ -178,7 +198,7 @@ report() {
     echo "This tree against base, CPU per transaction (new / base, same round):"
     echo
     for s in "${STEPS[@]}"; do
-      [ "$s" = pgbench ] || [ "$s" = c_direct ] && continue
+      [[ $s == pgbench* ]] || [ "$s" = c_direct ] && continue
       echo "- $(label "$s"): $(fmt3 "$(ratio "$s" "base:$s" us)" 3); TPS new / base $(fmt3 "$(ratio "$s" "base:$s" tps)" 3)"
     done
   fi

@@ -10,7 +10,7 @@
  *   driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]
  *          [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua]
  *          [-t THINK_US] [-S SQL] [-X THREADS_HINT] [-C] [-A ACQ_TIMEOUT] [-W N] [-B BUDGET]
- *          [-H barging|fifo] [-a] [-x]
+ *          [-H barging|fifo] [-a] [-x] [-b BATCH]
  *
  *   -q prepared    prt_query flags 0: prepared once per connection, reused
  *                  (the like-for-like limit is `pgbench -M prepared`)
@@ -33,6 +33,10 @@
  *                  prt_pool_query (no acquire: statements of all workers are
  *                  pipelined over the pool's max connections, src/multiplex.c;
  *                  acq_* stay 0)
+ *   -b N           each cycle is one prt_pool_query_batch of N statements
+ *                  (with -x: queued at once on a multiplexed connection, the
+ *                  worker leads its I/O; else one connection pipelined per
+ *                  batch).  tps and ops count statements; latency is per batch
  *   -a             noop: time each acquire after all (two clock reads per
  *                  cycle, as bench/go/gobench.go pays too), for acq_* below
  *
@@ -75,7 +79,7 @@ typedef struct {
 
 static struct {
     const char *conninfo, *policy, *sql, *handoff;
-    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop, multiplex;
+    int workers, max, mode, scale, think_us, threads_hint, cold, warm, budget, time_noop, multiplex, batch;
     double secs, acq_timeout;
     long iters;
 } cfg = { .workers = 1, .max = 0, .mode = Q_PREPARED, .scale = 10, .secs = 5,
@@ -185,6 +189,64 @@ static int one_query(worker *w, prt_conn *c, const char *sql, int nparams, char 
     return rc;
 }
 
+/* -b: one batch of cfg.batch statements with fresh random aids, through
+ * prt_pool_query_batch.  Returns how many succeeded; failures are noted.
+ * items, aids and params (cfg.batch each) are the worker's. */
+static int one_batch(worker *w, prt_batch_item *items, char (*aids)[32], const char **params, const char *sql,
+                     int nparams, int flags)
+{
+    char err[512];
+    for (int i = 0; i < cfg.batch; i++) {
+        snprintf(aids[i], 32, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)(100000L * cfg.scale)));
+        params[i] = aids[i];
+        items[i].sql = sql;
+        items[i].nparams = nparams;
+        items[i].params = &params[i];
+        items[i].flags = flags;
+    }
+    int rc = prt_pool_query_batch(pool, cfg.batch, items, err, sizeof err);
+    if (rc == PRT_EINVAL || rc == PRT_ENOMEM) {
+        note_error(w, err);
+        return 0;
+    }
+    int ok = 0;
+    for (int i = 0; i < cfg.batch; i++) {
+        if (items[i].rc == PRT_OK) {
+            prt_result_free(items[i].result);
+            ok++;
+        } else {
+            note_error(w, items[i].err);
+        }
+    }
+    return ok;
+}
+
+/* -b: the worker loop for batches. */
+static void *batch_main(void *arg)
+{
+    worker *w = arg;
+    int flags = cfg.mode == Q_UNPREPARED ? PRT_Q_UNPREPARED : 0;
+    const char *sql = cfg.sql ? cfg.sql : SELECT_SQL;
+    int nparams = cfg.sql ? 0 : 1;
+    prt_batch_item *items = calloc((size_t)cfg.batch, sizeof *items);
+    char (*aids)[32] = calloc((size_t)cfg.batch, sizeof *aids);
+    const char **params = calloc((size_t)cfg.batch, sizeof *params);
+    pthread_barrier_wait(&start_line);
+    while (items && aids && params && !atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        double t0 = now_s();
+        int ok = one_batch(w, items, aids, params, sql, nparams, flags);
+        double t1 = now_s();
+        if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break; /* finished after the clock stopped: not counted */
+        w->ops += (uint64_t)ok;
+        push(&w->lat, (float)((t1 - t0) * 1e6));
+    }
+    free(items);
+    free(aids);
+    free(params);
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -267,7 +329,7 @@ static void usage(void)
     fprintf(stderr, "usage: driver [-c CONNINFO] [-w WORKERS] [-m MAX] [-d SECONDS | -n ITERS]\n"
                     "              [-q prepared|unprepared|noop|direct] [-s SCALE] [-P POLICY.lua] [-t THINK_US]\n"
                     "              [-S SQL] [-X THREADS_HINT] [-C] [-A ACQUIRE_TIMEOUT] [-W WARM] [-B BUDGET]\n"
-                    "              [-H barging|fifo] [-a] [-x]\n");
+                    "              [-H barging|fifo] [-a] [-x] [-b BATCH]\n");
     exit(2);
 }
 
@@ -275,7 +337,7 @@ int main(int argc, char **argv)
 {
     int opt;
     cfg.conninfo = getenv("POOLRT_CONNINFO");
-    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ahx")) != -1) {
+    while ((opt = getopt(argc, argv, "c:w:m:d:n:q:s:P:t:S:X:CA:W:B:H:ahxb:")) != -1) {
         switch (opt) {
         case 'c': cfg.conninfo = optarg; break;
         case 'w': cfg.workers = atoi(optarg); break;
@@ -301,10 +363,11 @@ int main(int argc, char **argv)
         case 'H': cfg.handoff = optarg; break;
         case 'a': cfg.time_noop = 1; break;
         case 'x': cfg.multiplex = 1; break;
+        case 'b': cfg.batch = atoi(optarg); break;
         default: usage();
         }
     }
-    if (cfg.workers < 1 || cfg.scale < 1 || (cfg.secs <= 0 && !cfg.iters) || !cfg.conninfo)
+    if (cfg.workers < 1 || cfg.scale < 1 || cfg.batch < 0 || (cfg.batch > 0 && (cfg.iters || cfg.mode == Q_NOOP)) || (cfg.secs <= 0 && !cfg.iters) || !cfg.conninfo)
         usage();
     if (cfg.max <= 0)
         cfg.max = cfg.workers;
@@ -372,7 +435,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         ws[i].index = i;
         ws[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1) ^ (uint64_t)time(NULL);
-        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main : worker_main, &ws[i]) != 0) {
+        if (pthread_create(&ws[i].th, NULL, cfg.mode == Q_DIRECT ? direct_main : cfg.batch > 0 ? batch_main : worker_main, &ws[i]) != 0) {
             fprintf(stderr, "driver: could not start worker %d: %s\n", i, strerror(errno));
             break;
         }

@@ -261,6 +261,70 @@ function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, 
 -- fn(conn, attempt) between BEGIN and COMMIT on a connection of the pool,
 -- re-run on serialization failures and deadlocks up to opts.retries times;
 -- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
+-- Whether every one of the n batch items has result code rc.
+local function all_rc(items, n, rc)
+  for i = 0, n - 1 do
+    if items[i].rc ~= rc then return false end
+  end
+  return true
+end
+
+-- Many statements in one call (prt_pool_query_batch): `stmts` is a list of
+-- { sql, param1, ... }; each runs with a Sync of its own, so one failing
+-- touches no other.  Returns `results, errs`: results[i] the rows of
+-- statement i (false when it failed), errs nil when all succeeded, else
+-- errs[i] the error of each failed statement.  With multiplex = true the
+-- batch is pipelined on one shared connection and the calling thread does
+-- its I/O; else one connection is held for the batch.  Parameters are
+-- converted (and may raise) before C is called.
+function Pool:query_batch(stmts)
+  if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
+  local n = #stmts
+  local items = ffi.new("prt_batch_item[?]", n)
+  local hold = {} -- the parameter strings and arrays, referenced until C returns
+  for i = 1, n do
+    local st = stmts[i]
+    if type(st) ~= "table" or type(st[1]) ~= "string" then
+      error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
+    end
+    local it = items[i - 1]
+    local np = table.maxn(st) - 1
+    if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 2) end
+    it.sql, it.nparams, it.flags = st[1], np, self._qflags
+    if np > 0 then
+      local ps = ffi.new("const char*[?]", np)
+      for k = 1, np do
+        local v = to_param(st[k + 1])
+        hold[#hold + 1] = v
+        ps[k - 1] = v
+      end
+      hold[#hold + 1] = ps
+      it.params = ps
+    end
+  end
+  local rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN)
+  if rc == C.PRT_ECLOSED and all_rc(items, n, rc) and self.rt:_refresh(self) then
+    rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN) -- evicted meanwhile: nothing ran
+  end
+  if rc ~= 0 and all_rc(items, n, 0) then return nil, lasterr() end -- the batch as a whole (no item touched)
+  local results, errs, raised = {}, nil, nil
+  for i = 0, n - 1 do
+    local it = items[i]
+    if it.rc ~= 0 then
+      errs = errs or {}
+      errs[i + 1] = ffi.string(it.err)
+      results[i + 1] = false
+    else
+      local ok, rows = pcall(rows_of, it.result, self)
+      C.prt_result_free(it.result)
+      if not ok then raised = raised or rows end
+      results[i + 1] = ok and rows or false
+    end
+  end
+  if raised then error(raised, 0) end
+  return results, errs
+end
+
 function Pool:transaction(fn, opts) return TX().pool_run(self, fn, opts) end
 -- conn:copy_in on a connection of the pool, released afterwards.
 function Pool:copy_in(sql, rows) return COPY().pool_run(self, sql, rows) end

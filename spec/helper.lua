@@ -108,4 +108,30 @@ function H.free_port()
   return assert(rc == 0 and tonumber(out:match("^(%d+)")), "no free port found: " .. out)
 end
 
+-- Starts a process that terminates the backend running `select
+-- pg_sleep($1)...` 0.2 s after it finds it (within 10 s) and prints
+-- "killed PID" (or "nothing to kill").  Returns the popen handle: read
+-- it once the statement under test has returned.
+function H.sleep_killer()
+  local src = H.write_file([[
+    local poolrt = require "poolrt"
+    local rt = poolrt.runtime{ reap_interval = 0 }
+    local admin = rt:pool("killer", { max = 1, prepare = false })
+    local deadline = poolrt.now() + 10
+    while poolrt.now() < deadline do
+      local rows = admin:query("select pid from pg_stat_activity where query like 'select pg_sleep($1)%' " ..
+                               "and state = 'active' and pid <> pg_backend_pid() order by pid limit 1")
+      if rows and rows[1] then
+        poolrt.sleep(0.2)
+        assert(admin:query("select pg_terminate_backend($1)", rows[1].pid))
+        print("killed " .. rows[1].pid)
+        os.exit(0)
+      end
+      poolrt.sleep(0.01)
+    end
+    print("nothing to kill")
+  ]])
+  return assert(io.popen("build/poolrt " .. src))
+end
+
 return H

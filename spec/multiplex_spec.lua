@@ -98,25 +98,7 @@ describe("multiplex", function()
     -- Six callers each start a 1 s statement (spread over both connections), then run 20 short
     -- ones.  rt:spawn blocks this thread, so another process finds a backend running the sleep
     -- and terminates it while the statements are in flight.
-    local killer_src = H.write_file([[
-      local poolrt = require "poolrt"
-      local rt = poolrt.runtime{ reap_interval = 0 }
-      local admin = rt:pool("killer", { max = 1, prepare = false })
-      local deadline = poolrt.now() + 10
-      while poolrt.now() < deadline do
-        local rows = admin:query("select pid from pg_stat_activity where query like 'select pg_sleep($1)%' " ..
-                                 "and state = 'active' and pid <> pg_backend_pid() order by pid limit 1")
-        if rows and rows[1] then
-          poolrt.sleep(0.2)
-          assert(admin:query("select pg_terminate_backend($1)", rows[1].pid))
-          print("killed " .. rows[1].pid)
-          os.exit(0)
-        end
-        poolrt.sleep(0.01)
-      end
-      print("nothing to kill")
-    ]])
-    local killer = assert(io.popen("build/poolrt " .. killer_src))
+    local killer = H.sleep_killer()
     local res = assert(rt:spawn(6, W, "sleeper", "mx_broken", 1.0, 20))
     local out = killer:read("*a")
     killer:close()

@@ -26,6 +26,13 @@
  * built; bench/RESULTS-mux.md measures this design against pgbench,
  * pgxpool and the exclusive pool, with context switches per statement.
  *
+ * Batches (prt_pool_query_batch, batch.c).  A batch's n statements are
+ * queued at once on one connection (route's choice for the batch, so they
+ * run in order) and its caller waits for the last of them like a single
+ * statement: it leads, or sleeps once for the whole batch; the others
+ * point at it (mreq.waiter) so that a nudge meant for them wakes it.
+ * Results on a connection come in order, so when the last is in, all are.
+ *
  * Connections.  The multiplexer takes connections from its own pool with
  * prt_acquire, so they count in the pool's max and the runtime's slots like
  * any connection in use: it opens one more when every connection it holds
@@ -141,6 +148,7 @@ static mreq *req_get(prt__mux *x)
     }
     q->next = NULL;
     q->m = NULL;
+    q->waiter = NULL;
     q->abandoned = q->nudged = q->retried = q->cmds = 0;
     q->prepared = 0;
     q->rc = PRT_OK;
@@ -207,12 +215,7 @@ static void broke(prt__mux *x, mconn *m)
         x->retiring--;
     for (mreq *q = m->fly, *next; q; q = next) {
         next = q->next;
-        char why[320];
-        const char *own = q->rc == PRT_EQUERY ? strstr(q->err, "\": ") : NULL; /* past the pool's name */
-        snprintf(why, sizeof why, "connection lost while the statement was in flight on a multiplexed "
-                 "connection: %.200s", own ? own + 3 : lost[0] ? lost : "server closed the connection");
-        q->rc = PRT_OK;
-        prt__mux_fail(p, q, PRT_EBROKEN, why);
+        prt__mux_lost(p, q, lost, "the statement was in flight on a multiplexed connection");
         finish_req(x, q, REQ_DONE);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
@@ -279,6 +282,8 @@ static int nudge_next(mconn *m)
         next = m->pend;
     if (!next)
         return 0;
+    if (next->waiter) /* a batch's member: its caller sleeps on the batch's last */
+        next = next->waiter;
     next->nudged = 1;
     pthread_cond_signal(&next->cond);
     return 1;
@@ -554,6 +559,165 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     req_put(x, q);
     pthread_mutex_unlock(&x->mu);
     return rc;
+}
+
+/* --- batches ------------------------------------------------------------------ */
+
+/* Gives up on the batch's statements that are not done when its deadline
+ * passed: queued ones are unqueued and put back, sent ones abandoned (their
+ * results are discarded when they come), all in one pass under the lock,
+ * so no nudge finds one of them live with its waiter gone.  The one its
+ * caller slept on was handled by await (`gone`: it belongs to the
+ * connection).  Then a connection left without a leader is stepped down
+ * for (its next live caller nudged, or given back) -- m is alive until
+ * then: live requests of this batch were on it -- and, if one of them is
+ * the statement the server runs, a cancel is sent with no lock held.
+ * qs[i] is NULLed for each request given up; done ones stay.  x->mu held. */
+static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int k, mreq *last, int gone)
+{
+    PGcancel *cn = NULL;
+    for (int j = 0; j < k; j++) {
+        mreq *q = qs[idx[j]];
+        if (q == last) {
+            if (!gone)
+                req_put(x, q);
+        } else if (q->state == REQ_QUEUED) {
+            unlink_pending(m, q);
+            req_put(x, q);
+        } else if (q->state == REQ_REROUTE) {
+            req_put(x, q);
+        } else if (q->state == REQ_SENT) {
+            if (m->fly == q)
+                cn = PQgetCancel(m->c->pg);
+            q->abandoned = 1;
+        } else {
+            continue; /* done: its outcome stands */
+        }
+        qs[idx[j]] = NULL;
+    }
+    if (!m->busy) {
+        m->busy = 1;
+        step_down(x, m);
+    }
+    if (cn) {
+        pthread_mutex_unlock(&x->mu);
+        char buf[256];
+        PQcancel(cn, buf, sizeof buf);
+        PQfreeCancel(cn);
+        pthread_mutex_lock(&x->mu);
+    }
+}
+
+/* Queues the k requests qs[idx[0..k)] at once on one connection (route's
+ * choice for them all, so they stay in order) and waits for the last: the
+ * caller leads the connection's I/O, or sleeps once until a leader hands
+ * over the last result (results on a connection come in order, so the
+ * others are in by then) or nudges it to lead.  Returns 0 (each request
+ * done or to be routed again), PRT_ETIMEDOUT (unfinished ones given up,
+ * their qs[] NULLed), or choose's error (err set).  x->mu held. */
+static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int k, double acquire_by,
+                       double deadline, char *err, size_t errlen)
+{
+    mconn *m;
+    int rc = choose(x, p, acquire_by, &m, err, errlen);
+    if (rc != PRT_OK)
+        return rc;
+    mreq *last = qs[idx[k - 1]];
+    for (int j = 0; j < k; j++) {
+        mreq *q = qs[idx[j]];
+        q->m = m;
+        q->state = REQ_QUEUED;
+        q->nudged = 0;
+        q->waiter = q == last ? NULL : last;
+        push(&m->pend, &m->pend_tail, q);
+        m->load++;
+    }
+    int gone = 0;
+    rc = await(x, last, deadline, &gone);
+    if (rc == PRT_ETIMEDOUT)
+        batch_give_up(x, m, qs, idx, k, last, gone);
+    return rc;
+}
+
+/* prt_pool_query_batch with opts.multiplex: every statement gets a request,
+ * then rounds of batch_round until none is to be routed again (a broken
+ * connection's queued ones, a vanished prepared statement).  Outcomes go
+ * to items (rc, err, result); returns PRT_ENOMEM only when the index array
+ * cannot be had. */
+int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items)
+{
+    prt__mux *x = p->mux;
+    mreq **qs = calloc((size_t)n, sizeof *qs);
+    int *idx = calloc((size_t)n, sizeof *idx);
+    if (!qs || !idx) {
+        free(qs);
+        free(idx);
+        return PRT_ENOMEM;
+    }
+    double now = prt_now();
+    double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
+    double acquire_by = now + p->opts.acquire_timeout;
+    char err[PRT__ERRLEN];
+    pthread_mutex_lock(&x->mu);
+    for (int i = 0; i < n; i++) {
+        prt_batch_item *it = &items[i];
+        if (tx_control(it->sql)) {
+            it->rc = PRT_EINVAL;
+            prt__errf(it->err, sizeof it->err, "pool \"%s\": a multiplexed batch runs each statement in a "
+                      "transaction of its own; use pool:transaction for BEGIN ... COMMIT", p->name);
+        } else if (!(qs[i] = req_get(x))) {
+            it->rc = PRT_ENOMEM;
+            prt__errf(it->err, sizeof it->err, "pool \"%s\": out of memory", p->name);
+        } else {
+            qs[i]->sql = it->sql;
+            qs[i]->nparams = it->nparams;
+            qs[i]->params = it->params;
+            qs[i]->flags = it->flags;
+            qs[i]->state = REQ_REROUTE; /* to be routed: the first round */
+        }
+    }
+    int rc = PRT_OK;
+    for (;;) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (qs[i] && qs[i]->state == REQ_REROUTE)
+                idx[k++] = i;
+        if (k == 0)
+            break;
+        rc = batch_round(x, p, qs, idx, k, acquire_by, deadline, err, sizeof err);
+        if (rc == PRT_ETIMEDOUT)
+            prt__errf(err, sizeof err, "pool \"%s\": query timed out after %.3fs (multiplexed batch; its "
+                      "result is discarded)", p->name, p->opts.query_timeout);
+        for (int j = 0; rc != PRT_OK && j < k; j++) { /* those not done share the round's error */
+            mreq *q = qs[idx[j]];
+            if (q && q->state == REQ_DONE)
+                continue;
+            if (q)
+                req_put(x, q);
+            qs[idx[j]] = NULL;
+            items[idx[j]].rc = rc;
+            prt__errf(items[idx[j]].err, sizeof items[idx[j]].err, "%s", err);
+        }
+        if (rc != PRT_OK)
+            break;
+    }
+    for (int i = 0; i < n; i++) {
+        mreq *q = qs[i];
+        if (!q)
+            continue;
+        items[i].rc = q->rc;
+        if (q->rc != PRT_OK) {
+            prt__errf(items[i].err, sizeof items[i].err, "%s", q->err);
+        } else {
+            items[i].result = (prt_result *)q->res;
+            q->res = NULL;
+        }
+        req_put(x, q);
+    }
+    pthread_mutex_unlock(&x->mu);
+    free(qs);
+    free(idx);
+    return PRT_OK;
 }
 
 /* --- pool life ------------------------------------------------------------ */

@@ -30,6 +30,7 @@ typedef struct mreq {
     int nudged;              /* asked to take over a connection's I/O; mux->mu */
     int retried;             /* routed again once after its prepared statement vanished */
     pthread_cond_t cond;     /* signalled on REQ_DONE, REQ_REROUTE and nudges; with mux->mu */
+    struct mreq *waiter;     /* a batch's member: the request its caller sleeps on (nudges go there); mux->mu */
     /* Written by the connection's leader while REQ_SENT, read by the
      * caller after REQ_DONE (mux->mu orders the two): */
     int cmds;                /* commands of its segment whose results are still to come */
@@ -55,5 +56,6 @@ typedef struct mconn {
 int prt__mux_send(mconn *m, mreq *q, int n);              /* n requests from q, then a flush */
 int prt__mux_pump(mconn *m, double deadline, int *ndone); /* wait, read; *ndone segments complete */
 void prt__mux_fail(prt_pool *p, mreq *q, int rc, const char *why); /* q's error, unless it has one */
+void prt__mux_lost(prt_pool *p, mreq *q, const char *lost, const char *what); /* PRT_EBROKEN, why */
 
 #endif

@@ -187,3 +187,16 @@ void prt__mux_fail(prt_pool *p, mreq *q, int rc, const char *why)
 {
     set_error(p, q, rc, "%s%s", why, "");
 }
+
+/* q was in flight when its connection broke: PRT_EBROKEN, "connection lost
+ * while <what>: " and the server's own last word to q if it got one (57P01
+ * from pg_terminate_backend), else libpq's (`lost`). */
+void prt__mux_lost(prt_pool *p, mreq *q, const char *lost, const char *what)
+{
+    char why[400];
+    const char *own = q->rc == PRT_EQUERY ? strstr(q->err, "\": ") : NULL; /* past the pool's name */
+    snprintf(why, sizeof why, "connection lost while %s: %.200s", what,
+             own ? own + 3 : lost[0] ? lost : "server closed the connection");
+    q->rc = PRT_OK;
+    set_error(p, q, PRT_EBROKEN, "%s%s", why, "");
+}

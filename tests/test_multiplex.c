@@ -4,7 +4,9 @@
  * statements fail around them, the per-connection statement cache turns
  * over inside the pipeline, an exclusive acquire is served while the
  * multiplexer holds every connection, and an evicted pool gets its
- * connections back.  Runs under TSan in `make sanitize`.
+ * connections back; batches (prt_pool_query_batch) in both modes, mixed
+ * with single statements, the statement cache turning over inside them.
+ * Runs under TSan in `make sanitize`.
  */
 #include <pthread.h>
 #include "pgtest.h"
@@ -30,6 +32,18 @@ static void note(job *j, const char *what)
         snprintf(j->first, sizeof j->first, "caller %d: %.200s", j->id, what);
 }
 
+/* One statement's outcome against what it had to be: value v, or a
+ * division by zero when `fail`. */
+static void check(job *j, int fail, int rc, const char *err, prt_result *r, const char *v)
+{
+    if (fail && (rc != PRT_EQUERY || !strstr(err, "division by zero")))
+        note(j, rc == PRT_OK ? "a failing statement succeeded" : err);
+    else if (!fail && rc != PRT_OK)
+        note(j, err);
+    else if (!fail && strcmp(prt_result_value(r, 0, 0), v) != 0)
+        note(j, "got another statement's result");
+}
+
 /* n statements, each returning its caller's own value; every fail_every-th
  * divides by zero; SQL texts rotate over nsql of `texts`. */
 static void *run_values(void *arg)
@@ -43,12 +57,7 @@ static void *run_values(void *arg)
         snprintf(d, sizeof d, "%d", fail ? 0 : 1);
         prt_result *r = NULL;
         int rc = prt_pool_query(j->pool, texts[k % j->nsql], 2, params, 0, &r, err, sizeof err);
-        if (fail && (rc != PRT_EQUERY || !strstr(err, "division by zero")))
-            note(j, rc == PRT_OK ? "a failing statement succeeded" : err);
-        else if (!fail && rc != PRT_OK)
-            note(j, err);
-        else if (!fail && strcmp(prt_result_value(r, 0, 0), v) != 0)
-            note(j, "got another caller's result");
+        check(j, fail, rc, err, r, v);
         prt_result_free(r);
     }
     return NULL;
@@ -183,6 +192,114 @@ static void eviction_returns_the_connections(void **state)
     done(rt, p);
 }
 
+/* --- batches (prt_pool_query_batch, src/batch.c) ------------------------- */
+
+enum { BATCH = 40, ROUNDS = 15 };
+
+/* A batch caller: a job (its id, pool and surprises) that runs its
+ * statements one by one instead when `singles`. */
+typedef struct {
+    job j;
+    int singles;
+} bjob;
+
+/* ROUNDS batches of BATCH statements (every 7th divides by zero, texts
+ * rotating over all 5), or the same statements one by one. */
+static void *run_batches(void *arg)
+{
+    bjob *b = arg;
+    job *j = &b->j;
+    char v[BATCH][32], d[BATCH][4];
+    const char *params[BATCH][2];
+    prt_batch_item items[BATCH];
+    char err[PRT__ERRLEN];
+    for (int round = 0; round < ROUNDS; round++) {
+        memset(items, 0, sizeof items);
+        for (int k = 0; k < BATCH; k++) {
+            snprintf(v[k], sizeof v[k], "%d", (j->id * 100 + round) * 1000 + k);
+            snprintf(d[k], sizeof d[k], "%d", k % 7 == 6 ? 0 : 1);
+            params[k][0] = v[k];
+            params[k][1] = d[k];
+            items[k] = (prt_batch_item){ .sql = texts[(k + round) % 5], .nparams = 2, .params = params[k] };
+        }
+        if (b->singles) {
+            for (int k = 0; k < BATCH; k++) {
+                prt_result *r = NULL;
+                int rc = prt_pool_query(j->pool, items[k].sql, 2, params[k], 0, &r, err, sizeof err);
+                check(j, k % 7 == 6, rc, err, r, v[k]);
+                prt_result_free(r);
+            }
+            continue;
+        }
+        int rc = prt_pool_query_batch(j->pool, BATCH, items, err, sizeof err);
+        if (rc != PRT_EQUERY || !strstr(err, "statement 7 of 40: "))
+            note(j, err);
+        for (int k = 0; k < BATCH; k++) {
+            check(j, k % 7 == 6, items[k].rc, items[k].err, items[k].result, v[k]);
+            prt_result_free(items[k].result);
+        }
+    }
+    return NULL;
+}
+
+/* `threads` batch callers on p, the odd ones with singles when `mixed`. */
+static void run_batch_jobs(prt_pool *p, int threads, int mixed)
+{
+    pthread_t th[16];
+    bjob jobs[16];
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (bjob){ .j = { .pool = p, .id = i + 1 }, .singles = mixed && i % 2 == 1 };
+        assert_int_equal(pthread_create(&th[i], NULL, run_batches, &jobs[i]), 0);
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].j.bad)
+            fail_msg("%d surprises, first: %s", jobs[i].j.bad, jobs[i].j.first);
+    }
+}
+
+static prt_pool *pool_of(prt_runtime *rt, const char *name, int max, int multiplex)
+{
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = max;
+    o.multiplex = multiplex;
+    o.stmt_cache = 2; /* 5 texts: DEALLOCATE and Parse travel inside the batches */
+    return pgtest_pool(rt, name, &o);
+}
+
+/* Batches from threads on a pool of `max` (multiplexed: odd threads send
+ * single statements meanwhile); every statement checked, no connection
+ * broken, none left in use by an exclusive batch. */
+static void batches_from_threads(const char *name, int max, int multiplex)
+{
+    prt_runtime *rt = pgtest_runtime(0);
+    prt_pool *p = pool_of(rt, name, max, multiplex);
+    run_batch_jobs(p, multiplex ? 8 : 6, multiplex);
+    prt_pool_stats st;
+    prt_pool_stats_get(p, &st);
+    assert_true(st.total <= max);
+    assert_int_equal(st.closed_broken, 0);
+    if (!multiplex)
+        assert_int_equal(st.in_use, 0); /* each batch gave its connection back */
+    char err[PRT__ERRLEN];
+    assert_int_equal(prt_pool_query_batch(p, 0, NULL, err, sizeof err), PRT_OK);
+    assert_int_equal(prt_pool_query_batch(p, -1, NULL, err, sizeof err), PRT_EINVAL);
+    done(rt, p);
+}
+
+static void multiplexed_batches_and_singles_from_threads(void **state)
+{
+    (void)state;
+    batches_from_threads("bx_c_mux", 2, 1);
+}
+
+static void exclusive_batches_from_threads(void **state)
+{
+    (void)state;
+    batches_from_threads("bx_c_excl", 3, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +307,8 @@ int main(void)
         cmocka_unit_test(statement_cache_turns_over_in_the_pipeline),
         cmocka_unit_test(exclusive_acquire_is_served_under_load),
         cmocka_unit_test(eviction_returns_the_connections),
+        cmocka_unit_test(multiplexed_batches_and_singles_from_threads),
+        cmocka_unit_test(exclusive_batches_from_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

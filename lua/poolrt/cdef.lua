@@ -229,6 +229,26 @@ int prt_query(prt_conn *c, const char *sql, int nparams, const char *const *para
  * PRT_EBROKEN: the connection broke while the statement was in flight. */
 int prt_pool_query(prt_pool *pool, const char *sql, int nparams, const char *const *params,
                    int flags, prt_result **out, char *err, size_t errlen);
+/* One statement of a batch (prt_pool_query_batch): sql .. flags are the
+ * caller's input, as prt_pool_query's; result, rc and err are its outcome. */
+typedef struct prt_batch_item {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    int flags;
+    prt_result *result; /* out: 0 rc: the result (the caller frees it), else NULL */
+    int rc;             /* out: 0 or PRT_E*, as prt_pool_query would return */
+    char err[256];      /* out: why, when rc < 0 */
+} prt_batch_item;
+/* n independent statements on pool p, each with a Sync of its own (one
+ * failing touches no other), returning when all are done.  With
+ * opts.multiplex they are queued at once on one multiplexed connection and
+ * the caller leads its I/O (no wake-up per statement); else one connection
+ * is acquired, the n are pipelined on it, and it is released.  Every item
+ * gets its outcome; returns 0 when all succeeded, else the first failed
+ * item's rc with err "statement i of n: why" (1-based); PRT_EINVAL for bad
+ * arguments (no item touched). */
+int prt_pool_query_batch(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
 
 int prt_result_ntuples(const prt_result *r);
 int prt_result_nfields(const prt_result *r);
