@@ -60,6 +60,12 @@ enum { PRT_POOL_OPEN = 0, PRT_POOL_EVICTED = 1, PRT_POOL_DRAINING = 2 };
 /* Indexes of prt_runtime_stats.pools_evicted_total, by reason. */
 enum { PRT_EVICT_MANUAL = 0, PRT_EVICT_LRU = 1, PRT_EVICT_IDLE = 2, PRT_EVICT_NREASONS = 3 };
 
+/* Why connections closed, in the order of prt_sim_result.closed_by; the
+ * names (prt_close_reason_name) are the metrics' `reason` label and the
+ * suffixes of prt_pool_stats.closed_*. */
+enum { PRT_CLOSE_IDLE = 0, PRT_CLOSE_LIFETIME = 1, PRT_CLOSE_BROKEN = 2, PRT_CLOSE_EVICTED = 3,
+       PRT_CLOSE_SHRINK = 4, PRT_CLOSE_NREASONS = 5 };
+
 /* Query flags. */
 enum {
     PRT_Q_UNPREPARED = 1  /* no server-side prepared statement (PgBouncer transaction mode) */
@@ -222,6 +228,7 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
 const char *prt_policy_builtin_name(int hook, int i);
 const char *prt_evict_reason_name(int reason); /* PRT_EVICT_*: "manual", "lru", "idle"; "?" otherwise */
+const char *prt_close_reason_name(int reason); /* PRT_CLOSE_*: "idle", "lifetime", "broken", "evicted", "shrink"; "?" otherwise */
 int prt_policy_check(const char *path, char *report, size_t replen);
 
 int prt_budget_new(int max, int reuse, prt_budget **out, char *err, size_t errlen);
@@ -339,7 +346,7 @@ typedef struct prt_sim_result {
                               * on connections an outage broke */
     double wait_p50_ms, wait_p99_ms, wait_max_ms; /* acquire waits, successful or not */
     uint64_t opened, closed;
-    uint64_t closed_by[5];   /* idle, lifetime, broken, evicted, shrink */
+    uint64_t closed_by[PRT_CLOSE_NREASONS]; /* by PRT_CLOSE_* */
     int peak_connections;
     uint64_t endpoint_acquires[PRT_SIM_MAX_ENDPOINTS];
     int nendpoints;

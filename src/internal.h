@@ -138,8 +138,9 @@ int prt__record_failed(prt_pool *p, double start, int rc); /* returns rc */
 /* --- pool.c: one pool; slots.c: its slots and the global cap ------------ */
 /* Why a connection closed, counted per pool in closed_by. */
 enum prt__close_reason {
-    PRT__CLOSE_IDLE, PRT__CLOSE_LIFETIME, PRT__CLOSE_BROKEN, PRT__CLOSE_EVICTED, PRT__CLOSE_SHRINK,
-    PRT__CLOSE_NREASONS,
+    PRT__CLOSE_IDLE = PRT_CLOSE_IDLE, PRT__CLOSE_LIFETIME = PRT_CLOSE_LIFETIME, PRT__CLOSE_BROKEN = PRT_CLOSE_BROKEN,
+    PRT__CLOSE_EVICTED = PRT_CLOSE_EVICTED, PRT__CLOSE_SHRINK = PRT_CLOSE_SHRINK,
+    PRT__CLOSE_NREASONS = PRT_CLOSE_NREASONS,
     PRT__CLOSE_NONE = PRT__CLOSE_NREASONS /* not counted: never opened, or the caller counted it */
 };
 /* Why a pool is closed (p->closed; 0 while open). */
@@ -259,6 +260,7 @@ void prt__pool_ref(prt_pool *p);
 void prt__pool_close(prt_pool *p, int reason);   /* PRT_POOL_*: refuse new work, close idle */
 void prt__pools_detach(prt_runtime *rt);         /* every pool rt made: rt = NULL */
 void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
+void prt__closed_by(const prt_pool_stats *st, uint64_t by[PRT_CLOSE_NREASONS]); /* closes by PRT_CLOSE_* */
 /* pool.c -- p->mu held: */
 static inline void prt__waiter_wake(prt__waiter *w)
 {

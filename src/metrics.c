@@ -146,13 +146,11 @@ static void pool_label(char *out, size_t len, const prt_pool *p)
  * `lab` is the pool's label. */
 static void pool_closed(buf *b, const snap *s, int i, const char *lab)
 {
-    static const char *const reasons[] = { "idle", "lifetime", "broken", "evicted", "shrink" };
-    const prt_pool_stats *st = &s->st[i];
-    const uint64_t v[] = { st->closed_idle, st->closed_lifetime, st->closed_broken, st->closed_evicted,
-                           st->closed_shrink };
+    uint64_t v[PRT_CLOSE_NREASONS];
+    prt__closed_by(&s->st[i], v);
     char labels[360];
-    for (int r = 0; r < 5; r++) {
-        snprintf(labels, sizeof labels, "%s,reason=\"%s\"", lab, reasons[r]);
+    for (int r = 0; r < PRT_CLOSE_NREASONS; r++) {
+        snprintf(labels, sizeof labels, "%s,reason=\"%s\"", lab, prt_close_reason_name(r));
         series(b, "poolrt_connections_closed_total", labels, s);
         put(b, "%llu\n", (unsigned long long)v[r]);
     }

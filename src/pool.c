@@ -258,6 +258,26 @@ const char *prt_pool_name(const prt_pool *p)
     return p->name;
 }
 
+
+static const char *const close_reasons[PRT_CLOSE_NREASONS] = { "idle", "lifetime", "broken", "evicted", "shrink" };
+
+/* The name of a close reason (the metrics' label, the simulator's table):
+ * the one list of them. */
+const char *prt_close_reason_name(int reason)
+{
+    return reason >= 0 && reason < PRT_CLOSE_NREASONS ? close_reasons[reason] : "?";
+}
+
+/* A pool's closes from its stats, indexed by PRT_CLOSE_*. */
+void prt__closed_by(const prt_pool_stats *st, uint64_t by[PRT_CLOSE_NREASONS])
+{
+    by[PRT_CLOSE_IDLE] = st->closed_idle;
+    by[PRT_CLOSE_LIFETIME] = st->closed_lifetime;
+    by[PRT_CLOSE_BROKEN] = st->closed_broken;
+    by[PRT_CLOSE_EVICTED] = st->closed_evicted;
+    by[PRT_CLOSE_SHRINK] = st->closed_shrink;
+}
+
 /* The pool's state for error messages.  mu held. */
 void prt__pool_state(prt_pool *p, char *buf, size_t len)
 {

@@ -51,8 +51,9 @@ void prt__sim_result(prt_sim *s, prt_sim_result *out)
         prt_pool_stats ps;
         prt_pool_stats_get(s->held[i], &ps);
         out->opened += ps.connections_created_total;
-        uint64_t by[5] = { ps.closed_idle, ps.closed_lifetime, ps.closed_broken, ps.closed_evicted, ps.closed_shrink };
-        for (int k = 0; k < 5; k++) {
+        uint64_t by[PRT_CLOSE_NREASONS];
+        prt__closed_by(&ps, by);
+        for (int k = 0; k < PRT_CLOSE_NREASONS; k++) {
             out->closed_by[k] += by[k];
             out->closed += by[k];
         }

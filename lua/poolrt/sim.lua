@@ -70,7 +70,9 @@ local function new_sim(policy, wl, seed)
   return sim
 end
 
-local CLOSE_REASONS = { "idle", "lifetime", "broken", "evicted", "shrink" } -- prt_sim_result.closed_by order
+-- prt_sim_result.closed_by's order, named by the core (PRT_CLOSE_*).
+local CLOSE_REASONS = {}
+for r = 0, C.PRT_CLOSE_NREASONS - 1 do CLOSE_REASONS[r + 1] = ffi.string(C.prt_close_reason_name(r)) end
 
 -- prt_sim_result as a Lua table (counts as numbers).
 local function result_table(r, wl)
