@@ -56,6 +56,7 @@ static void *signal_main(void *arg)
 typedef struct watch {
     char dir[PATH_MAX];
     char base[NAME_MAX + 1];
+    int fd;                  /* inotify, watching dir (made before the script runs) */
 } watch;
 
 /* Returns 1 when the inotify events in buf[0..n) name the watched file. */
@@ -73,11 +74,7 @@ static int names_file(const char *buf, ssize_t n, const char *base)
 static void *watch_main(void *arg)
 {
     watch *w = arg;
-    int fd = inotify_init1(IN_CLOEXEC);
-    if (fd < 0 || inotify_add_watch(fd, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
-        prt_logf(PRT_LOG_ERROR, "--watch: cannot watch %s: %s", w->dir, strerror(errno));
-        return NULL;
-    }
+    int fd = w->fd;
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
     for (;;) {
@@ -124,6 +121,13 @@ int host_events_start(const char *watch_path, double grace)
     *slash = '\0';
     snprintf(w.dir, sizeof w.dir, "%s", *real ? real : "/");
     free(real);
+    /* Watched before the script runs, so no change it makes (or an editor
+     * makes right after it starts) can come before the watch. */
+    w.fd = inotify_init1(IN_CLOEXEC);
+    if (w.fd < 0 || inotify_add_watch(w.fd, w.dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
+        fprintf(stderr, "poolrt: --watch: cannot watch %s: %s\n", w.dir, strerror(errno));
+        return -1;
+    }
     if (pthread_create(&th, NULL, watch_main, &w) != 0) {
         fprintf(stderr, "poolrt: cannot start the --watch thread\n");
         return -1;
