@@ -284,6 +284,7 @@ int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), do
 int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
 /* slots.c -- entered with p->mu held, returns with it released: */
 void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
+void prt__retire_by(prt_pool *p, prt_conn **cs, int n, const int *by);
 /* slots.c -- no lock held: */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
 /* prt__open_in_slot in two halves, for a driver that connects on its own

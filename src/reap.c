@@ -87,10 +87,11 @@ static int close_idle(prt_pool *p, prt__pstate *ps, double now)
         ns = prt__take_where(p, is_stale, now, p->min_idle, cs + nl);
     int over = p->total - nl - ns - p->max;
     int nk = prt__take_where(p, NULL, now, over > 0 ? p->nidle - over : p->nidle, cs + nl + ns);
-    p->closed_by[PRT__CLOSE_LIFETIME] += (uint64_t)nl;
-    p->closed_by[PRT__CLOSE_IDLE] += (uint64_t)ns;
-    p->closed_by[PRT__CLOSE_SHRINK] += (uint64_t)nk;
-    prt__retire(p, cs, nl + ns + nk, PRT__CLOSE_NONE); /* counted above, by reason */
+    int by[PRT__CLOSE_NREASONS] = {0};
+    by[PRT__CLOSE_LIFETIME] = nl;
+    by[PRT__CLOSE_IDLE] = ns;
+    by[PRT__CLOSE_SHRINK] = nk;
+    prt__retire_by(p, cs, nl + ns + nk, by);
     free(cs);
     return nl + ns + nk;
 }

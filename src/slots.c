@@ -68,14 +68,24 @@ int prt__slot_take(prt_pool *p, int over_max)
     return 1;
 }
 
-/* Gives back n slots and counts their closes under `why`.  p->mu held. */
-static void slot_give(prt_pool *p, int n, enum prt__close_reason why)
+/* Fills by[] to count n closes under `why` (PRT__CLOSE_NONE: none). */
+static const int *counted_as(int by[PRT__CLOSE_NREASONS], enum prt__close_reason why, int n)
+{
+    memset(by, 0, PRT__CLOSE_NREASONS * sizeof by[0]);
+    if (why != PRT__CLOSE_NONE)
+        by[why] = n;
+    return by;
+}
+
+/* Gives back n slots and counts their closes, by[reason] of each (by may
+ * be NULL: none counted).  p->mu held. */
+static void slot_give(prt_pool *p, int n, const int *by)
 {
     if (n <= 0)
         return;
     p->total -= n;
-    if (why != PRT__CLOSE_NONE)
-        p->closed_by[why] += (uint64_t)n;
+    for (int r = 0; by && r < PRT__CLOSE_NREASONS; r++)
+        p->closed_by[r] += (uint64_t)by[r];
     if (p->rt)
         atomic_fetch_sub(&p->rt->nconns, n);
     if (p->rt && p->rt->shared_budget)
@@ -114,11 +124,12 @@ void prt__global_slot_freed(prt_runtime *rt)
 
 /* Gives back n slots of p and closes their connections cs[0..n), in the
  * order the top of this file explains.  cs may be NULL (the slots'
- * connections never opened) and stays the caller's; `why` counts the
- * closes (PRT__CLOSE_NONE: not counted).  n may be 0: waiters still get
- * any slots a larger max made free.  Entered with p->mu held; returns with
- * it released. */
-void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
+ * connections never opened) and stays the caller's; by[reason] counts the
+ * closes (by may be NULL: not counted) when the slots go back, so that
+ * stats never show a close counted while its connection still counts in
+ * total.  n may be 0: waiters still get any slots a larger max made free.
+ * Entered with p->mu held; returns with it released. */
+void prt__retire_by(prt_pool *p, prt_conn **cs, int n, const int *by)
 {
     PRT__ASSERT_HELD(p);
     if (cs && n > 0) {
@@ -128,11 +139,19 @@ void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
         prt__lock(p);
     }
     prt_runtime *rt = p->rt; /* read under mu: prt_runtime_free clears it under mu */
-    slot_give(p, n, why);
+    slot_give(p, n, by);
     grant_slots(p);
     prt__unlock(p);
     if (n > 0)
         prt__global_slot_freed(rt);
+}
+
+/* prt__retire_by with every close counted under `why` (PRT__CLOSE_NONE:
+ * not counted). */
+void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
+{
+    int by[PRT__CLOSE_NREASONS];
+    prt__retire_by(p, cs, n, counted_as(by, why, n));
 }
 
 /* After consecutive connect failures, attempts are spaced out (doubling
@@ -263,8 +282,9 @@ int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_r
         prt__unlock(q);
         if (c) { /* closed before its slot goes back, as in prt__retire */
             prt__conn_close(c);
+            int by[PRT__CLOSE_NREASONS];
             prt__lock(q);
-            slot_give(q, 1, why);
+            slot_give(q, 1, counted_as(by, why, 1));
             prt__unlock(q);
         }
     }
