@@ -202,11 +202,20 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
   it("keeps one budget across nginx -s reload: old and new workers together stay within 12", function()
     -- Old workers hold every unit in a long burst while the reload happens.
     local slow = dir .. "/slow.out"
-    H.run("curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=1.5") .. " > " .. q(slow) .. " 2>&1 &")
+    H.run("curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=4") .. " > " .. q(slow) .. " 2>&1 &")
     H.wait_until(function() return budget_metrics(n).used == BUDGET and N.backends(APP, " and state = 'active'") == BUDGET end,
                  5, "the old worker's burst to hold the budget")
     local out, rc = H.run(N.RUN .. " reload " .. q(n.prefix))
     assert.equal(0, rc, out)
+    -- The new workers join the old ones' budget: seen from a new worker
+    -- (the old one has closed its listening sockets), the old worker is a
+    -- member still holding its 12.  (nginx made the budget before it
+    -- daemonized, so the master that reloads is not the process that made
+    -- it: a budget keyed by that pid was made afresh on the first reload.)
+    H.wait_until(function()
+      local ok, b = pcall(budget_metrics, n)
+      return ok and b.members == WORKERS + 1 and b.used == BUDGET
+    end, 3, "new workers to join the old workers' budget (members " .. WORKERS + 1 .. ", used " .. BUDGET .. ")")
     -- New workers answer (their /burst waits for the old worker's units).
     -- (Its 12 queries may start as the old worker's units trickle over, so
     -- fewer than 12 may overlap or connections be reused; "one worker can

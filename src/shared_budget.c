@@ -47,10 +47,11 @@
  * (prt__budget_over, counted as given).  Without waiters elsewhere there
  * is no share: one member may use the whole budget.
  *
- * Reload: prt_budget_new(max, reuse = 1) in a process that made one before
- * returns that same budget with max updated (found through the environment
- * variable POOLRT_SHARED_BUDGET, "pid:address", only when the pid is this
- * process).  nginx's master runs init_by_lua again on `nginx -s reload`, so
+ * Reload: prt_budget_new(max, reuse = 1) in a process that made one before,
+ * or was forked from one that did, returns that same budget with max
+ * updated (found through the environment variable POOLRT_SHARED_BUDGET,
+ * "creator pid:address", when that address is mapped here: see
+ * made_before).  nginx's master runs init_by_lua again on `nginx -s reload`, so
  * old and new workers share one budget across a reload.  Such a budget is
  * never unmapped in the process that made it.
  */
@@ -151,6 +152,30 @@ static int reclaim_dead(prt_budget *b)
     return n;
 }
 
+/* The budget that this process or one it was forked from made with reuse
+ * (POOLRT_SHARED_BUDGET, "creator pid:address"), or NULL.  Not only the
+ * creator itself: nginx runs init_by_lua before it daemonizes, so the
+ * master that reloads is a child of the process that made the budget and
+ * has the same mapping.  A process exec'd with that environment (nginx's
+ * binary upgrade) does not have the mapping: mincore tells, before the
+ * address is read. */
+static prt_budget *made_before(void)
+{
+    const char *env = getenv(BUDGET_ENV);
+    int pid = 0;
+    unsigned long long addr = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    if (!env || sscanf(env, "%d:%llx", &pid, &addr) != 2 || !addr || page <= 0 || addr % (unsigned long long)page)
+        return NULL;
+    unsigned char vec[64];
+    if ((sizeof(prt_budget) + (size_t)page - 1) / (size_t)page > sizeof vec)
+        return NULL;
+    if (mincore((void *)(uintptr_t)addr, sizeof(prt_budget), vec) != 0)
+        return NULL; /* not mapped here */
+    prt_budget *b = (prt_budget *)(uintptr_t)addr;
+    return b->magic == BUDGET_MAGIC && b->creator == pid ? b : NULL;
+}
+
 /* Makes a budget of `max` connections in MAP_SHARED memory, to be shared
  * with the processes this one forks.  reuse: return the budget this
  * process made before (max updated) if there is one -- nginx's master on a
@@ -162,19 +187,14 @@ int prt_budget_new(int max, int reuse, prt_budget **out, char *err, size_t errle
         prt__errf(err, errlen, "shared budget: max must be >= 1");
         return PRT_EINVAL;
     }
-    const char *env = reuse ? getenv(BUDGET_ENV) : NULL;
-    int pid = 0;
-    unsigned long long addr = 0;
-    if (env && sscanf(env, "%d:%llx", &pid, &addr) == 2 && pid == (int)getpid() && addr) {
-        prt_budget *b = (prt_budget *)(uintptr_t)addr;
-        if (b->magic == BUDGET_MAGIC && b->creator == pid) {
-            atomic_store(&b->max, max);
-            wake_all(b); /* a larger max serves waiters now */
-            *out = b;
-            return PRT_OK;
-        }
+    prt_budget *b = reuse ? made_before() : NULL;
+    if (b) {
+        atomic_store(&b->max, max);
+        wake_all(b); /* a larger max serves waiters now */
+        *out = b;
+        return PRT_OK;
     }
-    prt_budget *b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (b == MAP_FAILED) {
         prt__errf(err, errlen, "shared budget: mmap failed: %s", strerror(errno));
         return PRT_ENOMEM;
