@@ -1,7 +1,7 @@
 -- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
 -- host, one OS thread per worker (rt:spawn), each with its own Lua state.
 --
---   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi|multiplex] [SCALE]
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi|multiplex|batch] [SCALE] [BATCH]
 --
 -- prepared / unprepared: pool:query, the friendly API (rows as tables).
 -- raw: prepared, with pool option decode = false (rows of strings), to
@@ -10,6 +10,11 @@
 -- show how much of the Lua host's cost is the friendly layer.
 -- multiplex: prepared, pool option multiplex = true (pool:query pipelines
 -- every worker's statements over the MAX connections).
+-- batch: multiplex = true, and each worker keeps BATCH statements (64) in
+-- flight with pool:query_batch (one Sync each): WORKERS = 2, BATCH = 64 is
+-- 128 clients as pgbench -c 128 -j 2 runs them, two threads each serving
+-- 64 (driver -w 2 -b 64 -x is its C counterpart).  ops count statements;
+-- the latency is per batch.
 --
 -- Like bench/driver.c, connections are opened before the clock starts
 -- (pgbench's TPS excludes its initial connection time too), and every
@@ -23,8 +28,9 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi" or mode == "multiplex",
-       "mode: prepared | unprepared | raw | ffi | multiplex")
+local batch = mode == "batch" and (tonumber(args[6]) or 64) or 0
+assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi" or mode == "multiplex"
+       or mode == "batch", "mode: prepared | unprepared | raw | ffi | multiplex | batch")
 
 -- The module search path must find bench/select_worker.lua from every
 -- spawned state: the script's own directory's parent.
@@ -34,7 +40,7 @@ package.path = here .. "/../?.lua;" .. package.path
 local rt = poolrt.runtime{ reap_interval = 1.0 }
 local decode = mode ~= "raw"
 local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared", decode = decode,
-                               multiplex = mode == "multiplex" })
+                               multiplex = mode == "multiplex" or mode == "batch" })
 
 -- Warm up: open min(workers, max) connections now.
 local held = {}
@@ -44,7 +50,7 @@ for k = 1, #held do held[k]:release() end
 local start_at = poolrt.now() + 0.3 + 0.01 * workers
 local stop_at = start_at + secs
 local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
-                        mode == "ffi", { decode = decode }))
+                        mode == "ffi", { decode = decode }, batch))
 
 local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0
 for _, r in ipairs(res) do

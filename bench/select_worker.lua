@@ -38,11 +38,32 @@ local function raw_query(p)
   end
 end
 
+-- `batch` statements at once with pool:query_batch, each with its own
+-- random aid; returns how many succeeded (> 0), or nil, the first error.
+local function batch_query(pool, batch, accounts)
+  local stmts = {}
+  for k = 1, batch do stmts[k] = { SQL, 0 } end
+  local random = math.random
+  return function()
+    for k = 1, batch do stmts[k][2] = random(accounts) end
+    local res, errs = pool:query_batch(stmts)
+    if not res then return nil, errs end
+    local ok, first = 0, nil
+    for k = 1, batch do
+      if res[k] then ok = ok + 1 else first = first or errs[k] end
+    end
+    if ok == 0 then return nil, first end
+    return ok
+  end
+end
+
 -- pool_opts: the Lua-side options of the pool's handle in this state
--- (decode = false), which the C pool does not carry.
-function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts)
+-- (decode = false), which the C pool does not carry.  batch > 0: each
+-- cycle is one pool:query_batch of that many statements.
+function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts, batch)
   local pool = rt:pool(pool_name, pool_opts)
   local query = raw and raw_query(pool._p) or function(aid) return pool:query(SQL, aid) end
+  if batch and batch > 0 then query = batch_query(pool, batch, accounts) end
   local now, floor, log, random = poolrt.now, math.floor, math.log, math.random
   math.randomseed(i * 7919 + floor(now() * 1e6) % 1000003)
   local hist, ops, errors, first_error = {}, 0, 0, nil
@@ -56,7 +77,7 @@ function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts)
     local t1 = now()
     if rows then
       if t1 <= stop_at then
-        ops = ops + 1
+        ops = ops + (type(rows) == "number" and rows or 1)
         local us = (t1 - t0) * 1e6
         local k = us > 1 and floor(log(us) / LOG_STEP) or 0
         hist[k] = (hist[k] or 0) + 1

@@ -279,27 +279,33 @@ end
 -- converted (and may raise) before C is called.
 function Pool:query_batch(stmts)
   if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
-  local n = #stmts
-  local items = ffi.new("prt_batch_item[?]", n)
-  local hold = {} -- the parameter strings and arrays, referenced until C returns
+  local n, total = #stmts, 0
   for i = 1, n do
     local st = stmts[i]
     if type(st) ~= "table" or type(st[1]) ~= "string" then
       error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
     end
-    local it = items[i - 1]
     local np = table.maxn(st) - 1
     if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 2) end
+    total = total + np
+  end
+  local items = ffi.new("prt_batch_item[?]", n)
+  local ps = ffi.new("const char*[?]", total) -- every statement's parameters, one after another
+  local hold = {} -- the parameter strings, referenced until C returns
+  local at = 0
+  for i = 1, n do
+    local st = stmts[i]
+    local it = items[i - 1]
+    local np = table.maxn(st) - 1
     it.sql, it.nparams, it.flags = st[1], np, self._qflags
     if np > 0 then
-      local ps = ffi.new("const char*[?]", np)
+      it.params = ps + at
       for k = 1, np do
         local v = to_param(st[k + 1])
-        hold[#hold + 1] = v
-        ps[k - 1] = v
+        hold[at + k] = v
+        ps[at + k - 1] = v
       end
-      hold[#hold + 1] = ps
-      it.params = ps
+      at = at + np
     end
   end
   local rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN)
