@@ -180,8 +180,12 @@ static int one_query(worker *w, prt_conn *c, const char *sql, int nparams, char 
     const char *params[1] = { aid };
     prt_result *r = NULL;
     snprintf(aid, 32, "%ld", 1 + (long)(xorshift(&w->rng) % (uint64_t)(100000L * cfg.scale)));
+#ifdef PRT_HAS_MULTIPLEX
     int rc = c ? prt_query(c, sql, nparams, params, flags, &r, err, sizeof err)
                : prt_pool_query(pool, sql, nparams, params, flags, &r, err, sizeof err);
+#else
+    int rc = prt_query(c, sql, nparams, params, flags, &r, err, sizeof err);
+#endif
     if (rc == PRT_OK)
         prt_result_free(r);
     else
@@ -189,6 +193,9 @@ static int one_query(worker *w, prt_conn *c, const char *sql, int nparams, char 
     return rc;
 }
 
+/* -x and -b need PRT_HAS_MULTIPLEX: bench/before_after.sh also builds this
+ * driver against the library before it (-q noop only). */
+#ifdef PRT_HAS_MULTIPLEX
 /* -b: one batch of cfg.batch statements with fresh random aids, through
  * prt_pool_query_batch.  Returns how many succeeded; failures are noted.
  * items, aids and params (cfg.batch each) are the worker's. */
@@ -246,6 +253,9 @@ static void *batch_main(void *arg)
     free(params);
     return NULL;
 }
+#else
+static void *batch_main(void *arg) { return arg; }
+#endif
 
 static void *worker_main(void *arg)
 {
@@ -399,7 +409,14 @@ int main(int argc, char **argv)
     po.threads = cfg.threads_hint;
     po.acquire_timeout = cfg.acq_timeout;
     po.handoff = cfg.handoff;
+#ifdef PRT_HAS_MULTIPLEX
     po.multiplex = cfg.multiplex;
+#else
+    if (cfg.multiplex || cfg.batch > 0) {
+        fprintf(stderr, "driver: -x and -b need a poolrt with the multiplexer (PRT_HAS_MULTIPLEX)\n");
+        return 2;
+    }
+#endif
     if (prt_pool_get(rt, "bench", &po, &pool, err, sizeof err)) {
         fprintf(stderr, "driver: %s\n", err);
         prt_runtime_free(rt);

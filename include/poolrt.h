@@ -26,6 +26,10 @@ extern "C" {
 #endif
 
 #define PRT_VERSION "0.1.0"
+/* prt_pool_opts.multiplex, prt_pool_query and prt_pool_query_batch are
+ * here (as libpq-fe.h says LIBPQ_HAS_PIPELINING): code built against
+ * several versions of poolrt can test for them. */
+#define PRT_HAS_MULTIPLEX 1
 
 /* PRT_CDEF_BEGIN */
 enum {
