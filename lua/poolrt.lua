@@ -366,6 +366,11 @@ local function stats_of(p)
       idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
       evicted = n(s.closed_evicted), shrink = n(s.closed_shrink),
     },
+    multiplex = { -- zeros without multiplex = true
+      connections = s.mux_connections, in_flight = s.mux_in_flight,
+      statements_total = n(s.mux_statements_total), rerouted_total = n(s.mux_rerouted_total),
+      lost_total = n(s.mux_lost_total),
+    },
   }
 end
 

@@ -65,6 +65,19 @@ describe("multiplex", function()
     local st = rt:stats().mx_many
     assert.is_true(st.total <= 4, "total " .. st.total)
     assert(pool:query("select 1"))
+    -- The multiplexer's counters: every statement answered once, none left in flight.
+    local m = rt:stats().mx_many.multiplex
+    assert.same({ statements_total = 24 * 400 + 1, in_flight = 0, rerouted_total = 0, lost_total = 0 },
+                { statements_total = m.statements_total, in_flight = m.in_flight, rerouted_total = m.rerouted_total,
+                  lost_total = m.lost_total })
+    assert.is_true(m.connections >= 1 and m.connections <= 4, "connections " .. m.connections)
+    local text = rt:metrics()
+    assert.matches('\npoolrt_multiplex_statements_total{pool="mx_many"[^}]*} 9601\n', text)
+    assert.matches('\npoolrt_multiplex_in_flight{pool="mx_many"[^}]*} 0\n', text)
+    local plain = rt:pool("mx_plain", { max = 1 }) -- a pool without the multiplexer: zeros
+    assert(plain:query("select 1"))
+    assert.same({ connections = 0, in_flight = 0, statements_total = 0, rerouted_total = 0, lost_total = 0 },
+                rt:stats().mx_plain.multiplex)
   end)
 
   it("gives a connection with no statement for idle_timeout back to the pool at the next reap", function()
@@ -116,6 +129,9 @@ describe("multiplex", function()
     assert.is_true(lost >= 1, "no statement saw the broken connection")
     assert.is_true(ok >= 1, "every statement failed, not only those on the broken connection")
     assert.equal(1, rt:stats().mx_broken.connections_closed_total.broken)
+    local m = rt:stats().mx_broken.multiplex
+    assert.equal(lost, m.lost_total) -- the sleeps in flight on it, nothing else
+    assert.equal(0, m.in_flight)
     assert(pool:query("select 1"))
   end)
 
@@ -130,6 +146,7 @@ describe("multiplex", function()
     for i = 2, 4 do assert.equal("short:ok", res[i], "thread " .. i) end
     assert.equal(1, rt:stats().mx_timeout.connections_created_total) -- the connection survived
     assert.equal(5, assert(pool:query("select 5 as n"))[1].n)
+    assert.equal(0, rt:stats().mx_timeout.multiplex.in_flight) -- the abandoned statement's result came in
   end)
 end)
 

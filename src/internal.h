@@ -427,6 +427,7 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
                    prt_result **out, char *err, size_t errlen);
 int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items); /* outcomes in items */
 int prt__route(prt_pool *p, const prt_route_view *conns, int n); /* route.c: index of the connection */
+void prt__mux_stats(prt_pool *p, prt_pool_stats *s);  /* no lock held; zeros without a multiplexer */
 
 /* --- pick.c --------------------------------------------------------------- */
 int prt__pick(prt_pool *p, prt__pstate *ps);   /* index into p->idle; mu held */

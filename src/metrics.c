@@ -113,6 +113,11 @@ static const family per_pool[] = {
     { "poolrt_connections_grown_total", "counter", "Connections opened over max by overflow grow." },
     { "poolrt_connect_backoff_total", "counter", "Acquires refused at once while connects back off." },
     { "poolrt_leaks_total", "counter", "Connections held longer than leak_threshold." },
+    { "poolrt_multiplex_connections", "gauge", "Connections the multiplexer holds (multiplex = true)." },
+    { "poolrt_multiplex_in_flight", "gauge", "Multiplexed statements queued or sent, not answered yet." },
+    { "poolrt_multiplex_statements_total", "counter", "Multiplexed statements answered, with a result or an error." },
+    { "poolrt_multiplex_rerouted_total", "counter", "Multiplexed statements routed to another connection again." },
+    { "poolrt_multiplex_lost_total", "counter", "Multiplexed statements failed in flight on a connection that broke." },
 };
 
 static double pool_value(const prt_pool_stats *s, int i)
@@ -130,7 +135,12 @@ static double pool_value(const prt_pool_stats *s, int i)
     case 10: return (double)s->connect_errors_total;
     case 11: return (double)s->grown_total;
     case 12: return (double)s->connect_backoff_total;
-    default: return (double)s->leaks_total;
+    case 13: return (double)s->leaks_total;
+    case 14: return s->mux_connections;
+    case 15: return s->mux_in_flight;
+    case 16: return (double)s->mux_statements_total;
+    case 17: return (double)s->mux_rerouted_total;
+    default: return (double)s->mux_lost_total;
     }
 }
 

@@ -75,6 +75,14 @@ struct prt__mux {
     int closed;              /* the pool closed: no new connections; mu */
     mreq *spare;             /* requests to reuse; mu */
     prt_route_view views[PRT__MUX_MAX]; /* route's input; mu */
+    /* Every statement queued on a connection (queued) ends answered
+     * (a result or an error), rerouted (queued again, counted again) or
+     * unqueued (its caller gave up before it was sent); the difference is
+     * what is in flight.  All mu. */
+    uint64_t queued, unqueued;
+    uint64_t answered;       /* statements finished, with a result or an error; mu */
+    uint64_t rerouted;       /* statements routed again; mu */
+    uint64_t lost;           /* statements failed in flight on a connection that broke; mu */
 };
 
 int prt__mux_new(prt_pool *p)
@@ -121,7 +129,8 @@ static void push(mreq **head, mreq **tail, mreq *q)
     *tail = q;
 }
 
-static void unlink_pending(mconn *m, mreq *q)
+/* Takes q, still queued (not sent), off m: its caller gave up.  x->mu held. */
+static void unlink_pending(prt__mux *x, mconn *m, mreq *q)
 {
     mreq **pp = &m->pend, *prev = NULL;
     while (*pp && *pp != q)
@@ -132,6 +141,7 @@ static void unlink_pending(mconn *m, mreq *q)
     if (m->pend_tail == q)
         m->pend_tail = prev;
     m->load--;
+    x->unqueued++;
 }
 
 /* A request for a new statement: a spare, or a new one (NULL: out of
@@ -169,6 +179,8 @@ static void req_put(prt__mux *x, mreq *q)
  * the spares.  x->mu held. */
 static void finish_req(prt__mux *x, mreq *q, int state)
 {
+    x->answered += state == REQ_DONE;
+    x->rerouted += state == REQ_REROUTE;
     if (q->abandoned) {
         req_put(x, q);
         return;
@@ -216,6 +228,7 @@ static void broke(prt__mux *x, mconn *m)
     for (mreq *q = m->fly, *next; q; q = next) {
         next = q->next;
         prt__mux_lost(p, q, lost, "the statement was in flight on a multiplexed connection");
+        x->lost++;
         finish_req(x, q, REQ_DONE);
     }
     for (mreq *q = m->pend, *next; q; q = next) {
@@ -488,7 +501,7 @@ static int await(prt__mux *x, mreq *q, double deadline, int *gone)
             continue;
         m = q->m;
         if (q->state == REQ_QUEUED)
-            unlink_pending(m, q);
+            unlink_pending(x, m, q);
         else if (abandon(x, q))
             *gone = 1;
         else
@@ -536,6 +549,7 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
         q->nudged = 0;
         push(&m->pend, &m->pend_tail, q);
         m->load++;
+        x->queued++;
         rc = await(x, q, deadline, &gone);
         timed_out = rc == PRT_ETIMEDOUT;
         if (rc != PRT_OK || q->state != REQ_REROUTE)
@@ -582,7 +596,7 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
             if (!gone)
                 req_put(x, q);
         } else if (q->state == REQ_QUEUED) {
-            unlink_pending(m, q);
+            unlink_pending(x, m, q);
             req_put(x, q);
         } else if (q->state == REQ_REROUTE) {
             req_put(x, q);
@@ -631,6 +645,7 @@ static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int 
         q->waiter = q == last ? NULL : last;
         push(&m->pend, &m->pend_tail, q);
         m->load++;
+        x->queued++;
     }
     int gone = 0;
     rc = await(x, last, deadline, &gone);
@@ -816,4 +831,22 @@ int prt_pool_query(prt_pool *p, const char *sql, int nparams, const char *const 
     rc = prt_query(c, sql, nparams, params, flags, out, err, errlen);
     prt_release(c, rc == PRT_EBROKEN);
     return rc;
+}
+
+/* The multiplexer's part of prt_pool_stats (zeros without one).  Takes
+ * mux->mu, which nests outside the pool's: no pool lock held. */
+void prt__mux_stats(prt_pool *p, prt_pool_stats *s)
+{
+    prt__mux *x = p->mux;
+    s->mux_connections = s->mux_in_flight = 0;
+    s->mux_statements_total = s->mux_rerouted_total = s->mux_lost_total = 0;
+    if (!x)
+        return;
+    pthread_mutex_lock(&x->mu);
+    s->mux_connections = x->n + x->retiring;
+    s->mux_in_flight = (int)(x->queued - x->unqueued - x->answered - x->rerouted);
+    s->mux_statements_total = x->answered;
+    s->mux_rerouted_total = x->rerouted;
+    s->mux_lost_total = x->lost;
+    pthread_mutex_unlock(&x->mu);
 }

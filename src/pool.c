@@ -480,6 +480,7 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     if (!p || !s)
         return PRT_EINVAL;
     double now = prt_now();
+    prt__mux_stats(p, s); /* before p->mu: the multiplexer's lock nests outside it */
     prt__lock(p);
     s->max = p->max;
     s->min_idle = p->min_idle;

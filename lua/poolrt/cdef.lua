@@ -129,6 +129,12 @@ typedef struct prt_pool_stats {
     int closed;              /* PRT_POOL_OPEN, PRT_POOL_EVICTED or PRT_POOL_DRAINING */
     uint64_t init_sql_errors_total; /* new connections closed because init_sql failed */
     uint64_t tx_retries_total;      /* transactions re-run after 40001/40P01 (prt_pool_note_tx_retry) */
+    /* The multiplexer (pool option multiplex; zeros without it). */
+    int mux_connections;            /* connections it holds now, retiring ones included */
+    int mux_in_flight;              /* statements queued or sent, not answered yet */
+    uint64_t mux_statements_total;  /* statements answered: a result or an error */
+    uint64_t mux_rerouted_total;    /* statements routed again (their connection broke before sending them, ...) */
+    uint64_t mux_lost_total;        /* statements failed in flight on a connection that broke */
 } prt_pool_stats;
 
 typedef struct prt_runtime_stats {
