@@ -114,12 +114,12 @@ FAST int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
 }
 
 /* Serves the caller at once: an idle connection chosen by `pick` unless a
- * waiter may not be passed (prt__may_barge), else a free slot if nobody
- * queues ahead.  Returns GOT_CONN with *c, GOT_SLOT, or GOT_NOTHING.  mu
+ * waiter may not be passed (prt__may_barge, with the reading `now`), else a
+ * free slot if nobody queues ahead.  Returns GOT_CONN with *c, GOT_SLOT, or GOT_NOTHING.  mu
  * held. */
-FAST int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c)
+FAST int try_now(prt_pool *p, prt__pstate *ps, prt_conn **c, double now)
 {
-    if (p->nidle > 0 && prt__may_barge(p))
+    if (p->nidle > 0 && prt__may_barge(p, now))
         return take_idle(p, ps, c);
     if (p->wq_head)
         return GOT_NOTHING;
@@ -154,7 +154,7 @@ static int waited(prt__acq *a)
     prt__waiter *w = &a->w;
     w->nudged = 0;
     if (w->state == PRT__W_WAITING) {
-        if (p->nidle > 0 && (p->wq_head == w || prt__may_barge(p))) {
+        if (p->nidle > 0 && (p->wq_head == w || prt__may_barge(p, 0))) {
             prt__waiter_unlink(p, w);
             take_idle(p, a->ps, &w->conn);
             w->state = PRT__W_CONN;
@@ -346,7 +346,7 @@ FAST int acq_step(prt__acq *a, char *err, size_t errlen)
                 a->rc = closed_error(p, err, errlen);
                 return PRT__ACQ_FAIL;
             }
-            got = try_now(p, a->ps, &a->c);
+            got = try_now(p, a->ps, &a->c, a->at);
             if (got == GOT_NOTHING) {
                 a->at = 0; /* it yields or waits: the reading goes stale */
                 if (may_yield(a))
@@ -490,7 +490,7 @@ void prt_release(prt_conn *c, int broken)
         reason = PRT__CLOSE_SHRINK; /* the pool's max or the runtime's cap shrank */
     if (reason < 0) {
         c->returned_at = now;
-        if (prt__hand_back(p, c) != 0)
+        if (prt__hand_back(p, c, now) != 0)
             reason = PRT__CLOSE_BROKEN;
     }
     if (reason >= 0)

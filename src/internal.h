@@ -273,8 +273,8 @@ void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..
 void prt__waiter_push(prt_pool *p, prt__waiter *w);
 prt__waiter *prt__waiter_pop(prt_pool *p);
 void prt__waiter_unlink(prt_pool *p, prt__waiter *w);
-int prt__hand_back(prt_pool *p, prt_conn *c);   /* to the oldest waiter or idle (handoff mode) */
-int prt__may_barge(prt_pool *p);                /* a caller may pass the queue to an idle connection */
+int prt__hand_back(prt_pool *p, prt_conn *c, double now);   /* to the oldest waiter or idle (handoff mode) */
+int prt__may_barge(prt_pool *p, double now);                /* a caller may pass the queue to an idle connection */
 void prt__waiter_nudge(prt_pool *p);            /* barging: wake the oldest waiter to compete */
 prt_conn *prt__take_idle(prt_pool *p, int i);
 int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), double now, int keep,

@@ -339,12 +339,20 @@ void prt__waiter_unlink(prt_pool *p, prt__waiter *w)
 /* Whether the oldest waiter may be passed by a caller that finds an idle
  * connection: never in "fifo" mode, and in "barging" mode only until that
  * waiter has waited opts.handoff_bound (then releases go straight to it,
- * oldest first, as in "fifo").  mu held. */
-int prt__may_barge(prt_pool *p)
+ * oldest first, as in "fifo").  now: the caller's clock reading from just
+ * before it took mu (older by the lock's wait, microseconds against a
+ * bound of a millisecond), or 0 to read the clock here -- under contention
+ * there is always a waiter, and a clock read saved inside the critical
+ * section is saved for every caller queued on the lock.  mu held. */
+int prt__may_barge(prt_pool *p, double now)
 {
     PRT__ASSERT_HELD(p);
     prt__waiter *w = p->wq_head;
-    return !w || (!p->fifo && prt_now() - w->since < p->opts.handoff_bound);
+    if (!w)
+        return 1;
+    if (p->fifo)
+        return 0;
+    return (now > 0 ? now : prt_now()) - w->since < p->opts.handoff_bound;
 }
 
 /* "barging": wakes the oldest waiter to compete for an idle connection,
@@ -365,11 +373,12 @@ void prt__waiter_nudge(prt_pool *p)
  * list as the most recently released, and the oldest waiter is woken to
  * compete for it with running callers (puddle#46: a running caller takes it
  * without a wake-up and a schedule per hand-off).  Returns 0, or -1 when it
- * could not be tracked (out of memory): the caller must close it. */
-int prt__hand_back(prt_pool *p, prt_conn *c)
+ * could not be tracked (out of memory): the caller must close it.  now: as
+ * prt__may_barge's. */
+int prt__hand_back(prt_pool *p, prt_conn *c, double now)
 {
     PRT__ASSERT_HELD(p);
-    if (!prt__may_barge(p)) {
+    if (!prt__may_barge(p, now)) {
         prt__waiter *w = prt__waiter_pop(p);
         p->in_use++;
         w->conn = c;

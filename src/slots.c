@@ -219,7 +219,7 @@ int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle,
         p->created_total++;
         if (!for_idle)
             p->in_use++;
-        else if (prt__hand_back(p, c) != 0)
+        else if (prt__hand_back(p, c, 0) != 0)
             rc = PRT_ENOMEM;
     }
     if (rc == PRT_OK) {

@@ -77,7 +77,7 @@ static void fake_idle(void)
         c->pool = pool;
         c->id = (uint64_t)i + 1;
         c->returned_at = 100.0 + (i * 3) % 5;
-        if (prt__hand_back(pool, c) != 0)
+        if (prt__hand_back(pool, c, 0) != 0)
             abort();
         pool->total++;
     }
