@@ -292,16 +292,17 @@ static int release_and_ask(prt_pool *p, double age)
     return got;
 }
 
-/* A pool of one connection with hand-off mode `handoff` (NULL: default).
- * Its bound is 50 ms rather than the default 1 ms: the sanitizer builds run
- * a release 10-20x slower, which alone could outlast 1 ms. */
-static prt_pool *single_pool(prt_runtime *rt, const char *name, const char *handoff)
+/* A pool of one connection with hand-off mode `handoff` (NULL: default)
+ * and a hand-off bound of `bound` seconds rather than the default 1 ms:
+ * the sanitizer builds run a release 10-20x slower, which alone could
+ * outlast 1 ms, and a loaded machine can preempt a thread for longer. */
+static prt_pool *single_pool(prt_runtime *rt, const char *name, const char *handoff, double bound)
 {
     prt_pool_opts o;
     prt_pool_opts_default(&o);
     o.max = 1;
     o.handoff = handoff;
-    o.handoff_bound = 0.05;
+    o.handoff_bound = bound;
     return pgtest_pool(rt, name, &o);
 }
 
@@ -316,7 +317,8 @@ static void a_running_caller_barges_within_the_bound(void **state)
 {
     (void)state;
     prt_runtime *rt = pgtest_runtime(0);
-    prt_pool *p = single_pool(rt, "barge", NULL);
+    prt_pool *p = single_pool(rt, "barge", NULL, 1.0); /* a bound no preemption outlasts: under TSan on a
+                                                           loaded machine 50 ms was passed on every try once */
     int barged = 0;
     for (int i = 0; i < 1000 && !barged; i++) /* the first try, mostly; under TSan the waiter often wins */
         barged = release_and_ask(p, 0);
@@ -331,9 +333,9 @@ static void a_waiter_past_the_bound_gets_the_next_release(void **state)
 {
     (void)state;
     prt_runtime *rt = pgtest_runtime(0);
-    prt_pool *p = single_pool(rt, "starved", "barging");
-    assert_false(release_and_ask(p, 2 * 0.05)); /* twice single_pool's bound */
-    prt_pool *f = single_pool(rt, "fifo", "fifo");
+    prt_pool *p = single_pool(rt, "starved", "barging", 0.05);
+    assert_false(release_and_ask(p, 2 * 0.05)); /* twice the bound */
+    prt_pool *f = single_pool(rt, "fifo", "fifo", 0.05);
     assert_false(release_and_ask(f, 0));
     prt_pool_stats s;
     prt_pool_stats_get(f, &s);
