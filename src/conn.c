@@ -35,6 +35,74 @@ static void pq_error(char *err, size_t errlen, const char *pool, const char *wha
     prt__errf(err, errlen, "pool \"%s\": %s: %s", pool, what, msg);
 }
 
+/* The SQLSTATE of a server's refusal in a verbose connect error, "...
+ * SEVERITY:  53300: text", or NULL; *len gets the length of "53300: ". */
+static char *verbose_sqlstate(char *msg, size_t *len)
+{
+    for (char *s = strstr(msg, ":  "); s; s = strstr(s + 1, ":  ")) {
+        char *code = s + 3;
+        int i = 0;
+        while (i < 5 && ((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
+            i++;
+        if (i == 5 && code[5] == ':' && code[6] == ' ') {
+            *len = 7;
+            return code;
+        }
+    }
+    return NULL;
+}
+
+/* Drops the lines of msg that are a verbose error's source location,
+ * "LOCATION:  InitProcess, proc.c:350" (the label is in the client's
+ * language, so it is recognised by its shape: "word:  function, file.c:N"). */
+static void drop_location(char *msg)
+{
+    char *line = msg;
+    while (*line) {
+        char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line + 1) : strlen(line);
+        char *sep = strstr(line, ":  "), *comma = sep ? strstr(sep, ", ") : NULL, *dotc = comma ? strstr(comma, ".c:") : NULL;
+        if (sep && comma && dotc && dotc < line + n && !memchr(line, ' ', (size_t)(sep - line)))
+            memmove(line, line + n, strlen(line + n) + 1);
+        else
+            line += n;
+    }
+}
+
+/* Takes a verbose error's SQLSTATE out of msg into state ("" when it has
+ * none) and drops its source location, leaving the text of the default
+ * verbosity. */
+void prt__verbose_error(char *msg, char state[6])
+{
+    size_t len = 0;
+    char *code = verbose_sqlstate(msg, &len);
+    state[0] = '\0';
+    if (!code)
+        return;
+    memcpy(state, code, 5);
+    state[5] = '\0';
+    memmove(code, code + len, strlen(code + len) + 1);
+    drop_location(msg);
+}
+
+/* A failed connect's error.  The connection asked for verbose errors
+ * (open_one), so a server's refusal reads "SEVERITY:  53300: text" and ends
+ * with a source location: the code moves to the end as "(SQLSTATE 53300)",
+ * as query errors have it, and the location goes.  So a full server is
+ * recognised by its code (prt__fleet_refused), also when it answers in
+ * another language (lc_messages), not by English words. */
+static void connect_error(char *err, size_t errlen, const char *pool, PGconn *pg)
+{
+    char msg[PRT__ERRLEN], state[6];
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
+    prt__verbose_error(msg, state);
+    one_line(msg);
+    if (*state)
+        prt__errf(err, errlen, "pool \"%s\": connect failed: %s (SQLSTATE %s)", pool, msg, state);
+    else
+        prt__errf(err, errlen, "pool \"%s\": connect failed: %s", pool, msg);
+}
+
 /* Waits until the socket is ready for `events` or the deadline passes
  * (deadline 0: no deadline); it looks once even when the deadline has
  * passed, so a wait of 0 still sees what has arrived.  Returns 0,
@@ -83,10 +151,11 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
         PQfinish(pg);
         return pg ? PRT_ECONNECT : PRT_ENOMEM;
     }
+    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* the server's SQLSTATE in a refusal: connect_error */
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED) {
-            pq_error(err, errlen, p->name, "connect failed", pg);
+            connect_error(err, errlen, p->name, pg);
             PQfinish(pg);
             free(c);
             return PRT_ECONNECT;
@@ -100,6 +169,7 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
         }
         st = PQconnectPoll(pg);
     }
+    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     c->pg = pg;
     c->endpoint = e;
     *out = c;

@@ -366,13 +366,12 @@ void prt__fleet_stop(prt_runtime *rt)
 }
 
 /* Whether err is a connect of a fleet runtime refused because the server
- * is full (SQLSTATE 53300: "sorry, too many clients already", "remaining
- * connection slots are reserved ..."; libpq gives connect errors as text
- * only, in the server's lc_messages -- English is matched). */
+ * is full: SQLSTATE 53300 ("sorry, too many clients already", "remaining
+ * connection slots are reserved ..." in English), which conn.c's
+ * connect_error puts in the text in any language of the server's. */
 int prt__fleet_refused(prt_runtime *rt, const char *err)
 {
-    return rt && rt->fleet && err &&
-           (strstr(err, "too many clients") || strstr(err, "remaining connection slots are reserved"));
+    return rt && rt->fleet && err && strstr(err, "(SQLSTATE 53300)");
 }
 
 /* A connect of rt was refused as too many clients: the cap drops to what

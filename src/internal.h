@@ -119,6 +119,7 @@ typedef struct prt__conn_ops {
 /* PRT_EQUERY from prt__conn_open: connected, but init_sql failed (closed). */
 int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
 void prt__conn_close(prt_conn *c);
+void prt__verbose_error(char *msg, char state[6]); /* a verbose libpq error: its SQLSTATE out, location dropped */
 void prt__conn_born(prt_conn *c, prt_pool *p);  /* pool, created_at, lifetime with jitter */
 int prt__conn_alive(prt_conn *c);               /* non-blocking check of an idle socket */
 int prt__conn_reset(prt_conn *c, double deadline); /* clean state for reuse; 0 or negative */

@@ -459,6 +459,39 @@ static void every_runtime_is_reached_by_process_wide_events(void **state)
     assert_int_equal(prt__live_count(), before);
 }
 
+/* A server's refusal with errors verbose (as connects ask): the SQLSTATE
+ * comes out, the source location goes, in any language of the server's
+ * (the location's label is in the client's); a client-side error has no
+ * code and stays as it is. */
+static void a_verbose_error_gives_its_sqlstate(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *out, *code; } cases[] = {
+        { "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  53300: sorry, too many clients already\n"
+          "LOCATION:  InitProcess, proc.c:358\n",
+          "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  sorry, too many clients already\n", "53300" },
+        { "connection to server at \"h\", port 5432 failed: FATAL:  53300: tut mir leid, schon zu viele Verbindungen\n"
+          "ORT:  InitProcess, proc.c:358\n",
+          "connection to server at \"h\", port 5432 failed: FATAL:  tut mir leid, schon zu viele Verbindungen\n", "53300" },
+        { "failed: \xe8\x87\xb4\xe5\x91\xbd\xe7\x9a\x84:  53300: \xe6\x8e\xa5\xe7\xb6\x9a\n"
+          "\xe5\xa0\xb4\xe6\x89\x80:  InitProcess, proc.c:358\n",
+          "failed: \xe8\x87\xb4\xe5\x91\xbd\xe7\x9a\x84:  \xe6\x8e\xa5\xe7\xb6\x9a\n", "53300" },
+        { "failed: FATAL:  28P01: password authentication failed for user \"x\"\nLOCATION:  auth_failed, auth.c:326\n",
+          "failed: FATAL:  password authentication failed for user \"x\"\n", "28P01" },
+        { "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n"
+          "\tIs the server running on that host and accepting TCP/IP connections?\n",
+          "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n"
+          "\tIs the server running on that host and accepting TCP/IP connections?\n", "" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char msg[PRT__ERRLEN], code[6];
+        snprintf(msg, sizeof msg, "%s", cases[i].in);
+        prt__verbose_error(msg, code);
+        assert_string_equal(msg, cases[i].out);
+        assert_string_equal(code, cases[i].code);
+    }
+}
+
 static void every_error_code_has_a_text(void **state)
 {
     (void)state;
@@ -479,6 +512,7 @@ int main(void)
         cmocka_unit_test(drain_waits_for_connections_in_use),
         cmocka_unit_test(every_runtime_is_reached_by_process_wide_events),
         cmocka_unit_test(an_evicted_pool_outlives_its_runtime),
+        cmocka_unit_test(a_verbose_error_gives_its_sqlstate),
         cmocka_unit_test(every_error_code_has_a_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
