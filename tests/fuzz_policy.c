@@ -7,9 +7,11 @@
  * recursion, reads outside the views...).  The file goes through a live
  * runtime's reload, and if it is accepted its hooks are driven through the
  * same engine calls a pool makes, on a pool of fake idle connections (pool
- * logic only, no server).  The process aborts -- a finding -- when a hook
- * makes the engine crash, hang, hand out an index outside the idle list,
- * or size a pool outside its bounds.
+ * logic only, no server); budget and route get views made up here.  The
+ * process aborts -- a finding -- when a hook makes the engine crash, hang,
+ * hand out an index outside the idle list or the multiplexer's
+ * connections, size a pool outside its bounds, or answer a budget outside
+ * 0 (none) or 1..1000000.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +35,16 @@ static const char *const bodies[] = {
     "return io", "return os.execute", "return load", "return setmetatable({}, {__index = function() error('m') end})",
     "return tostring(pool)", "return env('HOME')", "return env(5)", "return pool.env('PATH') and 1",
     "return math.random(1, pool.idle)", "return (pool.idle > 2) and 3 or 'no'",
+    "return server.max_connections - server.reserved", "return server.backends", "return rt.budget",
+    "return rt.connections", "return server.fleet_members > 0 and 1 or nil", "return 1000001",
+    "return #conns", "return #conns + 1", "return conns[1].in_flight", "return conns[0].id",
+    "return conns[3].endpoint", "return conns[1e9].uses",
 };
 #define NBODIES (sizeof bodies / sizeof bodies[0])
 
 static const char *const hooks[] = { "pick(idle, pool)", "size(pool)", "overflow(pool, req)", "reap(idle, pool, now)",
                                      "concurrency(pool)", "admit(pools, name)", "evict(pools, now)",
-                                     "on_evict(name, reason)" };
+                                     "on_evict(name, reason)", "budget(server, rt)", "route(conns, pool)" };
 #define NHOOKS (sizeof hooks / sizeof hooks[0])
 
 static prt_runtime *rt;
@@ -150,5 +156,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     prt__unlock(pool);
     int evicted = 0;
     prt_reap(rt, &evicted); /* evict + on_evict hooks */
+    prt_server_view server = { .max_connections = 100, .reserved = 3, .backends = 40, .fleet_members = 2,
+                               .fleet_backends = 30, .own_backends = 12, .sampled_at = 1000.0 };
+    prt_rt_view rv = { .max_connections = 20, .connections = 5, .pools = 1, .budget = 20 };
+    int budget = prt__hook_budget(ps, &server, &rv);
+    if (budget < 0 || budget > 1000000)
+        abort();
+    prt_route_view conns[3] = { { 1, 10, 2, 0 }, { 2, 0, 0, 1 }, { 3, 5, 7, 0 } };
+    int r = prt__hook_route(ps, pool, conns, 3);
+    if (r < -1 || r >= 3)
+        abort();
     return 0;
 }
