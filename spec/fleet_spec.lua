@@ -91,6 +91,17 @@ describe("fleet options and the budget hook", function()
     assert.equal(0, rt:runtime_stats().budget)
     rt:close()
   end)
+
+  it("applies a reloaded policy's budget at once, and max_connections again when the new policy has none", function()
+    local three = H.write_file("return { budget = function() return 3 end }\n")
+    local rt = H.runtime{ policy = three, max_connections = 9 }
+    assert.equal(3, rt:runtime_stats().budget)
+    assert(rt:reload(H.write_file("return { budget = function() return 5 end }\n")))
+    assert.equal(5, rt:runtime_stats().budget)
+    assert(rt:reload(H.write_file("return { pick = \"lru\" }\n")))
+    assert.equal(9, rt:runtime_stats().budget)
+    rt:close()
+  end)
 end)
 
 describe("a fleet of 4 processes on a server of 60 connections", function()

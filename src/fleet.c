@@ -261,6 +261,23 @@ static void apply_budget(prt_runtime *rt, const prt_server_view *sv)
     prt__set_cap(rt, b > 0 && (max == 0 || b < max) ? b : max);
 }
 
+/* A reload made another policy live: its budget hook (or the built-in
+ * answer, max_connections, when it has none) applies now in a runtime that
+ * takes no server samples, and at an early sample in a fleet.  No lock
+ * held. */
+void prt__fleet_policy_changed(prt_runtime *rt)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (!f) {
+        apply_budget(rt, &(prt_server_view){ 0 });
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->resample = 1;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+}
+
 /* Records one attempt's outcome and logs the first failure and the
  * recovery.  Returns when the next sample is due.  f->mu held. */
 static double record(prt_runtime *rt, int rc, const prt_server_view *sv, const char *err)

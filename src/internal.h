@@ -484,6 +484,7 @@ int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */
 int prt__fleet_check(const prt_runtime_opts *o, char *err, size_t errlen); /* fleet name, interval */
 int prt__fleet_start(prt_runtime *rt, const prt_runtime_opts *o, char *err, size_t errlen); /* first budget; sampler */
 void prt__fleet_stop(prt_runtime *rt);             /* joins the sampler (bounded); frees rt->fleet */
+void prt__fleet_policy_changed(prt_runtime *rt);   /* after a reload: the new budget hook applies; no lock held */
 char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo); /* + application_name; NULL: no memory */
 int prt__fleet_refused(prt_runtime *rt, const char *err); /* a connect refused as too many clients */
 void prt__fleet_server_full(prt_runtime *rt, double deadline); /* after a refused connect: cap to what is held */

@@ -326,6 +326,7 @@ int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errl
     prt__logf(PRT_LOG_INFO, "policy \"%s\" is live as generation %llu", file,
               (unsigned long long)atomic_load(&rt->generation));
     free(file);
+    prt__fleet_policy_changed(rt); /* the new policy's budget */
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
     for (int i = 0; i < n; i++)
