@@ -258,9 +258,6 @@ end
 function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
 function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
--- fn(conn, attempt) between BEGIN and COMMIT on a connection of the pool,
--- re-run on serialization failures and deadlocks up to opts.retries times;
--- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
 -- Whether every one of the n batch items has result code rc.
 local function all_rc(items, n, rc)
   for i = 0, n - 1 do
@@ -280,24 +277,25 @@ end
 function Pool:query_batch(stmts)
   if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
   local n, total = #stmts, 0
-  for i = 1, n do
+  local items = ffi.new("prt_batch_item[?]", n)
+  for i = 1, n do -- checked and counted first: one array holds every parameter
     local st = stmts[i]
     if type(st) ~= "table" or type(st[1]) ~= "string" then
       error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
     end
     local np = table.maxn(st) - 1
     if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 2) end
+    items[i - 1].nparams = np
     total = total + np
   end
-  local items = ffi.new("prt_batch_item[?]", n)
   local ps = ffi.new("const char*[?]", total) -- every statement's parameters, one after another
   local hold = {} -- the parameter strings, referenced until C returns
   local at = 0
   for i = 1, n do
     local st = stmts[i]
     local it = items[i - 1]
-    local np = table.maxn(st) - 1
-    it.sql, it.nparams, it.flags = st[1], np, self._qflags
+    local np = it.nparams
+    it.sql, it.flags = st[1], self._qflags
     if np > 0 then
       it.params = ps + at
       for k = 1, np do
@@ -331,6 +329,9 @@ function Pool:query_batch(stmts)
   return results, errs
 end
 
+-- fn(conn, attempt) between BEGIN and COMMIT on a connection of the pool,
+-- re-run on serialization failures and deadlocks up to opts.retries times;
+-- opts: isolation, read_only, retries (poolrt/tx.lua has the rules).
 function Pool:transaction(fn, opts) return TX().pool_run(self, fn, opts) end
 -- conn:copy_in on a connection of the pool, released afterwards.
 function Pool:copy_in(sql, rows) return COPY().pool_run(self, sql, rows) end

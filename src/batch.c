@@ -115,12 +115,8 @@ static int exclusive_batch(prt_pool *p, int n, prt_batch_item *items)
     int rc = prt_acquire(p, -1, &c, err, sizeof err);
     if (rc == PRT_OK) {
         double deadline = p->opts.query_timeout > 0 ? prt_now() + p->opts.query_timeout : 0;
-        for (int i = 0; i < n; i++) {
-            qs[i].sql = items[i].sql;
-            qs[i].nparams = items[i].nparams;
-            qs[i].params = items[i].params;
-            qs[i].flags = items[i].flags;
-        }
+        for (int i = 0; i < n; i++)
+            prt__req_of_item(&qs[i], &items[i]);
         int broken = pipeline_batch(c, n, qs, deadline) != PRT_OK;
         prt_release(c, broken);
     }

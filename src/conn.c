@@ -27,12 +27,29 @@ static void one_line(char *s)
             *q = ' ';
 }
 
+/* pool's error "what: libpq's last message", on one line.  verbose: the
+ * connection asked for verbose errors (open_one does while it connects),
+ * so a server's refusal reads "SEVERITY:  53300: text" and ends with a
+ * source location: the code moves to the end as "(SQLSTATE 53300)", as
+ * query errors have it, and the location goes.  So a full server is
+ * recognised by its code (prt__fleet_refused), also when it answers in
+ * another language (lc_messages), not by English words. */
+static void pq_error_as(char *err, size_t errlen, const char *pool, const char *what, PGconn *pg, int verbose)
+{
+    char msg[PRT__ERRLEN], state[6] = "";
+    snprintf(msg, sizeof msg, "%s", pg ? PQerrorMessage(pg) : "out of memory");
+    if (verbose)
+        prt__verbose_error(msg, state);
+    one_line(msg);
+    if (*state)
+        prt__errf(err, errlen, "pool \"%s\": %s: %s (SQLSTATE %s)", pool, what, msg, state);
+    else
+        prt__errf(err, errlen, "pool \"%s\": %s: %s", pool, what, msg);
+}
+
 static void pq_error(char *err, size_t errlen, const char *pool, const char *what, PGconn *pg)
 {
-    char msg[PRT__ERRLEN];
-    snprintf(msg, sizeof msg, "%s", pg ? PQerrorMessage(pg) : "out of memory");
-    one_line(msg);
-    prt__errf(err, errlen, "pool \"%s\": %s: %s", pool, what, msg);
+    pq_error_as(err, errlen, pool, what, pg, 0);
 }
 
 /* The SQLSTATE of a server's refusal in a verbose connect error, "...
@@ -85,23 +102,6 @@ void prt__verbose_error(char *msg, char state[6])
     drop_location(msg);
 }
 
-/* A failed connect's error.  The connection asked for verbose errors
- * (open_one), so a server's refusal reads "SEVERITY:  53300: text" and ends
- * with a source location: the code moves to the end as "(SQLSTATE 53300)",
- * as query errors have it, and the location goes.  So a full server is
- * recognised by its code (prt__fleet_refused), also when it answers in
- * another language (lc_messages), not by English words. */
-static void connect_error(char *err, size_t errlen, const char *pool, PGconn *pg)
-{
-    char msg[PRT__ERRLEN], state[6];
-    snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
-    prt__verbose_error(msg, state);
-    one_line(msg);
-    if (*state)
-        prt__errf(err, errlen, "pool \"%s\": connect failed: %s (SQLSTATE %s)", pool, msg, state);
-    else
-        prt__errf(err, errlen, "pool \"%s\": connect failed: %s", pool, msg);
-}
 
 /* Waits until the socket is ready for `events` or the deadline passes
  * (deadline 0: no deadline); it looks once even when the deadline has
@@ -151,11 +151,11 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
         PQfinish(pg);
         return pg ? PRT_ECONNECT : PRT_ENOMEM;
     }
-    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* the server's SQLSTATE in a refusal: connect_error */
+    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* the server's SQLSTATE in a refusal: pq_error_as */
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (st == PGRES_POLLING_FAILED) {
-            connect_error(err, errlen, p->name, pg);
+            pq_error_as(err, errlen, p->name, "connect failed", pg, 1);
             PQfinish(pg);
             free(c);
             return PRT_ECONNECT;

@@ -385,7 +385,7 @@ void prt__fleet_stop(prt_runtime *rt)
 /* Whether err is a connect of a fleet runtime refused because the server
  * is full: SQLSTATE 53300 ("sorry, too many clients already", "remaining
  * connection slots are reserved ..." in English), which conn.c's
- * connect_error puts in the text in any language of the server's. */
+ * pq_error_as puts in the text in any language of the server's. */
 int prt__fleet_refused(prt_runtime *rt, const char *err)
 {
     return rt && rt->fleet && err && strstr(err, "(SQLSTATE 53300)");

@@ -684,10 +684,7 @@ int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items)
             it->rc = PRT_ENOMEM;
             prt__errf(it->err, sizeof it->err, "pool \"%s\": out of memory", p->name);
         } else {
-            qs[i]->sql = it->sql;
-            qs[i]->nparams = it->nparams;
-            qs[i]->params = it->params;
-            qs[i]->flags = it->flags;
+            prt__req_of_item(qs[i], it);
             qs[i]->state = REQ_REROUTE; /* to be routed: the first round */
         }
     }

@@ -58,4 +58,14 @@ int prt__mux_pump(mconn *m, double deadline, int *ndone); /* wait, read; *ndone 
 void prt__mux_fail(prt_pool *p, mreq *q, int rc, const char *why); /* q's error, unless it has one */
 void prt__mux_lost(prt_pool *p, mreq *q, const char *lost, const char *what); /* PRT_EBROKEN, why */
 
+/* q is to run batch item it's statement (both batch paths: batch.c's
+ * exclusive one and multiplex.c's). */
+static inline void prt__req_of_item(mreq *q, const prt_batch_item *it)
+{
+    q->sql = it->sql;
+    q->nparams = it->nparams;
+    q->params = it->params;
+    q->flags = it->flags;
+}
+
 #endif

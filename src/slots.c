@@ -77,14 +77,14 @@ static const int *counted_as(int by[PRT__CLOSE_NREASONS], enum prt__close_reason
     return by;
 }
 
-/* Gives back n slots and counts their closes, by[reason] of each (by may
- * be NULL: none counted).  p->mu held. */
+/* Gives back n slots and counts their closes, by[reason] of each.  p->mu
+ * held. */
 static void slot_give(prt_pool *p, int n, const int *by)
 {
     if (n <= 0)
         return;
     p->total -= n;
-    for (int r = 0; by && r < PRT__CLOSE_NREASONS; r++)
+    for (int r = 0; r < PRT__CLOSE_NREASONS; r++)
         p->closed_by[r] += (uint64_t)by[r];
     if (p->rt)
         atomic_fetch_sub(&p->rt->nconns, n);
@@ -125,7 +125,7 @@ void prt__global_slot_freed(prt_runtime *rt)
 /* Gives back n slots of p and closes their connections cs[0..n), in the
  * order the top of this file explains.  cs may be NULL (the slots'
  * connections never opened) and stays the caller's; by[reason] counts the
- * closes (by may be NULL: not counted) when the slots go back, so that
+ * closes when the slots go back, so that
  * stats never show a close counted while its connection still counts in
  * total.  n may be 0: waiters still get any slots a larger max made free.
  * Entered with p->mu held; returns with it released. */
