@@ -403,16 +403,13 @@ void prt__acq_hand_out(prt__acq *a)
     a->c->uses++;
 }
 
-/* prt_acquire's wait: on the waiter's condvar until woken or a->until. */
-static void park(prt__acq *a, int *has_cond, struct timespec *ts)
+/* prt_acquire's wait: parked on the waiter's event until woken or
+ * a->until. */
+static void park(prt__acq *a, struct timespec *ts)
 {
-    if (!*has_cond) {
-        prt__cond_init(&a->w.cond);
-        *has_cond = 1;
-    }
     if (a->wait_fresh)
         prt__abstime(a->until, ts);
-    a->timed_out = prt__cond_timedwait(&a->w.cond, a->p, ts) == ETIMEDOUT;
+    a->timed_out = prt__park(&a->w, a->p, ts) == ETIMEDOUT;
 }
 
 /* Hands out a connection of pool p within `timeout` seconds (< 0: the
@@ -429,12 +426,12 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
         return PRT_EINVAL;
     prt__acq a;
     acq_init(&a, p, timeout, YIELDS);
-    int has_cond = 0, next;
+    int next;
     struct timespec ts;
     prt__lock(p);
     while ((next = acq_step(&a, err, errlen)) != PRT__ACQ_DONE && next != PRT__ACQ_FAIL) {
         if (next == PRT__ACQ_WAIT) {
-            park(&a, &has_cond, &ts);
+            park(&a, &ts);
             continue;
         }
         prt__unlock(p);
@@ -453,8 +450,6 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     }
     if (next == PRT__ACQ_DONE || next == PRT__ACQ_FAIL)
         prt__unlock(p);
-    if (has_cond)
-        pthread_cond_destroy(&a.w.cond);
     if (next != PRT__ACQ_DONE)
         return p->rec ? prt__record_failed(p, a.start, a.rc) : a.rc;
     prt__acq_hand_out(&a);

@@ -12,11 +12,11 @@
  *
  * Lock assertions, as SQLite's `assert( sqlite3_mutex_held(p->mutex) )`:
  * the core takes a pool's mu through prt__lock/prt__unlock (and waits on it
- * through prt__cond_timedwait).  Built with -DPOOLRT_DEBUG (the sanitize
+ * through prt__park).  Built with -DPOOLRT_DEBUG (the sanitize
  * builds set it in mk/sanitize.mk) these record the owning thread in
  * p->mu_owner, and PRT__ASSERT_HELD / PRT__ASSERT_UNHELD check the rules
  * written next to each function.  Without POOLRT_DEBUG they are the plain
- * pthread calls and the asserts compile to nothing, so the normal -O2 build
+ * lock calls (lock.h) and the asserts compile to nothing, so the normal -O2 build
  * pays nothing on the acquire path.  Every file (the policy boundary and
  * the fuzzer too) locks p->mu only through these, so the record is true.
  */
@@ -30,6 +30,7 @@
 #include <libpq-fe.h>
 #include "poolrt.h"
 #include "policy_views.h"
+#include "lock.h"
 
 #define PRT__ERRLEN 512
 
@@ -149,11 +150,12 @@ enum prt__close_reason {
 enum { PRT__W_WAITING, PRT__W_CONN, PRT__W_SLOT, PRT__W_CLOSED };
 
 /* A waiter is woken through `wake` when set (the simulator: an event that
- * resumes its acquire), else by signalling `cond` (a thread parked in
- * prt_acquire).  Either way under pool->mu, once per hand-over or nudge. */
+ * resumes its acquire), else through `signal` (a thread parked in
+ * prt_acquire, lock.h).  Either way under pool->mu, once per hand-over or
+ * nudge. */
 typedef struct prt__waiter {
     struct prt__waiter *next;
-    pthread_cond_t cond;
+    atomic_uint signal;      /* bumped by each wake-up; the parked thread sleeps on it */
     void (*wake)(struct prt__waiter *w); /* immutable while queued */
     prt_conn *conn;          /* handed over by a releaser; protected by pool->mu */
     int state;               /* PRT__W_*; pool->mu */
@@ -183,7 +185,7 @@ struct prt_pool {
     uint64_t serial;         /* immutable, unique in the process */
     atomic_int refs;         /* registry + handles + connections in use */
 
-    pthread_mutex_t mu;
+    prt__mutex mu;           /* lock.h */
     atomic_uintptr_t mu_owner; /* POOLRT_DEBUG: the thread holding mu (prt__lock), else 0 */
     /* Everything below is protected by mu. */
     int max, min_idle;
@@ -230,7 +232,7 @@ extern _Thread_local char prt__thread_tag; /* its address names the thread */
 static inline void prt__lock(prt_pool *p)
 {
     PRT__ASSERT_UNHELD(p); /* mu is not recursive */
-    pthread_mutex_lock(&p->mu);
+    prt__mutex_lock(&p->mu);
     PRT__SET_OWNER(p, PRT__SELF);
 }
 
@@ -238,16 +240,18 @@ static inline void prt__unlock(prt_pool *p)
 {
     PRT__ASSERT_HELD(p);
     PRT__SET_OWNER(p, 0);
-    pthread_mutex_unlock(&p->mu);
+    prt__mutex_unlock(&p->mu);
 }
 
-/* pthread_cond_timedwait on p->mu, keeping the owner record true. */
-static inline int prt__cond_timedwait(pthread_cond_t *cond, prt_pool *p, const struct timespec *ts)
+/* Parks waiter w, which p->mu holds queued, until it is woken (or
+ * spuriously) or the CLOCK_MONOTONIC time ts: releases mu meanwhile and
+ * returns with it held.  Returns ETIMEDOUT, or 0. */
+static inline int prt__park(prt__waiter *w, prt_pool *p, const struct timespec *ts)
 {
-    PRT__ASSERT_HELD(p);
-    PRT__SET_OWNER(p, 0);
-    int rc = pthread_cond_timedwait(cond, &p->mu, ts);
-    PRT__SET_OWNER(p, PRT__SELF);
+    unsigned seen = atomic_load_explicit(&w->signal, memory_order_relaxed);
+    prt__unlock(p);
+    int rc = prt__futex_wait(&w->signal, seen, ts);
+    prt__lock(p);
     return rc;
 }
 
@@ -265,10 +269,12 @@ void prt__closed_by(const prt_pool_stats *st, uint64_t by[PRT_CLOSE_NREASONS]); 
 /* pool.c -- p->mu held: */
 static inline void prt__waiter_wake(prt__waiter *w)
 {
-    if (w->wake)
+    if (w->wake) {
         w->wake(w);
-    else
-        pthread_cond_signal(&w->cond);
+    } else {
+        atomic_fetch_add_explicit(&w->signal, 1, memory_order_relaxed);
+        prt__futex_wake(&w->signal);
+    }
 }
 void prt__pool_state(prt_pool *p, char *buf, size_t len); /* " (max=.. in_use=..)" */
 void prt__waiter_push(prt_pool *p, prt__waiter *w);

@@ -144,7 +144,6 @@ static int validate_sample(prt__pstate *ps, int hook, char *err, size_t errlen)
     p.nidle = p.total = 3;
     p.created_at = now - 600;
     p.last_used_at = now - 1;
-    pthread_mutex_init(&p.mu, NULL);
     uint64_t before = ps->nerrors;
     unsigned char close[3];
     int m = 10, mi = 1;
@@ -160,7 +159,6 @@ static int validate_sample(prt__pstate *ps, int hook, char *err, size_t errlen)
     case PRT__H_ROUTE: prt__hook_route(ps, &p, sample_route, 3); break;
     default: break;
     }
-    pthread_mutex_destroy(&p.mu);
     if (ps->nerrors == before)
         return 0;
     prt__errf(err, errlen, "%s", ps->last_error);

@@ -16,7 +16,7 @@
  * that is still allocated (p->rt = NULL), found through the runtime's
  * alive list.
  */
-#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -164,21 +164,6 @@ static void free_strings(char **a)
     free(a);
 }
 
-/* The pool lock spins briefly before it sleeps where the C library can
- * (glibc's adaptive mutex): it is held for a few hundred nanoseconds, so a
- * caller that finds it taken usually gets it sooner than a futex wait and
- * wake-up would give it. */
-static void pool_mutex_init(pthread_mutex_t *mu)
-{
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-#ifdef PTHREAD_MUTEX_ADAPTIVE_NP
-    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-    pthread_mutex_init(mu, &ma);
-    pthread_mutexattr_destroy(&ma);
-}
-
 /* Creates a pool with one reference (the caller's). */
 int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
                   prt_pool **out, char *err, size_t errlen)
@@ -217,7 +202,6 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->max = configured_max(o);
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
-    pool_mutex_init(&p->mu);
     alive_link(p);
     if (o->multiplex && prt__mux_new(p) != PRT_OK) {
         prt__errf(err, errlen, "pool \"%s\": out of memory", name);
@@ -242,7 +226,6 @@ void prt_pool_unref(prt_pool *p)
     prt__pool_close(p, PRT_POOL_EVICTED);
     prt__mux_free(p);
     alive_unlink(p);
-    pthread_mutex_destroy(&p->mu);
     free_strings(p->init_sql); /* NULL-terminated: frees each statement, then the array */
     free(p->idle);
     free(p->name);
