@@ -311,6 +311,7 @@ FAST void acq_init(prt__acq *a, prt_pool *p, double timeout, int max_yields)
     a->yields = a->max_yields = max_yields;
     a->rc = PRT_OK;
     a->w.wake = NULL;
+    atomic_init(&a->w.signal, 0);
 }
 
 /* One step of an acquire: from where the driver left it (a->phase) until
