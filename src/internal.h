@@ -12,11 +12,11 @@
  *
  * Lock assertions, as SQLite's `assert( sqlite3_mutex_held(p->mutex) )`:
  * the core takes a pool's mu through prt__lock/prt__unlock (and waits on it
- * through prt__park).  Built with -DPOOLRT_DEBUG (the sanitize
- * builds set it in mk/sanitize.mk) these record the owning thread in
- * p->mu_owner, and PRT__ASSERT_HELD / PRT__ASSERT_UNHELD check the rules
- * written next to each function.  Without POOLRT_DEBUG they are the plain
- * lock calls (lock.h) and the asserts compile to nothing, so the normal -O2 build
+ * through prt__park).  Built with -DPOOLRT_DEBUG (the sanitize builds set
+ * it in mk/sanitize.mk) these record the owning thread in p->mu_owner, and
+ * PRT__ASSERT_HELD / PRT__ASSERT_UNHELD check the rules written next to
+ * each function.  Without POOLRT_DEBUG they are the plain lock calls
+ * (lock.h) and the asserts compile to nothing, so the normal -O2 build
  * pays nothing on the acquire path.  Every file (the policy boundary and
  * the fuzzer too) locks p->mu only through these, so the record is true.
  */
