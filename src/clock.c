@@ -45,8 +45,9 @@ void prt_sleep(double seconds)
         ;
 }
 
-/* Converts a deadline on prt_now()'s clock into the absolute timespec that
- * pthread_cond_timedwait expects from a CLOCK_MONOTONIC condvar. */
+/* Converts a deadline on prt_now()'s clock into the absolute
+ * CLOCK_MONOTONIC timespec that pthread_cond_timedwait on a condvar of
+ * prt__cond_init and a futex wait (lock.h) expect. */
 void prt__abstime(double deadline, struct timespec *ts)
 {
     double s = floor(deadline);

@@ -102,7 +102,6 @@ void prt__verbose_error(char *msg, char state[6])
     drop_location(msg);
 }
 
-
 /* Waits until the socket is ready for `events` or the deadline passes
  * (deadline 0: no deadline); it looks once even when the deadline has
  * passed, so a wait of 0 still sees what has arrived.  Returns 0,

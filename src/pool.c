@@ -16,7 +16,6 @@
  * that is still allocated (p->rt = NULL), found through the runtime's
  * alive list.
  */
-
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
