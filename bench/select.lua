@@ -1,7 +1,7 @@
 -- bench/select.lua -- pgbench's scale-10 `-S` query through the poolrt Lua
 -- host, one OS thread per worker (rt:spawn), each with its own Lua state.
 --
---   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi|multiplex|batch] [SCALE] [BATCH]
+--   build/poolrt bench/select.lua WORKERS MAX SECONDS [prepared|unprepared|raw|ffi|multiplex|batch|workers] [SCALE] [BATCH]
 --
 -- prepared / unprepared: pool:query, the friendly API (rows as tables).
 -- raw: prepared, with pool option decode = false (rows of strings), to
@@ -15,6 +15,11 @@
 -- 128 clients as pgbench -c 128 -j 2 runs them, two threads each serving
 -- 64 (driver -w 2 -b 64 -x is its C counterpart).  ops count statements;
 -- the latency is per batch.
+-- workers: multiplex = true, and each of the WORKERS threads runs BATCH
+-- (64) coroutine workers with poolrt.workers, each looping pool:query as
+-- a thread-per-worker client would: WORKERS = 2, BATCH = 64 is 128
+-- clients on two threads, sequential code per client.  ops and latency
+-- are per statement.
 --
 -- Like bench/driver.c, connections are opened before the clock starts
 -- (pgbench's TPS excludes its initial connection time too), and every
@@ -28,9 +33,9 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-local batch = mode == "batch" and (tonumber(args[6]) or 64) or 0
+local batch = (mode == "batch" or mode == "workers") and (tonumber(args[6]) or 64) or 0
 assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi" or mode == "multiplex"
-       or mode == "batch", "mode: prepared | unprepared | raw | ffi | multiplex | batch")
+       or mode == "batch" or mode == "workers", "mode: prepared | unprepared | raw | ffi | multiplex | batch | workers")
 
 -- The module search path must find bench/select_worker.lua from every
 -- spawned state: the script's own directory's parent.
@@ -40,7 +45,7 @@ package.path = here .. "/../?.lua;" .. package.path
 local rt = poolrt.runtime{ reap_interval = 1.0 }
 local decode = mode ~= "raw"
 local pool = rt:pool("bench", { max = max, acquire_timeout = 5.0, prepare = mode ~= "unprepared", decode = decode,
-                               multiplex = mode == "multiplex" or mode == "batch" })
+                               multiplex = mode == "multiplex" or mode == "batch" or mode == "workers" })
 
 -- Warm up: open min(workers, max) connections now.
 local held = {}
@@ -50,7 +55,7 @@ for k = 1, #held do held[k]:release() end
 local start_at = poolrt.now() + 0.3 + 0.01 * workers
 local stop_at = start_at + secs
 local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
-                        mode == "ffi", { decode = decode }, batch))
+                        mode == "ffi", { decode = decode }, batch, mode == "workers"))
 
 local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0
 for _, r in ipairs(res) do

@@ -57,19 +57,11 @@ local function batch_query(pool, batch, accounts)
   end
 end
 
--- pool_opts: the Lua-side options of the pool's handle in this state
--- (decode = false), which the C pool does not carry.  batch > 0: each
--- cycle is one pool:query_batch of that many statements.
-function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts, batch)
-  local pool = rt:pool(pool_name, pool_opts)
-  local query = raw and raw_query(pool._p) or function(aid) return pool:query(SQL, aid) end
-  if batch and batch > 0 then query = batch_query(pool, batch, accounts) end
+-- Loops query(aid) until stop_at, counting into r (ops, errors,
+-- first_error, hist: shared by the coroutine workers of one state).
+local function loop(r, query, stop_at, accounts)
   local now, floor, log, random = poolrt.now, math.floor, math.log, math.random
-  math.randomseed(i * 7919 + floor(now() * 1e6) % 1000003)
-  local hist, ops, errors, first_error = {}, 0, 0, nil
-  local late = now() - start_at          -- > 0: this state booted after the start
-  if late < 0 then poolrt.sleep(-late) end   -- one sleep: no polling that would burn CPU
-  while now() < start_at do end              -- the last few microseconds
+  local hist = r.hist
   while true do
     local t0 = now()
     if t0 >= stop_at then break end
@@ -77,17 +69,38 @@ function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts, ba
     local t1 = now()
     if rows then
       if t1 <= stop_at then
-        ops = ops + (type(rows) == "number" and rows or 1)
+        r.ops = r.ops + (type(rows) == "number" and rows or 1)
         local us = (t1 - t0) * 1e6
         local k = us > 1 and floor(log(us) / LOG_STEP) or 0
         hist[k] = (hist[k] or 0) + 1
       end
     else
-      errors = errors + 1
-      first_error = first_error or err
+      r.errors = r.errors + 1
+      r.first_error = r.first_error or err
     end
   end
-  return { ops = ops, errors = errors, first_error = first_error, hist = hist, late = late }
+end
+
+-- pool_opts: the Lua-side options of the pool's handle in this state
+-- (decode = false), which the C pool does not carry.  batch > 0: each
+-- cycle is one pool:query_batch of that many statements, or, with
+-- coworkers, `batch` poolrt.workers coroutines each loop pool:query.
+function M.run(rt, i, pool_name, start_at, stop_at, accounts, raw, pool_opts, batch, coworkers)
+  local pool = rt:pool(pool_name, pool_opts)
+  local query = raw and raw_query(pool._p) or function(aid) return pool:query(SQL, aid) end
+  if batch and batch > 0 and not coworkers then query = batch_query(pool, batch, accounts) end
+  local now = poolrt.now
+  math.randomseed(i * 7919 + math.floor(now() * 1e6) % 1000003)
+  local r = { ops = 0, errors = 0, hist = {} }
+  r.late = now() - start_at                    -- > 0: this state booted after the start
+  if r.late < 0 then poolrt.sleep(-r.late) end -- one sleep: no polling that would burn CPU
+  while now() < start_at do end                -- the last few microseconds
+  if coworkers then
+    assert(poolrt.workers(batch, function(_, ...) loop(...) end, r, query, stop_at, accounts))
+  else
+    loop(r, query, stop_at, accounts)
+  end
+  return r
 end
 
 return M

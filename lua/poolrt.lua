@@ -18,6 +18,8 @@ local D = require "poolrt.decode"
 local function TX() return require "poolrt.tx" end
 local function LISTEN() return require "poolrt.listen" end
 local function COPY() return require "poolrt.copy" end
+local function WORKERS() return require "poolrt.workers" end
+local running = coroutine.running
 
 local C
 do
@@ -44,6 +46,9 @@ do
 end
 
 local M = { VERSION = ffi.string(C.prt_version()), C = C }
+-- Coroutines that are poolrt.workers workers (poolrt/workers.lua): their
+-- pool:query statements wait for a round of the worker loop.
+M._workers = setmetatable({}, { __mode = "k" })
 -- Facts owned by C: the acquire-wait histogram's upper bounds (seconds,
 -- math.huge last) and the policy hook names, in the order of
 -- prt_policy_stats' arrays.
@@ -242,6 +247,8 @@ end
 -- release, or pipelined on a shared connection with multiplex = true).  The
 -- parameters are converted (and may raise) before C is called.
 local function pool_query(self, flags, sql, ...)
+  local co = running()
+  if co and M._workers[co] then return WORKERS().query(self, flags, sql, ...) end
   local n = set_params(sql, ...)
   local rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
@@ -266,45 +273,46 @@ local function all_rc(items, n, rc)
   return true
 end
 
--- Many statements in one call (prt_pool_query_batch): `stmts` is a list of
--- { sql, param1, ... }; each runs with a Sync of its own, so one failing
--- touches no other.  Returns `results, errs`: results[i] the rows of
--- statement i (false when it failed), errs nil when all succeeded, else
--- errs[i] the error of each failed statement.  With multiplex = true the
--- batch is pipelined on one shared connection and the calling thread does
--- its I/O; else one connection is held for the batch.  Parameters are
--- converted (and may raise) before C is called.
-function Pool:query_batch(stmts)
-  if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
-  local n, total = #stmts, 0
-  local items = ffi.new("prt_batch_item[?]", n)
-  for i = 1, n do -- checked and counted first: one array holds every parameter
-    local st = stmts[i]
-    if type(st) ~= "table" or type(st[1]) ~= "string" then
-      error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
-    end
-    local np = table.maxn(st) - 1
-    if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 2) end
-    items[i - 1].nparams = np
-    total = total + np
+-- One statement of a batch: { sql, flags, nparams, param strings... },
+-- its parameters converted (raising on one that cannot be sent).
+local function new_req(flags, sql, np, ...)
+  if type(sql) ~= "string" then error("poolrt: sql must be a string", 3) end
+  if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 3) end
+  local r = { sql, flags, np }
+  for k = 1, np do r[3 + k] = to_param((select(k, ...))) end
+  return r
+end
+M._new_req = new_req
+
+-- The batch's C arrays, grown on demand and reused: a state runs one batch
+-- at a time (C calls nothing back in it), so they are free once it returns.
+local items_buf, items_cap, params_buf, params_cap = nil, 0, nil, 0
+
+-- Runs reqs[1..n] (new_req's) as one prt_pool_query_batch.  Returns
+-- results, errs, raised: results[i] the rows of statement i or false;
+-- errs nil when all succeeded, else errs[i] the error of each failed one;
+-- raised nil, else raised[i] the error decoding statement i's rows raised.
+-- nil, err when the batch as a whole could not run.  The request tables
+-- keep the strings C reads alive.
+local function run_batch(self, n, reqs)
+  local total = 0
+  for i = 1, n do total = total + reqs[i][3] end
+  if n > items_cap then
+    items_cap = math.max(n, 2 * items_cap, 16)
+    items_buf = ffi.new("prt_batch_item[?]", items_cap)
   end
-  local ps = ffi.new("const char*[?]", total) -- every statement's parameters, one after another
-  local hold = {} -- the parameter strings, referenced until C returns
-  local at = 0
+  if total > params_cap then
+    params_cap = math.max(total, 2 * params_cap, 64)
+    params_buf = ffi.new("const char*[?]", params_cap)
+  end
+  local items, ps, at = items_buf, params_buf, 0
   for i = 1, n do
-    local st = stmts[i]
-    local it = items[i - 1]
-    local np = it.nparams
-    it.sql, it.flags = st[1], self._qflags
-    if np > 0 then
-      it.params = ps + at
-      for k = 1, np do
-        local v = to_param(st[k + 1])
-        hold[at + k] = v
-        ps[at + k - 1] = v
-      end
-      at = at + np
-    end
+    local r, it = reqs[i], items[i - 1]
+    local np = r[3]
+    it.sql, it.flags, it.nparams, it.rc, it.result = r[1], r[2], np, 0, nil
+    it.params = ps + at
+    for k = 1, np do ps[at + k - 1] = r[3 + k] end
+    at = at + np
   end
   local rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN)
   if rc == C.PRT_ECLOSED and all_rc(items, n, rc) and self.rt:_refresh(self) then
@@ -321,11 +329,38 @@ function Pool:query_batch(stmts)
     else
       local ok, rows = pcall(rows_of, it.result, self)
       C.prt_result_free(it.result)
-      if not ok then raised = raised or rows end
+      it.result = nil
+      if not ok then raised = raised or {}; raised[i + 1] = rows end
       results[i + 1] = ok and rows or false
     end
   end
-  if raised then error(raised, 0) end
+  return results, errs, raised
+end
+M._run_batch = run_batch
+
+-- Many statements in one call (prt_pool_query_batch): `stmts` is a list of
+-- { sql, param1, ... }; each runs with a Sync of its own, so one failing
+-- touches no other.  Returns `results, errs`: results[i] the rows of
+-- statement i (false when it failed), errs nil when all succeeded, else
+-- errs[i] the error of each failed statement.  With multiplex = true the
+-- batch is pipelined on one shared connection and the calling thread does
+-- its I/O; else one connection is held for the batch.  Parameters are
+-- converted (and may raise) before C is called.
+function Pool:query_batch(stmts)
+  if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
+  local n, reqs = #stmts, {}
+  for i = 1, n do
+    local st = stmts[i]
+    if type(st) ~= "table" or type(st[1]) ~= "string" then
+      error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
+    end
+    local np = table.maxn(st) - 1
+    reqs[i] = new_req(self._qflags, st[1], np, unpack(st, 2, np + 1))
+  end
+  local results, errs, raised = run_batch(self, n, reqs)
+  if raised then
+    for i = 1, n do if raised[i] then error(raised[i], 0) end end
+  end
   return results, errs
 end
 
@@ -680,6 +715,12 @@ function Runtime:spawn(n, module, fn, ...)
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return out
 end
+
+-- Runs fn(k, ...) for k = 1..n as coroutines of this thread's Lua state,
+-- whose pool:query calls go out together, one batch per pool and round
+-- (poolrt/workers.lua).  Returns the list of each worker's first result,
+-- or nil, err naming every worker that raised.
+function M.workers(n, fn, ...) return WORKERS().run(n, fn, ...) end
 
 ---------------------------------------------------------------------------
 -- Shared budgets (src/shared_budget.c): one cap on connections for several

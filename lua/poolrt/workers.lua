@@ -1,0 +1,100 @@
+-- poolrt/workers.lua -- poolrt.workers(n, fn, ...): n workers as coroutines
+-- of the calling thread's Lua state, the way pgbench serves its clients
+-- from a few threads and Go runs goroutines on a few OS threads: a worker
+-- is plain sequential code, and while its pool:query waits the others run.
+--
+-- The loop goes in rounds.  Each worker runs until its next pool:query (or
+-- pool:exec_simple), or until it ends or calls coroutine.yield(); then the
+-- statements the round collected go out as one pool:query_batch per pool
+-- (each with a Sync of its own, so one failing touches no other; with
+-- multiplex = true pipelined on a shared connection, with the thread doing
+-- its I/O), and each worker is resumed with its own rows, or nil, err, in
+-- the order its statement completed.  So a thread pays one wake-up per
+-- round, not one per statement, and a worker's statements keep its order.
+--
+-- Anything else that blocks (pool:acquire, :with, :transaction,
+-- poolrt.sleep) blocks every worker of the thread while it runs, and a
+-- round lasts as long as its slowest statement.
+local poolrt = require "poolrt"
+
+local W = {}
+local TOKEN, RAISE = {}, {} -- a worker's statement; a decoding error to raise in the worker
+local running = poolrt._workers -- coroutine -> true while it is a worker (weak keys)
+local new_req, run_batch = poolrt._new_req, poolrt._run_batch
+local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
+
+-- pool:query and pool:exec_simple inside a worker: the statement joins the
+-- round, and the worker waits for its outcome.  Bad parameters raise here,
+-- in the worker, as they would outside.
+function W.query(pool, flags, sql, ...)
+  local req = new_req(flags, sql, select("#", ...), ...)
+  local a, b = yield(TOKEN, pool, req)
+  if a == RAISE then error(b, 0) end
+  return a, b
+end
+
+function W.run(n, fn, ...)
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("poolrt: workers count must be an integer >= 0", 3) end
+  if type(fn) ~= "function" then error("poolrt: workers(n, fn, ...): fn must be a function", 3) end
+  local nargs, args = select("#", ...), { ... }
+  local cos, out, errs = {}, {}, {}
+  -- This round's statements, grouped by pool in the order the pools came:
+  local groups, by_pool = {}, {}
+  local again = {} -- workers that yielded on their own: resumed next round
+
+  -- Resumes worker k with ...; notes what it did next.
+  local function step(k, ...)
+    local co = cos[k]
+    local ok, a, pool, req = resume(co, ...)
+    if not ok then
+      errs[#errs + 1] = ("worker %d: %s"):format(k, tostring(a))
+    elseif status(co) == "dead" then
+      out[k] = a
+    elseif a == TOKEN then
+      local g = by_pool[pool]
+      if not g then
+        g = { pool = pool, reqs = {}, who = {} }
+        by_pool[pool] = g
+        groups[#groups + 1] = g
+      end
+      g.reqs[#g.reqs + 1], g.who[#g.who + 1] = req, k
+      return
+    else
+      again[#again + 1] = k
+      return
+    end
+    running[co] = nil
+  end
+
+  for k = 1, n do
+    cos[k] = coroutine.create(fn)
+    running[cos[k]] = true
+  end
+  for k = 1, n do step(k, k, unpack(args, 1, nargs)) end
+  while #groups > 0 or #again > 0 do
+    local round, yielded = groups, again
+    groups, by_pool, again = {}, {}, {}
+    for _, g in ipairs(round) do
+      local m = #g.reqs
+      local ok, results, berrs, raised = pcall(run_batch, g.pool, m, g.reqs)
+      for j = 1, m do
+        if not ok then
+          step(g.who[j], RAISE, results) -- the pool itself failed (a closed runtime): each worker raises it
+        elseif not results then
+          step(g.who[j], nil, berrs) -- the batch as a whole could not run: each statement's error
+        elseif raised and raised[j] then
+          step(g.who[j], RAISE, raised[j])
+        elseif results[j] then
+          step(g.who[j], results[j])
+        else
+          step(g.who[j], nil, berrs[j])
+        end
+      end
+    end
+    for _, k in ipairs(yielded) do step(k) end
+  end
+  if #errs > 0 then return nil, table.concat(errs, "; ") end
+  return out
+end
+
+return W

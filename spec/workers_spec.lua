@@ -1,0 +1,116 @@
+-- poolrt.workers (lua/poolrt/workers.lua) against the real server: n
+-- coroutine workers in one Lua state, whose pool:query statements go out
+-- together, one batch per pool and round, in both pool modes.
+local poolrt = require "poolrt"
+local H = require "spec.helper"
+
+for _, mode in ipairs({ "exclusive", "multiplex" }) do
+  local mux = mode == "multiplex"
+  describe("poolrt.workers (" .. mode .. ")", function()
+    local rt
+    setup(function() rt = H.runtime() end)
+    teardown(function() rt:close() end)
+
+    it("runs each worker's statements in its order, the workers' together, and returns their results", function()
+      local pool = rt:pool("wk_order_" .. mode, { max = 2, multiplex = mux })
+      local log = {}
+      local before = rt:stats()["wk_order_" .. mode].acquire_total
+      local out = assert(poolrt.workers(8, function(k, base)
+        local seen = {}
+        for i = 1, 5 do
+          log[#log + 1] = ("%d:%d"):format(k, i)
+          local rows = assert(pool:query("select $1::int as v, $2::text as t", base + k * 10 + i, "w" .. k))
+          seen[i] = rows[1].v
+          assert(rows[1].t == "w" .. k, "worker " .. k .. " got another worker's row")
+        end
+        return seen
+      end, 1000))
+      for k = 1, 8 do
+        assert.same({ 1000 + k * 10 + 1, 1000 + k * 10 + 2, 1000 + k * 10 + 3, 1000 + k * 10 + 4, 1000 + k * 10 + 5 },
+                    out[k])
+      end
+      -- every worker issued statement i before any got statement i's rows
+      for i = 1, 5 do
+        for k = 1, 8 do assert.equal(("%d:%d"):format(k, i), log[(i - 1) * 8 + k]) end
+      end
+      if not mux then -- one batch per round: 5 rounds, one connection each
+        assert.equal(5, rt:stats()["wk_order_" .. mode].acquire_total - before)
+      end
+    end)
+
+    it("gives a failing statement's error to its worker only", function()
+      local pool = rt:pool("wk_err_" .. mode, { max = 2, multiplex = mux })
+      local out = assert(poolrt.workers(4, function(k)
+        local rows, err = pool:query("select 10 / $1::int as x", k == 3 and 0 or k)
+        if k == 3 then return { rows = rows, err = err } end
+        return rows[1].x
+      end))
+      assert.equal(10, out[1])
+      assert.equal(5, out[2])
+      assert.equal(2, out[4])
+      assert.is_nil(out[3].rows) -- as pool:query outside workers: nil, err
+      assert.matches('pool "wk_err_' .. mode .. '": division by zero', out[3].err)
+    end)
+
+    it("raises bad parameters in the worker, and names the workers that raised", function()
+      local pool = rt:pool("wk_raise_" .. mode, { max = 1, multiplex = mux })
+      local ok_rows
+      local out, err = poolrt.workers(3, function(k)
+        if k == 2 then return pool:query("select $1::int", function() end) end
+        if k == 3 then error("boom") end
+        ok_rows = pool:query("select 1 as one")
+        return true
+      end)
+      assert.is_nil(out)
+      assert.matches("^worker 2: .*query parameter of type function", err)
+      assert.matches("; worker 3: .*boom$", err)
+      assert.same({ one = 1 }, ok_rows[1])
+    end)
+
+    it("lets a worker yield to the others, and a coroutine of its own run pool:query itself", function()
+      local pool = rt:pool("wk_yield_" .. mode, { max = 1, multiplex = mux })
+      local log = {}
+      local out = assert(poolrt.workers(2, function(k)
+        log[#log + 1] = "a" .. k
+        coroutine.yield()
+        log[#log + 1] = "b" .. k
+        local gen = coroutine.wrap(function() coroutine.yield(pool:query("select $1::int as n", k)) end)
+        return gen()[1].n
+      end))
+      assert.same({ 1, 2 }, out)
+      assert.same({ "a1", "a2", "b1", "b2" }, log)
+    end)
+
+    it("runs statements for two pools in one round, and pool:query as before outside workers", function()
+      local a = rt:pool("wk_two_a_" .. mode, { max = 1, multiplex = mux })
+      local b = rt:pool("wk_two_b_" .. mode, { max = 1, multiplex = mux })
+      local out = assert(poolrt.workers(4, function(k)
+        local p = k % 2 == 0 and a or b
+        return p:query("select current_setting('application_name') as app, $1::int as k", k)[1].k
+      end))
+      assert.same({ 1, 2, 3, 4 }, out)
+      assert.same({ n = 5 }, a:query("select 5 as n")[1])
+      assert.same({ n = 6 }, b:exec_simple("select 6 as n")[1])
+    end)
+
+    it("hands every worker the error when its round's batch cannot run", function()
+      local pool = rt:pool("wk_down_" .. mode, { max = 1, multiplex = mux, acquire_timeout = 0.2 })
+      local held = assert(pool:acquire())
+      local out = assert(poolrt.workers(3, function()
+        local rows, err = pool:query("select 1")
+        return rows == nil and err or "rows"
+      end))
+      held:release()
+      for k = 1, 3 do assert.matches('pool "wk_down_' .. mode .. '".*timed out', out[k]) end
+    end)
+  end)
+end
+
+describe("poolrt.workers arguments", function()
+  it("refuses a bad count or function, and runs zero workers", function()
+    assert.has_error(function() poolrt.workers(-1, function() end) end, "poolrt: workers count must be an integer >= 0")
+    assert.has_error(function() poolrt.workers(1.5, function() end) end, "poolrt: workers count must be an integer >= 0")
+    assert.has_error(function() poolrt.workers(2, "f") end, "poolrt: workers(n, fn, ...): fn must be a function")
+    assert.same({}, poolrt.workers(0, function() end))
+  end)
+end)
