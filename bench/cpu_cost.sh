@@ -4,8 +4,9 @@
 # PostgreSQL: pgbench -S -M prepared -c 128 -j 2, the C driver (max = 128
 # and max = 8; and 2 threads x batches of W/2 multiplexed on max = 8,
 # prt_pool_query_batch), the control (the driver's threads, each with a libpq
-# connection of its own, no pool) and the Lua host (max = 128 and 8, and
-# 2 threads x pool:query_batch of W/2 multiplexed on max = 8).
+# connection of its own, no pool) and the Lua host (max = 128 and 8,
+# 2 threads x pool:query_batch of W/2 multiplexed on max = 8, and 2 threads
+# x W/2 poolrt.workers coroutines, each looping pool:query, on max = 8).
 #
 # CPU is user + system time of the client process and all its threads
 # (bash's `time`), divided by the transactions it completed, start-up
@@ -45,7 +46,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/poolrt-cpu.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # The configurations: name, then the command (run from the tree in $tree).
-STEPS=(pgbench c_direct c_prepared c_prepared_max8 c_batch_max8 pgbench_pipe lua_prepared lua_prepared_max8 lua_batch_max8)
+STEPS=(pgbench c_direct c_prepared c_prepared_max8 c_batch_max8 pgbench_pipe lua_prepared lua_prepared_max8 lua_batch_max8 lua_workers_max8)
 [ -z "${CPU_ONLY:-}" ] || read -r -a STEPS <<<"$CPU_ONLY"
 step_cmd() { # name tree -> CMD array
   local name=$1 tree=$2
@@ -59,6 +60,7 @@ step_cmd() { # name tree -> CMD array
     lua_prepared)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" prepared) ;;
     lua_prepared_max8) CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" prepared) ;;
     lua_batch_max8)    CMD=("$tree/build/poolrt" "$tree/bench/select.lua" 2 8 "$SECS" batch 10 $((W / 2))) ;;
+    lua_workers_max8)  CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" workers 10 2) ;;
     lua_ffi)           CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" "$W" "$SECS" ffi) ;;
     lua_ffi_max8)      CMD=("$tree/build/poolrt" "$tree/bench/select.lua" "$W" 8 "$SECS" ffi) ;;
     *) echo "cpu_cost.sh: unknown configuration $name" >&2; exit 2 ;;
@@ -161,6 +163,7 @@ label() {
     lua_prepared) echo "poolrt Lua host (pool:query), max = $W" ;;
     lua_prepared_max8) echo "poolrt Lua host (pool:query), max = 8" ;;
     lua_batch_max8) echo "poolrt Lua host, 2 threads x pool:query_batch of $((W / 2)), multiplex max = 8" ;;
+    lua_workers_max8) echo "poolrt Lua host, 2 threads x $((W / 2)) poolrt.workers (pool:query each), multiplex max = 8" ;;
     lua_ffi) echo "poolrt Lua host, raw FFI calls, max = $W" ;;
     lua_ffi_max8) echo "poolrt Lua host, raw FFI calls, max = 8" ;;
   esac
@@ -197,6 +200,9 @@ report() {
   verdict "Lua host / C driver, max = $W, TPS" "$(ratio lua_prepared c_prepared tps)" ">=" 0.9
   verdict "Lua host, 2 threads x pool:query_batch of $((W / 2)), multiplex max = 8: CPU / pgbench's" "$(ratio lua_batch_max8 pgbench us)" "<=" 1.2
   verdict "Lua host / C driver, both 2 threads x batches of $((W / 2)), multiplex max = 8, TPS" "$(ratio lua_batch_max8 c_batch_max8 tps)" ">=" 0.9
+  verdict "Lua host, 2 threads x $((W / 2)) poolrt.workers, multiplex max = 8: CPU / pgbench's" "$(ratio lua_workers_max8 pgbench us)" "<=" 1.2
+  verdict "Lua host, 2 threads x $((W / 2)) poolrt.workers on max = 8 / C driver max = 8 (a thread per worker), TPS" "$(ratio lua_workers_max8 c_prepared_max8 tps)" ">=" 0.9
+  verdict "Lua host, 2 threads x $((W / 2)) poolrt.workers / C driver, 2 threads x batches of $((W / 2)), both multiplex max = 8, TPS" "$(ratio lua_workers_max8 c_batch_max8 tps)" ">=" 0.9
   echo "- Lua host / C driver, CPU per transaction: max = 8 $(fmt3 "$(ratio lua_prepared_max8 c_prepared_max8 us)" 2), max = $W $(fmt3 "$(ratio lua_prepared c_prepared us)" 2)"
   if [ -n "$BASE" ]; then
     echo

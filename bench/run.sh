@@ -247,6 +247,7 @@ matrix_step() { # name w rep
     lua_ffi)            run_lua matrix "$name" "$w" "$w" "$rep" ffi ;;
     lua_prepared_max8)  run_lua matrix "$name" "$w" 8 "$rep" prepared ;;
     lua_multiplex_max8) run_lua matrix "$name" "$w" 8 "$rep" multiplex ;;
+    lua_workers_max8)   run_lua matrix "$name" "$w" 8 "$rep" workers ;;
     pgbouncer_extended) run_pgbench matrix "$name" "$w" extended "$BOUNCER_CONN" "$rep" 8 ;;
     go_pq)              run_go matrix "$name" "$w" "$w" "$rep" pq -d "$SECS" ;;
     go_pgx)             run_go matrix "$name" "$w" "$w" "$rep" pgx -d "$SECS" ;;
@@ -264,7 +265,7 @@ if ! skipped matrix; then
     steps=(pgbench_extended pgbench_prepared c_direct c_prepared c_unprepared)
     if [ "$w" -gt 8 ]; then steps+=(c_prepared_max8 c_unprepared_max8 c_multiplex_max8); fi
     steps+=(lua_prepared lua_ffi)
-    if [ "$w" -gt 8 ]; then steps+=(lua_prepared_max8 lua_multiplex_max8); fi
+    if [ "$w" -gt 8 ]; then steps+=(lua_prepared_max8 lua_multiplex_max8 lua_workers_max8); fi
     steps+=(pgbouncer_extended go_pq go_pgx)
     if [ "$w" -gt 8 ]; then steps+=(go_pq_max8 go_pgx_max8); fi
     for rep in $(seq "$REPS"); do

@@ -15,11 +15,11 @@
 -- 128 clients as pgbench -c 128 -j 2 runs them, two threads each serving
 -- 64 (driver -w 2 -b 64 -x is its C counterpart).  ops count statements;
 -- the latency is per batch.
--- workers: multiplex = true, and each of the WORKERS threads runs BATCH
--- (64) coroutine workers with poolrt.workers, each looping pool:query as
--- a thread-per-worker client would: WORKERS = 2, BATCH = 64 is 128
--- clients on two threads, sequential code per client.  ops and latency
--- are per statement.
+-- workers: multiplex = true, and WORKERS coroutine workers (poolrt.workers)
+-- spread over THREADS (in BATCH's place, 2) rt:spawn threads, each worker
+-- looping pool:query as a thread-per-worker client would: WORKERS = 128 is
+-- 128 clients on two threads, as pgbench -c 128 -j 2 serves them, with
+-- sequential code per client.  ops and latency are per statement.
 --
 -- Like bench/driver.c, connections are opened before the clock starts
 -- (pgbench's TPS excludes its initial connection time too), and every
@@ -33,7 +33,13 @@ local max = tonumber(args[2]) or workers
 local secs = tonumber(args[3]) or 5
 local mode = args[4] or "prepared"
 local scale = tonumber(args[5]) or 10
-local batch = (mode == "batch" or mode == "workers") and (tonumber(args[6]) or 64) or 0
+local batch = mode == "batch" and (tonumber(args[6]) or 64) or 0
+local threads = workers
+if mode == "workers" then -- WORKERS coroutines on THREADS threads, as evenly as they go
+  threads = math.max(1, math.min(workers, tonumber(args[6]) or 2))
+  assert(workers % threads == 0, "workers: WORKERS must be a multiple of THREADS")
+  batch = workers / threads
+end
 assert(mode == "prepared" or mode == "unprepared" or mode == "raw" or mode == "ffi" or mode == "multiplex"
        or mode == "batch" or mode == "workers", "mode: prepared | unprepared | raw | ffi | multiplex | batch | workers")
 
@@ -54,7 +60,7 @@ for k = 1, #held do held[k]:release() end
 
 local start_at = poolrt.now() + 0.3 + 0.01 * workers
 local stop_at = start_at + secs
-local res = assert(rt:spawn(workers, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
+local res = assert(rt:spawn(threads, "bench.select_worker", "run", "bench", start_at, stop_at, 100000 * scale,
                         mode == "ffi", { decode = decode }, batch, mode == "workers"))
 
 local ops, errors, first_error, late, hist, n = 0, 0, "", 0, {}, 0

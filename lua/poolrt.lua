@@ -278,8 +278,8 @@ end
 local function new_req(flags, sql, np, ...)
   if type(sql) ~= "string" then error("poolrt: sql must be a string", 3) end
   if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 3) end
-  local r = { sql, flags, np }
-  for k = 1, np do r[3 + k] = to_param((select(k, ...))) end
+  local r = { sql, flags, np, ... }
+  for k = 4, 3 + np do r[k] = to_param(r[k]) end
   return r
 end
 M._new_req = new_req

@@ -25,6 +25,8 @@ return {
     "poolrt Lua host, max=8", "lc rgb '#17becf' dt 2 pt 8" },
   { "lua_multiplex_max8", "poolrt Lua host, multiplex = true, max = 8",
     "poolrt Lua host, multiplex, max=8", "lc rgb '#e377c2' dt 2 pt 18" },
+  { "lua_workers_max8", "poolrt Lua host, W poolrt.workers coroutines on 2 threads, multiplex = true, max = 8",
+    "poolrt Lua, W coroutine workers / 2 threads, max=8", "lc rgb '#bcbd22' dt 1 pt 17" },
   { "lua_ffi", "poolrt Lua host, raw FFI calls (no pool:query layer), max = W",
     "poolrt Lua, raw FFI, max=W", "lc rgb '#1f77b4' dt 3 pt 3" },
   { "pgbouncer_extended", "PgBouncer (transaction, pool 8) + pgbench -M extended",

@@ -34,8 +34,8 @@ function W.query(pool, flags, sql, ...)
 end
 
 function W.run(n, fn, ...)
-  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("poolrt: workers count must be an integer >= 0", 3) end
-  if type(fn) ~= "function" then error("poolrt: workers(n, fn, ...): fn must be a function", 3) end
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("poolrt: workers count must be an integer >= 0", 2) end
+  if type(fn) ~= "function" then error("poolrt: workers(n, fn, ...): fn must be a function", 2) end
   local nargs, args = select("#", ...), { ... }
   local cos, out, errs = {}, {}, {}
   -- This round's statements, grouped by pool in the order the pools came:
