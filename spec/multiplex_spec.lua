@@ -36,10 +36,21 @@ describe("multiplex", function()
 
   it("refuses BEGIN and friends on a shared connection, and keeps exclusive connections for with/transaction", function()
     local pool = rt:pool("mx_tx", { max = 2, multiplex = true })
-    for _, sql in ipairs({ "begin", "  START TRANSACTION", "commit", "rollback" }) do
+    for _, sql in ipairs({ "begin", "  START TRANSACTION", "commit", "rollback", "END", "Abort", "savepoint s",
+                           "\n(RELEASE s)" }) do
       local rows, err = pool:query(sql)
-      assert.is_nil(rows)
+      assert.is_nil(rows, sql)
       assert.matches("pool:transaction", err)
+    end
+    for _, sql in ipairs({ "select 1 as ending", "Endx", "(select 1 as beginning)" }) do -- a word's prefix is not the word
+      local rows, err = pool:query(sql)
+      assert.is_nil(err and err:match("pool:transaction"), sql)
+      if sql == "Endx" then
+        assert.matches("syntax error", err)
+      else
+        local _, v = next(rows[1])
+        assert.equal(1, v)
+      end
     end
     local n = assert(pool:transaction(function(conn)
       assert(conn:query("create temp table mx_tmp (x int)"))

@@ -106,6 +106,8 @@ static int tx_control(const char *sql)
     while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
         sql++;
     for (int i = 0; words[i]; i++) {
+        if ((*sql | 0x20) != words[i][0]) /* ASCII lower case; most statements stop here */
+            continue;
         size_t n = strlen(words[i]);
         if (strncasecmp(sql, words[i], n) != 0)
             continue;
