@@ -47,8 +47,14 @@ end
 
 local M = { VERSION = ffi.string(C.prt_version()), C = C }
 -- Coroutines that are poolrt.workers workers (poolrt/workers.lua): their
--- pool:query statements wait for a round of the worker loop.
+-- pool:query statements wait for a round of the worker loop.  pool:query
+-- asks coroutine.running() only while a worker loop runs in this state
+-- (`looping` > 0): the call stops LuaJIT compiling pool:query's caller,
+-- which made every query 3.5x the user-space instructions (callgrind,
+-- bench/query_loop.lua).
 M._workers = setmetatable({}, { __mode = "k" })
+local looping = 0
+function M._workers_looping(d) looping = looping + d end
 -- Facts owned by C: the acquire-wait histogram's upper bounds (seconds,
 -- math.huge last) and the policy hook names, in the order of
 -- prt_policy_stats' arrays.
@@ -247,8 +253,10 @@ end
 -- release, or pipelined on a shared connection with multiplex = true).  The
 -- parameters are converted (and may raise) before C is called.
 local function pool_query(self, flags, sql, ...)
-  local co = running()
-  if co and M._workers[co] then return WORKERS().query(self, flags, sql, ...) end
+  if looping > 0 then
+    local co = running()
+    if co and M._workers[co] then return WORKERS().query(self, flags, sql, ...) end
+  end
   local n = set_params(sql, ...)
   local rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
@@ -274,12 +282,15 @@ local function all_rc(items, n, rc)
 end
 
 -- One statement of a batch: { sql, flags, nparams, param strings... },
--- its parameters converted (raising on one that cannot be sent).
-local function new_req(flags, sql, np, ...)
+-- from a table t holding sql at t[base] and the parameters after it, which
+-- are converted (raising on one that cannot be sent).  No varargs: LuaJIT
+-- compiles this loop, not a vararg table constructor.
+local function new_req(flags, t, base, np)
+  local sql = t[base]
   if type(sql) ~= "string" then error("poolrt: sql must be a string", 3) end
   if np > MAXPARAMS then error("poolrt: more than " .. MAXPARAMS .. " parameters", 3) end
-  local r = { sql, flags, np, ... }
-  for k = 4, 3 + np do r[k] = to_param(r[k]) end
+  local r = { sql, flags, np }
+  for k = 1, np do r[3 + k] = to_param(t[base + k]) end
   return r
 end
 M._new_req = new_req
@@ -355,7 +366,7 @@ function Pool:query_batch(stmts)
       error("poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
     end
     local np = table.maxn(st) - 1
-    reqs[i] = new_req(self._qflags, st[1], np, unpack(st, 2, np + 1))
+    reqs[i] = new_req(self._qflags, st, 1, np)
   end
   local results, errs, raised = run_batch(self, n, reqs)
   if raised then

@@ -27,7 +27,7 @@ local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.statu
 -- round, and the worker waits for its outcome.  Bad parameters raise here,
 -- in the worker, as they would outside.
 function W.query(pool, flags, sql, ...)
-  local req = new_req(flags, sql, select("#", ...), ...)
+  local req = new_req(flags, { sql, ... }, 1, select("#", ...))
   local a, b = yield(TOKEN, pool, req)
   if a == RAISE then error(b, 0) end
   return a, b
@@ -70,6 +70,7 @@ function W.run(n, fn, ...)
     cos[k] = coroutine.create(fn)
     running[cos[k]] = true
   end
+  poolrt._workers_looping(1) -- nothing below raises: resume and run_batch are protected
   for k = 1, n do step(k, k, unpack(args, 1, nargs)) end
   while #groups > 0 or #again > 0 do
     local round, yielded = groups, again
@@ -93,6 +94,7 @@ function W.run(n, fn, ...)
     end
     for _, k in ipairs(yielded) do step(k) end
   end
+  poolrt._workers_looping(-1)
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return out
 end
