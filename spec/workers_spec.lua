@@ -93,6 +93,44 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
       assert.same({ n = 6 }, b:exec_simple("select 6 as n")[1])
     end)
 
+    it("fails the statements a terminated backend took down, each in its worker, and goes on", function()
+      local pool = rt:pool("wk_kill_" .. mode, { max = 2, multiplex = mux, query_timeout = 30 })
+      local k = H.sleep_killer()
+      local t0 = poolrt.now()
+      local out = assert(H.quietly(poolrt.workers, 4, function(w)
+        local rows, err
+        if w == 2 then rows, err = pool:query("select pg_sleep($1) as s", 2.0)
+        else rows, err = pool:query("select $1::int as w", w) end
+        local after = pool:query("select $1::int as again", w) -- the next round, on a live connection
+        return { first = rows and rows[1].w or err, again = after and after[1].again }
+      end))
+      local killed = k:read("*a")
+      k:close()
+      assert.matches("^killed %d+", killed)
+      assert.is_true(poolrt.now() - t0 < 10, "the workers took " .. (poolrt.now() - t0) .. " s")
+      assert.equal(1, out[1].first) -- done before the backend went
+      for w = 2, 4 do
+        assert.matches('^pool "wk_kill_' .. mode .. '": connection lost while the ', out[w].first, nil, "worker " .. w)
+      end
+      for w = 1, 4 do assert.equal(w, out[w].again) end
+    end)
+
+    it("times out a round's statements not done by query_timeout, in their workers only", function()
+      local pool = rt:pool("wk_slow_" .. mode, { max = 2, multiplex = mux, query_timeout = 0.3 })
+      local t0 = poolrt.now()
+      local out = assert(poolrt.workers(3, function(w)
+        local rows, err = pool:query(w == 2 and "select pg_sleep(5) as s, $1::int as w" or "select $1::int as w", w)
+        local after = pool:query("select $1::int as again", w)
+        return { first = rows and rows[1].w or err, again = after and after[1].again }
+      end))
+      assert.is_true(poolrt.now() - t0 < 3, "the workers took " .. (poolrt.now() - t0) .. " s")
+      assert.equal(1, out[1].first)
+      assert.matches('^pool "wk_slow_' .. mode .. '": query timed out', out[2].first)
+      -- worker 3's statement was behind the slow one in the same pipeline: the batch's deadline ended it too
+      assert.matches("query timed out", out[3].first)
+      for w = 1, 3 do assert.equal(w, out[w].again) end
+    end)
+
     it("hands every worker the error when its round's batch cannot run", function()
       local pool = rt:pool("wk_down_" .. mode, { max = 1, multiplex = mux, acquire_timeout = 0.2 })
       local held = assert(pool:acquire())

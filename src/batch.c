@@ -134,11 +134,21 @@ static int exclusive_batch(prt_pool *p, int n, prt_batch_item *items)
 
 int prt_pool_query_batch(prt_pool *p, int n, prt_batch_item *items, char *err, size_t errlen)
 {
-    if (!p || n < 0 || (n > 0 && !items) || p->ops)
+    if (!p || n < 0 || (n > 0 && !items)) {
+        prt__errf(err, errlen, "prt_pool_query_batch: invalid arguments");
         return PRT_EINVAL;
+    }
+    if (p->ops) {
+        prt__errf(err, errlen, "pool \"%s\": batches need libpq connections; this runtime's connections do their "
+                  "I/O another way (OpenResty cosockets): run the statements one by one", p->name);
+        return PRT_EINVAL;
+    }
     for (int i = 0; i < n; i++)
-        if (!items[i].sql || items[i].nparams < 0 || (items[i].nparams > 0 && !items[i].params))
+        if (!items[i].sql || items[i].nparams < 0 || (items[i].nparams > 0 && !items[i].params)) {
+            prt__errf(err, errlen, "pool \"%s\": batch statement %d of %d: invalid sql or parameters", p->name,
+                      i + 1, n);
             return PRT_EINVAL;
+        }
     for (int i = 0; i < n; i++) {
         items[i].result = NULL;
         items[i].rc = PRT_OK;

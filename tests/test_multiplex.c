@@ -285,6 +285,10 @@ static void batches_from_threads(const char *name, int max, int multiplex)
     char err[PRT__ERRLEN];
     assert_int_equal(prt_pool_query_batch(p, 0, NULL, err, sizeof err), PRT_OK);
     assert_int_equal(prt_pool_query_batch(p, -1, NULL, err, sizeof err), PRT_EINVAL);
+    assert_non_null(strstr(err, "invalid arguments"));
+    prt_batch_item bad[2] = { { .sql = "select 1" }, { .sql = NULL } };
+    assert_int_equal(prt_pool_query_batch(p, 2, bad, err, sizeof err), PRT_EINVAL);
+    assert_non_null(strstr(err, "batch statement 2 of 2: invalid sql or parameters"));
     done(rt, p);
 }
 
