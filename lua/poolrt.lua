@@ -73,7 +73,15 @@ local res_out = ffi.new("prt_result*[1]")
 local function lasterr() return ffi.string(errbuf) end
 
 function M.now() return C.prt_now() end
-function M.sleep(s) C.prt_sleep(s) end
+-- Sleeps s seconds; in a poolrt.workers worker, lets the other workers run meanwhile.
+function M.sleep(s)
+  if looping > 0 then
+    local co = running()
+    if co and M._workers[co] then return WORKERS().sleep(s) end
+  end
+  C.prt_sleep(s)
+end
+function M._sleep(s) C.prt_sleep(s) end
 
 local levels = { off = C.PRT_LOG_OFF, error = C.PRT_LOG_ERROR, warn = C.PRT_LOG_WARN, info = C.PRT_LOG_INFO,
                  debug = C.PRT_LOG_DEBUG }

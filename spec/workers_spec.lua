@@ -144,6 +144,39 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
   end)
 end
 
+describe("poolrt.workers and poolrt.sleep", function()
+  local rt
+  setup(function() rt = H.runtime() end)
+  teardown(function() rt:close() end)
+
+  it("lets the other workers run while one sleeps, and sleeps the thread only when all do", function()
+    local pool = rt:pool("wk_sleep", { max = 1, multiplex = true })
+    local log = {}
+    local t0 = poolrt.now()
+    local out = assert(poolrt.workers(4, function(k)
+      if k <= 2 then
+        poolrt.sleep(0.3)
+        log[#log + 1] = "woke" .. k
+        return poolrt.now() - t0
+      end
+      for i = 1, 5 do assert(pool:query("select $1::int", i)) end
+      log[#log + 1] = "queried" .. k
+      return poolrt.now() - t0
+    end))
+    assert.same({ "queried3", "queried4", "woke1", "woke2" }, log)
+    assert.is_true(out[1] >= 0.3 and out[2] >= 0.3, "woke before 0.3 s: " .. out[1] .. ", " .. out[2])
+    -- side by side: one after the other, the second would wake 0.3 s after the first
+    assert.is_true(out[2] - out[1] < 0.25, "the sleeps did not overlap: " .. out[1] .. ", " .. out[2])
+    assert.is_true(out[3] < 0.3 and out[4] < 0.3, "the queries waited for the sleepers")
+  end)
+
+  it("sleeps as before outside workers", function()
+    local t0 = poolrt.now()
+    poolrt.sleep(0.05)
+    assert.is_true(poolrt.now() - t0 >= 0.05)
+  end)
+end)
+
 describe("poolrt.workers arguments", function()
   it("refuses a bad count or function, and runs zero workers", function()
     assert.has_error(function() poolrt.workers(-1, function() end) end, "poolrt: workers count must be an integer >= 0")

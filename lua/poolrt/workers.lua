@@ -12,13 +12,15 @@
 -- the order its statement completed.  So a thread pays one wake-up per
 -- round, not one per statement, and a worker's statements keep its order.
 --
--- Anything else that blocks (pool:acquire, :with, :transaction,
--- poolrt.sleep) blocks every worker of the thread while it runs, and a
+-- poolrt.sleep(s) in a worker lets the others run: the worker is resumed
+-- in the first round that ends after s (the thread sleeps only when every
+-- worker sleeps).  Anything else that blocks (pool:acquire, :with,
+-- :transaction) blocks every worker of the thread while it runs, and a
 -- round lasts as long as its slowest statement.
 local poolrt = require "poolrt"
 
 local W = {}
-local TOKEN, RAISE = {}, {} -- a worker's statement; a decoding error to raise in the worker
+local TOKEN, RAISE, SLEEP = {}, {}, {} -- a worker's statement; a decoding error to raise in it; its sleep
 local running = poolrt._workers -- coroutine -> true while it is a worker (weak keys)
 local new_req, run_batch = poolrt._new_req, poolrt._run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
@@ -33,6 +35,24 @@ function W.query(pool, flags, sql, ...)
   return a, b
 end
 
+-- poolrt.sleep inside a worker.
+function W.sleep(s)
+  yield(SLEEP, poolrt.now() + s)
+end
+
+-- Removes and returns the sleepers due at `now` (their worker numbers, the
+-- earliest wake first); the rest stay in `sleepers` ({ k =, at = }).
+local function due(sleepers, now)
+  table.sort(sleepers, function(a, b) return a.at < b.at end)
+  local ks, i = {}, 1
+  while sleepers[i] and sleepers[i].at <= now do
+    ks[i] = sleepers[i].k
+    i = i + 1
+  end
+  for _ = 1, i - 1 do table.remove(sleepers, 1) end
+  return ks
+end
+
 function W.run(n, fn, ...)
   if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("poolrt: workers count must be an integer >= 0", 2) end
   if type(fn) ~= "function" then error("poolrt: workers(n, fn, ...): fn must be a function", 2) end
@@ -41,6 +61,7 @@ function W.run(n, fn, ...)
   -- This round's statements, grouped by pool in the order the pools came:
   local groups, by_pool = {}, {}
   local again = {} -- workers that yielded on their own: resumed next round
+  local sleepers = {} -- { k =, at = }: workers in poolrt.sleep
 
   -- Resumes worker k with ...; notes what it did next.
   local function step(k, ...)
@@ -59,6 +80,9 @@ function W.run(n, fn, ...)
       end
       g.reqs[#g.reqs + 1], g.who[#g.who + 1] = req, k
       return
+    elseif a == SLEEP then
+      sleepers[#sleepers + 1] = { k = k, at = pool }
+      return
     else
       again[#again + 1] = k
       return
@@ -72,7 +96,7 @@ function W.run(n, fn, ...)
   end
   poolrt._workers_looping(1) -- nothing below raises: resume and run_batch are protected
   for k = 1, n do step(k, k, unpack(args, 1, nargs)) end
-  while #groups > 0 or #again > 0 do
+  while #groups > 0 or #again > 0 or #sleepers > 0 do
     local round, yielded = groups, again
     groups, by_pool, again = {}, {}, {}
     for _, g in ipairs(round) do
@@ -93,6 +117,16 @@ function W.run(n, fn, ...)
       end
     end
     for _, k in ipairs(yielded) do step(k) end
+    if #sleepers > 0 then
+      local now = poolrt.now()
+      if #groups == 0 and #again == 0 then -- nothing else to run: wait for the first to wake
+        local first = math.huge
+        for _, z in ipairs(sleepers) do first = math.min(first, z.at) end
+        if first > now then poolrt._sleep(first - now) end
+        now = poolrt.now()
+      end
+      for _, k in ipairs(due(sleepers, now)) do step(k) end
+    end
   end
   poolrt._workers_looping(-1)
   if #errs > 0 then return nil, table.concat(errs, "; ") end
