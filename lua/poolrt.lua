@@ -261,10 +261,6 @@ end
 -- release, or pipelined on a shared connection with multiplex = true).  The
 -- parameters are converted (and may raise) before C is called.
 local function pool_query(self, flags, sql, ...)
-  if looping > 0 then
-    local co = running()
-    if co and M._workers[co] then return WORKERS().query(self, flags, sql, ...) end
-  end
   local n = set_params(sql, ...)
   local rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
@@ -278,7 +274,15 @@ local function pool_query(self, flags, sql, ...)
   return rows
 end
 
-function Pool:query(sql, ...) return pool_query(self, self._qflags, sql, ...) end
+-- In a poolrt.workers worker the statement joins the worker loop's round;
+-- exec_simple runs at once (the simple protocol has no place in a batch).
+function Pool:query(sql, ...)
+  if looping > 0 then
+    local co = running()
+    if co and M._workers[co] then return WORKERS().query(self, self._qflags, sql, ...) end
+  end
+  return pool_query(self, self._qflags, sql, ...)
+end
 function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, sql, ...) end
 
 -- Whether every one of the n batch items has result code rc.

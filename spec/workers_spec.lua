@@ -91,6 +91,13 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
       assert.same({ 1, 2, 3, 4 }, out)
       assert.same({ n = 5 }, a:query("select 5 as n")[1])
       assert.same({ n = 6 }, b:exec_simple("select 6 as n")[1])
+      if not mux then -- exec_simple in a worker runs at once, with the simple protocol's several statements
+        out = assert(poolrt.workers(2, function(k)
+          local rows = assert(a:exec_simple("select 1 as one; select " .. k .. " as k"))
+          return rows[1].k
+        end))
+        assert.same({ 1, 2 }, out)
+      end
     end)
 
     it("fails the statements a terminated backend took down, each in its worker, and goes on", function()

@@ -3,8 +3,8 @@
 -- from a few threads and Go runs goroutines on a few OS threads: a worker
 -- is plain sequential code, and while its pool:query waits the others run.
 --
--- The loop goes in rounds.  Each worker runs until its next pool:query (or
--- pool:exec_simple), or until it ends or calls coroutine.yield(); then the
+-- The loop goes in rounds.  Each worker runs until its next pool:query, or
+-- until it ends, sleeps or calls coroutine.yield(); then the
 -- statements the round collected go out as one pool:query_batch per pool
 -- (each with a Sync of its own, so one failing touches no other; with
 -- multiplex = true pipelined on a shared connection, with the thread doing
@@ -14,8 +14,9 @@
 --
 -- poolrt.sleep(s) in a worker lets the others run: the worker is resumed
 -- in the first round that ends after s (the thread sleeps only when every
--- worker sleeps).  Anything else that blocks (pool:acquire, :with,
--- :transaction) blocks every worker of the thread while it runs, and a
+-- worker sleeps).  Anything else that blocks (pool:exec_simple, which
+-- needs the simple protocol, pool:acquire, :with, :transaction) blocks
+-- every worker of the thread while it runs, and a
 -- round lasts as long as its slowest statement.
 local poolrt = require "poolrt"
 
@@ -25,7 +26,7 @@ local running = poolrt._workers -- coroutine -> true while it is a worker (weak 
 local new_req, run_batch = poolrt._new_req, poolrt._run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
 
--- pool:query and pool:exec_simple inside a worker: the statement joins the
+-- pool:query inside a worker: the statement joins the
 -- round, and the worker waits for its outcome.  Bad parameters raise here,
 -- in the worker, as they would outside.
 function W.query(pool, flags, sql, ...)
