@@ -3,32 +3,32 @@
 -- from a few threads and Go runs goroutines on a few OS threads: a worker
 -- is plain sequential code, and while its pool:query waits the others run.
 --
--- The loop goes in rounds.  Each worker runs until its next pool:query, or
--- until it ends, sleeps or calls coroutine.yield(); then the
--- statements the round collected go out as one pool:query_batch per pool
--- (each with a Sync of its own, so one failing touches no other; with
--- multiplex = true pipelined on a shared connection, with the thread doing
--- its I/O), and each worker is resumed with its own rows, or nil, err, in
--- the order its statement completed.  So a thread pays one wake-up per
--- round, not one per statement, and a worker's statements keep its order.
+-- The loop goes in rounds.  Each worker runs until its next pool:query,
+-- or until it ends, sleeps or calls coroutine.yield(); then the statements
+-- the round collected go out as one pool:query_batch per pool (each with a
+-- Sync of its own, so one failing touches no other; with multiplex = true
+-- pipelined on a shared connection, with the thread doing its I/O), and
+-- each worker is resumed with its own rows, or nil, err, in the order its
+-- statement completed.  So a thread pays one wake-up per round, not one
+-- per statement, and a worker's statements keep its order.
 --
 -- poolrt.sleep(s) in a worker lets the others run: the worker is resumed
 -- in the first round that ends after s (the thread sleeps only when every
 -- worker sleeps).  Anything else that blocks (pool:exec_simple, which
 -- needs the simple protocol, pool:acquire, :with, :transaction) blocks
--- every worker of the thread while it runs, and a
--- round lasts as long as its slowest statement.
+-- every worker of the thread while it runs, and a round lasts as long as
+-- its slowest statement.
 local poolrt = require "poolrt"
 
 local W = {}
 local TOKEN, RAISE, SLEEP = {}, {}, {} -- a worker's statement; a decoding error to raise in it; its sleep
-local running = poolrt._workers -- coroutine -> true while it is a worker (weak keys)
+local is_worker = poolrt._workers -- coroutine -> true while it is a worker (weak keys)
 local new_req, run_batch = poolrt._new_req, poolrt._run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
 
--- pool:query inside a worker: the statement joins the
--- round, and the worker waits for its outcome.  Bad parameters raise here,
--- in the worker, as they would outside.
+-- pool:query inside a worker: the statement joins the round, and the
+-- worker waits for its outcome.  Bad parameters raise here, in the worker,
+-- as they would outside.
 function W.query(pool, flags, sql, ...)
   local req = new_req(flags, { sql, ... }, 1, select("#", ...))
   local a, b = yield(TOKEN, pool, req)
@@ -41,17 +41,15 @@ function W.sleep(s)
   yield(SLEEP, poolrt.now() + s)
 end
 
--- Removes and returns the sleepers due at `now` (their worker numbers, the
--- earliest wake first); the rest stay in `sleepers` ({ k =, at = }).
+-- The sleepers due at `now` (worker numbers, the earliest wake first), and
+-- the rest ({ k =, at = } each, as in `sleepers`).
 local function due(sleepers, now)
   table.sort(sleepers, function(a, b) return a.at < b.at end)
-  local ks, i = {}, 1
-  while sleepers[i] and sleepers[i].at <= now do
-    ks[i] = sleepers[i].k
-    i = i + 1
+  local ks, rest = {}, {}
+  for _, z in ipairs(sleepers) do
+    if z.at <= now then ks[#ks + 1] = z.k else rest[#rest + 1] = z end
   end
-  for _ = 1, i - 1 do table.remove(sleepers, 1) end
-  return ks
+  return ks, rest
 end
 
 function W.run(n, fn, ...)
@@ -67,33 +65,33 @@ function W.run(n, fn, ...)
   -- Resumes worker k with ...; notes what it did next.
   local function step(k, ...)
     local co = cos[k]
-    local ok, a, pool, req = resume(co, ...)
+    local ok, a, b, c = resume(co, ...) -- (TOKEN, pool, request), (SLEEP, wake time), or a plain yield
     if not ok then
       errs[#errs + 1] = ("worker %d: %s"):format(k, tostring(a))
     elseif status(co) == "dead" then
       out[k] = a
     elseif a == TOKEN then
-      local g = by_pool[pool]
+      local g = by_pool[b]
       if not g then
-        g = { pool = pool, reqs = {}, who = {} }
-        by_pool[pool] = g
+        g = { pool = b, reqs = {}, who = {} }
+        by_pool[b] = g
         groups[#groups + 1] = g
       end
-      g.reqs[#g.reqs + 1], g.who[#g.who + 1] = req, k
+      g.reqs[#g.reqs + 1], g.who[#g.who + 1] = c, k
       return
     elseif a == SLEEP then
-      sleepers[#sleepers + 1] = { k = k, at = pool }
+      sleepers[#sleepers + 1] = { k = k, at = b }
       return
     else
       again[#again + 1] = k
       return
     end
-    running[co] = nil
+    is_worker[co] = nil
   end
 
   for k = 1, n do
     cos[k] = coroutine.create(fn)
-    running[cos[k]] = true
+    is_worker[cos[k]] = true
   end
   poolrt._workers_looping(1) -- nothing below raises: resume and run_batch are protected
   for k = 1, n do step(k, k, unpack(args, 1, nargs)) end
@@ -126,7 +124,9 @@ function W.run(n, fn, ...)
         if first > now then poolrt._sleep(first - now) end
         now = poolrt.now()
       end
-      for _, k in ipairs(due(sleepers, now)) do step(k) end
+      local woken
+      woken, sleepers = due(sleepers, now)
+      for _, k in ipairs(woken) do step(k) end
     end
   end
   poolrt._workers_looping(-1)
