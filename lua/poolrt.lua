@@ -333,7 +333,7 @@ local function run_batch(self, n, reqs)
     local r, it = reqs[i], items[i - 1]
     local np = r[3]
     it.sql, it.flags, it.nparams, it.rc, it.result = r[1], r[2], np, 0, nil
-    it.params = ps + at
+    it.params = np > 0 and ps + at or nil -- ps is nil until some batch has parameters
     for k = 1, np do ps[at + k - 1] = r[3 + k] end
     at = at + np
   end

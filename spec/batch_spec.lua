@@ -41,6 +41,11 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
       assert.equal(0, rt:stats()["bx_order_" .. mode].waiting)
     end)
 
+    it("runs a fresh state's first batch when none of its statements has parameters", function()
+      rt:pool("bx_noparams_" .. mode, { max = 1, multiplex = mux })
+      assert.same({ "1,2" }, assert(rt:spawn(1, W, "first_without_params", "bx_noparams_" .. mode)))
+    end)
+
     it("gives clear errors and does not hang when the connection is terminated mid-batch", function()
       local pool = rt:pool("bx_broken_" .. mode, { max = 2, multiplex = mux, query_timeout = 30 })
       local k = H.sleep_killer()

@@ -63,4 +63,13 @@ function M.mixed(rt, i, pool_name, n, size)
   return "ok"
 end
 
+-- A fresh state's first batch, without parameters (nothing allocated for
+-- them yet): the rows of each statement, in order, as "1,2".
+function M.first_without_params(rt, i, pool_name)
+  local res, errs = rt:pool(pool_name):query_batch({ { "select 1 as n" }, { "select 2 as n" } })
+  if not res then return "failed: " .. tostring(errs) end
+  if errs then return "errors" end
+  return res[1][1].n .. "," .. res[2][1].n
+end
+
 return M
