@@ -311,13 +311,14 @@ M._new_req = new_req
 -- at a time (C calls nothing back in it), so they are free once it returns.
 local items_buf, items_cap, params_buf, params_cap = nil, 0, nil, 0
 
--- Runs reqs[1..n] (new_req's) as one prt_pool_query_batch.  Returns
+-- Runs reqs[1..n] (new_req's) as one prt_pool_query_batch, or
+-- prt_pool_query_spread when `spread` (order between them free).  Returns
 -- results, errs, raised: results[i] the rows of statement i or false;
 -- errs nil when all succeeded, else errs[i] the error of each failed one;
 -- raised nil, else raised[i] the error decoding statement i's rows raised.
 -- nil, err when the batch as a whole could not run.  The request tables
 -- keep the strings C reads alive.
-local function run_batch(self, n, reqs)
+local function run_batch(self, n, reqs, spread)
   local total = 0
   for i = 1, n do total = total + reqs[i][3] end
   if n > items_cap then
@@ -337,9 +338,10 @@ local function run_batch(self, n, reqs)
     for k = 1, np do ps[at + k - 1] = r[3 + k] end
     at = at + np
   end
-  local rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN)
+  local run = spread and C.prt_pool_query_spread or C.prt_pool_query_batch
+  local rc = run(self._p, n, items, errbuf, ERRLEN)
   if rc == C.PRT_ECLOSED and all_rc(items, n, rc) and self.rt:_refresh(self) then
-    rc = C.prt_pool_query_batch(self._p, n, items, errbuf, ERRLEN) -- evicted meanwhile: nothing ran
+    rc = run(self._p, n, items, errbuf, ERRLEN) -- evicted meanwhile: nothing ran
   end
   if rc ~= 0 and all_rc(items, n, 0) then return nil, lasterr() end -- the batch as a whole (no item touched)
   local results, errs, raised = {}, nil, nil
@@ -367,10 +369,13 @@ M._run_batch = run_batch
 -- statement i (false when it failed), errs nil when all succeeded, else
 -- errs[i] the error of each failed statement.  With multiplex = true the
 -- batch is pipelined on one shared connection and the calling thread does
--- its I/O; else one connection is held for the batch.  Parameters are
+-- its I/O; else one connection is held for the batch.  opts.spread: the
+-- statements do not depend on each other's order, and a multiplexed pool
+-- may run them in chunks on several connections at once.  Parameters are
 -- converted (and may raise) before C is called.
-function Pool:query_batch(stmts)
+function Pool:query_batch(stmts, opts)
   if type(stmts) ~= "table" then error("poolrt: query_batch wants a list of { sql, params... }", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("poolrt: query_batch(stmts, { spread = })", 2) end
   local n, reqs = #stmts, {}
   for i = 1, n do
     local st = stmts[i]
@@ -380,7 +385,7 @@ function Pool:query_batch(stmts)
     local np = table.maxn(st) - 1
     reqs[i] = new_req(self._qflags, st, 1, np)
   end
-  local results, errs, raised = run_batch(self, n, reqs)
+  local results, errs, raised = run_batch(self, n, reqs, opts and opts.spread)
   if raised then
     for i = 1, n do if raised[i] then error(raised[i], 0) end end
   end

@@ -7,7 +7,8 @@ SAN_COMMON := -O1 -g -fno-omit-frame-pointer -DPOOLRT_DEBUG
 ASAN_FLAGS := $(SAN_COMMON) -fsanitize=address,undefined -fno-sanitize-recover=undefined
 TSAN_FLAGS := $(SAN_COMMON) -fsanitize=thread
 THREADED_SPECS := spec/pool_spec.lua spec/reload_spec.lua spec/multitenant_spec.lua spec/policy_engine_spec.lua \
-                  spec/shared_budget_spec.lua spec/record_spec.lua spec/multiplex_spec.lua spec/batch_spec.lua
+                  spec/shared_budget_spec.lua spec/record_spec.lua spec/multiplex_spec.lua spec/batch_spec.lua \
+                  spec/workers_spec.lua
 SUPP := $(CURDIR)/tools/sanitizers
 
 .PHONY: sanitize sanitize-asan sanitize-tsan valgrind deps-sanitize

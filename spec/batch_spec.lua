@@ -91,6 +91,69 @@ describe("pool:query_batch (multiplex only)", function()
   setup(function() rt = H.runtime() end)
   teardown(function() rt:close() end)
 
+  it("spreads a batch over connections with spread = true, each result still its statement's", function()
+    local pool = rt:pool("bx_spread", { max = 4, multiplex = true })
+    local stmts = {}
+    for k = 1, 64 do stmts[k] = { "select $1::int as k, pg_backend_pid() as pid", k } end
+    stmts[30] = { "select 1 / $1::int as k", 0 }
+    local function run(opts)
+      local res, errs = pool:query_batch(stmts, opts)
+      local pids, n = {}, 0
+      for k = 1, 64 do
+        if k == 30 then
+          assert.is_false(res[k])
+          assert.matches("division by zero", errs[k])
+        else
+          assert.equal(k, res[k][1].k, "statement " .. k)
+          if not pids[res[k][1].pid] then pids[res[k][1].pid], n = true, n + 1 end
+        end
+      end
+      return n
+    end
+    assert.equal(4, run({ spread = true })) -- 4 chunks of 16, a connection each
+    assert.equal(1, run()) -- in order on one connection
+    assert.has_error(function() pool:query_batch(stmts, "spread") end, "poolrt: query_batch(stmts, { spread = })")
+  end)
+
+  it("times out only the spread chunk that was not done by query_timeout", function()
+    local pool = rt:pool("bx_spread_slow", { max = 3, multiplex = true, query_timeout = 0.3 })
+    local stmts = {}
+    for k = 1, 48 do stmts[k] = { "select $1::int as k", k } end
+    stmts[20] = { "select pg_sleep($1) as s, 20 as k", 5 }
+    local t0 = poolrt.now()
+    local res, errs = H.quietly(pool.query_batch, pool, stmts, { spread = true })
+    assert.is_true(poolrt.now() - t0 < 3, "the batch took " .. (poolrt.now() - t0) .. " s")
+    for i = 1, 48 do
+      if i >= 20 and i <= 32 then
+        assert.is_false(res[i], "statement " .. i)
+        assert.matches("query timed out", errs[i])
+      else
+        assert.equal(i, res[i][1].k, "statement " .. i)
+      end
+    end
+    assert.same({ n = 1 }, pool:query("select 1 as n")[1])
+  end)
+
+  it("fails only the chunk a terminated backend ran", function()
+    local pool = rt:pool("bx_spread_kill", { max = 3, multiplex = true, query_timeout = 30 })
+    local stmts = {}
+    for k = 1, 48 do stmts[k] = { "select $1::int as k", k } end -- 3 chunks of 16
+    stmts[20] = { "select pg_sleep($1) as s, 20 as k", 2.0 }
+    local k = H.sleep_killer()
+    local res, errs = H.quietly(pool.query_batch, pool, stmts, { spread = true })
+    local out = k:read("*a")
+    k:close()
+    assert.matches("^killed %d+", out)
+    for i = 1, 48 do
+      if i >= 20 and i <= 32 then
+        assert.is_false(res[i], "statement " .. i)
+        assert.matches("connection lost while the ", errs[i])
+      else
+        assert.equal(i, res[i][1].k, "statement " .. i) -- its chunk ran on another server process
+      end
+    end
+  end)
+
   it("refuses BEGIN in a batch for that statement only", function()
     local pool = rt:pool("bx_tx", { max = 1, multiplex = true })
     local res, errs = pool:query_batch({ { "select 1 as n" }, { "begin" }, { "select 2 as n" } })

@@ -8,7 +8,8 @@
  * sends and reads them; there is one copy of that protocol), so a failing
  * statement aborts only itself.  With opts.multiplex the statements go to
  * the multiplexer at once (multiplex.c, prt__mux_query_batch: one
- * connection for the batch, the caller leads its I/O).  Otherwise this file
+ * connection for the batch, or chunks on several for prt_pool_query_spread;
+ * the caller leads their I/O).  Otherwise this file
  * acquires one connection, puts it in pipeline mode for the batch, and
  * releases it: closed when it broke or the batch timed out (results would
  * still be owed on it).
@@ -132,7 +133,10 @@ static int exclusive_batch(prt_pool *p, int n, prt_batch_item *items)
     return PRT_OK;
 }
 
-int prt_pool_query_batch(prt_pool *p, int n, prt_batch_item *items, char *err, size_t errlen)
+/* prt_pool_query_batch and prt_pool_query_spread: the same but for
+ * `spread` (multiplexed pools only; an exclusive batch holds one
+ * connection either way). */
+static int query_batch(prt_pool *p, int n, prt_batch_item *items, int spread, char *err, size_t errlen)
 {
     if (!p || n < 0 || (n > 0 && !items)) {
         prt__errf(err, errlen, "prt_pool_query_batch: invalid arguments");
@@ -156,7 +160,7 @@ int prt_pool_query_batch(prt_pool *p, int n, prt_batch_item *items, char *err, s
     }
     if (n == 0)
         return PRT_OK;
-    int rc = p->mux ? prt__mux_query_batch(p, n, items) : exclusive_batch(p, n, items);
+    int rc = p->mux ? prt__mux_query_batch(p, n, items, spread) : exclusive_batch(p, n, items);
     if (rc != PRT_OK) {
         prt__errf(err, errlen, "pool \"%s\": out of memory", p->name);
         return rc;
@@ -167,4 +171,14 @@ int prt_pool_query_batch(prt_pool *p, int n, prt_batch_item *items, char *err, s
             return items[i].rc;
         }
     return PRT_OK;
+}
+
+int prt_pool_query_batch(prt_pool *p, int n, prt_batch_item *items, char *err, size_t errlen)
+{
+    return query_batch(p, n, items, 0, err, errlen);
+}
+
+int prt_pool_query_spread(prt_pool *p, int n, prt_batch_item *items, char *err, size_t errlen)
+{
+    return query_batch(p, n, items, 1, err, errlen);
 }

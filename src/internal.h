@@ -432,7 +432,7 @@ void prt__mux_reap(prt_pool *p, double now);     /* no lock held: give back idle
 void prt__mux_free(prt_pool *p);                 /* the pool's last reference is gone */
 int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const *params, int flags,
                    prt_result **out, char *err, size_t errlen);
-int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items); /* outcomes in items */
+int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items, int spread); /* outcomes in items */
 int prt__route(prt_pool *p, const prt_route_view *conns, int n); /* route.c: index of the connection */
 void prt__mux_stats(prt_pool *p, prt_pool_stats *s);  /* no lock held; zeros without a multiplexer */
 

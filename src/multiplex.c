@@ -352,21 +352,30 @@ static int abandon(prt__mux *x, mreq *q)
  * (cancelled on the server when it is the oldest in flight).  Returns
  * with me done, rerouted, or timed out (PRT_ETIMEDOUT; me then belongs to
  * the connection).  x->mu held on entry and return, released for I/O. */
+/* The leader takes what is queued on m to send: moved to the in-flight
+ * list, oldest first; returns its head and *n.  x->mu held. */
+static mreq *take_pending(mconn *m, int *n)
+{
+    mreq *batch = m->pend;
+    *n = 0;
+    for (mreq *q = batch; q; q = q->next, (*n)++)
+        q->state = REQ_SENT;
+    if (batch) {
+        if (m->fly_tail)
+            m->fly_tail->next = batch;
+        else
+            m->fly = batch;
+        m->fly_tail = m->pend_tail;
+        m->pend = m->pend_tail = NULL;
+    }
+    return batch;
+}
+
 static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
 {
     for (;;) {
-        mreq *batch = m->pend;
-        int nsend = 0;
-        for (mreq *q = batch; q; q = q->next, nsend++)
-            q->state = REQ_SENT;
-        if (batch) {
-            if (m->fly_tail)
-                m->fly_tail->next = batch;
-            else
-                m->fly = batch;
-            m->fly_tail = m->pend_tail;
-            m->pend = m->pend_tail = NULL;
-        }
+        int nsend;
+        mreq *batch = take_pending(m, &nsend);
         if (me->state != REQ_SENT && nsend == 0)
             break; /* me done or rerouted, nothing left to send */
         pthread_mutex_unlock(&x->mu);
@@ -624,22 +633,17 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
     }
 }
 
-/* Queues the k requests qs[idx[0..k)] at once on one connection (route's
- * choice for them all, so they stay in order) and waits for the last: the
- * caller leads the connection's I/O, or sleeps once until a leader hands
- * over the last result (results on a connection come in order, so the
- * others are in by then) or nudges it to lead.  Returns 0 (each request
- * done or to be routed again), PRT_ETIMEDOUT (unfinished ones given up,
- * their qs[] NULLed), or choose's error (err set).  x->mu held. */
-static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int k, double acquire_by,
-                       double deadline, char *err, size_t errlen)
+/* Statements per connection when a batch is spread (prt_pool_query_spread):
+ * enough that a connection's pipeline is worth its send and read, few
+ * enough that 64 statements use 4 server processes at once. */
+#define SPREAD_CHUNK 16
+
+/* Queues the n requests qs[idx[0..n)] on m, to run in order; each points
+ * at the last (nudges for them wake its caller).  x->mu held. */
+static void queue_chunk(prt__mux *x, mconn *m, mreq **qs, const int *idx, int n)
 {
-    mconn *m;
-    int rc = choose(x, p, acquire_by, &m, err, errlen);
-    if (rc != PRT_OK)
-        return rc;
-    mreq *last = qs[idx[k - 1]];
-    for (int j = 0; j < k; j++) {
+    mreq *last = qs[idx[n - 1]];
+    for (int j = 0; j < n; j++) {
         mreq *q = qs[idx[j]];
         q->m = m;
         q->state = REQ_QUEUED;
@@ -649,11 +653,80 @@ static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int 
         m->load++;
         x->queued++;
     }
-    int gone = 0;
-    rc = await(x, last, deadline, &gone);
-    if (rc == PRT_ETIMEDOUT)
-        batch_give_up(x, m, qs, idx, k, last, gone);
+}
+
+/* Sends what is queued on m, whose leader the caller has become (m->busy),
+ * and stays its leader: the server starts on it while the caller queues
+ * more elsewhere.  Returns 0, or PRT_EBROKEN after broke() (m is gone).
+ * x->mu held; released for the send. */
+static int send_ahead(prt__mux *x, mconn *m)
+{
+    int nsend;
+    mreq *batch = take_pending(m, &nsend);
+    pthread_mutex_unlock(&x->mu);
+    int rc = nsend ? prt__mux_send(m, batch, nsend) : PRT_OK;
+    pthread_mutex_lock(&x->mu);
+    if (rc == PRT_EBROKEN)
+        broke(x, m);
     return rc;
+}
+
+/* Queues the k requests qs[idx[0..k)] and waits for them.  Not spread: all
+ * at once on one connection (route's choice for them all, so they stay in
+ * order), and the caller waits for the last: it leads the connection's
+ * I/O, or sleeps once until a leader hands over the last result (results
+ * on a connection come in order, so the others are in by then) or nudges
+ * it to lead.  Spread: in chunks of SPREAD_CHUNK, each on the connection
+ * choose() gives it (a new one while the pool has room and the others are
+ * busy), so several server processes run them at once; each chunk whose
+ * connection has no leader is sent at once and its I/O led by the caller,
+ * and the caller leads all of those before it sleeps on the others' --
+ * a caller never sleeps while it leads, so two spread batches cannot wait
+ * on each other.  Returns 0 (each request done or to be routed again),
+ * PRT_ETIMEDOUT (unfinished ones given up, their qs[] NULLed), or choose's
+ * error (err set; the requests not queued stay to be routed).  x->mu held. */
+static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int k, int spread, double acquire_by,
+                       double deadline, char *err, size_t errlen)
+{
+    struct { mconn *m; int at, n, mine; } ch[PRT__MUX_MAX];
+    int nch = spread ? (k + SPREAD_CHUNK - 1) / SPREAD_CHUNK : 1;
+    if (nch > PRT__MUX_MAX)
+        nch = PRT__MUX_MAX;
+    int per = (k + nch - 1) / nch, made = 0, rc = PRT_OK;
+    for (int at = 0; at < k; at += per) {
+        int n = k - at < per ? k - at : per;
+        mconn *m;
+        if ((rc = choose(x, p, acquire_by, &m, err, errlen)) != PRT_OK)
+            break;
+        queue_chunk(x, m, qs, idx + at, n);
+        ch[made].m = m;
+        ch[made].at = at;
+        ch[made].n = n;
+        ch[made].mine = spread && !m->busy;
+        if (ch[made].mine) {
+            m->busy = 1;
+            if (send_ahead(x, m) != PRT_OK)
+                ch[made].m = NULL; /* its requests are done (lost) or to be routed again */
+        }
+        made++;
+    }
+    int wrc = PRT_OK;
+    for (int pass = 0; pass < 2; pass++) /* the chunks the caller leads, then the others */
+        for (int c = 0; c < made; c++) {
+            if (!ch[c].m || ch[c].mine != (pass == 0))
+                continue;
+            mreq *last = qs[idx[ch[c].at + ch[c].n - 1]];
+            int gone = 0, r;
+            if (ch[c].mine)
+                gone = (r = lead(x, ch[c].m, last, deadline)) == PRT_ETIMEDOUT;
+            else
+                r = await(x, last, deadline, &gone);
+            if (r == PRT_ETIMEDOUT) {
+                batch_give_up(x, ch[c].m, qs, idx + ch[c].at, ch[c].n, last, gone);
+                wrc = r;
+            }
+        }
+    return rc != PRT_OK ? rc : wrc;
 }
 
 /* prt_pool_query_batch with opts.multiplex: every statement gets a request,
@@ -661,7 +734,7 @@ static int batch_round(prt__mux *x, prt_pool *p, mreq **qs, const int *idx, int 
  * connection's queued ones, a vanished prepared statement).  Outcomes go
  * to items (rc, err, result); returns PRT_ENOMEM only when the index array
  * cannot be had. */
-int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items)
+int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items, int spread)
 {
     prt__mux *x = p->mux;
     mreq **qs = calloc((size_t)n, sizeof *qs);
@@ -698,7 +771,7 @@ int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items)
                 idx[k++] = i;
         if (k == 0)
             break;
-        rc = batch_round(x, p, qs, idx, k, acquire_by, deadline, err, sizeof err);
+        rc = batch_round(x, p, qs, idx, k, spread, acquire_by, deadline, err, sizeof err);
         if (rc == PRT_ETIMEDOUT)
             prt__errf(err, sizeof err, "pool \"%s\": query timed out after %.3fs (multiplexed batch; its "
                       "result is discarded)", p->name, p->opts.query_timeout);

@@ -4,7 +4,8 @@
  * statements fail around them, the per-connection statement cache turns
  * over inside the pipeline, an exclusive acquire is served while the
  * multiplexer holds every connection, and an evicted pool gets its
- * connections back; batches (prt_pool_query_batch) in both modes, mixed
+ * connections back; batches (prt_pool_query_batch, and spread over
+ * connections: prt_pool_query_spread) in both modes, mixed
  * with single statements, the statement cache turning over inside them.
  * Runs under TSan in `make sanitize`.
  */
@@ -196,11 +197,14 @@ static void eviction_returns_the_connections(void **state)
 
 enum { BATCH = 40, ROUNDS = 15 };
 
-/* A batch caller: a job (its id, pool and surprises) that runs its
- * statements one by one instead when `singles`. */
+/* How a batch caller sends its statements. */
+enum { AS_BATCH, AS_SINGLES, AS_SPREAD };
+
+/* A batch caller: a job (its id, pool and surprises) that sends its
+ * statements as one batch, one by one, or spread over connections. */
 typedef struct {
     job j;
-    int singles;
+    int how;
 } bjob;
 
 /* ROUNDS batches of BATCH statements (every 7th divides by zero, texts
@@ -222,7 +226,7 @@ static void *run_batches(void *arg)
             params[k][1] = d[k];
             items[k] = (prt_batch_item){ .sql = texts[(k + round) % 5], .nparams = 2, .params = params[k] };
         }
-        if (b->singles) {
+        if (b->how == AS_SINGLES) {
             for (int k = 0; k < BATCH; k++) {
                 prt_result *r = NULL;
                 int rc = prt_pool_query(j->pool, items[k].sql, 2, params[k], 0, &r, err, sizeof err);
@@ -231,7 +235,8 @@ static void *run_batches(void *arg)
             }
             continue;
         }
-        int rc = prt_pool_query_batch(j->pool, BATCH, items, err, sizeof err);
+        int rc = (b->how == AS_SPREAD ? prt_pool_query_spread : prt_pool_query_batch)(j->pool, BATCH, items, err,
+                                                                                    sizeof err);
         if (rc != PRT_EQUERY || !strstr(err, "statement 7 of 40: "))
             note(j, err);
         for (int k = 0; k < BATCH; k++) {
@@ -242,13 +247,14 @@ static void *run_batches(void *arg)
     return NULL;
 }
 
-/* `threads` batch callers on p, the odd ones with singles when `mixed`. */
-static void run_batch_jobs(prt_pool *p, int threads, int mixed)
+/* `threads` batch callers on p: with `mixed`, batches, singles and spread
+ * batches in turn; else all `how`. */
+static void run_batch_jobs(prt_pool *p, int threads, int mixed, int how)
 {
     pthread_t th[16];
     bjob jobs[16];
     for (int i = 0; i < threads; i++) {
-        jobs[i] = (bjob){ .j = { .pool = p, .id = i + 1 }, .singles = mixed && i % 2 == 1 };
+        jobs[i] = (bjob){ .j = { .pool = p, .id = i + 1 }, .how = mixed ? i % 3 : how };
         assert_int_equal(pthread_create(&th[i], NULL, run_batches, &jobs[i]), 0);
     }
     for (int i = 0; i < threads; i++) {
@@ -268,14 +274,15 @@ static prt_pool *pool_of(prt_runtime *rt, const char *name, int max, int multipl
     return pgtest_pool(rt, name, &o);
 }
 
-/* Batches from threads on a pool of `max` (multiplexed: odd threads send
- * single statements meanwhile); every statement checked, no connection
- * broken, none left in use by an exclusive batch. */
-static void batches_from_threads(const char *name, int max, int multiplex)
+/* Batches from threads on a pool of `max` (multiplexed and mixed: batches,
+ * single statements and spread batches side by side; else all `how`);
+ * every statement checked, no connection broken, none left in use by an
+ * exclusive batch. */
+static void batches_from_threads(const char *name, int max, int multiplex, int mixed, int how)
 {
     prt_runtime *rt = pgtest_runtime(0);
     prt_pool *p = pool_of(rt, name, max, multiplex);
-    run_batch_jobs(p, multiplex ? 8 : 6, multiplex);
+    run_batch_jobs(p, multiplex ? 8 : 6, mixed, how);
     prt_pool_stats st;
     prt_pool_stats_get(p, &st);
     assert_true(st.total <= max);
@@ -295,13 +302,22 @@ static void batches_from_threads(const char *name, int max, int multiplex)
 static void multiplexed_batches_and_singles_from_threads(void **state)
 {
     (void)state;
-    batches_from_threads("bx_c_mux", 2, 1);
+    batches_from_threads("bx_c_mux", 2, 1, 1, AS_BATCH);
+}
+
+/* Only spread batches, 8 threads on 3 connections: each batch's chunks
+ * share connections with other threads' chunks, and every caller leads
+ * some connections while others lead the rest. */
+static void spread_batches_from_threads(void **state)
+{
+    (void)state;
+    batches_from_threads("bx_c_spread", 3, 1, 0, AS_SPREAD);
 }
 
 static void exclusive_batches_from_threads(void **state)
 {
     (void)state;
-    batches_from_threads("bx_c_excl", 3, 0);
+    batches_from_threads("bx_c_excl", 3, 0, 0, AS_BATCH);
 }
 
 int main(void)
@@ -312,6 +328,7 @@ int main(void)
         cmocka_unit_test(exclusive_acquire_is_served_under_load),
         cmocka_unit_test(eviction_returns_the_connections),
         cmocka_unit_test(multiplexed_batches_and_singles_from_threads),
+        cmocka_unit_test(spread_batches_from_threads),
         cmocka_unit_test(exclusive_batches_from_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,9 +5,10 @@
 --
 -- The loop goes in rounds.  Each worker runs until its next pool:query,
 -- or until it ends, sleeps or calls coroutine.yield(); then the statements
--- the round collected go out as one pool:query_batch per pool (each with a
--- Sync of its own, so one failing touches no other; with multiplex = true
--- pipelined on a shared connection, with the thread doing its I/O), and
+-- the round collected go out as one pool:query_batch per pool, spread
+-- (each with a Sync of its own, so one failing touches no other; with
+-- multiplex = true pipelined in chunks of up to 16 on shared connections,
+-- run by several server processes at once, the thread doing their I/O), and
 -- each worker is resumed with its own rows, or nil, err, in the order its
 -- statement completed.  So a thread pays one wake-up per round, not one
 -- per statement, and a worker's statements keep its order.
@@ -100,7 +101,7 @@ function W.run(n, fn, ...)
     groups, by_pool, again = {}, {}, {}
     for _, g in ipairs(round) do
       local m = #g.reqs
-      local ok, results, berrs, raised = pcall(run_batch, g.pool, m, g.reqs)
+      local ok, results, berrs, raised = pcall(run_batch, g.pool, m, g.reqs, true)
       for j = 1, m do
         if not ok then
           step(g.who[j], RAISE, results) -- the pool itself failed (a closed runtime): each worker raises it
