@@ -151,6 +151,35 @@ for _, mode in ipairs({ "exclusive", "multiplex" }) do
   end)
 end
 
+describe("poolrt.workers on a multiplexed pool", function()
+  local rt
+  setup(function() rt = H.runtime() end)
+  teardown(function() rt:close() end)
+
+  -- The server processes each round i (1..3) of 40 workers ran on.
+  local function pids_per_round(pool, sql)
+    local seen = { {}, {}, {} }
+    assert(poolrt.workers(40, function()
+      for i = 1, 3 do seen[i][assert(pool:query(sql))[1].pid] = true end
+    end))
+    local n = {}
+    for i = 1, 3 do
+      n[i] = 0
+      for _ in pairs(seen[i]) do n[i] = n[i] + 1 end
+    end
+    return n
+  end
+
+  it("keeps quick statements' rounds on one connection and spreads slow ones over several", function()
+    local pool = rt:pool("wk_spread", { max = 4, multiplex = true })
+    assert.same({ 1, 1, 1 }, pids_per_round(pool, "select pg_backend_pid() as pid"))
+    local slow = pids_per_round(pool, "select pg_backend_pid() as pid, pg_sleep(0.005)")
+    -- round 1 is not measured, round 2 is (40 x 5 ms on one server process), round 3 is spread
+    assert.same({ 1, 1 }, { slow[1], slow[2] })
+    assert.is_true(slow[3] >= 2, "round 3 on " .. slow[3] .. " connection(s)")
+  end)
+end)
+
 describe("poolrt.workers and poolrt.sleep", function()
   local rt
   setup(function() rt = H.runtime() end)
