@@ -61,6 +61,16 @@ function M.load(meta_path, res_path, cmd_path)
   run.workers = {}
   for w in (run.meta.workers or ""):gmatch("%d+") do run.workers[#run.workers + 1] = tonumber(w) end
   run.secs = tonumber(run.meta.secs)
+  for _, sec in pairs(run.rows) do -- client CPU per transaction (µs) of each run, where it was measured
+    for _, byw in pairs(sec) do
+      for _, rounds in pairs(byw) do
+        for _, r in ipairs(rounds) do
+          local cpu = tonumber(r.cpu_s)
+          if cpu and r.tps > 0 and run.secs then r.cpu_per_txn = cpu / (r.tps * run.secs) * 1e6 end
+        end
+      end
+    end
+  end
   return run
 end
 

@@ -29,6 +29,13 @@ local LUA_VS_C = at_least(0.9, "Lua host ≥ 0.9x the C client")
 local VS_GO = at_least(1.0, "ahead of database/sql and pgxpool " .. ALL_W)
 local T14 = "issue 14"
 local function at_128(x, claim) return { cmp = ">=", threshold = x, unit = "x", at = { 128 }, source = T14 .. ": " .. claim } end
+-- Client CPU per transaction of series a over pgbench -M prepared's, at W = 128 (a target only,
+-- not a row of the TPS ratio table).
+local function cpu_vs_pgbench(label, a)
+  return { label = "client CPU per txn, " .. label .. " / pgbench -M prepared", measure = "ratio", section = "matrix",
+           a = a, b = "pgbench_prepared", field = "cpu_per_txn", cmp = "<=", threshold = 1.2, unit = "x",
+           at = { 128 }, source = T14 .. ": client CPU per transaction at W = 128 ≤ 1.2x pgbench's" }
+end
 
 return {
   matrix("poolrt C prepared (max=W) / pgbench -M prepared", "c_prepared", "pgbench_prepared", VS_PGBENCH),
@@ -59,6 +66,9 @@ return {
   matrix("poolrt C prepared / database/sql (max=8)", "c_prepared_max8", "go_pq_max8", VS_GO),
   matrix("poolrt Lua host / pgxpool (max=W)", "lua_prepared", "go_pgx", VS_GO),
   matrix("poolrt Lua host / database/sql+lib/pq (max=W)", "lua_prepared", "go_pq", VS_GO),
+  cpu_vs_pgbench("poolrt Lua, W coroutine workers on 2 threads (max=8)", "lua_workers_max8"),
+  cpu_vs_pgbench("poolrt C multiplex, a thread per worker (max=8)", "c_multiplex_max8"),
+  cpu_vs_pgbench("poolrt C prepared, a thread per worker (max=W)", "c_prepared"),
   { label = "250 workers, max_connections=100: poolrt max 20, errors", measure = "errors", section = "conns250",
     names = { "c_prepared_250_max20", "lua_prepared_250_max20" }, w = 250,
     cmp = "==", threshold = 0, unit = " errors",
