@@ -32,6 +32,10 @@
  * statement: it leads, or sleeps once for the whole batch; the others
  * point at it (mreq.waiter) so that a nudge meant for them wakes it.
  * Results on a connection come in order, so when the last is in, all are.
+ * A spread batch (prt_pool_query_spread) is queued the same way in chunks
+ * of up to SPREAD_CHUNK, each on the connection choose() gives it, so that
+ * several server processes run it at once (batch_round says how the caller
+ * leads them without waiting on another spread batch).
  *
  * Connections.  The multiplexer takes connections from its own pool with
  * prt_acquire, so they count in the pool's max and the runtime's slots like
@@ -347,11 +351,6 @@ static int abandon(prt__mux *x, mreq *q)
     return 1;
 }
 
-/* Leads m's I/O until me has its outcome: sends what is queued, reads
- * results and hands them out.  me's own timeout (deadline) abandons it
- * (cancelled on the server when it is the oldest in flight).  Returns
- * with me done, rerouted, or timed out (PRT_ETIMEDOUT; me then belongs to
- * the connection).  x->mu held on entry and return, released for I/O. */
 /* The leader takes what is queued on m to send: moved to the in-flight
  * list, oldest first; returns its head and *n.  x->mu held. */
 static mreq *take_pending(mconn *m, int *n)
@@ -371,6 +370,11 @@ static mreq *take_pending(mconn *m, int *n)
     return batch;
 }
 
+/* Leads m's I/O until me has its outcome: sends what is queued, reads
+ * results and hands them out.  me's own timeout (deadline) abandons it
+ * (cancelled on the server when it is the oldest in flight).  Returns
+ * with me done, rerouted, or timed out (PRT_ETIMEDOUT; me then belongs to
+ * the connection).  x->mu held on entry and return, released for I/O. */
 static int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
 {
     for (;;) {
