@@ -143,8 +143,8 @@ static int query_batch(prt_pool *p, int n, prt_batch_item *items, int spread, ch
         return PRT_EINVAL;
     }
     if (p->ops) {
-        prt__errf(err, errlen, "pool \"%s\": batches need libpq connections; this runtime's connections do their "
-                  "I/O another way (OpenResty cosockets): run the statements one by one", p->name);
+        prt__errf(err, errlen, "pool \"%s\": batches need server connections; this runtime's are simulated "
+                  "(poolrt sim)", p->name);
         return PRT_EINVAL;
     }
     for (int i = 0; i < n; i++)
