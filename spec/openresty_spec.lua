@@ -87,6 +87,13 @@ describe("resty.poolrt in nginx", function()
       assert.equal(1, backends(APP, " and pid = " .. assert(tonumber(pid))))
     end)
 
+    it("answers /batch with each statement's own row, in one worker-thread hop", function()
+      local body, status = get(n.url .. "/batch?n=5")
+      assert.equal(200, status, body)
+      assert.matches('"rows":%[{"k":1},{"k":2},{"k":3},{"k":4},{"k":5}%]', body)
+      assert.matches('"errors":0', body)
+    end)
+
     it("serves 200 concurrent requests with a pool of 4, every one succeeding", function()
       local urls = {}
       for i = 1, 200 do urls[i] = n.url .. "/query?sleep=0.02&n=" .. i end

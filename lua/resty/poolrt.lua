@@ -115,6 +115,22 @@ function M._thread_run(...)
   return thread_call(run_in_thread, ...)
 end
 
+-- A batch (pool:query_batch) on a worker thread; its two results cross as
+-- one table.
+local function batch_in_thread(addr, epoch, name, opts, deadline, waited, stmts, bopts)
+  local pool = thread_rt(addr, epoch):pool(name, opts)
+  if deadline - poolrt.now() <= 0 then
+    return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread)", name, waited)
+  end
+  local results, errs = pool:query_batch(stmts, bopts)
+  if not results then return nil, errs end
+  return { results = results, errs = errs }
+end
+
+function M._thread_batch(...)
+  return thread_call(batch_in_thread, ...)
+end
+
 -- Listeners (Pool:listen below): the C listener belongs to the request's
 -- Lua object in the worker; thread VMs reach it by its address.  A wait's
 -- outcome comes back as a table, so that "timeout" keeps its detail.
@@ -440,6 +456,26 @@ function Pool:exec_simple(sql, ...) return query(self, 1, sql, ...) end
 function Pool:run(module, fn, ...)
   if type(module) ~= "string" or type(fn) ~= "string" then error("resty.poolrt: pool:run(module, fn, ...)", 2) end
   return dispatch(self, nil, "_thread_run", module, fn, ...)
+end
+
+-- Many statements for one worker thread (poolrt's pool:query_batch: a Sync
+-- each, one failing touches no other; opts.spread as there): results, errs
+-- as poolrt's, or nil, err, code (as query).  One thread hop for the lot.
+function Pool:query_batch(stmts, opts)
+  if type(stmts) ~= "table" then error("resty.poolrt: query_batch wants a list of { sql, params... }", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("resty.poolrt: query_batch(stmts, { spread = })", 2) end
+  for i, st in ipairs(stmts) do
+    if type(st) ~= "table" or type(st[1]) ~= "string" then
+      error("resty.poolrt: query_batch statement " .. i .. ": want { sql, params... }", 2)
+    end
+    check_params(unpack(st, 2, table.maxn(st))) -- ngx.null crosses as itself and is NULL there
+  end
+  local r, err, code = dispatch(self, nil, "_thread_batch", stmts, opts and { spread = opts.spread })
+  if not r then return nil, err, code end
+  for i = 1, #stmts do
+    if r.results[i] then fill_nulls(r.results[i], self._null) end
+  end
+  return r.results, r.errs
 end
 
 function Pool:stats() return need_rt(2):pool(self.name):stats() end
