@@ -288,12 +288,14 @@ typedef struct prt_batch_item {
  * item's rc with err "statement i of n: why" (1-based); PRT_EINVAL for bad
  * arguments (no item touched). */
 int prt_pool_query_batch(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
+enum { PRT_SPREAD_CHUNK = 16 }; /* statements per connection in a spread batch, at most */
 /* The same for statements that do not depend on each other's order: with
- * opts.multiplex they are split into chunks of up to 16, each pipelined on
- * a connection of its own where the pool has them (growing up to max), so
- * several server processes run them at once and a slow statement holds up
- * only its chunk; the caller leads the I/O of every chunk whose connection
- * has no leader.  Without multiplex, the same as prt_pool_query_batch. */
+ * opts.multiplex they are split into chunks of up to PRT_SPREAD_CHUNK, each
+ * pipelined on a connection of its own where the pool has them (growing up
+ * to max), so several server processes run them at once and a slow
+ * statement holds up only its chunk; the caller leads the I/O of every
+ * chunk whose connection has no leader.  Without multiplex, the same as
+ * prt_pool_query_batch. */
 int prt_pool_query_spread(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
 
 int prt_result_ntuples(const prt_result *r);

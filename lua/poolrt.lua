@@ -55,6 +55,7 @@ local M = { VERSION = ffi.string(C.prt_version()), C = C }
 M._workers = setmetatable({}, { __mode = "k" })
 local looping = 0
 function M._workers_looping(d) looping = looping + d end
+local function in_worker() return looping > 0 and M._workers[running()] == true end
 -- Facts owned by C: the acquire-wait histogram's upper bounds (seconds,
 -- math.huge last) and the policy hook names, in the order of
 -- prt_policy_stats' arrays.
@@ -75,13 +76,9 @@ local function lasterr() return ffi.string(errbuf) end
 function M.now() return C.prt_now() end
 -- Sleeps s seconds; in a poolrt.workers worker, lets the other workers run meanwhile.
 function M.sleep(s)
-  if looping > 0 then
-    local co = running()
-    if co and M._workers[co] then return WORKERS().sleep(s) end
-  end
+  if in_worker() then return WORKERS().sleep(s) end
   C.prt_sleep(s)
 end
-function M._sleep(s) C.prt_sleep(s) end
 
 local levels = { off = C.PRT_LOG_OFF, error = C.PRT_LOG_ERROR, warn = C.PRT_LOG_WARN, info = C.PRT_LOG_INFO,
                  debug = C.PRT_LOG_DEBUG }
@@ -277,10 +274,7 @@ end
 -- In a poolrt.workers worker the statement joins the worker loop's round;
 -- exec_simple runs at once (the simple protocol has no place in a batch).
 function Pool:query(sql, ...)
-  if looping > 0 then
-    local co = running()
-    if co and M._workers[co] then return WORKERS().query(self, self._qflags, sql, ...) end
-  end
+  if in_worker() then return WORKERS().query(self, self._qflags, sql, ...) end
   return pool_query(self, self._qflags, sql, ...)
 end
 function Pool:exec_simple(sql, ...) return pool_query(self, C.PRT_Q_UNPREPARED, sql, ...) end

@@ -9,10 +9,10 @@
  * statement aborts only itself.  With opts.multiplex the statements go to
  * the multiplexer at once (multiplex.c, prt__mux_query_batch: one
  * connection for the batch, or chunks on several for prt_pool_query_spread;
- * the caller leads their I/O).  Otherwise this file
- * acquires one connection, puts it in pipeline mode for the batch, and
- * releases it: closed when it broke or the batch timed out (results would
- * still be owed on it).
+ * the caller leads their I/O).  Otherwise this file acquires one
+ * connection, puts it in pipeline mode for the batch, and releases it:
+ * closed when it broke or the batch timed out (results would still be owed
+ * on it).
  */
 #include <stdio.h>
 #include <stdlib.h>

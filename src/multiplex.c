@@ -637,10 +637,11 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
     }
 }
 
-/* Statements per connection when a batch is spread (prt_pool_query_spread):
- * enough that a connection's pipeline is worth its send and read, few
- * enough that 64 statements use 4 server processes at once. */
-#define SPREAD_CHUNK 16
+/* Statements per connection when a batch is spread (prt_pool_query_spread,
+ * PRT_SPREAD_CHUNK in poolrt.h: poolrt.workers reads it too): enough that
+ * a connection's pipeline is worth its send and read, few enough that 64
+ * statements use 4 server processes at once. */
+#define SPREAD_CHUNK PRT_SPREAD_CHUNK
 
 /* Queues the n requests qs[idx[0..n)] on m, to run in order; each points
  * at the last (nudges for them wake its caller).  x->mu held. */

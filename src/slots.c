@@ -125,9 +125,8 @@ void prt__global_slot_freed(prt_runtime *rt)
 /* Gives back n slots of p and closes their connections cs[0..n), in the
  * order the top of this file explains.  cs may be NULL (the slots'
  * connections never opened) and stays the caller's; by[reason] counts the
- * closes when the slots go back, so that
- * stats never show a close counted while its connection still counts in
- * total.  n may be 0: waiters still get any slots a larger max made free.
+ * closes when the slots go back, so that stats never show a close counted
+ * while its connection still counts in total.  n may be 0: waiters still get any slots a larger max made free.
  * Entered with p->mu held; returns with it released. */
 void prt__retire_by(prt_pool *p, prt_conn **cs, int n, const int *by)
 {

@@ -262,6 +262,7 @@ typedef struct prt_batch_item {
  * item's rc with err "statement i of n: why" (1-based); PRT_EINVAL for bad
  * arguments (no item touched). */
 int prt_pool_query_batch(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
+enum { PRT_SPREAD_CHUNK = 16 }; /* statements per connection in a spread batch, at most */
 int prt_pool_query_spread(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
 
 int prt_result_ntuples(const prt_result *r);

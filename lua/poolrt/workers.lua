@@ -34,7 +34,7 @@ local is_worker = poolrt._workers -- coroutine -> true while it is a worker (wea
 local new_req, run_batch = poolrt._new_req, poolrt._run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
 local now = poolrt.now
-local SPREAD_ABOVE, CHUNK = 1e-4, 16 -- seconds per statement; prt_pool_query_spread's chunk
+local SPREAD_ABOVE, CHUNK = 1e-4, poolrt.C.PRT_SPREAD_CHUNK -- seconds per statement; a spread chunk's size
 
 -- pool:query inside a worker: the statement joins the round, and the
 -- worker waits for its outcome.  Bad parameters raise here, in the worker,
@@ -51,10 +51,11 @@ function W.sleep(s)
   yield(SLEEP, now() + s)
 end
 
--- The sleepers due at `now` (worker numbers, the earliest wake first), and
--- the rest ({ k =, at = } each, as in `sleepers`).
+local function by_wake(a, b) return a.at < b.at end
+
+-- The sleepers due at `now` (worker numbers, in the order of `sleepers`,
+-- sorted by_wake), and the rest ({ k =, at = } each, as in `sleepers`).
 local function due(sleepers, now)
-  table.sort(sleepers, function(a, b) return a.at < b.at end)
   local ks, rest = {}, {}
   for _, z in ipairs(sleepers) do
     if z.at <= now then ks[#ks + 1] = z.k else rest[#rest + 1] = z end
@@ -138,11 +139,10 @@ function W.run(n, fn, ...)
     end
     for _, k in ipairs(yielded) do step(k) end
     if #sleepers > 0 then
+      table.sort(sleepers, by_wake)
       local t = now()
-      if #groups == 0 and #again == 0 then -- nothing else to run: wait for the first to wake
-        local first = math.huge
-        for _, z in ipairs(sleepers) do first = math.min(first, z.at) end
-        if first > t then poolrt._sleep(first - t) end
+      if #groups == 0 and #again == 0 and sleepers[1].at > t then -- nothing else to run: wait for the first
+        poolrt.C.prt_sleep(sleepers[1].at - t)
         t = now()
       end
       local woken
