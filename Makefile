@@ -37,7 +37,7 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/policy.h src/policy_views.h src/sim.h src/mux.h src/lock.h | $(BUILD)/obj deps
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/capacity.h src/policy.h src/policy_views.h src/sim.h src/mux.h src/lock.h | $(BUILD)/obj deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host deps

@@ -31,10 +31,10 @@
  * `overflow` policy decides (overflow): wait (the default), fail at once,
  * grow past the pool's max (never past the global cap), or evict_idle --
  * close the least recently used idle connection of another pool to free a
- * global slot (slots.c); a connection that has been idle a while is
+ * global slot (pools.c); a connection that has been idle a while is
  * checked before it goes out (usable); a slot is turned into a connection
- * outside the lock, against the same deadline.  Slots and their return
- * (prt__retire) live in slots.c.
+ * outside the lock, against the same deadline.  Slots are capacity.c's;
+ * their return (prt__retire_unlock) is pool_slots.c's.
  *
  * Decisions are separate from waiting.  The algorithm is a resumable state
  * machine (struct prt__acq, internal.h): acq_step makes every decision
@@ -81,6 +81,24 @@ static int closed_error(prt_pool *p, char *err, size_t errlen)
     prt__errf(err, errlen, "pool \"%s\": %s", p->name,
               p->closed == PRT_POOL_DRAINING ? "runtime is shutting down" : "pool was evicted");
     return PRT_ECLOSED;
+}
+
+/* The caller found p closed.  A pool evicted automatically comes back
+ * into the registry (prt__registry_readmit: a caller between its lookup
+ * and this look never fails for an eviction); otherwise, or when that
+ * fails, the caller gets PRT_ECLOSED (or admission's PRT_EFULL) with err.
+ * Returns 0 when p is open again.  mu held on entry and on return,
+ * released meanwhile. */
+static __attribute__((noinline)) int readmitted(prt_pool *p, char *err, size_t errlen)
+{
+    if (!p->readmit || p->mux)
+        return closed_error(p, err, errlen);
+    prt__unlock(p);
+    int rc = prt__registry_readmit(p, err, errlen);
+    prt__lock(p);
+    if (rc == PRT_OK)
+        p->readmitting--;
+    return rc;
 }
 
 /* The in-use list, for leak detection (mu held). */
@@ -226,13 +244,13 @@ static int overflow(prt__acq *a, char *err, size_t errlen)
     }
     if (mode == PRT__OVF_EVICT_IDLE && global) {
         prt__unlock(p); /* never hold two pools' locks */
-        int evicted = prt__evict_idle_elsewhere(p->rt, p, PRT__CLOSE_EVICTED);
+        int evicted = prt__pools_evict_idle(p->rt, p, PRT__CLOSE_EVICTED);
         prt__lock(p);
         if (evicted)
             return GOT_AGAIN;
     }
-    if (p->total < p->max && p->rt && p->rt->shared_budget)
-        prt__budget_blocked(p->rt); /* waits for the processes' shared budget */
+    if (p->total < p->max)
+        prt__cap_blocked(p->rt); /* waits for a global slot: the shared budget hears of it */
     double until = prt_now() + wait;
     return queue(a, until < a->deadline ? until : a->deadline);
 }
@@ -272,7 +290,7 @@ static int checked(prt__acq *a)
     if (a->alive)
         return 1;
     p->in_use--;
-    prt__retire(p, &a->c, 1, a->expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
+    prt__retire_unlock(p, &a->c, 1, a->expired ? PRT__CLOSE_LIFETIME : PRT__CLOSE_BROKEN);
     prt__lock(p);
     a->c = NULL;
     return 0;
@@ -343,10 +361,8 @@ FAST int acq_step(prt__acq *a, char *err, size_t errlen)
     a->phase = PH_LOOK;
     for (;;) {
         if (got == GOT_AGAIN) {
-            if (p->closed) {
-                a->rc = closed_error(p, err, errlen);
+            if (p->closed && (a->rc = readmitted(p, err, errlen)) != PRT_OK)
                 return PRT__ACQ_FAIL;
-            }
             got = try_now(p, a->ps, &a->c, a->at);
             if (got == GOT_NOTHING) {
                 a->at = 0; /* it yields or waits: the reading goes stale */
@@ -442,10 +458,10 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
             a.alive = prt__conn_alive(a.c);
         } else {
             a.rc = prt__open_in_slot(p, a.deadline, 0, &a.c, err, errlen);
-            if (a.rc != PRT_OK && !prt__fleet_refused(p->rt, err))
+            if (a.rc != PRT_OK && !prt__cap_refused(p->rt, err))
                 break; /* unlocked */
             if (a.rc != PRT_OK)
-                prt__fleet_server_full(p->rt, a.deadline);
+                prt__pools_server_full(p->rt, a.deadline);
         }
         prt__lock(p);
     }
@@ -482,7 +498,7 @@ void prt_release(prt_conn *c, int broken)
                   p->name, (unsigned long long)c->id, now - c->acquired_at);
     if (reason < 0 && p->closed)
         reason = PRT__CLOSE_EVICTED;
-    else if (reason < 0 && (p->total > p->max || prt__over_cap(p->rt)))
+    else if (reason < 0 && (p->total > p->max || prt__cap_over(p->rt)))
         reason = PRT__CLOSE_SHRINK; /* the pool's max or the runtime's cap shrank */
     if (reason < 0) {
         c->returned_at = now;
@@ -490,7 +506,7 @@ void prt_release(prt_conn *c, int broken)
             reason = PRT__CLOSE_BROKEN;
     }
     if (reason >= 0)
-        prt__retire(p, &c, 1, reason);
+        prt__retire_unlock(p, &c, 1, reason);
     else
         prt__unlock(p);
     prt_pool_unref(p);

@@ -10,30 +10,32 @@
  * first sample succeeds, and at once when a connect was refused as "too
  * many clients" -- on a connection of its own, opened with the conninfo of
  * pool "default" if there is one, else of the first pool, and kept between
- * samples.  That connection is outside the pools' slots and the budget, so
+ * samples (pools are offered to it as they are made: prt__fleet_pool_made).
+ * That connection is outside the pools' slots and the budget, so
  * a sample never queues behind callers however small the budget is (a
  * policy counts it: fair_share.lua gives the pools its share minus one).
- * After each sample it asks the policy's
- * `budget(server, rt)` hook for this runtime's share and applies it as the
- * global cap (slots.c's prt__set_cap: a smaller cap closes idle
+ * After each sample it reports upward (capacity.h's one callback): pools.c
+ * asks the policy's `budget(server, rt)` hook for this runtime's share and
+ * applies it as the cap (prt__pools_set_cap: a smaller cap closes idle
  * connections now and in-use ones as they come back, never failing a
- * query).  The sampler is not the timer thread, so a slow server never
+ * query).  This file is a capacity provider: it samples and reports, and
+ * calls no hook and no pool.  The sampler is not the timer thread, so a slow server never
  * delays the reap cycle; every wait of a sample (connect, query) is
  * bounded by SAMPLE_WAIT, so prt_runtime_free never waits long for it.
  *
  * When the server cannot be sampled the last budget stays; the first
  * failure and the recovery are logged once each.  While budgets converge
  * a member may still find the server full: such a refused connect does not
- * fail the caller (prt__fleet_server_full): the cap drops to what the
- * runtime holds and the caller waits its turn like any caller blocked by
- * the cap.
+ * fail the caller (pools.c's prt__pools_server_full): the cap drops to
+ * what the runtime holds and the caller waits its turn like any caller
+ * blocked by the cap.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "policy.h"
+#include "internal.h"
 
 enum { FLEET_NAME_MAX = 32, APP_NAME_MAX = 63 /* PostgreSQL's NAMEDATALEN - 1 */ };
 static const double SAMPLE_WAIT = 1.0;  /* connect, then query: each bounded by this */
@@ -54,6 +56,7 @@ struct prt__fleet {
     int failing;              /* the last attempt failed (logged once) */
     uint64_t samples, errors;
     /* The sampler thread's alone (and prt__fleet_stop's after joining it). */
+    prt_pool *pool;           /* mu: a reference to the pool whose conninfo it samples with */
     prt_conn *conn;           /* its own connection, outside the pools' slots */
     prt_pool *conn_pool;      /* a reference: the pool conn was opened for */
     /* Lock-free. */
@@ -174,21 +177,42 @@ char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo)
     return out;
 }
 
-/* The pool whose conninfo the sampler connects with: "default" if there
- * is one, else the first; NULL when there is none yet.  The caller owns
- * the reference it returns. */
-static prt_pool *sample_pool(prt_runtime *rt)
+/* A pool of rt was made (registry.c): the sampler connects with the
+ * conninfo of pool "default" if there is one, else of the first pool made,
+ * or of a later one once the pool it has was evicted.  Keeps a reference.
+ * No lock held. */
+void prt__fleet_pool_made(prt_runtime *rt, prt_pool *p)
 {
-    prt_pool **pools, *p = NULL;
-    int n = prt__registry_snapshot(rt, &pools);
-    for (int i = 0; i < n && !p; i++)
-        if (strcmp(pools[i]->name, "default") == 0)
-            p = pools[i];
-    if (!p && n > 0)
-        p = pools[0];
+    struct prt__fleet *f = rt->fleet;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    prt_pool *old = f->pool;
+    int closed = 0;
+    if (old) {
+        prt__lock(old);
+        closed = old->closed != PRT_POOL_OPEN;
+        prt__unlock(old);
+    }
+    if (!old || closed || (strcmp(p->name, "default") == 0 && strcmp(old->name, "default") != 0)) {
+        prt__pool_ref(p);
+        f->pool = p;
+    } else {
+        old = NULL;
+    }
+    pthread_mutex_unlock(&f->mu);
+    prt_pool_unref(old);
+}
+
+/* The pool whose conninfo the sampler connects with (a new reference), or
+ * NULL when none was made yet. */
+static prt_pool *sample_pool(struct prt__fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    prt_pool *p = f->pool;
     if (p)
         prt__pool_ref(p);
-    prt__registry_release(pools, n);
+    pthread_mutex_unlock(&f->mu);
     return p;
 }
 
@@ -212,7 +236,7 @@ static int sample_conn(prt_runtime *rt, char *err, size_t errlen)
         sample_conn_close(f);
     if (f->conn)
         return PRT_OK;
-    if (!(f->conn_pool = sample_pool(rt)))
+    if (!(f->conn_pool = sample_pool(f)))
         return 1;
     int rc = prt__conn_open(f->conn_pool, prt_now() + SAMPLE_WAIT, &f->conn, err, errlen);
     if (rc != PRT_OK) {
@@ -250,32 +274,31 @@ static int sample_once(prt_runtime *rt, prt_server_view *sv, char *err, size_t e
     return PRT_OK;
 }
 
-/* Asks the budget hook (no Lua hook: the built-in, "no limit") and applies
- * min(its answer, max_connections when set) as the cap in force.  No lock
- * held. */
-static void apply_budget(prt_runtime *rt, const prt_server_view *sv)
-{
-    prt_rt_view v = { rt->opts.max_connections, atomic_load(&rt->nconns), prt_runtime_pool_count(rt),
-                      atomic_load(&rt->cap) };
-    int b = prt__hook_budget(prt__policy_thread(rt), sv, &v), max = rt->opts.max_connections;
-    prt__set_cap(rt, b > 0 && (max == 0 || b < max) ? b : max);
-}
-
-/* A reload made another policy live: its budget hook (or the built-in
- * answer, max_connections, when it has none) applies now in a runtime that
- * takes no server samples, and at an early sample in a fleet.  No lock
- * held. */
-void prt__fleet_policy_changed(prt_runtime *rt)
+/* The last good sample into *sv: 1, or 0 when there is none (no fleet, or
+ * no sample yet).  No lock held. */
+int prt__fleet_view(prt_runtime *rt, prt_server_view *sv)
 {
     struct prt__fleet *f = rt->fleet;
-    if (!f) {
-        apply_budget(rt, &(prt_server_view){ 0 });
-        return;
-    }
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    *sv = f->server;
+    pthread_mutex_unlock(&f->mu);
+    return sv->sampled_at > 0;
+}
+
+/* Asks the sampler for an early sample (a reload, a refused connect).
+ * Returns 0 when rt has no fleet.  No lock held. */
+int prt__fleet_resample(prt_runtime *rt)
+{
+    struct prt__fleet *f = rt->fleet;
+    if (!f)
+        return 0;
     pthread_mutex_lock(&f->mu);
     f->resample = 1;
     pthread_cond_signal(&f->cond);
     pthread_mutex_unlock(&f->mu);
+    return 1;
 }
 
 /* Records one attempt's outcome and logs the first failure and the
@@ -321,28 +344,25 @@ static void *sampler_main(void *arg)
         prt_server_view sv;
         char err[PRT__ERRLEN] = "";
         int rc = sample_once(rt, &sv, err, sizeof err);
-        if (rc == PRT_OK)
-            apply_budget(rt, &sv);
         pthread_mutex_lock(&f->mu);
         next = record(rt, rc, &sv, err);
+        if (rc == PRT_OK) {
+            pthread_mutex_unlock(&f->mu);
+            prt__cap_report(rt, PRT__CAP_SAMPLED); /* the budget hook's turn (pools.c) */
+            pthread_mutex_lock(&f->mu);
+        }
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
 }
 
-/* Applies the budget hook's first answer (an unsampled server, so a
- * policy can start small) and, for a fleet runtime, starts the sampler.
- * Called by prt_runtime_new before the runtime is shared; `o` is the
- * caller's options (rt->opts.fleet then points at rt's own copy).
- * Returns 0, or a negative PRT_E* with err (the caller frees rt). */
+/* Starts the sampler of a fleet runtime.  Called by prt_runtime_new
+ * before the runtime is shared; `o` is the caller's options
+ * (rt->opts.fleet then points at rt's own copy).  Returns 0, or a
+ * negative PRT_E* with err (the caller frees rt). */
 int prt__fleet_start(prt_runtime *rt, const prt_runtime_opts *o, char *err, size_t errlen)
 {
     rt->opts.fleet = NULL;
-    pthread_mutex_lock(&rt->policy_mu);
-    int lua = rt->policy->mode[PRT__H_BUDGET] == PRT__MODE_LUA;
-    pthread_mutex_unlock(&rt->policy_mu);
-    if (lua)
-        apply_budget(rt, &(prt_server_view){ 0 });
     if (!o->fleet)
         return PRT_OK;
     struct prt__fleet *f = calloc(1, sizeof *f);
@@ -374,6 +394,7 @@ void prt__fleet_stop(prt_runtime *rt)
         return;
     prt__thread_stop(f->thread, f->has_thread, &f->mu, &f->cond, &f->stopping);
     sample_conn_close(f);
+    prt_pool_unref(f->pool);
     rt->fleet = NULL;
     rt->opts.fleet = NULL;
     pthread_cond_destroy(&f->cond);
@@ -391,41 +412,19 @@ int prt__fleet_refused(prt_runtime *rt, const char *err)
     return rt && rt->fleet && err && strstr(err, "(SQLSTATE 53300)");
 }
 
-/* A connect of rt was refused as too many clients: the cap drops to what
- * the runtime holds (so the caller waits for one of them, as any caller
- * blocked by the cap), and the sampler is asked for an early sample.
- * Holding none, the caller pauses briefly (until `deadline` at most) so
- * that it does not hammer a full server.  No lock held. */
-void prt__fleet_server_full(prt_runtime *rt, double deadline)
+/* A connect of rt was refused as too many clients: counted, and the
+ * sampler samples early (pools.c lowers the cap meanwhile).  No lock
+ * held. */
+void prt__fleet_note_full(prt_runtime *rt)
 {
-    struct prt__fleet *f = rt->fleet;
-    atomic_fetch_add(&f->server_full, 1);
-    int held = atomic_load(&rt->nconns);
-    prt__set_cap(rt, held > 0 ? held : 1);
-    pthread_mutex_lock(&f->mu);
-    f->resample = 1;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-    double pause = deadline - prt_now();
-    if (held == 0 && pause > 0)
-        prt_sleep(pause < 0.05 ? pause : 0.05);
+    atomic_fetch_add(&rt->fleet->server_full, 1);
+    prt__fleet_resample(rt);
 }
 
-/* The budget fields of prt_runtime_stats.  Callers waiting in a pool below
- * its max wait for the budget (the global cap), not for the pool.  No lock
+/* The fleet fields of prt_runtime_stats: the last server sample.  No lock
  * held. */
 void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out)
 {
-    out->budget = atomic_load(&rt->cap);
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools);
-    for (int i = 0; i < n; i++) {
-        prt__lock(pools[i]);
-        if (pools[i]->total < pools[i]->max)
-            out->budget_waiting += pools[i]->nwait;
-        prt__unlock(pools[i]);
-    }
-    prt__registry_release(pools, n);
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return;

@@ -32,6 +32,8 @@
 #include "policy_views.h"
 #include "lock.h"
 
+typedef void prt__cap_report_fn(prt_runtime *rt, int ev); /* capacity.h */
+
 #define PRT__ERRLEN 512
 
 /* --- clock.c ------------------------------------------------------------ */
@@ -137,7 +139,7 @@ void prt__record_query(prt_conn *c, double seconds);
 void prt__record_released(prt_conn *c, double now);
 int prt__record_failed(prt_pool *p, double start, int rc); /* returns rc */
 
-/* --- pool.c: one pool; slots.c: its slots and the global cap ------------ */
+/* --- pool.c: one pool; pool_slots.c: what it does with its slots -------- */
 /* Why a connection closed, counted per pool in closed_by. */
 enum prt__close_reason {
     PRT__CLOSE_IDLE = PRT_CLOSE_IDLE, PRT__CLOSE_LIFETIME = PRT_CLOSE_LIFETIME, PRT__CLOSE_BROKEN = PRT_CLOSE_BROKEN,
@@ -191,10 +193,13 @@ struct prt_pool {
     int max, min_idle;
     prt_conn **idle;         /* idle[0] released longest ago, idle[nidle-1] most recently */
     int nidle, idle_cap;
-    int total;               /* idle + in_use + opening: the pool's slots */
+    int total;               /* idle + in_use + opening + closing: the pool's slots */
     int in_use;
     int opening;
+    int closing;             /* taken out to close (unlocked), slots not yet given back */
     int closed;              /* PRT_POOL_*: no new acquires; connections close on release */
+    int readmit;             /* evicted automatically: an acquire brings it back (registry.c) */
+    int readmitting;         /* acquires between their re-admission and their next look */
     prt__waiter *wq_head, *wq_tail;
     int nwait;
     double last_used_at;
@@ -214,6 +219,7 @@ struct prt_pool {
     uint64_t init_sql_errors; /* new connections whose init_sql failed */
     uint64_t tx_retries;      /* prt_pool_note_tx_retry */
     struct prt__mux *mux;     /* immutable once made: opts.multiplex's multiplexer (multiplex.c), else NULL */
+    const struct prt__mux_ops *mux_ops; /* immutable once made: its callbacks, else NULL */
 };
 
 /* The pool lock and its assertions (see the top of this file). */
@@ -223,9 +229,13 @@ extern _Thread_local char prt__thread_tag; /* its address names the thread */
 #define PRT__ASSERT_HELD(p) assert(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) == PRT__SELF)
 #define PRT__ASSERT_UNHELD(p) assert(atomic_load_explicit(&(p)->mu_owner, memory_order_relaxed) != PRT__SELF)
 #define PRT__SET_OWNER(p, v) atomic_store_explicit(&(p)->mu_owner, (v), memory_order_relaxed)
+/* The pool's count invariant, wherever the counts change under p->mu. */
+#define PRT__ASSERT_COUNTS(p) \
+    (PRT__ASSERT_HELD(p), assert((p)->total == (p)->nidle + (p)->in_use + (p)->opening + (p)->closing))
 #else
 #define PRT__ASSERT_HELD(p) ((void)0)
 #define PRT__ASSERT_UNHELD(p) ((void)0)
+#define PRT__ASSERT_COUNTS(p) ((void)0)
 #define PRT__SET_OWNER(p, v) ((void)0)
 #endif
 
@@ -258,13 +268,11 @@ static inline int prt__park(prt__waiter *w, prt_pool *p, const struct timespec *
 extern const double prt__wait_bounds[PRT_WAIT_BUCKETS];
 
 /* pool.c -- take no lock, so any may be held (the registry holds rt->mu): */
-int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
+int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o, const char *conninfo,
                   prt_pool **out, char *err, size_t errlen);
 void prt__pool_ref(prt_pool *p);
 /* pool.c -- no lock held: */
-void prt__pool_close(prt_pool *p, int reason);   /* PRT_POOL_*: refuse new work, close idle */
 void prt__pools_detach(prt_runtime *rt);         /* every pool rt made: rt = NULL */
-void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
 void prt__closed_by(const prt_pool_stats *st, uint64_t by[PRT_CLOSE_NREASONS]); /* closes by PRT_CLOSE_* */
 /* pool.c -- p->mu held: */
 static inline void prt__waiter_wake(prt__waiter *w)
@@ -287,12 +295,28 @@ prt_conn *prt__take_idle(prt_pool *p, int i);
 int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), double now, int keep,
                     prt_conn **out);
 
-/* slots.c -- p->mu held: */
-int prt__slot_take(prt_pool *p, int over_max);  /* 1: reserved; 0: at a limit */
-/* slots.c -- entered with p->mu held, returns with it released: */
-void prt__retire(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
-void prt__retire_by(prt_pool *p, prt_conn **cs, int n, const int *by);
-/* slots.c -- no lock held: */
+/* pool.c -- p->mu held: */
+int prt__pool_has_work(const prt_pool *p);      /* in use, opening, waited for, or re-admitting */
+int prt__pool_configured_max(const prt_pool *p); /* no lock needed: immutable */
+/* pool.c -- no lock held: */
+int prt__pool_evictable(prt_pool *p);           /* the eviction rule (views' `evictable`) */
+
+/* Counts n closes under `why` in by[] (PRT__CLOSE_NONE: none); returns by. */
+static inline const int *prt__counted_as(int by[PRT__CLOSE_NREASONS], enum prt__close_reason why, int n)
+{
+    for (int r = 0; r < PRT__CLOSE_NREASONS; r++)
+        by[r] = 0;
+    if (why != PRT__CLOSE_NONE)
+        by[why] = n;
+    return by;
+}
+
+/* pool_slots.c -- entered with p->mu held, returns with it released: */
+void prt__retire_unlock(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why);
+void prt__retire_by_unlock(prt_pool *p, prt_conn **cs, int n, const int *by);
+/* pool_slots.c -- no lock held: */
+void prt__pool_close(prt_pool *p, int reason);   /* PRT_POOL_*: refuse new work, close idle */
+void prt__pool_apply_size(prt_pool *p);          /* size hook -> max/min_idle */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen);
 /* prt__open_in_slot in two halves, for a driver that connects on its own
  * time (the simulator): begin returns 0 when a connect may be attempted,
@@ -301,15 +325,11 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
 int prt__open_begin(prt_pool *p, char *err, size_t errlen);
 int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle, prt_conn **out,
                   char *err, size_t errlen);
-int prt__evict_idle_elsewhere(prt_runtime *rt, prt_pool *self, enum prt__close_reason why);
-void prt__set_cap(prt_runtime *rt, int cap);     /* the global cap in force; shrinks lazily */
-int prt__over_cap(const prt_runtime *rt);        /* more connections than the cap: close on release */
 
-void prt__global_slot_freed(prt_runtime *rt);    /* waiters of every pool get free global slots */
-
-/* shared_budget.c -- a budget of connections shared by processes.  take and
- * give run where slots.c takes and gives a global slot (p->mu held); the
- * rest with no lock held. */
+/* shared_budget.c -- a capacity provider (capacity.h): a budget of
+ * connections shared by processes.  take and give run where capacity.c
+ * takes and gives a slot (p->mu held); publish, owed and gave in the
+ * budget thread's report (pools.c); the rest with no lock held. */
 struct prt__budget_link;
 int prt__budget_join(prt_runtime *rt, prt_budget *b, char *err, size_t errlen);
 void prt__budget_leave(prt_runtime *rt);
@@ -317,6 +337,9 @@ int prt__budget_take(prt_runtime *rt);           /* 1: a unit taken; 0: the budg
 void prt__budget_give(prt_runtime *rt, int n);
 int prt__budget_over(const prt_runtime *rt);     /* more units held than the budget allows */
 void prt__budget_blocked(prt_runtime *rt);       /* p->mu held: a caller waits for a unit */
+void prt__budget_publish(prt_runtime *rt, int waiting); /* callers waiting for a unit; asks the others */
+int prt__budget_owed(prt_runtime *rt);           /* idle connections to close for other members */
+void prt__budget_gave(prt_runtime *rt);          /* one of them closed */
 
 /* acquire.c: an acquire as a resumable state machine.  prt__acq_step
  * makes every decision (serve, queue, overflow, grow, evict, time out) and
@@ -359,13 +382,22 @@ void *prt__grow(void *array, int *cap, int need, size_t elem); /* NULL: out of m
 struct lua_State;
 void prt__modcache_install(struct lua_State *L);
 
-/* --- registry.c ------------------------------------------------------------ */
+/* --- registry.c: pools by name; pools.c: work that spans the pools ------ */
 /* No lock held: */
+int prt__registry_readmit(prt_pool *p, char *err, size_t errlen); /* an acquire found p evicted */
+void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double now, int *evicted);
 int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out);
 void prt__registry_release(prt_pool **pools, int n);
-void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double now, int *evicted);
-/* No pool lock held; rt->mu may be: */
-int prt__pool_evictable(prt_pool *p);   /* the eviction rule */
+void prt__pools_wake(prt_runtime *rt);           /* slots came free: waiters of every pool */
+int prt__pools_waiting_for_slots(prt_runtime *rt); /* callers blocked by the cap or the budget */
+int prt__pools_evict_idle(prt_runtime *rt, prt_pool *self, enum prt__close_reason why);
+void prt__pools_set_cap(prt_runtime *rt, int cap); /* the cap in force; shrinks lazily */
+void prt__pools_first_budget(prt_runtime *rt);   /* a new runtime: the budget hook's first answer */
+void prt__pools_policy_changed(prt_runtime *rt); /* after a reload: the new budget hook applies */
+void prt__pools_server_full(prt_runtime *rt, double deadline); /* a connect refused as too many clients */
+void prt__pools_on_capacity(prt_runtime *rt, int ev); /* capacity.h's callback */
+/* pools.c -- p->mu held: */
+void prt__pool_grant(prt_pool *p);               /* free slots to p's waiters, oldest first */
 
 /* --- policy_*.c: the boundary to Lua policy hooks --------------------------
  * policy_state.c  policy files and the per-thread Lua states that run them
@@ -426,7 +458,15 @@ int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, i
  * connections (opts.multiplex).  Lock order: a multiplexer's lock, then its
  * pool's mu; never the other way round. */
 typedef struct prt__mux prt__mux;
-int prt__mux_new(prt_pool *p);                   /* p->mux; PRT_ENOMEM */
+int prt__mux_new(prt_pool *p);                   /* p->mux and p->mux_ops; PRT_ENOMEM */
+/* callback: p->mux_ops -- registered by multiplex.c (prt__mux_new), called by
+ * pool.c and pool_slots.c, which sit below the multiplexer (it acquires
+ * connections) and so never call it by name. */
+typedef struct prt__mux_ops {
+    void (*close)(prt_pool *p);                  /* prt__mux_close */
+    void (*free)(prt_pool *p);                   /* prt__mux_free */
+    void (*stats)(prt_pool *p, prt_pool_stats *s); /* prt__mux_stats */
+} prt__mux_ops;
 void prt__mux_close(prt_pool *p);                /* no lock held: give back every connection it can */
 void prt__mux_reap(prt_pool *p, double now);     /* no lock held: give back idle or expired connections */
 void prt__mux_free(prt_pool *p);                 /* the pool's last reference is gone */
@@ -472,6 +512,7 @@ struct prt_runtime {
                               * budget last applied by prt__set_cap; never above
                               * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
+    prt__cap_report_fn *on_capacity; /* immutable once made: capacity.h's callback (pools.c) */
     struct prt__budget_link *shared_budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
@@ -486,14 +527,17 @@ char *prt__live_metrics(void);
 char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */
 
-/* --- fleet.c: application_name, the server sampler, the budget hook ------ */
+/* --- fleet.c: a capacity provider (capacity.h): application_name and the
+ * server sampler, whose samples the `budget` hook turns into the cap ---- */
 int prt__fleet_check(const prt_runtime_opts *o, char *err, size_t errlen); /* fleet name, interval */
 int prt__fleet_start(prt_runtime *rt, const prt_runtime_opts *o, char *err, size_t errlen); /* first budget; sampler */
 void prt__fleet_stop(prt_runtime *rt);             /* joins the sampler (bounded); frees rt->fleet */
-void prt__fleet_policy_changed(prt_runtime *rt);   /* after a reload: the new budget hook applies; no lock held */
 char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo); /* + application_name; NULL: no memory */
+void prt__fleet_pool_made(prt_runtime *rt, prt_pool *p); /* the sampler may connect with p's conninfo */
 int prt__fleet_refused(prt_runtime *rt, const char *err); /* a connect refused as too many clients */
-void prt__fleet_server_full(prt_runtime *rt, double deadline); /* after a refused connect: cap to what is held */
+void prt__fleet_note_full(prt_runtime *rt);        /* one was: counted, an early sample */
+int prt__fleet_view(prt_runtime *rt, prt_server_view *sv); /* the last good sample; 0: none */
+int prt__fleet_resample(prt_runtime *rt);          /* an early sample; 0: no fleet */
 void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out);
 /* conn.c: one statement with text parameters within a deadline (no prepared statement). */
 int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
@@ -504,5 +548,9 @@ int prt__conn_wait(prt_conn *c, short events, double deadline);
 double prt__conn_deadline(prt_conn *c);
 void prt__conn_pq_error(prt_conn *c, const char *what, char *err, size_t errlen);
 int prt__conn_collect(prt_conn *c, double deadline, PGresult **out, char *err, size_t errlen);
+
+#include "capacity.h"
+
+#include "capacity.h"
 
 #endif

@@ -96,7 +96,9 @@ int prt__mux_new(prt_pool *p)
         return PRT_ENOMEM;
     pthread_mutex_init(&x->mu, NULL);
     prt__cond_init(&x->grown);
+    static const prt__mux_ops ops = { prt__mux_close, prt__mux_free, prt__mux_stats };
     p->mux = x;
+    p->mux_ops = &ops;
     return PRT_OK;
 }
 

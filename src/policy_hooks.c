@@ -367,3 +367,17 @@ int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, i
     lua_settop(ps->L, 0);
     return (int)i - 1;
 }
+
+/* How many background jobs may hold connections of p at once: the
+ * concurrency hook, else coder's rule min(5, max(1, max / 2)).  No lock
+ * held. */
+int prt_pool_concurrency(prt_pool *p)
+{
+    int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
+    if (n > 0)
+        return n;
+    prt__lock(p);
+    n = p->max / 2;
+    prt__unlock(p);
+    return n < 1 ? 1 : n > 5 ? 5 : n;
+}

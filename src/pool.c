@@ -1,11 +1,13 @@
 /*
  * pool.c -- a pool of connections to one conninfo: its lifetime and
  * references, the idle list and waiter queue that acquire.c and reap.c
- * work on, closing, re-sizing, and statistics.
+ * work on, and statistics.  Closing and re-sizing, which give slots back,
+ * are pool_slots.c's.
  *
- * Counting: total = idle + in_use + opening, all under p->mu; total is the
- * pool's slots, which slots.c takes and gives back (with the runtime's
- * global ones).  Whatever leaves the pool here goes through prt__retire.
+ * Counting: total = idle + in_use + opening, all under p->mu
+ * (PRT__ASSERT_COUNTS); total is the pool's slots, which capacity.c takes
+ * and gives back.  Whatever leaves the pool goes through
+ * prt__retire_unlock (pool_slots.c).
  *
  * Lifetime: a pool is reference-counted (p->refs, atomic).  The runtime's
  * registry holds one reference while the pool is live; every handle
@@ -30,6 +32,12 @@ enum { DEFAULT_MAX = 10 };
 static int configured_max(const prt_pool_opts *o)
 {
     return o->max > 0 ? o->max : DEFAULT_MAX;
+}
+
+/* The max p was configured with (the size hook's default answer). */
+int prt__pool_configured_max(const prt_pool *p)
+{
+    return configured_max(&p->opts);
 }
 
 void prt_pool_opts_default(prt_pool_opts *o)
@@ -163,12 +171,13 @@ static void free_strings(char **a)
     free(a);
 }
 
-/* Creates a pool with one reference (the caller's). */
-int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
+/* Creates a pool with one reference (the caller's).  conninfo is what its
+ * connections use (o->conninfo or the runtime's, with a fleet's
+ * application_name: registry.c), NULL when there is none. */
+int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o, const char *conninfo,
                   prt_pool **out, char *err, size_t errlen)
 {
     static atomic_uint_fast64_t serials;
-    const char *conninfo = o->conninfo ? o->conninfo : rt->conninfo;
     if (check_opts(o, err, errlen, name) != PRT_OK)
         return PRT_EINVAL;
     if (!conninfo) {
@@ -176,7 +185,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         return PRT_EINVAL;
     }
     prt_pool *p = calloc(1, sizeof *p);
-    if (!p || !(p->name = strdup(name)) || !(p->conninfo = prt__fleet_conninfo(rt, conninfo)) ||
+    if (!p || !(p->name = strdup(name)) || !(p->conninfo = strdup(conninfo)) ||
         copy_strings(o->init_sql, o->ninit_sql, &p->init_sql) != PRT_OK) {
         if (p) {
             free(p->name);
@@ -202,11 +211,6 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     p->min_idle = o->min_idle;
     p->created_at = p->last_used_at = prt_now();
     alive_link(p);
-    if (o->multiplex && prt__mux_new(p) != PRT_OK) {
-        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
-        prt_pool_unref(p);
-        return PRT_ENOMEM;
-    }
     *out = p;
     return PRT_OK;
 }
@@ -216,14 +220,17 @@ void prt__pool_ref(prt_pool *p)
     atomic_fetch_add(&p->refs, 1);
 }
 
-/* Drops a reference; the last one closes what is idle and frees the pool
- * (no connection is in use then: each holds a reference). */
+/* Drops a reference; the last one frees the pool.  No connection is left
+ * then: each in use holds a reference, and a pool leaves the registry (whose
+ * reference it held) only closed, its idle connections closed with it --
+ * a closed pool takes no idle connection back (pool_slots.c). */
 void prt_pool_unref(prt_pool *p)
 {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
-    prt__pool_close(p, PRT_POOL_EVICTED);
-    prt__mux_free(p);
+    assert(p->total == 0 && p->nidle == 0);
+    if (p->mux_ops)
+        p->mux_ops->free(p);
     alive_unlink(p);
     free_strings(p->init_sql); /* NULL-terminated: frees each statement, then the array */
     free(p->idle);
@@ -265,6 +272,25 @@ void prt__pool_state(prt_pool *p, char *buf, size_t len)
 {
     PRT__ASSERT_HELD(p);
     snprintf(buf, len, " (max=%d in_use=%d idle=%d waiting=%d)", p->max, p->in_use, p->nidle, p->nwait);
+}
+
+/* Work in flight: connections in use or opening, callers waiting, or an
+ * acquire re-admitting the pool (registry.c).  A
+ * pool with any is never evicted, whatever a policy says.  p->mu held. */
+int prt__pool_has_work(const prt_pool *p)
+{
+    return p->in_use > 0 || p->opening > 0 || p->nwait > 0 || p->readmitting > 0;
+}
+
+/* The one eviction rule: a pool may be evicted automatically unless it is
+ * named "default", protected or pinned, or has work in flight.  Policies
+ * see it as the `evictable` field of their pool views.  p->mu not held. */
+int prt__pool_evictable(prt_pool *p)
+{
+    prt__lock(p);
+    int prot = prt__pool_has_work(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
+    prt__unlock(p);
+    return !prot;
 }
 
 /* --- the waiter queue (all under p->mu) ------------------------------------ */
@@ -401,77 +427,15 @@ int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), do
     return n;
 }
 
-/* Takes up to `n` idle connections (oldest first) out of the pool into a
- * new array *out (NULL when none or out of memory: then none are taken).
- * Returns how many; the caller retires them and frees *out.  mu held. */
-static int take_oldest(prt_pool *p, int n, prt_conn ***out)
-{
-    *out = NULL;
-    if (n > p->nidle)
-        n = p->nidle;
-    if (n <= 0 || !(*out = malloc((size_t)n * sizeof **out)))
-        return 0;
-    return prt__take_where(p, NULL, 0, p->nidle - n, *out);
-}
-
-/* Stops new acquires (waiters are woken with an error), closes idle
- * connections; in-use ones close as they are released.  reason is
- * PRT_POOL_*.  No lock held. */
-void prt__pool_close(prt_pool *p, int reason)
-{
-    prt__mux_close(p); /* its connections come back (or close) as their statements finish */
-    prt__lock(p);
-    if (!p->closed)
-        p->closed = reason;
-    prt__waiter *w;
-    while ((w = prt__waiter_pop(p)) != NULL) {
-        w->state = PRT__W_CLOSED;
-        prt__waiter_wake(w);
-    }
-    prt_conn **cs;
-    int n = take_oldest(p, p->nidle, &cs);
-    prt__retire(p, cs, n, PRT__CLOSE_EVICTED);
-    free(cs);
-}
-
-/* Asks the size hook for max and min_idle (default: as configured) and
- * applies them: a larger max serves waiters at once; a smaller one closes
- * idle connections above it now and in-use ones as they come back.  No
- * lock held. */
-void prt__pool_apply_size(prt_pool *p)
-{
-    int max = configured_max(&p->opts), min_idle = p->opts.min_idle;
-    prt__pstate *ps = prt__policy_thread(p->rt);
-    if (prt__pstate_mode(ps, PRT__H_SIZE) == PRT__MODE_LUA)
-        prt__hook_size(ps, p, &max, &min_idle);
-    prt__lock(p);
-    p->max = max;
-    p->min_idle = min_idle;
-    prt_conn **cs;
-    int n = take_oldest(p, p->total - p->max, &cs);
-    prt__retire(p, cs, n, PRT__CLOSE_SHRINK); /* also gives a larger max to waiters */
-    free(cs);
-}
-
-/* How many background jobs may hold connections of p at once: the
- * concurrency hook, else coder's rule min(5, max(1, max / 2)). */
-int prt_pool_concurrency(prt_pool *p)
-{
-    int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
-    if (n > 0)
-        return n;
-    prt__lock(p);
-    n = p->max / 2;
-    prt__unlock(p);
-    return n < 1 ? 1 : n > 5 ? 5 : n;
-}
-
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
 {
     if (!p || !s)
         return PRT_EINVAL;
     double now = prt_now();
-    prt__mux_stats(p, s); /* before p->mu: the multiplexer's lock nests outside it */
+    s->mux_connections = s->mux_in_flight = 0;
+    s->mux_statements_total = s->mux_rerouted_total = s->mux_lost_total = 0;
+    if (p->mux_ops)
+        p->mux_ops->stats(p, s); /* before p->mu: the multiplexer's lock nests outside it */
     prt__lock(p);
     s->max = p->max;
     s->min_idle = p->min_idle;

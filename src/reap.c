@@ -91,7 +91,7 @@ static int close_idle(prt_pool *p, prt__pstate *ps, double now)
     by[PRT__CLOSE_LIFETIME] = nl;
     by[PRT__CLOSE_IDLE] = ns;
     by[PRT__CLOSE_SHRINK] = nk;
-    prt__retire_by(p, cs, nl + ns + nk, by);
+    prt__retire_by_unlock(p, cs, nl + ns + nk, by);
     free(cs);
     return nl + ns + nk;
 }
@@ -114,7 +114,7 @@ static void refill(prt_pool *p, double now)
             prt__logf(PRT_LOG_WARN, "%s (min_idle refill)", err);
             prt__lock(p);
             p->opening -= reserved - i - 1; /* the slots not tried: never opened */
-            prt__retire(p, NULL, reserved - i - 1, PRT__CLOSE_NONE);
+            prt__retire_unlock(p, NULL, reserved - i - 1, PRT__CLOSE_NONE);
             return;
         }
     }

@@ -2,14 +2,18 @@
  * registry.c -- a runtime's pools by name (apartment's PoolManager):
  * fetch-or-create under rt->mu, admission when max_pools are live, whole-
  * pool eviction (by name, LRU on admission, by the `evict` hook or idle
- * timeout in the reap cycle) with `on_evict`.  The global max_connections
- * cap is slots.c's; it reads the registry only through snapshots.
+ * timeout in the reap cycle) with `on_evict`, and re-admission of a pool
+ * evicted automatically when an acquire finds it so.  Snapshots and the
+ * work that spans pools (wake-ups, cross-pool evict, the cap) are
+ * pools.c's; slots are capacity.c's.
  *
  * A pool is protected from automatic eviction when it is named "default",
- * is marked protected or pinned, or has connections in use, opening or
- * waited for.  An evicted pool leaves the registry at once and is closed:
- * idle connections close now, in-use ones when released; a later
- * prt_pool_get of the name creates a fresh pool.
+ * is marked protected or pinned, or has work in flight (pool.c's
+ * prt__pool_evictable).  An evicted pool leaves the registry at once and
+ * is closed: idle connections close now, in-use ones when released; a
+ * later prt_pool_get of the name creates a fresh pool, and an acquire on
+ * a pool evicted automatically brings it back (prt__registry_readmit), so
+ * that a caller between lookup and acquire never fails for an eviction.
  *
  * Locks: rt->mu guards the pool array; a pool's own mu is taken inside it
  * only briefly, to read counts.  Hooks and network I/O run outside rt->mu
@@ -38,48 +42,6 @@ static int find(prt_runtime *rt, const char *name)
     return -1;
 }
 
-/* Copies the live pools with a reference each; release with
- * prt__registry_release.  Returns how many (0 on allocation failure). */
-int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out)
-{
-    pthread_mutex_lock(&rt->mu);
-    int n = rt->npools;
-    *out = malloc((size_t)(n ? n : 1) * sizeof **out);
-    if (!*out)
-        n = 0;
-    for (int i = 0; i < n; i++) {
-        (*out)[i] = rt->pools[i];
-        prt__pool_ref(rt->pools[i]);
-    }
-    pthread_mutex_unlock(&rt->mu);
-    return n;
-}
-
-void prt__registry_release(prt_pool **pools, int n)
-{
-    for (int i = 0; i < n; i++)
-        prt_pool_unref(pools[i]);
-    free(pools);
-}
-
-/* Work in flight: connections in use or opening, or callers waiting.  A
- * pool with any is never evicted, whatever a policy says.  p->mu held. */
-static int has_work(const prt_pool *p)
-{
-    return p->in_use > 0 || p->opening > 0 || p->nwait > 0;
-}
-
-/* The one eviction rule: a pool may be evicted automatically unless it is
- * named "default", protected or pinned, or has work in flight.  Policies
- * see it as the `evictable` field of their pool views.  p->mu not held. */
-int prt__pool_evictable(prt_pool *p)
-{
-    prt__lock(p);
-    int prot = has_work(p) || p->opts.is_protected || p->opts.is_pinned || strcmp(p->name, "default") == 0;
-    prt__unlock(p);
-    return !prot;
-}
-
 /* Takes pool i out of the array; the registry's reference passes to the
  * caller.  rt->mu held. */
 static prt_pool *detach(prt_runtime *rt, int i)
@@ -89,10 +51,17 @@ static prt_pool *detach(prt_runtime *rt, int i)
     return p;
 }
 
-/* Closes a detached pool, tells on_evict, drops the registry's reference. */
+/* Closes a detached pool, tells on_evict, drops the registry's reference.
+ * A pool evicted automatically (LRU, idle, the evict hook) may come back
+ * on its next acquire (prt__registry_readmit); one evicted by name not. */
 static void finish_evict(prt_runtime *rt, prt_pool *p, int reason)
 {
     prt__pool_close(p, PRT_POOL_EVICTED);
+    if (reason != PRT_EVICT_MANUAL) {
+        prt__lock(p);
+        p->readmit = 1;
+        prt__unlock(p);
+    }
     atomic_fetch_add(&rt->pools_evicted[reason], 1);
     prt__logf(PRT_LOG_INFO, "pool \"%s\": evicted (%s)", p->name, evict_reasons[reason]);
     prt__hook_on_evict(prt__policy_thread(rt), p->name, evict_reasons[reason]);
@@ -182,6 +151,27 @@ static int make_room(prt_runtime *rt, const char *name, char *err, size_t errlen
     return PRT_OK;
 }
 
+/* A new pool from `o`, its connections tagged for the fleet (if any).
+ * rt->mu held. */
+static int new_pool(prt_runtime *rt, const char *name, const prt_pool_opts *o, prt_pool **out, char *err,
+                    size_t errlen)
+{
+    const char *given = o->conninfo ? o->conninfo : rt->conninfo;
+    char *conninfo = given ? prt__fleet_conninfo(rt, given) : NULL;
+    if (given && !conninfo) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+        return PRT_ENOMEM;
+    }
+    int rc = prt__pool_new(rt, name, o, conninfo, out, err, errlen);
+    free(conninfo);
+    if (rc == PRT_OK && o->multiplex && prt__mux_new(*out) != PRT_OK) {
+        prt__errf(err, errlen, "pool \"%s\": out of memory", name);
+        prt_pool_unref(*out);
+        return PRT_ENOMEM;
+    }
+    return rc;
+}
+
 /* Fetches pool `name`, creating it from `o` when it does not exist (o NULL:
  * fetch only, PRT_ENOTFOUND if absent).  Options of an existing pool are
  * left as they are.  *out is a new reference: prt_pool_unref it. */
@@ -214,7 +204,7 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     if (rc == PRT_OK)
         rc = make_room(rt, name, err, errlen);
     if (rc == PRT_OK)
-        rc = prt__pool_new(rt, name, o, &p, err, errlen);
+        rc = new_pool(rt, name, o, &p, err, errlen);
     if (rc == PRT_OK) {
         rt->pools[rt->npools++] = p; /* the registry's reference */
         prt__pool_ref(p);            /* the caller's */
@@ -224,28 +214,66 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         finish_evict(rt, victim, PRT_EVICT_LRU);
     if (rc != PRT_OK)
         return rc;
+    prt__fleet_pool_made(rt, p);
     prt__pool_apply_size(p);
     *out = p;
     return PRT_OK;
 }
 
-int prt_runtime_pool_count(prt_runtime *rt)
+/* An acquire found p evicted automatically (p->readmit: LRU on admission,
+ * idle, the evict hook) between its caller's lookup and its first look at
+ * the pool.  apartment's promise is that a tenant's pool is there when you
+ * ask for it, so p comes back into the registry under rt->mu, through
+ * admission like a new pool (which may evict another), and with
+ * p->readmitting counted so that it cannot be evicted again before the
+ * caller's acquire holds p->mu once more (it then counts as work).
+ * Returns 0; or PRT_ECLOSED (the runtime drains, or another pool took the
+ * name: the caller's handle is stale) or PRT_EFULL (admission refused),
+ * with err.  No lock held; on success the caller decrements
+ * p->readmitting under p->mu. */
+int prt__registry_readmit(prt_pool *p, char *err, size_t errlen)
 {
+    prt_runtime *rt = p->rt;
+    if (!rt)
+        return PRT_ECLOSED;
+    prt__pstate *ps = rt->opts.max_pools > 0 ? prt__policy_thread(rt) : NULL;
+    prt_pool *victim = NULL;
+    int rc = PRT_OK;
     pthread_mutex_lock(&rt->mu);
-    int n = rt->npools;
+    prt__lock(p);
+    int back = p->closed == PRT_POOL_OPEN; /* another caller re-admitted it */
+    prt__unlock(p);
+    if (back) {
+        rc = PRT_OK;
+    } else if (rt->draining || find(rt, p->name) >= 0) {
+        prt__errf(err, errlen, "pool \"%s\": %s", p->name, rt->draining ? "runtime is shutting down" : "pool was evicted");
+        rc = PRT_ECLOSED;
+    } else {
+        if (rt->opts.max_pools > 0 && rt->npools >= rt->opts.max_pools)
+            rc = admit(rt, ps, p->name, &victim, err, errlen);
+        if (rc == PRT_OK)
+            rc = make_room(rt, p->name, err, errlen);
+        if (rc == PRT_OK) {
+            rt->pools[rt->npools++] = p;
+            prt__pool_ref(p); /* the registry's again */
+            prt__lock(p);
+            p->closed = PRT_POOL_OPEN;
+            p->readmit = 0;
+            p->last_used_at = prt_now();
+            prt__unlock(p);
+        }
+    }
+    if (rc == PRT_OK) {
+        prt__lock(p);
+        p->readmitting++;
+        prt__unlock(p);
+    }
     pthread_mutex_unlock(&rt->mu);
-    return n;
-}
-
-/* The i-th live pool as a new reference (prt_pool_unref it), or NULL. */
-prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
-{
-    pthread_mutex_lock(&rt->mu);
-    prt_pool *p = (i >= 0 && i < rt->npools) ? rt->pools[i] : NULL;
-    if (p)
-        prt__pool_ref(p);
-    pthread_mutex_unlock(&rt->mu);
-    return p;
+    if (victim)
+        finish_evict(rt, victim, PRT_EVICT_LRU);
+    if (rc == PRT_OK && !back)
+        prt__logf(PRT_LOG_INFO, "pool \"%s\": re-admitted by an acquire", p->name);
+    return rc;
 }
 
 /* Which pools the reap cycle evicts: the `evict` hook's answer, or those
@@ -284,7 +312,7 @@ void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double 
         int k = find(rt, pools[i]->name);
         if (k >= 0 && rt->pools[k] == pools[i]) {
             prt__lock(pools[i]);
-            int working = has_work(pools[i]);
+            int working = prt__pool_has_work(pools[i]);
             prt__unlock(pools[i]);
             if (!working)
                 p = detach(rt, k);

@@ -183,6 +183,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     rt->opts.fleet = NULL;  /* prt__fleet_start keeps its own copy */
     rt->opts.record = NULL; /* rt->rec holds the open file */
     rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
+    rt->on_capacity = prt__pools_on_capacity; /* before a provider can report (capacity.h) */
     atomic_init(&rt->cap, o->max_connections);
     pthread_mutex_init(&rt->mu, NULL);
     pthread_mutex_init(&rt->policy_mu, NULL);
@@ -204,6 +205,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         }
         rt->has_timer = 1;
     }
+    prt__pools_first_budget(rt);
     if ((rc = prt__fleet_start(rt, o, err, errlen)) != PRT_OK) {
         prt_runtime_free(rt);
         return rc;
@@ -326,7 +328,7 @@ int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errl
     prt__logf(PRT_LOG_INFO, "policy \"%s\" is live as generation %llu", file,
               (unsigned long long)atomic_load(&rt->generation));
     free(file);
-    prt__fleet_policy_changed(rt); /* the new policy's budget */
+    prt__pools_policy_changed(rt); /* the new policy's budget */
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
     for (int i = 0; i < n; i++)
@@ -360,5 +362,7 @@ void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)
     out->pools_over_cap_total = atomic_load(&rt->pools_over_cap);
     for (int i = 0; i < 3; i++)
         out->pools_evicted_total[i] = atomic_load(&rt->pools_evicted[i]);
+    out->budget = atomic_load(&rt->cap);
+    out->budget_waiting = prt__pools_waiting_for_slots(rt);
     prt__fleet_stats(rt, out);
 }

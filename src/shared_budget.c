@@ -2,13 +2,13 @@
  * shared_budget.c -- one budget of server connections for several
  * processes, e.g. the workers of one nginx.
  *
- * Each runtime caps its own connections (max_connections, slots.c), but
+ * Each runtime caps its own connections (max_connections, capacity.c), but
  * nginx runs N workers with a runtime each, and the server sees their sum.
  * A prt_budget is MAP_SHARED memory made before the processes fork
  * (prt_budget_new in nginx's master, from init_by_lua); every runtime that
  * joins it (prt_runtime_opts.shared_budget) takes one unit for each
  * connection in prt__slot_take, besides its own slot, and gives it back in
- * slots.c's slot give.  A unit is taken by a compare-and-swap of `used`
+ * prt__slot_give (capacity.c: this file is one of its providers).  A unit is taken by a compare-and-swap of `used`
  * against `max` before the connect starts, so the sum over the members
  * never exceeds max, connects in flight included.
  *
@@ -26,9 +26,9 @@
  * shared memory that is bumped, then FUTEX_WAKE'd (not FUTEX_PRIVATE), when
  * a unit is given back while some member has callers waiting, or when a
  * member asks for one.  Each joined runtime has a budget thread that waits
- * on it (at most 100 ms at a time) and then:
- *   - reclaims the slots of dead members;
- *   - grants free units to its own waiters (slots.c's global slot freed);
+ * on it (at most 100 ms at a time), reclaims the slots of dead members,
+ * and reports the tick through capacity.h's callback; pools.c then
+ *   - grants free units to its own waiters;
  *   - publishes how many of its callers wait for a unit (`waiting`), and
  *     asks the others when that grew, when it was just granted units and
  *     still waits, or every 100 ms while it waits;
@@ -102,6 +102,8 @@ struct prt__budget_link {
     pthread_t thread;
     atomic_int stop;         /* the budget thread must exit */
     atomic_int fair;         /* this member's fair share while others wait, else 0 (budget thread) */
+    int held_at_tick;        /* budget thread: me->held before its last report */
+    double asked_at;         /* budget thread: when it last asked the others */
 };
 
 /* Bumps seq and wakes every process's budget thread that waits on it. */
@@ -219,61 +221,6 @@ void prt_budget_free(prt_budget *b)
         munmap(b, sizeof *b);
 }
 
-/* Callers of rt waiting for a global unit: waiters of pools still under
- * their own max.  Takes each pool's lock in turn; no lock held. */
-static int count_waiting(prt_runtime *rt)
-{
-    prt_pool **pools;
-    int n = prt__registry_snapshot(rt, &pools), w = 0;
-    for (int i = 0; i < n; i++) {
-        prt__lock(pools[i]);
-        int room = pools[i]->max - pools[i]->total;
-        if (room > 0)
-            w += pools[i]->nwait < room ? pools[i]->nwait : room;
-        prt__unlock(pools[i]);
-    }
-    prt__registry_release(pools, n);
-    return w;
-}
-
-/* Publishes rt's waiting count and asks the other members for units when
- * it grew, when units just came and callers still wait (`granted`), or
- * every BUDGET_TICK while they wait (*asked_at). */
-static void publish_waiting(prt_runtime *rt, int granted, double *asked_at)
-{
-    prt__budget_link *l = rt->shared_budget;
-    int w = count_waiting(rt);
-    int old = atomic_exchange(&l->me->waiting, w);
-    atomic_fetch_add(&l->b->waiting, w - old);
-    double now = prt_now();
-    int spent = atomic_load(&l->b->used) >= atomic_load(&l->b->max);
-    if (w > 0 && spent && (w > old || granted || now - *asked_at >= BUDGET_TICK)) {
-        atomic_fetch_add(&l->me->asked, 1);
-        atomic_fetch_add(&l->b->asked, 1);
-        *asked_at = now;
-        wake_all(l->b);
-    }
-}
-
-/* Evict_idle across processes: when the budget is spent and other members
- * wait, closes rt's least recently used idle connections, one for each
- * caller waiting elsewhere (at most), in one go -- a round trip between
- * processes per unit would be slow on a busy machine.  Several holders may
- * close for the same waiters; the surplus is idle connections, reopened
- * on demand.  No lock held. */
-static void give_for_others(prt_runtime *rt)
-{
-    prt__budget_link *l = rt->shared_budget;
-    prt_budget *b = l->b;
-    int others = atomic_load(&b->waiting) - atomic_load(&l->me->waiting);
-    if (others <= 0 || atomic_load(&b->used) < atomic_load(&b->max))
-        return;
-    while (others-- > 0 && prt__evict_idle_elsewhere(rt, NULL, PRT__CLOSE_EVICTED)) {
-        atomic_fetch_add(&l->me->given, 1);
-        atomic_fetch_add(&b->given, 1);
-    }
-}
-
 /* Sets l->fair: while other members wait, the budget split evenly over
  * the members that hold or want units (rounded up), else 0 (no share). */
 static void update_fair(prt__budget_link *l)
@@ -296,13 +243,59 @@ static int over_share(const prt__budget_link *l)
            atomic_load(&l->b->waiting) > atomic_load(&l->me->waiting);
 }
 
-/* The budget thread of one runtime (see the top of the file). */
+/* Publishes how many of rt's callers wait for a unit (`waiting`, counted
+ * by pools.c in the tick this thread reported) and asks the other members
+ * for units when that grew, when units just came and callers still wait,
+ * or every BUDGET_TICK while they wait; then updates the fair share.
+ * Budget thread only (inside its report). */
+void prt__budget_publish(prt_runtime *rt, int waiting)
+{
+    prt__budget_link *l = rt->shared_budget;
+    int granted = atomic_load(&l->me->held) > l->held_at_tick;
+    int old = atomic_exchange(&l->me->waiting, waiting);
+    atomic_fetch_add(&l->b->waiting, waiting - old);
+    double now = prt_now();
+    int spent = atomic_load(&l->b->used) >= atomic_load(&l->b->max);
+    if (waiting > 0 && spent && (waiting > old || granted || now - l->asked_at >= BUDGET_TICK)) {
+        atomic_fetch_add(&l->me->asked, 1);
+        atomic_fetch_add(&l->b->asked, 1);
+        l->asked_at = now;
+        wake_all(l->b);
+    }
+    update_fair(l);
+}
+
+/* How many idle connections rt should close for callers waiting in other
+ * processes: as many as wait elsewhere, once the budget is spent (pools.c
+ * closes them, least recently used first, and counts each with
+ * prt__budget_gave).  An idle connection here means no caller of rt
+ * waits, so it is the right one to go.  Budget thread only. */
+int prt__budget_owed(prt_runtime *rt)
+{
+    prt__budget_link *l = rt->shared_budget;
+    prt_budget *b = l->b;
+    int others = atomic_load(&b->waiting) - atomic_load(&l->me->waiting);
+    return others > 0 && atomic_load(&b->used) >= atomic_load(&b->max) ? others : 0;
+}
+
+void prt__budget_gave(prt_runtime *rt)
+{
+    prt__budget_link *l = rt->shared_budget;
+    atomic_fetch_add(&l->me->given, 1);
+    atomic_fetch_add(&l->b->given, 1);
+}
+
+/* The budget thread of one runtime (see the top of the file): reclaims
+ * dead members' units, then reports the tick upward (capacity.h), where
+ * free units go to waiters, waiters are published and idle connections
+ * are given to other members (pools.c's budget_tick, which calls back
+ * prt__budget_publish, _owed and _gave). */
 static void *budget_main(void *arg)
 {
     prt_runtime *rt = arg;
     prt__budget_link *l = rt->shared_budget;
     prt_budget *b = l->b;
-    double asked_at = 0, reclaimed_at = 0;
+    double reclaimed_at = 0;
     while (!atomic_load(&l->stop)) {
         unsigned seen = atomic_load(&b->seq);
         double now = prt_now();
@@ -310,11 +303,8 @@ static void *budget_main(void *arg)
             reclaim_dead(b);
             reclaimed_at = now;
         }
-        int held = atomic_load(&l->me->held);
-        prt__global_slot_freed(rt);
-        publish_waiting(rt, atomic_load(&l->me->held) > held, &asked_at);
-        update_fair(l);
-        give_for_others(rt);
+        l->held_at_tick = atomic_load(&l->me->held);
+        prt__cap_report(rt, PRT__CAP_BUDGET);
         if (atomic_load(&b->seq) == seen && !atomic_load(&l->stop))
             wait_change(b, seen, BUDGET_TICK);
     }
@@ -387,7 +377,7 @@ void prt__budget_leave(prt_runtime *rt)
 }
 
 /* Takes one unit for a connection about to open.  Returns 1, or 0 when the
- * budget is spent.  p->mu held (slots.c). */
+ * budget is spent.  p->mu held (capacity.c). */
 int prt__budget_take(prt_runtime *rt)
 {
     prt__budget_link *l = rt->shared_budget;
@@ -403,7 +393,7 @@ int prt__budget_take(prt_runtime *rt)
 }
 
 /* Gives back n units; wakes the members when any of them has callers
- * waiting.  p->mu held (slots.c). */
+ * waiting.  p->mu held (capacity.c). */
 void prt__budget_give(prt_runtime *rt, int n)
 {
     prt__budget_link *l = rt->shared_budget;
