@@ -152,7 +152,7 @@ local function long_cells(path, max)
 end
 
 -- Citations of the docs in one code file: "file:line: citation: why".
-local OLD = { 'README%.?m?d?[,;]?%s*\\?"',   -- README "X", README.md, "X", README, \"X
+local OLD = { 'README%.?m?d?[,;]?%s+\\?"',   -- README + quote, README.md + comma + quote, ...
               '%(README%.?m?d?[;)]' }        -- (README; ...)
 local function check_citations(path, root)
   local bad, text = {}, read(path) or ""
@@ -184,7 +184,7 @@ local function code_files()
 end
 
 local function markdown_files()
-  local files = lines_of("git ls-files -- '*.md' 2>/dev/null")
+  local files = lines_of("git ls-files --cached --others --exclude-standard -- '*.md' 2>/dev/null")
   if #files == 0 then
     files = lines_of("find . -name '*.md' -not -path './build/*' -not -path './.git/*' | sed 's|^%./||' | sort")
   end
@@ -220,7 +220,7 @@ describe("docs", function()
       "| a | " .. ("y"):rep(230) .. " |",
     }, "\n") .. "\n")
     write("code.c", "/* see docs" .. "/a.md#fair-waiting */\n/* see docs" .. "/a.md#gone */\n"
-          .. "/* README " .. '"Fair waiting" */\n/* (README.md, ' .. '"Policies") */\n')
+          .. "/* " .. "README" .. ' "Fair waiting" */\n/* (README.md, ' .. '"Policies") */\n')
     local links = check_markdown(dir .. "/README.md")
     local joined = table.concat(links, "\n")
     assert.equal(3, #links, joined)
