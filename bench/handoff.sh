@@ -91,8 +91,8 @@ done
   echo "    $GOBENCH -driver pq -w T -m 4 -q noop -d $SECS     # database/sql + lib/pq"
   echo
   echo "Target (issue 14): at T = 8 and 32, poolrt's default at least 1.0x pgxpool in the"
-  echo "same run, with a stated bound on any waiter's wait.  The bound (README, \"Fair"
-  echo "waiting\"): once a waiter has waited PRT_HANDOFF_BOUND_MS = 1 ms, nobody passes it"
+  echo "same run, with a stated bound on any waiter's wait.  The bound"
+  echo "(docs/guarantees.md#fair-waiting): once a waiter has waited PRT_HANDOFF_BOUND_MS = 1 ms, nobody passes it"
   echo "and releases go to waiters oldest first, so it waits at most 1 ms plus one"
   echo "release per waiter ahead of it -- plus, as the measured waits below show, the"
   echo "time the OS takes to run its thread: T threads share this machine's cores."

@@ -121,7 +121,7 @@ typedef struct prt_pool_opts {
      * handed out, and again after DISCARD ALL; the pool copies the strings. */
     const char *const *init_sql;
     int ninit_sql;
-    /* How a released connection reaches waiters (README "Fair waiting"):
+    /* How a released connection reaches waiters (docs/guarantees.md#fair-waiting):
      * "barging" (NULL, the default): it goes idle, a running caller may take
      * it, the oldest waiter is woken to compete, and a waiter that has waited
      * PRT_HANDOFF_BOUND_MS gets the next one directly; "fifo": always straight
@@ -130,7 +130,7 @@ typedef struct prt_pool_opts {
     double handoff_bound;    /* barging: seconds a waiter waits before releases go straight
                               * to it (default PRT_HANDOFF_BOUND_MS / 1000) */
     /* Statements run through prt_pool_query share the pool's connections in
-     * libpq pipeline mode (README "Multiplexing"); acquires stay exclusive. */
+     * libpq pipeline mode (docs/multiplexing.md#multiplexing); acquires stay exclusive. */
     int multiplex;
 } prt_pool_opts;
 

@@ -675,7 +675,7 @@ function Runtime:stats()
   return all
 end
 
--- Prometheus text exposition of this runtime (see README "Statistics").
+-- Prometheus text exposition of this runtime (docs/metrics.md#prometheus-metrics).
 function Runtime:metrics()
   local text = C.prt_metrics_text(self._rt)
   if text == nil then error("poolrt: out of memory building metrics", 2) end
@@ -838,7 +838,7 @@ M._runtime_opts = runtime_opts
 -- (a file; default: the host's --policy, else the built-in default),
 -- policy_budget, reap_interval, max_pools, max_connections, log_level,
 -- pool_idle_timeout, pools_overflow ("fail" or "allow"), fleet (a name: see
--- README "One budget for many processes"), server_sample_interval, record (a
+-- docs/budgets.md#across-hosts-a-fleet), server_sample_interval, record (a
 -- trace file for `poolrt sim`, appended to; default: the host's --record);
 -- what is not given is prt_runtime_opts_default's.  A policy that does not
 -- load, or a record file that cannot be opened, raises.

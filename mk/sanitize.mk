@@ -1,4 +1,4 @@
-# Sanitizers and valgrind (README "Testing under sanitizers").
+# Sanitizers and valgrind (docs/testing.md#sanitizers-and-valgrind).
 #   make sanitize   ASan+UBSan build: C tests and every spec; TSan build: C
 #                   tests and the threaded specs
 #   make valgrind   C tests under memcheck: no errors, no definite leaks

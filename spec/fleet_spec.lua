@@ -1,4 +1,4 @@
--- One budget for many processes (README "One budget for many processes"):
+-- One budget for many processes (docs/budgets.md#across-hosts-a-fleet):
 -- fleet members tag their connections, sample the server and share it
 -- through the `budget` hook, against a server of this spec's own with
 -- max_connections = 60.

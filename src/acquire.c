@@ -1,7 +1,7 @@
 /*
  * acquire.c -- the hot path: handing out and taking back connections.
  *
- * Fairness (the pool option `handoff`, README "Fair waiting").  Callers
+ * Fairness (the pool option `handoff`, docs/guarantees.md#fair-waiting).  Callers
  * that cannot be served at once queue first-come first-served, and a freed
  * slot always becomes the oldest waiter's right to open a connection.  A
  * released connection is handed over in one of two ways:

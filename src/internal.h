@@ -438,7 +438,7 @@ int prt__pstate_mode(const prt__pstate *ps, int hook);
 
 /* Hook calls.  Each validates what Lua returned and, on any failure, counts
  * and logs it and returns the built-in answer.  The lock each runs under is
- * part of its contract (README.md, "Policies"): */
+ * part of its contract (docs/policies.md#hooks): */
 /* p->mu held: */
 int prt__hook_pick(prt__pstate *ps, prt_pool *p);                  /* idle index, or -1 */
 int prt__hook_overflow(prt__pstate *ps, prt_pool *p, double timeout, double *wait);

@@ -1,6 +1,6 @@
 /*
  * multiplex.c -- statements of many callers pipelined over a pool's
- * connections (pool option `multiplex`, README "Multiplexing"; the anchor
+ * connections (pool option `multiplex`, docs/multiplexing.md#multiplexing; the anchor
  * is Npgsql's Multiplexing mode).
  *
  * A statement run through prt_pool_query does not hold a connection: it is
@@ -55,7 +55,8 @@
  * server is running) a cancel is sent; a cancel hits whatever the backend
  * runs when it arrives, so if that statement finished just before, the next
  * statement in the pipeline fails with SQLSTATE 57014 ("canceling statement
- * due to user request") instead: a narrow race, documented in the README.
+ * due to user request") instead: a narrow race, documented in
+ * docs/multiplexing.md#timeouts-and-the-cancel-race.
  *
  * Locking: one mutex per multiplexer (mux->mu) guards its connection list,
  * every queue and every request's state; it nests outside the pool's mu.

@@ -4,7 +4,7 @@
  * `record`).
  *
  * One line per finished acquire, written when the connection is released
- * or when the acquire fails (README "Recording traffic"):
+ * or when the acquire fails (docs/host.md#recording-traffic):
  *
  *   # poolrt trace v1
  *   # started 1764672000.123456 (unix seconds; t counts from here)

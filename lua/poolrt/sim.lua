@@ -159,7 +159,7 @@ end
 local USAGE = [[
 usage: poolrt sim POLICY.lua WORKLOAD.lua [--compare POLICY2.lua ...] [--csv] [--plot FILE.png] [--seed N]
 
-Runs WORKLOAD.lua (README "Try a policy before you ship it") through the
+Runs WORKLOAD.lua (docs/sim.md#try-a-policy-before-you-ship-it) through the
 real pool code on a virtual clock, once per policy with the same seed,
 and prints the results side by side.
   --compare P.lua ...  more policies to run against the same workload

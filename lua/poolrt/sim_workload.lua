@@ -1,8 +1,8 @@
 -- poolrt.sim_workload -- reads a `poolrt sim` workload file into a checked,
 -- plain description of the traffic to simulate.
 --
--- A workload is a Lua file that returns a table (README "Try a policy
--- before you ship it" is the reference of its vocabulary).  Everything the
+-- A workload is a Lua file that returns a table (docs/sim.md#workload-files
+-- is the reference of its vocabulary).  Everything the
 -- simulator needs is checked here, before any simulation starts, so a typo
 -- costs a one-line message naming the file and the field (pools[2].hold_ms)
 -- rather than a run.  Times in the file are seconds (duration, at, rate
@@ -242,7 +242,7 @@ local function runtime(v, field)
   return v
 end
 
--- Reads a recorded trace (README; poolrt --record writes it) into replays
+-- Reads a recorded trace (docs/sim.md#traces; poolrt --record writes it) into replays
 -- on the sources named in it (src.replay_t, src.replay_hold: seconds, in
 -- file order -- the engine sorts them by t, as lines are written at
 -- release), creating a source (from `template`) for each pool the
