@@ -161,7 +161,8 @@ describe("shutdown", function()
                               .. "and state = 'active'", app_name)[1].n) == 8
     end, 5, "8 queries active on the server")
     os.execute("kill -TERM " .. pid)
-    local log = H.wait_file(out, "exit=%d+", 10, "the host to exit")
+    -- Up to the newline: echo's one write could be read half done.
+    local log = H.wait_file(out, "exit=%d+\n", 10, "the host to exit")
     assert.matches("exit=0", log)
     assert.matches("SIGTERM: draining %(grace 5%.0s%)", log)
     assert.matches("drained; exiting", log)

@@ -99,6 +99,39 @@ function H.run(cmd)
   return (out:gsub("rc=%d+\n?$", "")), rc
 end
 
+local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Starts a shell command in the background, its stdout and stderr to a file
+-- of its own; returns a job:
+--   job:done()               true once the command has exited
+--   job:wait(timeout, what)  waits (bounded) for that; returns its output
+--                            and exit code
+-- The exit code goes to a temporary name and is renamed into place, so the
+-- file exists only once it holds the whole code: `echo $? > rc` creates rc
+-- empty before echo writes to it, and a poll in between read "" (a nil exit
+-- code from a command that had finished normally).
+local Job = {}
+Job.__index = Job
+function H.background(cmd)
+  local base = H.tmpname()
+  local job = setmetatable({ cmd = cmd, out = base .. ".out", rc_file = base .. ".rc" }, Job)
+  local tmp = job.rc_file .. ".tmp"
+  H.run("(" .. cmd .. " > " .. shq(job.out) .. " 2>&1; echo $? > " .. shq(tmp) .. " && mv " .. shq(tmp) .. " "
+        .. shq(job.rc_file) .. ") >/dev/null 2>&1 &")
+  return job
+end
+
+function Job:done()
+  local f = io.open(self.rc_file)
+  if f then f:close() end
+  return f ~= nil
+end
+
+function Job:wait(timeout, what)
+  H.wait_until(function() return self:done() end, timeout, what or ("background command: " .. self.cmd))
+  return H.read_file(self.out), tonumber(H.read_file(self.rc_file):match("%d+"))
+end
+
 -- A loopback TCP port nothing listens on (tools/free-port.sh: below the
 -- ephemeral range, picked at random by the shell -- LuaJIT's math.random
 -- starts from the same seed in every process, so it would hand every run

@@ -73,25 +73,23 @@ local function budget_conf(dir)
   return N.write_readable(dir .. "/nginx.conf", conf)
 end
 
--- Runs `cmd` in the background while sampling the server connections nginx
--- holds open (N.backends_held) every
--- 100 ms; returns its output, exit code, the samples' maximum and count.
--- At most `limit` seconds.
-local function sampled(dir, cmd, limit)
-  local out, rc_file = dir .. "/bg.out", dir .. "/bg.rc"
-  os.remove(rc_file)
-  H.run("(" .. cmd .. " > " .. q(out) .. " 2>&1; echo $? > " .. q(rc_file) .. ") >/dev/null 2>&1 &")
+-- Runs `cmd` in the background (H.background: its exit code appears
+-- whole, never as an empty file) while sampling the server connections
+-- nginx holds open (N.backends_held) every 100 ms; returns its output, exit
+-- code, the samples' maximum and count.  At most `limit` seconds.
+local function sampled(cmd, limit)
+  local job = H.background(cmd)
   local max, samples = 0, 0
   local deadline = poolrt.now() + limit
-  while not io.open(rc_file) do
+  while not job:done() do
     assert(poolrt.now() < deadline, "background command still running after " .. limit .. "s: " .. cmd)
     local n = N.backends_held(APP, BUDGET)
     if n > max then max = n end
     samples = samples + 1
     poolrt.sleep(0.1)
   end
-  local rc = tonumber(H.read_file(rc_file):match("%d+"))
-  return H.read_file(out), rc, max, samples
+  local out, rc = job:wait(1)
+  return out, rc, max, samples
 end
 
 -- The nginx-wide and per-worker budget numbers from /metrics.
@@ -107,10 +105,10 @@ end
 -- server's peak.  retries: how often a connection reset may be retried (a
 -- reload: with reuseport, a connection queued on a quitting worker's
 -- listening socket is reset, before any request is read).
-local function burst(n, dir, sleep, retries)
+local function burst(n, sleep, retries)
   local peak = 0
   for _ = 0, retries or 0 do
-    local body, rc, max = sampled(dir, "curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=" .. sleep), 25)
+    local body, rc, max = sampled("curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=" .. sleep), 25)
     peak = math.max(peak, max)
     if rc == 0 then return body, peak end
     assert.is_true(rc == 52 or rc == 56, body) -- empty reply / reset: nothing was served
@@ -139,7 +137,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
     -- --timeout 30s: wrk's own 2 s would count a slow answer on a shared
     -- 2-core box as a socket error; a request the server gives up on
     -- (acquire_timeout) is a 503, which the Non-2xx check catches.
-    local out, rc, max, samples = sampled(dir, "wrk -c 200 -t 2 -d 5s --timeout 30s --latency "
+    local out, rc, max, samples = sampled("wrk -c 200 -t 2 -d 5s --timeout 30s --latency "
                                                .. q(n.url .. "/query"), 45)
     assert.equal(0, rc, out)
     local requests = tonumber(out:match("(%d+) requests in"))
@@ -169,7 +167,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
       for _, v in pairs(b.held) do holders = holders + (v > 0 and 1 or 0) end
       return holders >= 2
     end, 5, "at least two workers to hold idle connections")
-    local body, max = burst(n, dir, 0.5)
+    local body, max = burst(n, 0.5)
     print(("  one worker: %s held at once, server max %d"):format(field(body, "held"), max))
     assert.equal("0", field(body, "failed"), body)
     assert.equal(tostring(BUDGET), field(body, "held"), body)
@@ -182,7 +180,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
   end)
 
   it("returns a killed worker's share, and a worker can use all 12 again", function()
-    local body = burst(n, dir, 0.05)
+    local body = burst(n, 0.05)
     local victim = assert(tonumber(field(body, "pid")), body)
     assert.equal(BUDGET, budget_metrics(n).used)
     H.run("kill -KILL " .. victim)
@@ -193,7 +191,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
       return ok and b.used == 0 and b.members == WORKERS
     end, 5, "the budget to reclaim the dead worker's units")
     assert.matches("process " .. victim .. " is gone; its 12 connection%(s%) returned", N.error_log(n))
-    local again, max = burst(n, dir, 0.5)
+    local again, max = burst(n, 0.5)
     assert.equal("0", field(again, "failed"), again)
     assert.equal(tostring(BUDGET), field(again, "held"), again)
     assert.is_true(max <= BUDGET, "server connections peaked at " .. max)
@@ -201,8 +199,7 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
 
   it("keeps one budget across nginx -s reload: old and new workers together stay within 12", function()
     -- Old workers hold every unit in a long burst while the reload happens.
-    local slow = dir .. "/slow.out"
-    H.run("curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=4") .. " > " .. q(slow) .. " 2>&1 &")
+    local slow = H.background("curl -sS -m 20 " .. q(n.url .. "/burst?n=" .. BUDGET .. "&sleep=4"))
     H.wait_until(function() return budget_metrics(n).used == BUDGET and N.backends(APP, " and state = 'active'") == BUDGET end,
                  5, "the old worker's burst to hold the budget")
     local out, rc = H.run(N.RUN .. " reload " .. q(n.prefix))
@@ -220,11 +217,13 @@ describe("resty.poolrt.init{ max_connections } in nginx", function()
     -- (Its 12 queries may start as the old worker's units trickle over, so
     -- fewer than 12 may overlap or connections be reused; "one worker can
     -- use all 12" is proven above.)
-    local body, max = burst(n, dir, 0.3, 3)
+    local body, max = burst(n, 0.3, 3)
     assert.equal("0", field(body, "failed"), body) -- all 12 queries ran
     assert.is_true(max <= BUDGET, "server connections peaked at " .. max .. " across the reload")
     print(("  across a reload: server max %d"):format(max))
-    local old = H.read_file(slow)
+    -- Read once curl has exited (its answer could still be on its way).
+    local old, slow_rc = slow:wait(20, "the old worker's burst to answer")
+    assert.equal(0, slow_rc, old)
     assert.equal("0", field(old, "failed"), old)
     assert.equal(BUDGET, budget_metrics(n).max)
   end)
