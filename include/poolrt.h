@@ -53,6 +53,8 @@ enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use when given grace < 0 */
 
+enum { PRT_CONCURRENCY_CAP = 5 }; /* the built-in concurrency rule's cap (prt_concurrency_builtin) */
+
 enum { PRT_NHOOKS = 10 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
 enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release
@@ -252,6 +254,10 @@ void prt_pool_unref(prt_pool *p);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
 int prt_pool_concurrency(prt_pool *p);
+/* The built-in concurrency rule (coder's reconciler; the policy name
+ * "half"): background jobs may hold half of a pool of `max`, at least 1,
+ * at most PRT_CONCURRENCY_CAP. */
+int prt_concurrency_builtin(int max);
 double prt_wait_bucket_bound(int i); /* upper bound (s) of acquire_wait_buckets[i]: +Inf last, < 0 out of range */
 int prt_pools_allocated(void);       /* pool structs alive in this process: live, or evicted and still referenced */
 

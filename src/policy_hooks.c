@@ -22,12 +22,14 @@ static const char *const hook_names[PRT__NHOOKS] = {
     "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict", "budget",
     "route",
 };
-/* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes. */
+/* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes;
+ * concurrency's one built-in is prt_concurrency_builtin's rule. */
 enum { MAX_BUILTINS = 4 };
 static const char *const builtins[PRT__NHOOKS][MAX_BUILTINS + 1] = {
     [PRT__H_PICK] = { "mru", "lru", "random" },
     [PRT__H_OVERFLOW] = { "wait", "fail", "evict_idle", "grow" },
     [PRT__H_ADMIT] = { "evict_lru", "fail", "allow" },
+    [PRT__H_CONCURRENCY] = { "half" },
 };
 
 const char *prt_policy_hook_name(int hook)

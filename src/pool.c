@@ -453,17 +453,28 @@ void prt__pool_apply_size(prt_pool *p)
     free(cs);
 }
 
+/* Coder's reconciler rule, the one copy (policies name it "half"):
+ * background jobs may hold at most half the pool, so requests always keep
+ * the other half; at least one, so background work never stalls; and never
+ * more than PRT_CONCURRENCY_CAP however big the pool is.
+ *   max = 10, 30, 100, 4, 2, 1, 0  ->  5, 5, 5, 2, 1, 1, 1 */
+int prt_concurrency_builtin(int max)
+{
+    int n = max / 2;
+    return n < 1 ? 1 : n > PRT_CONCURRENCY_CAP ? PRT_CONCURRENCY_CAP : n;
+}
+
 /* How many background jobs may hold connections of p at once: the
- * concurrency hook, else coder's rule min(5, max(1, max / 2)). */
+ * concurrency hook, else the built-in rule on the pool's live max. */
 int prt_pool_concurrency(prt_pool *p)
 {
     int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
     if (n > 0)
         return n;
     prt__lock(p);
-    n = p->max / 2;
+    int max = p->max;
     prt__unlock(p);
-    return n < 1 ? 1 : n > 5 ? 5 : n;
+    return prt_concurrency_builtin(max);
 }
 
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
