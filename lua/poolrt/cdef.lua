@@ -196,6 +196,11 @@ void prt_sleep(double seconds);
 void prt_log_set_level(int level);
 int prt_log_get_level(void);
 void prt_log(int level, const char *msg);
+/* The log levels' names, the one list ("off", "error", "warn", "info",
+ * "debug"): the name of PRT_LOG_* `level` (NULL out of range), and the
+ * level named `name` (PRT_EINVAL for an unknown or NULL name). */
+const char *prt_log_level_name(int level);
+int prt_log_level_parse(const char *name);
 
 void prt_runtime_opts_default(prt_runtime_opts *o);
 int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, size_t errlen);
