@@ -116,7 +116,7 @@ static int finish(prt__pstate *ps, int hook, int nargs, int nres)
 {
     if (ps->rt)
         atomic_fetch_add(&ps->rt->hook_calls[hook], 1);
-    ps->ctx->budget = ps->budget;
+    ps->ctx->budget = ps->steps;
     if (lua_pcall(ps->L, nargs, nres, 0) != 0) {
         const char *m = lua_tostring(ps->L, -1);
         hook_failed(ps, hook, m ? m : "error object is not a string");

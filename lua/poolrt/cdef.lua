@@ -65,9 +65,14 @@ typedef struct prt_runtime_opts {
     int max_pools;           /* live pools before admission applies (0: unlimited) */
     int max_connections;     /* open connections across all pools (0: unlimited) */
     const char *policy;      /* policy file (NULL: the built-in default policy) */
-    int policy_budget;       /* steps a hook may take per call (default 1000000) */
+    int hook_steps;          /* Lua steps a hook may take per call (default 1000000; was policy_budget) */
     double pool_idle_timeout; /* evict whole pools unused this long (default 0: never) */
-    int pools_overflow_allow; /* max_pools reached, nothing evictable: 1 admit over the cap, 0 fail */
+    /* max_pools reached and nothing evictable: "fail" (NULL, the default)
+     * or "allow" (admit over the cap and count it).  prt_runtime_new checks
+     * the name and sets pools_overflow_allow from it; a NULL pools_overflow
+     * leaves pools_overflow_allow as given (0 fail, 1 allow). */
+    const char *pools_overflow;
+    int pools_overflow_allow;
     const char *fleet;       /* fleet name: application_name poolrt:NAME:HOST:PID, server sampling (NULL: none) */
     double server_sample_interval; /* seconds between server samples of a fleet runtime (default 2) */
     prt_budget *shared_budget; /* join this budget of connections shared across processes (NULL: none) */
