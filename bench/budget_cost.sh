@@ -5,7 +5,7 @@
 # The uncontended pool-only cycle (driver -q noop: acquire + release, no
 # query, 4 open connections) with and without a shared budget (-B: the
 # runtime joins a budget of 64 connections, as every nginx worker does
-# under resty.poolrt.init{ max_connections = N }, and is capped at 64).
+# under resty.poolrt.init{ shared_max_connections = N }, and is capped at 64).
 # Runs alternate plain / budget, ROUNDS times, so drift on this shared
 # machine hits both alike; the verdict uses the median of the per-round
 # ratios.  Writes bench/RESULTS-budget.md.  Needs POOLRT_CONNINFO (run it

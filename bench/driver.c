@@ -26,7 +26,7 @@
  *                  max); noop: max)
  *   -X N           prt_pool_opts.threads (what a size hook such as clamp.lua sees)
  *   -B N           the runtime joins a shared budget of N connections (what
- *                  resty.poolrt.init{ max_connections = N } gives each nginx
+ *                  resty.poolrt.init{ shared_max_connections = N } gives each nginx
  *                  worker) and caps itself at N: the budget checks' cost
  *   -H MODE        prt_pool_opts.handoff: "barging" (the default) or "fifo"
  *   -x             multiplex: prt_pool_opts.multiplex = 1 and each cycle is one

@@ -47,7 +47,7 @@ static const char usage[] =
     "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
     "  --grace SECONDS     on SIGINT/SIGTERM, wait this long for connections\n"
     "                      in use before closing everything (default %d)\n"
-    "  --log-level LEVEL   off | error | warn | info | debug (default warn)\n"
+    "  --log-level LEVEL   %s (default warn)\n"
     "  --help              this text\n"
     "  --version           print the version\n"
     "\n"
@@ -57,10 +57,21 @@ static const char usage[] =
     "  POOLRT_CONNINFO     default libpq conninfo for pools that give none\n"
     "  POOLRT_LUA_PATH     directory holding poolrt.lua (default: next to the binary)\n";
 
+/* "off | error | warn | info | debug", from the library's list. */
+static void level_names(char *out, size_t len, const char *sep)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (int l = PRT_LOG_OFF; prt_log_level_name(l) && at < len; l++)
+        at += (size_t)snprintf(out + at, len - at, "%s%s", l == PRT_LOG_OFF ? "" : sep, prt_log_level_name(l));
+}
+
 /* The usage text, with the library's defaults filled in. */
 static void print_usage(FILE *f)
 {
-    fprintf(f, usage, PRT_DRAIN_GRACE);
+    char names[64];
+    level_names(names, sizeof names, " | ");
+    fprintf(f, usage, PRT_DRAIN_GRACE, names);
 }
 
 typedef struct host_opts {
@@ -72,16 +83,6 @@ typedef struct host_opts {
     double grace;
     int script; /* index in argv of the script, 0 if none */
 } host_opts;
-
-/* Returns the PRT_LOG_* level named by s, or -2 for an unknown name. */
-static int parse_level(const char *s)
-{
-    static const char *const names[] = { "off", "error", "warn", "info", "debug" };
-    for (int i = 0; i < 5; i++)
-        if (strcmp(s, names[i]) == 0)
-            return PRT_LOG_OFF + i;
-    return -2;
-}
 
 /* Returns 0 to go on, or an exit code + 1. */
 static int parse_args(int argc, char **argv, host_opts *o)
@@ -123,8 +124,10 @@ static int parse_args(int argc, char **argv, host_opts *o)
         }
         else if (strcmp(a, "--log-level") == 0) {
             o->log_level = argv[++i];
-            if (parse_level(o->log_level) < PRT_LOG_OFF) {
-                fprintf(stderr, "poolrt: unknown log level \"%s\" (off, error, warn, info, debug)\n", o->log_level);
+            if (prt_log_level_parse(o->log_level) == PRT_EINVAL) {
+                char names[64];
+                level_names(names, sizeof names, ", ");
+                fprintf(stderr, "poolrt: unknown log level \"%s\" (%s)\n", o->log_level, names);
                 return 3;
             }
         } else if (a[0] == '-' && a[1] == '-') {
@@ -271,7 +274,7 @@ int main(int argc, char **argv)
     if (rc)
         return rc - 1;
     if (o.log_level)
-        prt_log_set_level(parse_level(o.log_level));
+        prt_log_set_level(prt_log_level_parse(o.log_level));
     if (o.watch && !o.policy) {
         fprintf(stderr, "poolrt: --watch needs --policy FILE\n");
         return 2;

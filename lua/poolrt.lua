@@ -12,6 +12,7 @@
 -- the pool's `null` option, e.g. poolrt.null, to keep the key).
 local ffi = require "ffi"
 require "poolrt.cdef"
+local I = require "poolrt.internal" -- filled below (see its header)
 local D = require "poolrt.decode"
 -- Transactions, LISTEN and COPY load on first use: every rt:spawn thread
 -- requires this module in a state of its own, and most never use them.
@@ -46,16 +47,18 @@ do
 end
 
 local M = { VERSION = ffi.string(C.prt_version()), C = C }
+I.C = C
 -- Coroutines that are poolrt.workers workers (poolrt/workers.lua): their
 -- pool:query statements wait for a round of the worker loop.  pool:query
 -- asks coroutine.running() only while a worker loop runs in this state
 -- (`looping` > 0): the call stops LuaJIT compiling pool:query's caller,
 -- which made every query 3.5x the user-space instructions (callgrind,
 -- bench/query_loop.lua).
-M._workers = setmetatable({}, { __mode = "k" })
+local workers = setmetatable({}, { __mode = "k" })
 local looping = 0
-function M._workers_looping(d) looping = looping + d end
-local function in_worker() return looping > 0 and M._workers[running()] == true end
+I.workers = workers
+function I.workers_looping(d) looping = looping + d end
+local function in_worker() return looping > 0 and workers[running()] == true end
 -- Facts owned by C: the acquire-wait histogram's upper bounds (seconds,
 -- math.huge last) and the policy hook names, in the order of
 -- prt_policy_stats' arrays.
@@ -80,48 +83,22 @@ function M.sleep(s)
   C.prt_sleep(s)
 end
 
-local levels = { off = C.PRT_LOG_OFF, error = C.PRT_LOG_ERROR, warn = C.PRT_LOG_WARN, info = C.PRT_LOG_INFO,
-                 debug = C.PRT_LOG_DEBUG }
+-- Log levels by name: C's list (prt_log_level_name / prt_log_level_parse).
 local function level_of(name)
-  local n = levels[name]
-  if not n then error("poolrt: unknown log level " .. tostring(name) .. " (off, error, warn, info, debug)", 3) end
+  local n = type(name) == "string" and C.prt_log_level_parse(name) or C.PRT_EINVAL
+  if n == C.PRT_EINVAL then
+    local names = {}
+    for l = C.PRT_LOG_OFF, C.PRT_LOG_DEBUG do names[#names + 1] = ffi.string(C.prt_log_level_name(l)) end
+    error("poolrt: unknown log level " .. tostring(name) .. " (" .. table.concat(names, ", ") .. ")", 3)
+  end
   return n
 end
 function M.log(level, msg) C.prt_log(level_of(level), tostring(msg)) end
 function M.set_log_level(level) C.prt_log_set_level(level_of(level)) end
-function M.log_level()
-  local n = C.prt_log_get_level()
-  for name, v in pairs(levels) do if v == n then return name end end
-end
+function M.log_level() return ffi.string(C.prt_log_level_name(C.prt_log_get_level())) end
 
----------------------------------------------------------------------------
--- Serialization of plain values between Lua states (rt:spawn).
----------------------------------------------------------------------------
-local function serialize(v, depth)
-  local t = type(v)
-  if t == "nil" or t == "boolean" then return tostring(v) end
-  if t == "number" then
-    if v ~= v then return "0/0" end
-    if v == math.huge then return "math.huge" elseif v == -math.huge then return "-math.huge" end
-    return string.format("%.17g", v)
-  end
-  if t == "string" then return string.format("%q", v) end
-  if t == "table" and (depth or 0) < 32 then
-    local parts = {}
-    for k, val in pairs(v) do
-      parts[#parts + 1] = "[" .. serialize(k, (depth or 0) + 1) .. "]=" .. serialize(val, (depth or 0) + 1)
-    end
-    return "{" .. table.concat(parts, ",") .. "}"
-  end
-  error("poolrt: cannot pass a " .. t .. " between threads (strings, numbers, booleans, plain tables only)", 3)
-end
+local serialize, deserialize = I.serialize, I.deserialize
 
-local function deserialize(s)
-  local f = assert(loadstring("return " .. s, "=serialized"))
-  setfenv(f, { math = { huge = math.huge } })
-  return f()
-end
-M._serialize, M._deserialize = serialize, deserialize
 
 ---------------------------------------------------------------------------
 -- Connections
@@ -174,15 +151,26 @@ local function set_params(sql, ...)
   return n
 end
 
+-- The rows of result r for pool p, r freed either way: true, rows, or
+-- false and the error decoding them raised.
+local function take_rows(r, p)
+  local ok, rows = pcall(rows_of, r, p)
+  C.prt_result_free(r)
+  return ok, rows
+end
+
+-- The rows of the result a query left in res_out, re-raising a decoding error.
+local function result_rows(p)
+  local ok, rows = take_rows(res_out[0], p)
+  if not ok then error(rows, 0) end
+  return rows
+end
+
 -- Runs the query on connection c; returns rows, or nil, err, broken.
 local function exec(c, flags, p, sql, n)
   local rc = C.prt_query(c, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   if rc ~= 0 then return nil, lasterr(), rc == C.PRT_EBROKEN end
-  local r = res_out[0]
-  local ok, rows = pcall(rows_of, r, p)
-  C.prt_result_free(r)
-  if not ok then error(rows, 0) end
-  return rows
+  return result_rows(p)
 end
 
 -- Runs sql with parameters $1.. on this connection: rows, or nil, err.
@@ -229,7 +217,7 @@ Pool.__index = Pool
 -- does.  Returns the C result code.
 local function acquire_c(self, timeout)
   local rc = C.prt_acquire(self._p, timeout, conn_out, errbuf, ERRLEN)
-  if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
+  if rc == C.PRT_ECLOSED and I.refresh(self) then
     rc = C.prt_acquire(self._p, timeout, conn_out, errbuf, ERRLEN)
   end
   return rc
@@ -260,15 +248,11 @@ end
 local function pool_query(self, flags, sql, ...)
   local n = set_params(sql, ...)
   local rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
-  if rc == C.PRT_ECLOSED and self.rt:_refresh(self) then
+  if rc == C.PRT_ECLOSED and I.refresh(self) then
     rc = C.prt_pool_query(self._p, sql, n, parambuf, flags, res_out, errbuf, ERRLEN)
   end
   if rc ~= 0 then return nil, lasterr() end
-  local r = res_out[0]
-  local ok, rows = pcall(rows_of, r, self)
-  C.prt_result_free(r)
-  if not ok then error(rows, 0) end
-  return rows
+  return result_rows(self)
 end
 
 -- In a poolrt.workers worker the statement joins the worker loop's round;
@@ -299,7 +283,7 @@ local function new_req(flags, t, base, np)
   for k = 1, np do r[3 + k] = to_param(t[base + k]) end
   return r
 end
-M._new_req = new_req
+I.new_req = new_req
 
 -- The batch's C arrays, grown on demand and reused: a state runs one batch
 -- at a time (C calls nothing back in it), so they are free once it returns.
@@ -334,7 +318,7 @@ local function run_batch(self, n, reqs, spread)
   end
   local run = spread and C.prt_pool_query_spread or C.prt_pool_query_batch
   local rc = run(self._p, n, items, errbuf, ERRLEN)
-  if rc == C.PRT_ECLOSED and all_rc(items, n, rc) and self.rt:_refresh(self) then
+  if rc == C.PRT_ECLOSED and all_rc(items, n, rc) and I.refresh(self) then
     rc = run(self._p, n, items, errbuf, ERRLEN) -- evicted meanwhile: nothing ran
   end
   if rc ~= 0 and all_rc(items, n, 0) then return nil, lasterr() end -- the batch as a whole (no item touched)
@@ -346,8 +330,7 @@ local function run_batch(self, n, reqs, spread)
       errs[i + 1] = ffi.string(it.err)
       results[i + 1] = false
     else
-      local ok, rows = pcall(rows_of, it.result, self)
-      C.prt_result_free(it.result)
+      local ok, rows = take_rows(it.result, self)
       it.result = nil
       if not ok then raised = raised or {}; raised[i + 1] = rows end
       results[i + 1] = ok and rows or false
@@ -355,7 +338,7 @@ local function run_batch(self, n, reqs, spread)
   end
   return results, errs, raised
 end
-M._run_batch = run_batch
+I.run_batch = run_batch
 
 -- Many statements in one call (prt_pool_query_batch): `stmts` is a list of
 -- { sql, param1, ... }; each runs with a Sync of its own, so one failing
@@ -452,21 +435,11 @@ local pool_fields = {
   multiplex = "boolean", -- pool:query pipelines statements on shared connections (src/multiplex.c)
 }
 
--- What is wrong with `opts` against `fields` (name -> type, or true for
--- any), as a message without the "poolrt: " prefix; nil when nothing is.
-local function opts_problem(opts, fields, what)
-  for k, v in pairs(opts) do
-    local want = fields[k]
-    if not want then return ("unknown %s option %q"):format(what, tostring(k)) end
-    if want ~= true and type(v) ~= want then
-      return ("%s option %s must be a %s, got %s"):format(what, k, want, type(v))
-    end
-  end
-end
-M._opts_problem, M._pool_fields = opts_problem, pool_fields
+I.pool_fields = pool_fields
 
+-- Raises on an unknown option or one of the wrong type; C checks the values.
 local function check_opts(opts, fields, what)
-  local problem = opts_problem(opts, fields, what)
+  local problem = I.opts_problem(opts, fields, what)
   if problem then error("poolrt: " .. problem, 3) end
 end
 
@@ -501,7 +474,7 @@ local function pool_opts(opts)
   if opts.prepare == false then o.stmt_cache = 0 end
   return o, init_sql_array(o, opts.init_sql)
 end
-M._pool_opts = pool_opts -- the simulator's sources (poolrt/sim.lua) take the same options
+I.pool_opts = pool_opts -- the simulator's sources (poolrt/sim.lua) take the same options
 
 local pool_out = ffi.new("prt_pool*[1]")
 
@@ -510,38 +483,6 @@ local pool_out = ffi.new("prt_pool*[1]")
 local function evicted(p)
   C.prt_pool_stats_get(p, stats_buf)
   return stats_buf.closed == C.PRT_POOL_EVICTED
-end
-M._evicted = evicted
-
--- A name -> object table that forgets the objects `stale(obj, ctx)` calls
--- dead, in one sweep whenever it has doubled since the last one (amortized
--- O(1) per insert; `snapshot()`, when given, computes ctx once per sweep).
--- rt._pools is one: a handle pins its C pool, so without the sweep every
--- tenant a runtime ever saw would stay allocated after its eviction.
-local Cache = {}
-Cache.__index = Cache
-local SWEEP_MIN = 32
-
-function M._cache(stale, snapshot)
-  return setmetatable({ items = {}, n = 0, sweep_at = SWEEP_MIN, stale = stale, snapshot = snapshot }, Cache)
-end
-
-function Cache:put(name, obj)
-  local items = self.items
-  if items[name] == nil then self.n = self.n + 1 end
-  items[name] = obj
-  if self.n < self.sweep_at then return end
-  local ctx, n = self.snapshot and self.snapshot(), 0
-  for k, v in pairs(items) do
-    if self.stale(v, ctx) then items[k] = nil else n = n + 1 end
-  end
-  self.n, self.sweep_at = n, math.max(SWEEP_MIN, 2 * n)
-end
-
-function Cache:drop(name)
-  if self.items[name] == nil then return end
-  self.items[name] = nil
-  self.n = self.n - 1
 end
 
 local function handle_evicted(h) return evicted(h._p) end
@@ -575,16 +516,24 @@ function Runtime:pool(name, opts)
 end
 
 -- Re-resolves a pool handle whose C pool was evicted (not one that is
--- draining), and caches it again unless rt:pool(name) made a new handle
--- meanwhile.  Returns true when the handle now points at a live pool.
-function Runtime:_refresh(p)
-  if not evicted(p._p) then return false end
-  local ptr = get_pool(self._rt, p.name, p._o)
+-- draining), and caches it again in its runtime unless rt:pool(name) made
+-- a new handle meanwhile.  Returns true when the handle now points at a
+-- live pool.
+function I.refresh(p)
+  local rt = p.rt
+  if not rt or not evicted(p._p) then return false end
+  local ptr = get_pool(rt._rt, p.name, p._o)
   if not ptr then return false end
   p._p = ptr
-  if self._pools[p.name] == nil then self._cache:put(p.name, p) end
+  if rt._pools[p.name] == nil then rt._cache:put(p.name, p) end
   return true
 end
+
+-- A handle's private parts, for poolrt's submodules and resty.poolrt.
+function I.acquire_timeout(p) return tonumber(p._o.acquire_timeout) end
+function I.pool_ptr(p) return p._p end
+function I.null_of(p) return p._null end
+function I.conn_ptr(conn) return conn._c end
 
 -- Drops pool `name`: idle connections close now, in-use ones when they are
 -- released; a later rt:pool(name) creates it afresh.  true, or nil, err.
@@ -594,6 +543,7 @@ function Runtime:evict(name)
   return true
 end
 
+local budget_stats -- with the shared budgets, below
 local rstats_buf = ffi.new("prt_runtime_stats")
 
 -- Runtime-wide counters: pools, max_pools, connections (open across
@@ -623,7 +573,7 @@ function Runtime:runtime_stats()
            server = { max_connections = s.server_max_connections, reserved = s.server_reserved,
                       backends = s.server_backends, fleet_members = s.fleet_members,
                       fleet_backends = s.fleet_backends, own_backends = s.own_backends },
-           shared_budget = M._budget_stats(nil, self._rt) }
+           shared_budget = budget_stats(nil, self._rt) }
 end
 
 local HOOKS = M.HOOKS
@@ -656,10 +606,10 @@ local function each_live_pool(rt, fn)
   end
 end
 
--- The names of the live pools, as a set.
-function Runtime:_live_names()
+-- The names of runtime rt's live pools, as a set.
+function I.live_names(rt)
   local live = {}
-  each_live_pool(self._rt, function(name) live[name] = true end)
+  each_live_pool(rt._rt, function(name) live[name] = true end)
   return live
 end
 
@@ -755,7 +705,7 @@ local bstats_buf = ffi.new("prt_budget_stats")
 -- The numbers of budget b (a prt_budget*, or nil: rt's) and of runtime
 -- rt's membership (rt a prt_runtime*, or nil), as a table; nil when
 -- neither names a budget.
-function M._budget_stats(b, rt)
+function budget_stats(b, rt)
   local s = bstats_buf
   if C.prt_budget_stats_get(b, rt, s) ~= 0 then return nil end
   local out = {}
@@ -783,22 +733,23 @@ function M.shared_budget(max, reuse)
 end
 
 -- The budget's numbers across its members (see prt_budget_stats).
-function Budget:stats() return M._budget_stats(self._b, nil) end
+function Budget:stats() return budget_stats(self._b, nil) end
 
 local function wrap_runtime(ptr, owned)
-  local cache = M._cache(handle_evicted)
+  local cache = I.new_cache(handle_evicted)
   return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned }, Runtime)
 end
 
 -- The options of poolrt.runtime{} and their types: the one list, which
 -- resty.poolrt accepts too.  Numbers are the prt_runtime_opts fields of the
--- same name.
+-- same name (an old name, I.renamed's, the field of its new name).
 local runtime_fields = { conninfo = "string", reap_interval = "number", max_pools = "number",
                          max_connections = "number", policy = "string", log_level = "string",
-                         policy_budget = "number", pool_idle_timeout = "number", pools_overflow = "string",
+                         hook_steps = "number", pool_idle_timeout = "number", pools_overflow = "string",
                          fleet = "string", server_sample_interval = "number",
-                         shared_budget = "table", record = "string" }
-M._runtime_fields = runtime_fields
+                         shared_budget = "table", record = "string",
+                         policy_budget = "number" } -- hook_steps' old name, accepted for one release
+I.runtime_fields = runtime_fields
 
 -- The path of a shipped policy ("clamp" -> .../policies/clamp.lua).
 function M.policy_file(name)
@@ -816,27 +767,30 @@ end
 local host = package.loaded["poolrt.host"] or {}
 
 -- prt_runtime_opts from the numbers and pools_overflow of poolrt.runtime{}
--- options (already type-checked); raises at `level` on a bad pools_overflow.
--- The simulator (poolrt/sim.lua) builds its runtimes with it too.
-local function runtime_opts(opts, level)
+-- options (already type-checked; C checks the values when the runtime is
+-- made).  An old option name warns once and sets its new name's field,
+-- unless the new name is given too.  The strings stay `opts`'s: keep it
+-- while C reads them.  The simulator (poolrt/sim.lua) builds its runtimes
+-- with it too.
+local function runtime_opts(opts)
   local o = ffi.new("prt_runtime_opts")
   C.prt_runtime_opts_default(o)
+  for old, new in pairs(I.renamed) do
+    if opts[old] ~= nil then I.warn_renamed(old, new, "poolrt.runtime") end
+  end
   for k, want in pairs(runtime_fields) do
-    if want == "number" and opts[k] then o[k] = opts[k] end
+    local field = I.renamed[k]
+    if want == "number" and opts[k] and not (field and opts[field]) then o[field or k] = opts[k] end
   end
-  if opts.pools_overflow then
-    if opts.pools_overflow ~= "fail" and opts.pools_overflow ~= "allow" then
-      error('poolrt: pools_overflow must be "fail" or "allow"', level + 1)
-    end
-    o.pools_overflow_allow = opts.pools_overflow == "allow" and 1 or 0
-  end
+  o.pools_overflow = opts.pools_overflow
   return o
 end
-M._runtime_opts = runtime_opts
+I.runtime_opts = runtime_opts
 
 -- Creates a runtime.  opts: conninfo (default $POOLRT_CONNINFO), policy
 -- (a file; default: the host's --policy, else the built-in default),
--- policy_budget, reap_interval, max_pools, max_connections, log_level,
+-- hook_steps (Lua steps a hook may take per call; policy_budget, its old
+-- name, still works for one release), reap_interval, max_pools, max_connections, log_level,
 -- pool_idle_timeout, pools_overflow ("fail" or "allow"), fleet (a name: see
 -- docs/budgets.md#across-hosts-a-fleet), server_sample_interval, record (a
 -- trace file for `poolrt sim`, appended to; default: the host's --record);
@@ -847,7 +801,7 @@ function M.runtime(opts)
   check_opts(opts, runtime_fields, "runtime")
   local policy = opts.policy or host.policy
   if opts.log_level then M.set_log_level(opts.log_level) end
-  local o = runtime_opts(opts, 2)
+  local o = runtime_opts(opts)
   o.conninfo = opts.conninfo or os.getenv("POOLRT_CONNINFO")
   o.policy = policy
   o.fleet = opts.fleet
@@ -865,8 +819,8 @@ end
 
 -- Bounded background work (coder's reconciler): runs fn(conn, job) for each
 -- job on worker threads, at most `limit` holding connections of the pool at
--- once (default: the pool's `concurrency` hook, min(5, max(1, max // 2))),
--- so foreground work keeps the rest of the pool.  skip(job), when given,
+-- once (default: pool:concurrency(), the `concurrency` hook or C's built-in
+-- "half"), so foreground work keeps the rest of the pool.  skip(job), when given,
 -- runs first in the calling thread, without a connection, and filters jobs
 -- out.  fn is a function without upvalues (it is shipped to the worker
 -- threads as bytecode) or a "module.function" name.  A job fails when fn
@@ -899,7 +853,7 @@ function Runtime:run_limited(jobs, opts)
   local out = { total = #jobs, skipped = skipped, ran = 0, failed = 0, errors = {} }
   local n = math.min(math.floor(limit), #todo)
   if n > 0 then
-    local res, err = self:spawn(n, "poolrt", "_limited_worker", pool.name, spec, todo, n)
+    local res, err = self:spawn(n, "poolrt.internal", "limited_worker", pool.name, spec, todo, n)
     if not res then error("poolrt: run_limited: " .. err, 2) end
     for _, r in ipairs(res) do
       out.ran, out.failed = out.ran + r.ran, out.failed + r.failed
@@ -911,7 +865,7 @@ function Runtime:run_limited(jobs, opts)
 end
 
 -- Worker of run_limited: jobs i, i + stride, ... one connection at a time.
-function M._limited_worker(rt, i, pool_name, spec, jobs, stride)
+function I.limited_worker(rt, i, pool_name, spec, jobs, stride)
   local f
   if spec.dump then
     f = assert(loadstring(spec.dump))
@@ -954,7 +908,7 @@ function M.attach(address)
 end
 
 -- Entry point of rt:spawn threads (called from src/spawn.c).
-function M._thread_main(rtptr, i, module, fn, argsrc)
+function I.thread_main(rtptr, i, module, fn, argsrc)
   local rt = wrap_runtime(ffi.cast("prt_runtime*", rtptr), false)
   local args = assert(loadstring(argsrc, "=spawn args"))()
   local mod = require(module)

@@ -12,9 +12,9 @@
 --   (fail, or allow over the cap).
 -- evict: pools unused for the runtime's pool_idle_timeout go, if evictable
 --   (0, the default, evicts none).
--- concurrency: background_share.lua's rule, restated because the sandbox
---   has no require: half the pool, at least 1, at most 5, so background
---   jobs can never take every connection from requests.
+-- concurrency = "half": coder's rule (background_share.lua has it in
+--   prose): half the pool, at least 1, at most 5, so background jobs can
+--   never take every connection from requests.
 --
 -- Left to the built-in, which a hook could not restate exactly:
 -- size: the pool's configured max (10 when none) and min_idle.  A view shows
@@ -40,7 +40,5 @@ return {
     return out
   end,
 
-  concurrency = function(pool)
-    return math.min(5, math.max(1, math.floor(pool.max / 2)))
-  end,
+  concurrency = "half",
 }

@@ -53,6 +53,23 @@ describe("poolrt host", function()
     assert.matches('unknown log level "loud" (off, error, warn, info, debug)', out, 1, true)
   end)
 
+  it("accepts the old option name policy_budget with one warning naming hook_steps", function()
+    local path = script([[
+      local poolrt = require "poolrt"
+      for _ = 1, 3 do poolrt.runtime{ reap_interval = 0, policy_budget = 5000 }:close() end
+      poolrt.runtime{ reap_interval = 0, hook_steps = 5000 }:close()
+      print(select(2, pcall(poolrt.runtime, { reap_interval = 0, hook_steps = 0 })))
+      print(select(2, pcall(poolrt.runtime, { reap_interval = 0, pools_overflow = "maybe" })))
+    ]])
+    local out, rc = run("build/poolrt " .. path)
+    os.remove(path)
+    assert.equal(0, rc)
+    local _, warnings = out:gsub("option policy_budget is now hook_steps", "")
+    assert.equal(1, warnings)
+    assert.matches("poolrt: runtime: hook_steps must be >= 1, got 0", out, 1, true)
+    assert.matches('poolrt: runtime: pools_overflow must be "fail" or "allow", got "maybe"', out, 1, true)
+  end)
+
   it("logs its own events through the library's log (timestamp, level)", function()
     local path = script("print('ran')")
     local port = H.free_port()

@@ -1,5 +1,5 @@
 -- One connection budget for all workers of one nginx (issue 12, item 1):
--- resty.poolrt.init{ max_connections = 12 } in init_by_lua, 4 workers with a
+-- resty.poolrt.init{ shared_max_connections = 12 } in init_by_lua, 4 workers with a
 -- per-worker pool max of 20.  Real nginx from examples/nginx (run.sh), real
 -- load (wrk, 200 keep-alive connections), and the server's own count of our
 -- connections (pg_stat_activity by application_name, sampled every 100 ms
@@ -116,7 +116,7 @@ local function burst(n, sleep, retries)
   error("/burst failed " .. (retries or 0) + 1 .. " time(s)")
 end
 
-describe("resty.poolrt.init{ max_connections } in nginx", function()
+describe("resty.poolrt.init{ shared_max_connections } in nginx", function()
   local n, dir
 
   setup(function()

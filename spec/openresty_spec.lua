@@ -188,7 +188,8 @@ describe("resty.poolrt in nginx", function()
       -- refused them: nginx did not start).
       local f = assert(io.open("examples/nginx/nginx.conf"))
       local conf = f:read("*a"):gsub("lua_worker_thread_vm_pool_size 32;", "lua_worker_thread_vm_pool_size 2;")
-                                :gsub("max_inflight = 32,", 'max_inflight = 32, pool_idle_timeout = 3600, pools_overflow = "allow",')
+                                :gsub("max_inflight = 32,", 'max_inflight = 32, pool_idle_timeout = 3600, pools_overflow = "allow",'
+                                      .. " max_connections = 40, policy_budget = 1000000,")
       f:close()
       assert.matches("pools_overflow", conf, 1, true)
       n = start_nginx{ app = APP .. "-vm", workers = 1, pool_max = 4,
@@ -203,6 +204,16 @@ describe("resty.poolrt in nginx", function()
     it("takes every option of poolrt.runtime{} (pool_idle_timeout, pools_overflow)", function()
       assert.equal(200, select(2, get(n.url .. "/ping")))
       assert.is_nil(error_log(n):match("unknown option"))
+    end)
+
+    it("takes the old names (init's max_connections, policy_budget) with one warning each", function()
+      assert.equal(200, select(2, get(n.url .. "/ping")))
+      local log = error_log(n)
+      for old, new in pairs{ max_connections = "shared_max_connections", policy_budget = "hook_steps" } do
+        local _, count = log:gsub("option " .. old .. " is now " .. new, "")
+        assert.equal(1, count, old)
+      end
+      assert.equal(40, metric(get(n.url .. "/metrics"), "poolrt_shared_budget_max", ""))
     end)
 
     it("answers 503 with a clear message and the worker survives", function()

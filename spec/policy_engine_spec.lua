@@ -177,7 +177,7 @@ describe("a broken policy never stops a pool from serving", function()
 
   local rt, level
   setup(function()
-    rt = H.runtime{ policy = BAD, policy_budget = 1000000 }
+    rt = H.runtime{ policy = BAD, hook_steps = 1000000 }
     level = poolrt.log_level()
     poolrt.set_log_level("off") -- these specs provoke hook errors on purpose
   end)

@@ -66,7 +66,7 @@ local function workload_file(hold_ms)
   for _, t in ipairs(SW.arrivals(WORKLOAD.seed, WORKLOAD.rate, WORKLOAD.seconds)) do
     bursts[#bursts + 1] = { at = t, n = 1 }
   end
-  return H.write_file("return " .. poolrt._serialize{
+  return H.write_file("return " .. require("poolrt.internal").serialize{
     duration = WORKLOAD.seconds + 1,
     runtime = { reap_interval = 0.25 },
     endpoints = { { name = "a", connect_ms = 3, query_ms = hold_ms }, { name = "b", connect_ms = 3, query_ms = hold_ms } },
@@ -77,7 +77,7 @@ end
 
 -- The same pool replaying the trace: each line an acquire at t holding hold_ms.
 local function trace_file(trace)
-  return H.write_file("return " .. poolrt._serialize{
+  return H.write_file("return " .. require("poolrt.internal").serialize{
     runtime = { reap_interval = 0.25 },
     endpoints = { { name = "a", connect_ms = 3 }, { name = "b", connect_ms = 3 } },
     trace = { file = trace, opts = POOL, threads = WORKLOAD.burst + BASE_THREADS },

@@ -7,11 +7,28 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include "internal.h"
 
 static atomic_int log_level = PRT_LOG_WARN;
-static const char *const level_names[] = { "error", "warn", "info", "debug" };
+/* Indexed by level + 1: the one list of the names (the host's --log-level
+ * and the Lua binding read them through the two functions below). */
+static const char *const level_names[] = { "off", "error", "warn", "info", "debug" };
+enum { NLEVELS = sizeof level_names / sizeof level_names[0] };
+
+const char *prt_log_level_name(int level)
+{
+    return level >= PRT_LOG_OFF && level <= PRT_LOG_DEBUG ? level_names[level + 1] : NULL;
+}
+
+int prt_log_level_parse(const char *name)
+{
+    for (int i = 0; name && i < NLEVELS; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i - 1;
+    return PRT_EINVAL;
+}
 
 /* PRT_LOG_OFF (-1) silences everything. */
 void prt_log_set_level(int level)
@@ -50,7 +67,7 @@ void prt_logf(int level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ poolrt[%s] %s\n",
             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-            tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level], msg);
+            tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level + 1], msg);
 }
 
 /* Formats into a caller-owned buffer; a NULL buffer means the caller does

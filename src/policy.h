@@ -22,7 +22,7 @@ struct prt__pstate {
     prt_pool_view *pools;    /* 1-based array behind ctx->pools */
     int pools_cap;
     prt_runtime *rt;         /* for counters and logs; NULL during a dry run */
-    int32_t budget;          /* steps per call */
+    int32_t steps;           /* Lua steps per hook call (prt_runtime_opts.hook_steps) */
     uint64_t named;          /* serial of the pool whose name is in ctx->pool */
     uint64_t nerrors;        /* failed calls on this state */
     char last_error[PRT__ERRLEN];

@@ -106,7 +106,7 @@ static int dry_run(prt__pstate *ps, int hook, char *report, size_t replen, char 
             nargs = 2;
         }
     }
-    ps->ctx->budget = ps->budget;
+    ps->ctx->budget = ps->steps;
     if (lua_pcall(L, nargs, LUA_MULTRET, 0) != 0) {
         prt__errf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
         return -1;
@@ -184,7 +184,7 @@ static prt__policy *policy_read(const char *path, char *err, size_t errlen)
 /* Reads, compiles and dry-runs a policy file.  On success *out is a new
  * policy (one reference) and report lists what each hook returned on the
  * sample inputs.  On failure err carries file:line and the problem. */
-int prt__policy_load(const char *path, int32_t budget, prt__policy **out, char *report, size_t replen,
+int prt__policy_load(const char *path, int32_t steps, prt__policy **out, char *report, size_t replen,
                      char *err, size_t errlen)
 {
     if (report && replen)
@@ -195,7 +195,7 @@ int prt__policy_load(const char *path, int32_t budget, prt__policy **out, char *
     prt__pstate *ps = prt__pstate_new(pol, 1, err, errlen);
     int rc = ps ? PRT_OK : PRT_EPOLICY;
     if (ps)
-        ps->budget = budget;
+        ps->steps = steps;
     for (int h = 0; ps && h < PRT__NHOOKS && rc == PRT_OK; h++) {
         if (pol->mode[h] != PRT__MODE_LUA)
             continue;

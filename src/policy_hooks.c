@@ -22,12 +22,14 @@ static const char *const hook_names[PRT__NHOOKS] = {
     "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict", "budget",
     "route",
 };
-/* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes. */
+/* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes;
+ * concurrency's one built-in is prt_concurrency_builtin's rule. */
 enum { MAX_BUILTINS = 4 };
 static const char *const builtins[PRT__NHOOKS][MAX_BUILTINS + 1] = {
     [PRT__H_PICK] = { "mru", "lru", "random" },
     [PRT__H_OVERFLOW] = { "wait", "fail", "evict_idle", "grow" },
     [PRT__H_ADMIT] = { "evict_lru", "fail", "allow" },
+    [PRT__H_CONCURRENCY] = { "half" },
 };
 
 const char *prt_policy_hook_name(int hook)
@@ -114,7 +116,7 @@ static int finish(prt__pstate *ps, int hook, int nargs, int nres)
 {
     if (ps->rt)
         atomic_fetch_add(&ps->rt->hook_calls[hook], 1);
-    ps->ctx->budget = ps->budget;
+    ps->ctx->budget = ps->steps;
     if (lua_pcall(ps->L, nargs, nres, 0) != 0) {
         const char *m = lua_tostring(ps->L, -1);
         hook_failed(ps, hook, m ? m : "error object is not a string");
@@ -369,15 +371,15 @@ int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, i
 }
 
 /* How many background jobs may hold connections of p at once: the
- * concurrency hook, else coder's rule min(5, max(1, max / 2)).  No lock
- * held. */
+ * concurrency hook, else the built-in rule (pool.c's prt_concurrency_builtin)
+ * on the pool's live max.  No lock held. */
 int prt_pool_concurrency(prt_pool *p)
 {
     int n = prt__hook_concurrency(prt__policy_thread(p->rt), p);
     if (n > 0)
         return n;
     prt__lock(p);
-    n = p->max / 2;
+    int max = p->max;
     prt__unlock(p);
-    return n < 1 ? 1 : n > 5 ? 5 : n;
+    return prt_concurrency_builtin(max);
 }

@@ -226,7 +226,7 @@ static prt__pstate *state_for(prt_runtime *rt, char *err, size_t errlen)
     if (ps) {
         ps->rt_id = rt->id;
         ps->rt = rt;
-        ps->budget = rt->opts.policy_budget;
+        ps->steps = rt->opts.hook_steps;
         prt__view_limits(&ps->ctx->limits, &rt->opts);
     }
     return ps;

@@ -61,31 +61,41 @@ static int handoff_fifo(const char *handoff)
     return strcmp(handoff, handoff_names[1]) ? -1 : 1;
 }
 
+/* Checks every pool option's value (the one place they are checked:
+ * bindings only convert types).  Returns 0, or PRT_EINVAL with err naming
+ * the pool, the option and its value. */
 static int check_opts(const prt_pool_opts *o, char *err, size_t errlen, const char *name)
 {
-    const char *bad = NULL;
+    const struct { const char *opt; double v; } secs[] = {
+        { "acquire_timeout", o->acquire_timeout }, { "idle_timeout", o->idle_timeout },
+        { "max_lifetime", o->max_lifetime }, { "validate_idle", o->validate_idle },
+        { "query_timeout", o->query_timeout }, { "leak_threshold", o->leak_threshold },
+        { "connect_backoff_max", o->connect_backoff_max }, { "handoff_bound", o->handoff_bound },
+    };
+    char bad[160] = "";
     if (o->max < 0)
-        bad = "max must be >= 1"; /* 0 is "not configured" */
+        snprintf(bad, sizeof bad, "max must be >= 1"); /* 0 is "not configured"; specs assert this text */
     else if (o->min_idle < 0 || o->min_idle > configured_max(o))
-        bad = "min_idle must be between 0 and max";
-    else if (o->acquire_timeout < 0 || o->idle_timeout < 0 || o->max_lifetime < 0 ||
-             o->validate_idle < 0 || o->query_timeout < 0 || o->leak_threshold < 0 || o->connect_backoff_max < 0 ||
-             o->handoff_bound < 0)
-        bad = "timeouts must be >= 0";
-    else if (o->lifetime_jitter < 0 || o->lifetime_jitter >= 1)
-        bad = "lifetime_jitter must be in [0, 1)";
-    else if (o->stmt_cache < 0 || o->threads < 0)
-        bad = "stmt_cache and threads must be >= 0";
+        snprintf(bad, sizeof bad, "min_idle must be between 0 and max (%d), got %d", configured_max(o), o->min_idle);
+    else if (!(o->lifetime_jitter >= 0 && o->lifetime_jitter < 1))
+        snprintf(bad, sizeof bad, "lifetime_jitter must be in [0, 1), got %g", o->lifetime_jitter);
+    else if (o->stmt_cache < 0)
+        snprintf(bad, sizeof bad, "stmt_cache must be >= 0, got %d", o->stmt_cache);
+    else if (o->threads < 0)
+        snprintf(bad, sizeof bad, "threads must be >= 0, got %d", o->threads);
     else if (o->ninit_sql < 0 || (o->ninit_sql > 0 && !o->init_sql))
-        bad = "init_sql must hold ninit_sql statements";
+        snprintf(bad, sizeof bad, "init_sql must hold ninit_sql statements");
     else if (handoff_fifo(o->handoff) < 0)
-        bad = "handoff must be \"barging\" or \"fifo\"";
-    for (int i = 0; !bad && i < o->ninit_sql; i++)
+        snprintf(bad, sizeof bad, "handoff must be \"barging\" or \"fifo\", got \"%.40s\"", o->handoff);
+    for (size_t i = 0; !bad[0] && i < sizeof secs / sizeof secs[0]; i++)
+        if (!(secs[i].v >= 0))
+            snprintf(bad, sizeof bad, "%s must be >= 0 seconds, got %g", secs[i].opt, secs[i].v);
+    for (int i = 0; !bad[0] && i < o->ninit_sql; i++)
         if (!o->init_sql[i])
-            bad = "init_sql must hold ninit_sql statements";
-    if (bad)
+            snprintf(bad, sizeof bad, "init_sql must hold ninit_sql statements");
+    if (bad[0])
         prt__errf(err, errlen, "pool \"%s\": %s", name, bad);
-    return bad ? PRT_EINVAL : PRT_OK;
+    return bad[0] ? PRT_EINVAL : PRT_OK;
 }
 
 /* Pool structs allocated and not yet freed, process-wide: what shows that
@@ -425,6 +435,17 @@ int prt__take_where(prt_pool *p, int (*pred)(prt_pool *, prt_conn *, double), do
             i++;
     }
     return n;
+}
+
+/* Coder's reconciler rule, the one copy (policies name it "half"):
+ * background jobs may hold at most half the pool, so requests always keep
+ * the other half; at least one, so background work never stalls; and never
+ * more than PRT_CONCURRENCY_CAP however big the pool is.
+ *   max = 10, 30, 100, 4, 2, 1, 0  ->  5, 5, 5, 2, 1, 1, 1 */
+int prt_concurrency_builtin(int max)
+{
+    int n = max / 2;
+    return n < 1 ? 1 : n > PRT_CONCURRENCY_CAP ? PRT_CONCURRENCY_CAP : n;
 }
 
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)

@@ -39,7 +39,7 @@ const char *prt_strerror(int rc)
 
 void prt_runtime_opts_default(prt_runtime_opts *o)
 {
-    *o = (prt_runtime_opts){ .reap_interval = 1.0, .max_pools = 100, .policy_budget = 1000000,
+    *o = (prt_runtime_opts){ .reap_interval = 1.0, .max_pools = 100, .hook_steps = 1000000,
                              .server_sample_interval = 2.0 };
 }
 
@@ -131,6 +131,46 @@ int prt_drain_all(double grace)
     return rc;
 }
 
+/* opts.pools_overflow's names, in the order of pools_overflow_allow's values. */
+static const char *const overflow_names[] = { "fail", "allow" };
+
+/* Checks every runtime option's value (the one place they are checked:
+ * bindings only convert types), and resolves pools_overflow into
+ * *overflow_allow.  Returns 0, or PRT_EINVAL with err naming the option
+ * and the value. */
+static int check_opts(const prt_runtime_opts *o, int *overflow_allow, char *err, size_t errlen)
+{
+    *overflow_allow = o->pools_overflow_allow != 0;
+    if (o->pools_overflow) {
+        *overflow_allow = -1;
+        for (int i = 0; i < 2; i++)
+            if (strcmp(o->pools_overflow, overflow_names[i]) == 0)
+                *overflow_allow = i;
+        if (*overflow_allow < 0) {
+            prt__errf(err, errlen, "runtime: pools_overflow must be \"fail\" or \"allow\", got \"%.40s\"",
+                      o->pools_overflow);
+            return PRT_EINVAL;
+        }
+    }
+    const char *name = NULL;
+    double got = 0;
+    if (o->max_pools < 0)
+        name = "max_pools must be >= 0", got = o->max_pools;
+    else if (o->max_connections < 0)
+        name = "max_connections must be >= 0", got = o->max_connections;
+    else if (o->hook_steps < 1)
+        name = "hook_steps must be >= 1", got = o->hook_steps;
+    else if (o->reap_interval != o->reap_interval)
+        name = "reap_interval must be a number of seconds (<= 0: no timer)", got = o->reap_interval;
+    else if (!(o->pool_idle_timeout >= 0))
+        name = "pool_idle_timeout must be >= 0", got = o->pool_idle_timeout;
+    if (name) {
+        prt__errf(err, errlen, "runtime: %s, got %g", name, got);
+        return PRT_EINVAL;
+    }
+    return prt__fleet_check(o, err, errlen); /* fleet, server_sample_interval */
+}
+
 /* Makes pol the live policy under the next generation; threads switch at
  * their next hook call.  Takes over the caller's reference. */
 static void publish(prt_runtime *rt, prt__policy *pol)
@@ -158,14 +198,15 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         prt_runtime_opts_default(&def);
         o = &def;
     }
-    if (!out || o->max_pools < 0 || o->max_connections < 0 || o->policy_budget < 1) {
-        prt__errf(err, errlen, "runtime: max_pools and max_connections must be >= 0, policy_budget >= 1");
+    int overflow_allow;
+    if (!out) {
+        prt__errf(err, errlen, "runtime: no place for the runtime (out is NULL)");
         return PRT_EINVAL;
     }
-    if (prt__fleet_check(o, err, errlen) != PRT_OK)
+    if (check_opts(o, &overflow_allow, err, errlen) != PRT_OK)
         return PRT_EINVAL;
     prt__policy *pol = NULL;
-    int rc = o->policy ? prt__policy_load(o->policy, o->policy_budget, &pol, NULL, 0, err, errlen) : PRT_OK;
+    int rc = o->policy ? prt__policy_load(o->policy, o->hook_steps, &pol, NULL, 0, err, errlen) : PRT_OK;
     if (rc != PRT_OK)
         return rc;
     if (!pol)
@@ -178,6 +219,8 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
         return PRT_ENOMEM;
     }
     rt->opts = *o;
+    rt->opts.pools_overflow = NULL; /* resolved into pools_overflow_allow */
+    rt->opts.pools_overflow_allow = overflow_allow;
     rt->opts.conninfo = rt->conninfo;
     rt->opts.policy = NULL; /* the live policy keeps its own path */
     rt->opts.fleet = NULL;  /* prt__fleet_start keeps its own copy */
@@ -315,7 +358,7 @@ int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errl
         return PRT_EINVAL;
     }
     prt__policy *pol = NULL;
-    int rc = prt__policy_load(file, rt->opts.policy_budget, &pol, NULL, 0, err, errlen);
+    int rc = prt__policy_load(file, rt->opts.hook_steps, &pol, NULL, 0, err, errlen);
     if (rc != PRT_OK) {
         atomic_fetch_add(&rt->reloads_failed, 1);
         prt__logf(PRT_LOG_ERROR, "policy reload of \"%s\" failed; generation %llu keeps serving: %s", file,

@@ -4,7 +4,8 @@
  *
  * Nothing Lua crosses between threads: arguments arrive as a serialized Lua
  * chunk, results leave as serialized strings, and the runtime as a light
- * userdata.  lua/poolrt.lua owns the (de)serialization (_thread_main); this
+ * userdata.  lua/poolrt.lua owns the (de)serialization (its entry point is
+ * thread_main of poolrt.internal, lua/poolrt/internal.lua); this
  * file only owns threads and states.  prt_spawn returns when all threads
  * have finished.
  */
@@ -52,10 +53,10 @@ static void *spawn_main(void *arg)
     set_package_field(L, "cpath", j->cpath);
     prt__modcache_install(L); /* poolrt and the module compiled once, not per thread */
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "poolrt");
+    lua_pushliteral(L, "poolrt.internal"); /* loads poolrt, which fills it */
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == 0) {
-        lua_getfield(L, -1, "_thread_main");
+        lua_getfield(L, -1, "thread_main");
         lua_pushlightuserdata(L, j->rt);
         lua_pushinteger(L, j->index);
         lua_pushstring(L, j->module);

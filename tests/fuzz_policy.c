@@ -59,7 +59,7 @@ static void setup(void)
     prt_runtime_opts_default(&ro);
     ro.conninfo = "host=127.0.0.1 port=1 connect_timeout=1";
     ro.reap_interval = 0;
-    ro.policy_budget = 20000;
+    ro.hook_steps = 20000;
     char err[512];
     if (prt_runtime_new(&ro, &rt, err, sizeof err) != 0)
         abort();

@@ -346,7 +346,7 @@ static void a_waiter_past_the_bound_gets_the_next_release(void **state)
     char err[PRT__ERRLEN];
     prt_pool *bad = NULL;
     assert_int_equal(prt_pool_get(rt, "bad", &o, &bad, err, sizeof err), PRT_EINVAL);
-    assert_string_equal(err, "pool \"bad\": handoff must be \"barging\" or \"fifo\"");
+    assert_string_equal(err, "pool \"bad\": handoff must be \"barging\" or \"fifo\", got \"lifo\"");
     prt_pool_unref(f);
     prt_pool_unref(p);
     prt_runtime_free(rt);

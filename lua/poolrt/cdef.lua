@@ -27,6 +27,8 @@ enum { PRT_LOG_OFF = -1, PRT_LOG_ERROR = 0, PRT_LOG_WARN = 1, PRT_LOG_INFO = 2, 
 enum { PRT_WAIT_BUCKETS = 10 }; /* acquire-wait histogram buckets (see prt_pool_stats) */
 enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use when given grace < 0 */
 
+enum { PRT_CONCURRENCY_CAP = 5 }; /* the built-in concurrency rule's cap (prt_concurrency_builtin) */
+
 enum { PRT_NHOOKS = 10 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
 enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release
@@ -63,9 +65,14 @@ typedef struct prt_runtime_opts {
     int max_pools;           /* live pools before admission applies (0: unlimited) */
     int max_connections;     /* open connections across all pools (0: unlimited) */
     const char *policy;      /* policy file (NULL: the built-in default policy) */
-    int policy_budget;       /* steps a hook may take per call (default 1000000) */
+    int hook_steps;          /* Lua steps a hook may take per call (default 1000000; was policy_budget) */
     double pool_idle_timeout; /* evict whole pools unused this long (default 0: never) */
-    int pools_overflow_allow; /* max_pools reached, nothing evictable: 1 admit over the cap, 0 fail */
+    /* max_pools reached and nothing evictable: "fail" (NULL, the default)
+     * or "allow" (admit over the cap and count it).  prt_runtime_new checks
+     * the name and sets pools_overflow_allow from it; a NULL pools_overflow
+     * leaves pools_overflow_allow as given (0 fail, 1 allow). */
+    const char *pools_overflow;
+    int pools_overflow_allow;
     const char *fleet;       /* fleet name: application_name poolrt:NAME:HOST:PID, server sampling (NULL: none) */
     double server_sample_interval; /* seconds between server samples of a fleet runtime (default 2) */
     prt_budget *shared_budget; /* join this budget of connections shared across processes (NULL: none) */
@@ -194,6 +201,11 @@ void prt_sleep(double seconds);
 void prt_log_set_level(int level);
 int prt_log_get_level(void);
 void prt_log(int level, const char *msg);
+/* The log levels' names, the one list ("off", "error", "warn", "info",
+ * "debug"): the name of PRT_LOG_* `level` (NULL out of range), and the
+ * level named `name` (PRT_EINVAL for an unknown or NULL name). */
+const char *prt_log_level_name(int level);
+int prt_log_level_parse(const char *name);
 
 void prt_runtime_opts_default(prt_runtime_opts *o);
 int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, size_t errlen);
@@ -226,6 +238,10 @@ void prt_pool_unref(prt_pool *p);
 const char *prt_pool_name(const prt_pool *p);
 int prt_pool_stats_get(prt_pool *p, prt_pool_stats *out);
 int prt_pool_concurrency(prt_pool *p);
+/* The built-in concurrency rule (coder's reconciler; the policy name
+ * "half"): background jobs may hold half of a pool of `max`, at least 1,
+ * at most PRT_CONCURRENCY_CAP. */
+int prt_concurrency_builtin(int max);
 double prt_wait_bucket_bound(int i); /* upper bound (s) of acquire_wait_buckets[i]: +Inf last, < 0 out of range */
 int prt_pools_allocated(void);       /* pool structs alive in this process: live, or evicted and still referenced */
 
@@ -263,6 +279,13 @@ typedef struct prt_batch_item {
  * arguments (no item touched). */
 int prt_pool_query_batch(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
 enum { PRT_SPREAD_CHUNK = 16 }; /* statements per connection in a spread batch, at most */
+/* The same for statements that do not depend on each other's order: with
+ * opts.multiplex they are split into chunks of up to PRT_SPREAD_CHUNK, each
+ * pipelined on a connection of its own where the pool has them (growing up
+ * to max), so several server processes run them at once and a slow
+ * statement holds up only its chunk; the caller leads the I/O of every
+ * chunk whose connection has no leader.  Without multiplex, the same as
+ * prt_pool_query_batch. */
 int prt_pool_query_spread(prt_pool *pool, int n, prt_batch_item *items, char *err, size_t errlen);
 
 int prt_result_ntuples(const prt_result *r);

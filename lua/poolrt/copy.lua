@@ -109,9 +109,9 @@ end
 
 -- conn:copy_in(sql, rows) on a connection the caller holds (and keeps).
 function M.run(conn, sql, rows)
-  local poolrt = require "poolrt"
-  local C = poolrt.C
-  local c = conn._c
+  local I = require "poolrt.internal"
+  local C = I.C
+  local c = I.conn_ptr(conn)
   if not c then error("poolrt: copy_in on a released connection", 2) end
   if type(sql) ~= "string" then error("poolrt: copy_in(sql, rows): sql must be a string", 2) end
   local next_row = iterator(rows)
@@ -121,7 +121,7 @@ function M.run(conn, sql, rows)
     if rc == C.PRT_EBROKEN then conn.broken = true end
     return nil, ffi.string(errbuf)
   end
-  local null = conn.pool._null or poolrt.null
+  local null = I.null_of(conn.pool) or require("poolrt").null
   local ok, done, err, prc = pcall(stream, C, c, next_row, ncols_out[0], null)
   if ok and not done then -- the server stopped reading: nothing to end
     if prc == C.PRT_EBROKEN then conn.broken = true end

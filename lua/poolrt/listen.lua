@@ -16,6 +16,7 @@
 -- While it is still reconnecting a wait returns nil, "timeout", detail.
 local ffi = require "ffi"
 require "poolrt.cdef"
+local I -- poolrt.internal, from the first listener on (it loads poolrt)
 
 local M = {}
 local C -- poolrt's library handle, from the first listener on
@@ -29,7 +30,8 @@ local note = ffi.new("prt_notification")
 local out = ffi.new("prt_listener*[1]")
 
 local function library()
-  C = C or require("poolrt").C
+  I = I or require "poolrt.internal"
+  C = C or I.C
   return C
 end
 
@@ -47,9 +49,9 @@ function M.open(pool, channels)
     end
   end
   local arr = ffi.new("const char*[?]", #channels, channels)
-  local rc = C.prt_listener_open(pool._p, arr, #channels, out, errbuf, ERRLEN)
-  if rc == C.PRT_ECLOSED and pool.rt and pool.rt:_refresh(pool) then -- the pool was evicted meanwhile
-    rc = C.prt_listener_open(pool._p, arr, #channels, out, errbuf, ERRLEN)
+  local rc = C.prt_listener_open(I.pool_ptr(pool), arr, #channels, out, errbuf, ERRLEN)
+  if rc == C.PRT_ECLOSED and I.refresh(pool) then -- the pool was evicted meanwhile
+    rc = C.prt_listener_open(I.pool_ptr(pool), arr, #channels, out, errbuf, ERRLEN)
   end
   if rc ~= 0 then return nil, ffi.string(errbuf) end
   return setmetatable({ _l = ffi.gc(out[0], C.prt_listener_close), pool = pool }, Listener)
@@ -104,12 +106,14 @@ function Listener:close()
   C.prt_listener_close(l)
 end
 
--- The same, for a handle that owns nothing (M.attach): forget the pointer.
-function Listener:_disown()
-  local l = live(self)
-  self._l = nil
-  ffi.gc(l, nil)
-  return tonumber(ffi.cast("uintptr_t", l))
+-- Hands listener `l` over to another Lua state of this process: `l` forgets
+-- its pointer without closing it, and the address returned is for
+-- M.attach there (resty.poolrt opens listeners on worker threads).
+function M.disown(l)
+  local ptr = live(l)
+  l._l = nil
+  ffi.gc(ptr, nil)
+  return tonumber(ffi.cast("uintptr_t", ptr))
 end
 
 return M

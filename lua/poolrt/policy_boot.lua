@@ -202,23 +202,21 @@ end
 -- Globals may be defined while the file loads; afterwards the environment
 -- is frozen, so hooks cannot leak state between calls through globals, and
 -- a typo in a global name is an error, not a silent nil.
+local function unavailable(_, k)
+  error(caller() .. "'" .. tostring(k) .. "' is not available in policies", 0)
+end
+
 local function freeze(env)
   setmetatable(env, {
     __newindex = function(_, k)
       error(caller() .. "policy hooks may not set globals (assignment to '" .. tostring(k) .. "'); use a local", 0)
     end,
-    __index = function(_, k)
-      error(caller() .. "'" .. tostring(k) .. "' is not available in policies", 0)
-    end,
+    __index = unavailable,
   })
 end
 
 local function strict_load_env(env)
-  setmetatable(env, {
-    __index = function(_, k)
-      error(caller() .. "'" .. tostring(k) .. "' is not available in policies", 0)
-    end,
-  })
+  setmetatable(env, { __index = unavailable })
 end
 
 -- Compiles and runs a policy source, checking what it returns.  Returns

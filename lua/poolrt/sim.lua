@@ -11,6 +11,7 @@
 -- without the command line, for scripts and specs.
 local ffi = require "ffi"
 local poolrt = require "poolrt"
+local I = require "poolrt.internal"
 local W = require "poolrt.sim_workload"
 local R = require "poolrt.sim_report"
 local C = poolrt.C
@@ -45,7 +46,7 @@ local function feed(s, wl)
   end
   local keep = {}
   for _, src in ipairs(wl.sources) do
-    local o, anchor = poolrt._pool_opts(src.opts)
+    local o, anchor = I.pool_opts(src.opts)
     keep[#keep + 1] = { o, anchor }
     local what = "pool " .. src.name
     local i = ck(C.prt_sim_source(s, src.name, o, src.threads, src.background and 1 or 0), what)
@@ -62,7 +63,7 @@ end
 -- policy does not load.  run_sim frees it (the GC, if it never runs).
 local function new_sim(policy, wl, seed)
   local out = ffi.new("prt_sim*[1]")
-  if C.prt_sim_new(poolrt._runtime_opts(wl.runtime, 1), policy, seed, out, errbuf, ERRLEN) ~= 0 then
+  if C.prt_sim_new(I.runtime_opts(wl.runtime), policy, seed, out, errbuf, ERRLEN) ~= 0 then
     return nil, lasterr()
   end
   local sim = { s = ffi.gc(out[0], C.prt_sim_free), policy = policy }

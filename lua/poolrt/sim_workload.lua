@@ -18,7 +18,7 @@
 -- prt_sim_dist.  Tenants become one source each (their total rate split by
 -- popularity); a trace's lines become replays on the sources named in it.
 -- Pure Lua: the C side is poolrt/sim.lua's.
-local poolrt = require "poolrt"
+local I = require "poolrt.internal"
 
 local W = {}
 
@@ -132,7 +132,7 @@ end
 local function pool_opts(v, field)
   if v == nil then return {} end
   table_of(v, field, "a table of pool options (as rt:pool)")
-  local problem = poolrt._opts_problem(v, poolrt._pool_fields, "pool")
+  local problem = I.opts_problem(v, I.pool_fields, "pool")
   if problem then fail(field, "%s", problem) end
   if v.conninfo then fail(field .. ".conninfo", "a simulated pool has no server to name") end
   return v
@@ -222,19 +222,19 @@ end
 
 -- Options of poolrt.runtime{} that mean something without a server.
 local RUNTIME_FIELDS = set("max_pools", "max_connections", "reap_interval", "pool_idle_timeout", "pools_overflow",
-                           "policy_budget")
+                           "hook_steps", "policy_budget")
 
 local function runtime(v, field)
   if v == nil then return {} end
   table_of(v, field, "a table of poolrt.runtime{} options")
   for k in pairs(v) do
     if k == "policy" then fail(field .. ".policy", "the policies to simulate come from the command line") end
-    if poolrt._runtime_fields[k] and not RUNTIME_FIELDS[k] then
+    if I.runtime_fields[k] and not RUNTIME_FIELDS[k] then
       fail(field .. "." .. tostring(k), "has no meaning in a simulation")
     end
   end
   only(v, RUNTIME_FIELDS, field)
-  local problem = poolrt._opts_problem(v, poolrt._runtime_fields, "runtime")
+  local problem = I.opts_problem(v, I.runtime_fields, "runtime")
   if problem then fail(field, "%s", problem) end
   if v.pools_overflow ~= nil and v.pools_overflow ~= "fail" and v.pools_overflow ~= "allow" then
     fail(field .. ".pools_overflow", 'want "fail" or "allow", got %s', describe(v.pools_overflow))

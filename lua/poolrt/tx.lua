@@ -16,6 +16,7 @@
 -- worked: once a transaction is aborted every later statement fails, so the
 -- last statement fn ran carries an SQLSTATE exactly when COMMIT would
 -- silently roll back.
+local I = require "poolrt.internal"
 local M = {}
 
 local ISOLATION = { serializable = true, ["repeatable read"] = true, ["read committed"] = true }
@@ -57,9 +58,10 @@ local function attempt(conn, fn, begin, n)
   local ok, err = conn:exec_simple(begin)
   if not ok then return "fail", err, conn:sqlstate() end
   local res = pack(pcall(fn, conn, n))
-  local state = not conn.broken and conn._c and conn:sqlstate() or ""
+  local held = I.conn_ptr(conn) ~= nil
+  local state = not conn.broken and held and conn:sqlstate() or ""
   if not res[1] or (res[2] == nil and res[3] ~= nil) or state ~= "" then
-    if conn._c and not conn.broken then conn:exec_simple("rollback") end
+    if held and not conn.broken then conn:exec_simple("rollback") end
     if not res[1] then return "raise", res[2], state end
     if res[2] == nil and res[3] ~= nil then return "fail", res[3], state end
     return "fail", ("fn returned normally, but its transaction had failed (SQLSTATE %s)"):format(state), state
@@ -91,7 +93,7 @@ function M.run(conn, fn, opts)
       return nil, a
     end
     if n > retries then return nil, exhausted(conn.pool, n, tostring(a)) end
-    poolrt.C.prt_pool_note_tx_retry(conn.pool._p)
+    I.C.prt_pool_note_tx_retry(I.pool_ptr(conn.pool))
     poolrt.sleep(pause * (0.5 + 0.5 * math.random()))
     pause = math.min(pause * 2, PAUSE_MAX)
   end

@@ -27,11 +27,12 @@
 -- every worker of the thread while it runs, and a round lasts as long as
 -- its slowest statement.
 local poolrt = require "poolrt"
+local I = require "poolrt.internal"
 
 local W = {}
 local TOKEN, RAISE, SLEEP = {}, {}, {} -- a worker's statement; a decoding error to raise in it; its sleep
-local is_worker = poolrt._workers -- coroutine -> true while it is a worker (weak keys)
-local new_req, run_batch = poolrt._new_req, poolrt._run_batch
+local is_worker = I.workers -- coroutine -> true while it is a worker (weak keys)
+local new_req, run_batch = I.new_req, I.run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
 local now = poolrt.now
 local SPREAD_ABOVE, CHUNK = 1e-4, poolrt.C.PRT_SPREAD_CHUNK -- seconds per statement; a spread chunk's size
@@ -108,7 +109,7 @@ function W.run(n, fn, ...)
     cos[k] = coroutine.create(fn)
     is_worker[cos[k]] = true
   end
-  poolrt._workers_looping(1) -- nothing below raises: resume and run_batch are protected
+  I.workers_looping(1) -- nothing below raises: resume and run_batch are protected
   for k = 1, n do step(k, k, unpack(args, 1, nargs)) end
   while #groups > 0 or #again > 0 or #sleepers > 0 do
     local round, yielded = groups, again
@@ -150,7 +151,7 @@ function W.run(n, fn, ...)
       for _, k in ipairs(woken) do step(k) end
     end
   end
-  poolrt._workers_looping(-1)
+  I.workers_looping(-1)
   if #errs > 0 then return nil, table.concat(errs, "; ") end
   return out
 end

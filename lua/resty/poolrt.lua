@@ -29,133 +29,20 @@
 -- (another user of ngx.run_worker_thread), a call returns nil, err, "busy"
 -- rather than waiting, which an application maps to HTTP 503.
 --
--- This module is also what runs inside the worker-thread Lua VMs
--- (_thread_query, _thread_run): there is no `ngx` there, only poolrt
+-- What runs inside the worker-thread Lua VMs is poolrt.ngx_thread
+-- (lua/poolrt/ngx_thread.lua): there is no `ngx` there, only poolrt
 -- attached to the worker's runtime by address.
 local poolrt = require "poolrt"
-local ngx = rawget(_G, "ngx") -- nil inside ngx.run_worker_thread VMs
+local I = require "poolrt.internal"
+local ngx = rawget(_G, "ngx")
 
 local M = { _VERSION = poolrt.VERSION, poolrt = poolrt }
 
 local select, type, pairs, ipairs, tostring, tonumber, pcall, error = select, type, pairs, ipairs, tostring, tonumber, pcall, error
 local concat, sort, fmt = table.concat, table.sort, string.format
+local THREAD = "poolrt.ngx_thread" -- the module ngx.run_worker_thread runs
 
----------------------------------------------------------------------------
--- Worker-thread side (runs in the VMs of ngx.run_worker_thread)
----------------------------------------------------------------------------
-
--- One attached (non-owning) runtime handle per thread VM, rebuilt when the
--- worker hands over a different runtime (address or epoch changed).
-local attached_addr, attached_epoch, attached_rt
-
-local function thread_rt(addr, epoch)
-  if attached_addr ~= addr or attached_epoch ~= epoch then
-    attached_rt = poolrt.attach(addr)
-    attached_addr, attached_epoch = addr, epoch
-  end
-  return attached_rt
-end
-
--- A connection of pool `name` before the monotonic `deadline`, or nil, err.
--- `opts` are the pool's options, so that a pool evicted meanwhile (idle
--- tenant) comes back as configured, whichever VM re-creates it.
-local function thread_acquire(addr, epoch, name, opts, deadline, waited)
-  local pool = thread_rt(addr, epoch):pool(name, opts)
-  local left = deadline - poolrt.now()
-  if left <= 0 then
-    return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread)", name, waited)
-  end
-  return pool:acquire(left)
-end
-
--- Results: true, rows | false, err | "raise", message (a programming error,
--- re-raised in the request).  Never raises itself, so that ok == false from
--- ngx.run_worker_thread always means the thread machinery failed.
-local function thread_call(fn, ...)
-  local ok, res, err = pcall(fn, ...)
-  if not ok then return "raise", tostring(res) end
-  if res == nil then return false, tostring(err) end
-  return true, res
-end
-
-local function query_in_thread(addr, epoch, name, opts, deadline, waited, flags, sql, ...)
-  local conn, err = thread_acquire(addr, epoch, name, opts, deadline, waited)
-  if not conn then return nil, err end
-  local ok, rows, qerr
-  if flags == poolrt.C.PRT_Q_UNPREPARED then
-    ok, rows, qerr = pcall(conn.exec_simple, conn, sql, ...)
-  else
-    ok, rows, qerr = pcall(conn.query, conn, sql, ...)
-  end
-  conn:release()
-  if not ok then error(rows, 0) end
-  return rows, qerr
-end
-
-function M._thread_query(...)
-  return thread_call(query_in_thread, ...)
-end
-
-local function run_in_thread(addr, epoch, name, opts, deadline, waited, module, fn, ...)
-  local conn, err = thread_acquire(addr, epoch, name, opts, deadline, waited)
-  if not conn then return nil, err end
-  local ok, res, ferr = pcall(function(...)
-    local mod = require(module)
-    local f = type(mod) == "table" and mod[fn]
-    if type(f) ~= "function" then error(fmt("module %q has no function %q", module, fn), 0) end
-    return f(conn, ...)
-  end, ...)
-  conn:release()
-  if not ok then error(res, 0) end
-  if res == nil and ferr == nil then return true end
-  return res, ferr
-end
-
-function M._thread_run(...)
-  return thread_call(run_in_thread, ...)
-end
-
--- A batch (pool:query_batch) on a worker thread; its two results cross as
--- one table.
-local function batch_in_thread(addr, epoch, name, opts, deadline, waited, stmts, bopts)
-  local pool = thread_rt(addr, epoch):pool(name, opts)
-  if deadline - poolrt.now() <= 0 then
-    return nil, fmt("pool %q: acquire timed out after %.3fs (waiting for a worker thread)", name, waited)
-  end
-  local results, errs = pool:query_batch(stmts, bopts)
-  if not results then return nil, errs end
-  return { results = results, errs = errs }
-end
-
-function M._thread_batch(...)
-  return thread_call(batch_in_thread, ...)
-end
-
--- Listeners (Pool:listen below): the C listener belongs to the request's
--- Lua object in the worker; thread VMs reach it by its address.  A wait's
--- outcome comes back as a table, so that "timeout" keeps its detail.
-local function listen_open_in_thread(addr, epoch, name, opts, _, _, channels)
-  local l, err = thread_rt(addr, epoch):pool(name, opts):listen(channels)
-  if not l then return nil, err end
-  return l:_disown()
-end
-
-local function listen_wait_in_thread(_, _, _, _, deadline, _, laddr)
-  local left = deadline - poolrt.now()
-  local n, err, why = require("poolrt.listen").attach(laddr):wait(left > 0 and left or 0)
-  return n or { err = err, why = why }
-end
-
-local function listen_close_in_thread(_, _, _, _, _, _, laddr)
-  require("poolrt.listen").attach(laddr):close()
-  return true
-end
-
-function M._thread_listen_open(...) return thread_call(listen_open_in_thread, ...) end
-function M._thread_listen_wait(...) return thread_call(listen_wait_in_thread, ...) end
-function M._thread_listen_close(...) return thread_call(listen_close_in_thread, ...) end
-
-if not ngx then return M end
+if not ngx then return M end -- loaded outside nginx: nothing to run
 
 ---------------------------------------------------------------------------
 -- Worker side (the nginx worker's main Lua VM)
@@ -168,13 +55,13 @@ local W = {
   addr = nil,        -- rt:address(), handed to worker threads
   epoch = 0,         -- bumped per runtime, so thread VMs never use a stale handle
   cfg = nil,
-  pools = nil,       -- name -> worker-side pool object (a poolrt._cache)
+  pools = nil,       -- name -> worker-side pool object (poolrt.internal's new_cache)
   sem = nil,         -- worker-thread slots
   inflight = 0,
   max_inflight = 32,
   thread_pool = "poolrt",
   dict = nil,        -- lua_shared_dict for reload_all and metrics (optional)
-  budget = nil,      -- the budget init() made for every worker (max_connections), or nil
+  budget = nil,      -- the budget init() made for every worker (shared_max_connections), or nil
   reload_seen = 0,   -- reload_all generation this worker has applied
 }
 
@@ -182,9 +69,9 @@ local W = {
 -- module's own.
 local cfg_fields = {
   pools = "table", thread_pool = "string", max_inflight = "number", shdict = "string",
-  check_interval = "number", drain_grace = "number",
+  check_interval = "number", drain_grace = "number", shared_max_connections = "number",
 }
-for k, want in pairs(poolrt._runtime_fields) do cfg_fields[k] = want end
+for k, want in pairs(I.runtime_fields) do cfg_fields[k] = want end
 
 -- A shipped policy name ("default", "clamp") or a file path.
 local function policy_path(p)
@@ -203,11 +90,8 @@ local function load_config(cfg, level)
     cfg = res
   end
   if type(cfg) ~= "table" then error("resty.poolrt: config must be a table or a file path", level + 1) end
-  for k, v in pairs(cfg) do
-    local want = cfg_fields[k]
-    if not want then error(fmt("resty.poolrt: unknown option %q", tostring(k)), level + 1) end
-    if type(v) ~= want then error(fmt("resty.poolrt: option %s must be a %s, got %s", k, want, type(v)), level + 1) end
-  end
+  local problem = I.opts_problem(cfg, cfg_fields)
+  if problem then error("resty.poolrt: " .. problem, level + 1) end
   return cfg
 end
 
@@ -236,11 +120,18 @@ function M.init(cfg)
   local d = shdict(cfg)
   if d then d:set("reload:base", d:get("reload:gen") or 0) end
   W.cfg = cfg
-  -- max_connections here is one budget for all workers: shared memory made
-  -- now, in the master before it forks them (src/shared_budget.c).  On
+  -- shared_max_connections is one budget for all workers: shared memory
+  -- made now, in the master before it forks them (src/shared_budget.c).  On
   -- `nginx -s reload` the master finds the same budget again, so old and new
-  -- workers share it.
-  if cfg.max_connections then W.budget = poolrt.shared_budget(cfg.max_connections, true) end
+  -- workers share it.  max_connections alone here is its old name (which
+  -- also caps each worker's runtime, as it always did).
+  local shared = cfg.shared_max_connections
+  if shared == nil and cfg.max_connections ~= nil then
+    I.warn_renamed("max_connections", "shared_max_connections", "resty.poolrt.init",
+                   function(msg) ngx.log(ngx.WARN, msg, " (the budget for all workers)") end)
+    shared = cfg.max_connections
+  end
+  if shared then W.budget = poolrt.shared_budget(shared, true) end
   return true
 end
 
@@ -256,7 +147,7 @@ local function apply_reload_all(premature)
   W.reload_seen = gen
   local id = ngx.worker.id() or 0
   -- One value per worker, so readers never see half an update.
-  d:set("reload:w" .. id, poolrt._serialize{
+  d:set("reload:w" .. id, I.serialize{
     gen = gen, ok = ok and true or false, err = err, pid = ngx.worker.pid(),
     policy_generation = W.rt:policy_stats().generation,
   })
@@ -267,11 +158,12 @@ end
 -- In init_worker_by_lua: creates this worker's runtime and its pools.
 -- cfg: a table or a Lua file returning one (default: what init() got):
 --   conninfo, policy (a file, or a shipped name like "default"),
---   reap_interval, max_pools, max_connections, log_level, policy_budget,
+--   reap_interval, max_pools, max_connections, log_level, hook_steps,
 --   pool_idle_timeout, pools_overflow, record
 --                  -- as poolrt.runtime{} (record: every worker appends to
---                  -- the one trace file); max_connections given to init()
---                  -- is one budget shared by every worker of this nginx
+--                  -- the one trace file; max_connections caps this worker)
+--   shared_max_connections -- given to init(): one budget shared by every
+--                  -- worker of this nginx (made before the workers fork)
 --   pools = { name = { max = 4, acquire_timeout = 2, ... } }
 --                  -- created now, options as rt:pool()
 --   thread_pool    -- nginx thread_pool name ("poolrt")
@@ -282,9 +174,12 @@ end
 function M.init_worker(cfg)
   if W.rt then error("resty.poolrt: init_worker called twice in this worker", 2) end
   cfg = load_config(cfg or W.cfg, 2)
+  if cfg.shared_max_connections and not W.budget then
+    error("resty.poolrt: shared_max_connections belongs in init() (init_by_lua), before nginx forks its workers", 2)
+  end
   W.cfg = cfg
   local ro = {}
-  for k in pairs(poolrt._runtime_fields) do ro[k] = cfg[k] end
+  for k in pairs(I.runtime_fields) do ro[k] = cfg[k] end
   ro.policy = policy_path(cfg.policy)
   ro.shared_budget = ro.shared_budget or W.budget
   W.rt = poolrt.runtime(ro)
@@ -332,7 +227,7 @@ Pool.__index = Pool
 -- tenants), so churning tenants leave nothing behind.  An object a caller
 -- still holds keeps working and comes back into the cache when used.
 function new_pool_cache()
-  return poolrt._cache(function(p, live) return not live[p.name] end, function() return W.rt:_live_names() end)
+  return I.new_cache(function(p, live) return not live[p.name] end, function() return I.live_names(W.rt) end)
 end
 
 -- The pool `name` of this worker; created from opts (or the config's
@@ -350,10 +245,8 @@ function M.pool(name, opts)
   -- value would not keep its identity and is filled in below (columns only).
   for k, v in pairs(opts) do if k ~= "null" or v == null then o[k] = v end end
   local h = rt:pool(name, o)
-  -- query flags and the acquire timeout as the binding derived them from
-  -- C's defaults and these options
-  p = setmetatable({ name = name, _null = null_value, _opts = o, _flags = h._qflags,
-                     _timeout = tonumber(h._o.acquire_timeout) }, Pool)
+  -- the acquire timeout as the binding derived it from C's defaults and these options
+  p = setmetatable({ name = name, _null = null_value, _opts = o, _timeout = I.acquire_timeout(h) }, Pool)
   W.pools:put(name, p)
   return p
 end
@@ -400,7 +293,7 @@ local function dispatch(self, timeout, fn, ...)
   -- pcall: run_worker_thread raises outside rewrite/access/content, and the
   -- slot must come back either way.
   if W.pools.items[self.name] == nil then W.pools:put(self.name, self) end
-  local pok, tok, tag, res = pcall(ngx.run_worker_thread, W.thread_pool, "resty.poolrt", fn, W.addr, W.epoch,
+  local pok, tok, tag, res = pcall(ngx.run_worker_thread, W.thread_pool, THREAD, fn, W.addr, W.epoch,
                                    self.name, self._opts, deadline, poolrt.now() - start, ...)
   W.inflight = W.inflight - 1
   W.sem:post(1)
@@ -429,14 +322,16 @@ local function fill_nulls(rows, value)
   return rows
 end
 
-local function query(self, flags, sql, ...)
+-- `method`: the connection's "query" or "exec_simple" (which the pool's
+-- options, e.g. prepare = false, apply to on the worker thread).
+local function query(self, method, sql, ...)
   if type(sql) ~= "string" then error("resty.poolrt: sql must be a string", 3) end
   check_params(...)
   local rows, err, code
   if has_null(...) then
-    rows, err, code = dispatch(self, nil, "_thread_query", flags, sql, denull(...))
+    rows, err, code = dispatch(self, nil, "query", method, sql, denull(...))
   else
-    rows, err, code = dispatch(self, nil, "_thread_query", flags, sql, ...)
+    rows, err, code = dispatch(self, nil, "query", method, sql, ...)
   end
   if not rows then return nil, err, code end
   return fill_nulls(rows, self._null)
@@ -446,8 +341,8 @@ end
 -- had (map it to 503), "error" for timeouts, refused connects and query
 -- errors (err carries the pool's state).  Programming errors raise.
 -- Callable where ngx.run_worker_thread is: rewrite, access, content.
-function Pool:query(sql, ...) return query(self, self._flags, sql, ...) end
-function Pool:exec_simple(sql, ...) return query(self, 1, sql, ...) end
+function Pool:query(sql, ...) return query(self, "query", sql, ...) end
+function Pool:exec_simple(sql, ...) return query(self, "exec_simple", sql, ...) end
 
 -- Runs require(module)[fn](conn, ...) on a worker thread with one
 -- connection of this pool (released afterwards, also on error) -- for
@@ -455,7 +350,7 @@ function Pool:exec_simple(sql, ...) return query(self, 1, sql, ...) end
 -- loaded in the worker-thread VM; fn's results must be plain values.
 function Pool:run(module, fn, ...)
   if type(module) ~= "string" or type(fn) ~= "string" then error("resty.poolrt: pool:run(module, fn, ...)", 2) end
-  return dispatch(self, nil, "_thread_run", module, fn, ...)
+  return dispatch(self, nil, "run", module, fn, ...)
 end
 
 -- Many statements for one worker thread (poolrt's pool:query_batch: a Sync
@@ -470,7 +365,7 @@ function Pool:query_batch(stmts, opts)
     end
     check_params(unpack(st, 2, table.maxn(st))) -- ngx.null crosses as itself and is NULL there
   end
-  local r, err, code = dispatch(self, nil, "_thread_batch", stmts, opts and { spread = opts.spread })
+  local r, err, code = dispatch(self, nil, "batch", stmts, opts and { spread = opts.spread })
   if not r then return nil, err, code end
   for i = 1, #stmts do
     if r.results[i] then fill_nulls(r.results[i], self._null) end
@@ -497,7 +392,7 @@ function Pool:listen(channels)
   if type(channels) ~= "table" or #channels == 0 then
     error("resty.poolrt: listen(channels): channels must be a non-empty list of names", 2)
   end
-  local laddr, err, code = dispatch(self, nil, "_thread_listen_open", channels)
+  local laddr, err, code = dispatch(self, nil, "listen_open", channels)
   if not laddr then return nil, err, code end
   local ptr = ffi.gc(ffi.cast("prt_listener*", laddr), poolrt.C.prt_listener_close)
   return setmetatable({ _ptr = ptr, _addr = laddr, pool = self }, Listener)
@@ -516,7 +411,7 @@ function Listener:wait(timeout)
     error("resty.poolrt: listener:wait(timeout): timeout must be a number >= 0", 2)
   end
   self._busy = true
-  local ok, res, err, code = pcall(dispatch, self.pool, timeout, "_thread_listen_wait", self._addr)
+  local ok, res, err, code = pcall(dispatch, self.pool, timeout, "listen_wait", self._addr)
   self._busy = false
   if not ok then error(res, 0) end
   if not res then return nil, err, code end
@@ -532,7 +427,7 @@ function Listener:close()
   local ptr = self._ptr
   self._ptr = nil
   ffi.gc(ptr, nil)
-  if not dispatch(self.pool, nil, "_thread_listen_close", self._addr) then poolrt.C.prt_listener_close(ptr) end
+  if not dispatch(self.pool, nil, "listen_close", self._addr) then poolrt.C.prt_listener_close(ptr) end
   return true
 end
 
@@ -571,7 +466,7 @@ function M.reload_all(path, timeout)
     local done, all_ok = 0, true
     for id = 0, count - 1 do
       local s = d:get("reload:w" .. id)
-      s = s and poolrt._deserialize(s)
+      s = s and I.deserialize(s)
       if s and s.gen >= gen then
         done = done + 1
         all_ok = all_ok and s.ok
