@@ -29,7 +29,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 LIBS     := $(BUILD)/libpoolrt.so $(BUILD)/libpoolrt.a
 
-.PHONY: all deps run test check-c install clean help
+.PHONY: all deps run test install clean help
 all: $(LIBS) $(BUILD)/poolrt $(TEST_BIN)
 
 help:
