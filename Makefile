@@ -51,7 +51,7 @@ $(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
 $(BUILD)/obj/policy_state.o: $(BUILD)/gen/policy_boot.h
-$(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen deps
+$(BUILD)/gen/policy_boot.h: src/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
 
 $(BUILD)/obj $(CORE_DIRS:%=$(BUILD)/obj/%) $(BUILD)/obj/host $(BUILD)/gen:
