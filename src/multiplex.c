@@ -221,7 +221,21 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     return rc;
 }
 
-/* --- pool life (no lock held) ---------------------------------------------- */
+/* --- pool life ------------------------------------------------------------ */
+
+/* Retires m, already out of the routable list: no new statements; given
+ * back now when no live caller is on it (closed if results are owed to
+ * callers that timed out), else by its leader when empty.  x->mu held;
+ * released and taken again around a give-back. */
+static void retire(prt__mux *x, mconn *m)
+{
+    m->retiring = 1;
+    x->retiring++;
+    if (!m->busy && !m->pend) {
+        m->busy = 1;
+        step_down(x, m); /* no live caller on it: given back */
+    }
+}
 
 /* The pool closes (evict, drain): every connection is retired; those
  * without a leader are given back now (closed if results are owed to
@@ -234,15 +248,8 @@ void prt__mux_close(prt_pool *p)
         return;
     pthread_mutex_lock(&x->mu);
     x->closed = 1;
-    while (x->n > 0) {
-        mconn *m = x->conns[--x->n];
-        m->retiring = 1;
-        x->retiring++;
-        if (!m->busy && !m->pend) {
-            m->busy = 1;
-            step_down(x, m); /* no live caller on it: given back */
-        }
-    }
+    while (x->n > 0)
+        retire(x, x->conns[--x->n]);
     pthread_mutex_unlock(&x->mu);
 }
 
@@ -273,12 +280,7 @@ void prt__mux_reap(prt_pool *p, double now)
             continue;
         }
         drop_routable(x, m); /* conns[i] is now another connection: look at i again */
-        m->retiring = 1;
-        x->retiring++;
-        if (!m->busy && !m->pend) {
-            m->busy = 1;
-            step_down(x, m);
-        }
+        retire(x, m);
     }
     pthread_mutex_unlock(&x->mu);
 }
