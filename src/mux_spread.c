@@ -14,8 +14,9 @@
  * at once; the caller leads every chunk whose connection had no leader
  * before it sleeps on the others', so two spread batches never wait on
  * each other.  A deadline that passes gives up the unfinished statements
- * in one pass (batch_give_up).  mux->mu held throughout, released for I/O
- * as in mux_lead.c.
+ * in one pass (batch_give_up).  prt__mux_query_batch is entered with no
+ * lock held and takes mux->mu; the rest run with it held, released for
+ * I/O as in mux_lead.c.
  */
 #include <stdlib.h>
 #include "mux.h"
