@@ -15,17 +15,21 @@ CFLAGS      += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Werror -
                -I$(BUILD)/gen $(DEPS_CFLAGS)
 LDLIBS      += $(DEPS_LIBS) -lm -pthread
 
-# The library is src/; the `poolrt` host binary is host/ and sees the library
+# The library is src/ and its subfolders, one concept each (CORE_DIRS); its
+# files include each other's headers by plain name (-Isrc on the core's
+# compile rule).  The `poolrt` host binary is host/ and sees the library
 # only through include/poolrt.h (no -Isrc for it).
 HOST_SRC := $(wildcard host/*.c)
 HOST_OBJ := $(HOST_SRC:host/%.c=$(BUILD)/obj/host/%.o)
-CORE_SRC := $(wildcard src/*.c)
+CORE_DIRS := sim
+CORE_SRC := $(wildcard src/*.c $(CORE_DIRS:%=src/%/*.c))
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o)
+CORE_HDR := $(wildcard src/*.h $(CORE_DIRS:%=src/%/*.h))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 LIBS     := $(BUILD)/libpoolrt.so $(BUILD)/libpoolrt.a
 
-.PHONY: all deps run test check-c install clean help
+.PHONY: all deps run test install clean help
 all: $(LIBS) $(BUILD)/poolrt $(TEST_BIN)
 
 help:
@@ -37,18 +41,20 @@ help:
 deps:
 	@tools/deps.sh core
 
-$(BUILD)/obj/%.o: src/%.c include/poolrt.h src/internal.h src/capacity.h src/policy.h src/policy_views.h src/sim.h src/mux.h src/lock.h | $(BUILD)/obj deps
-	$(CC) $(CFLAGS) -c -o $@ $<
+# Every core object depends on every core header (CORE_HDR): a header that
+# is added is covered without a change here.
+$(BUILD)/obj/%.o: src/%.c include/poolrt.h $(CORE_HDR) | $(BUILD)/obj $(CORE_DIRS:%=$(BUILD)/obj/%) deps
+	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
 
 $(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host deps
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
 $(BUILD)/obj/policy_state.o: $(BUILD)/gen/policy_boot.h
-$(BUILD)/gen/policy_boot.h: lua/poolrt/policy_boot.lua | $(BUILD)/gen deps
+$(BUILD)/gen/policy_boot.h: src/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
 
-$(BUILD)/obj $(BUILD)/obj/host $(BUILD)/gen:
+$(BUILD)/obj $(CORE_DIRS:%=$(BUILD)/obj/%) $(BUILD)/obj/host $(BUILD)/gen:
 	mkdir -p $@
 
 $(BUILD)/libpoolrt.so: $(CORE_OBJ)

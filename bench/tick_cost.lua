@@ -1,9 +1,9 @@
 -- What the step budget costs a hot hook: the same LRU scan over 16 FFI
 -- connection views, compiled by the JIT, with and without the budget checks
--- that poolrt.policy_boot inserts.  Run: luajit bench/tick_cost.lua
+-- that src/policy_boot.lua inserts.  Run: luajit bench/tick_cost.lua
 package.path = "lua/?.lua;" .. package.path
 local ffi = require "ffi"
-local B = require "poolrt.policy_boot"
+local B = dofile "src/policy_boot.lua" -- compiled into libpoolrt, not a module
 ffi.cdef(B.CDEF)
 local ctx = ffi.new("prt_hook_ctx")
 for i = 1, 16 do ctx.idle.v[i].returned_at = 1000 + (i * 7) % 16 end

@@ -1,4 +1,4 @@
--- pool:query_batch (prt_pool_query_batch, src/batch.c and multiplex.c's
+-- pool:query_batch (prt_pool_query_batch, src/batch.c and mux_spread.c's
 -- batch rounds) against the real server, in both modes: n statements in
 -- one call, each with a Sync of its own.
 local poolrt = require "poolrt"

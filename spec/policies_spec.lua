@@ -1,12 +1,11 @@
 -- Specs for the policy files in policies/.  Each file is loaded by the very
--- loader production uses (poolrt.policy_boot: instrumented for the step
+-- loader production uses (src/policy_boot.lua: instrumented for the step
 -- budget, run in the sandbox, globals frozen afterwards), with env(name)
 -- answered from a table the spec controls.  Views are plain tables here (FFI
 -- structs in production, whose accessors give booleans, nil for an
 -- unconfigured max, and the runtime's limits on every view and pool list).
-local B = require "poolrt.policy_boot"
-
 local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "")
+local B = dofile(ROOT .. "src/policy_boot.lua") -- compiled into libpoolrt, not a module
 local DIR = ROOT .. "policies/"
 
 local function load_policy(file, vars)

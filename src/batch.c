@@ -7,7 +7,7 @@
  * Each statement is a pipeline segment with a Sync of its own (mux_wire.c
  * sends and reads them; there is one copy of that protocol), so a failing
  * statement aborts only itself.  With opts.multiplex the statements go to
- * the multiplexer at once (multiplex.c, prt__mux_query_batch: one
+ * the multiplexer at once (mux_spread.c, prt__mux_query_batch: one
  * connection for the batch, or chunks on several for prt_pool_query_spread;
  * the caller leads their I/O).  Otherwise this file acquires one
  * connection, puts it in pipeline mode for the batch, and releases it:

@@ -1,6 +1,6 @@
 /*
  * mux_wire.c -- the pipeline protocol on one multiplexed connection: what
- * its leader (multiplex.c) sends for each statement and how it reads the
+ * its leader (mux_lead.c) sends for each statement and how it reads the
  * results back and pairs them with their statements.
  *
  * Each statement is a segment of its own: [DEALLOCATE victim] [Parse]

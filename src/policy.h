@@ -1,7 +1,9 @@
 /*
- * policy.h -- what the four policy_*.c files share, and nothing else
- * includes: the per-thread state a hook runs in, and the functions that
- * cross between state management, views, hook calls and dry runs.
+ * policy.h -- what the four policy_*.c files share: the per-thread state
+ * a hook runs in, and the functions that cross between state management,
+ * views, hook calls and dry runs.  fleet.c includes it too, though all it
+ * uses is declared in internal.h (the budget hook's call); nothing else
+ * does.
  *
  * A prt__pstate is owned by one OS thread (or by one dry run) and used only
  * by it, so none of its fields needs a lock.

@@ -9,7 +9,7 @@
  * its thread, so it needs no lock; the thread closes its old state itself
  * when it switches, so no call ever runs on a closed state.
  *
- * Booting a state runs lua/poolrt/policy_boot.lua (compiled in) and hands
+ * Booting a state runs src/policy_boot.lua (compiled in) and hands
  * it the hook names and built-in names from policy_hooks.c, so the Lua side
  * never writes them out itself.  Inputs reach hooks through one C-allocated
  * prt_hook_ctx per state (policy_views.c fills it).

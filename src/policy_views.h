@@ -6,7 +6,7 @@
  * the views and calls a trampoline that passes them on.  The idle list is
  * 1-based (v[0] unused) and, in Lua, bounds-checked by a metatype: a hook
  * can read no memory outside the views.  The block below is mirrored in
- * lua/poolrt/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
+ * src/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
  *
  * Fields ending in `_` are read in Lua through accessors (the metatype in
  * policy_boot.lua): name_ as a string, protected_/pinned_/evictable_ as

@@ -1,5 +1,5 @@
 /*
- * test_sim.c -- the simulator (src/sim*.c) drives the real pool core on a
+ * test_sim.c -- the simulator (src/sim/) drives the real pool core on a
  * virtual clock: a seed gives one history, throughput and queueing behave
  * as queueing theory says they must, the pick policy shows in the
  * per-endpoint split, outages break connections, the reap cycle refills

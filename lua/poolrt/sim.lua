@@ -4,7 +4,7 @@
 --
 -- The host (host/main.c) hands `poolrt sim`'s arguments to main() here.
 -- The workload file is read and checked by poolrt/sim_workload.lua; each
--- policy gets its own prt_sim (src/sim*.c: the real runtime, pools and
+-- policy gets its own prt_sim (src/sim/: the real runtime, pools and
 -- hooks on a virtual clock, simulated server connections), fed the same
 -- workload and seed, and run; poolrt/sim_report.lua prints the results
 -- side by side, as CSV, or as a gnuplot chart.  M.run is the same

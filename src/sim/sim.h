@@ -4,6 +4,14 @@
  * sim_conn.c endpoints and simulated connections, sim_stats.c the result
  * and the time series).  One prt_sim is used by one thread; nothing here
  * locks, except the pool locks the real core takes.
+ *
+ * The simulator is a room of its own, src/sim/: nothing outside it
+ * includes this header; the core knows the simulator only through the
+ * public prt_sim_* API and the hooks in internal.h (the connection-ops
+ * table, the virtual clock).  Its files keep their sim_ prefix so that
+ * every file name in src/ stays unique: comments across the core name
+ * files without their folder (sim_conn.c is not conn.c), and the static
+ * library's members are named by file.
  */
 #ifndef POOLRT_SIM_H
 #define POOLRT_SIM_H

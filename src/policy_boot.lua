@@ -1,9 +1,13 @@
--- poolrt.policy_boot -- how a policy file is loaded: the sandbox it runs in,
+-- policy_boot.lua -- how a policy file is loaded: the sandbox it runs in,
 -- the step budget that stops runaway hooks, and the trampolines C calls.
 --
--- This file is compiled into libpoolrt (src/policy.c runs it in every
--- policy state the runtime creates), and is also a plain module so specs
--- and tools load policies exactly as production does.
+-- This file is compiled into libpoolrt (the Makefile turns it into
+-- build/gen/policy_boot.h with `luajit -bg`; src/policy_state.c runs it
+-- in every policy state the runtime creates), so it lives beside the C
+-- that embeds it and is not installed as a user module.  It is also a
+-- plain chunk that returns its table, so specs and tools load it by path
+-- (dofile "src/policy_boot.lua") and load policies exactly as production
+-- does.
 --
 -- Why a step budget, and why in the source: LuaJIT runs no debug hooks
 -- inside JIT-compiled traces, so a count hook cannot stop `while true do
