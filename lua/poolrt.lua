@@ -504,14 +504,23 @@ end
 function Runtime:pool(name, opts)
   if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
   local p = self._pools[name]
-  if p then return p end -- evicted meanwhile, its next acquire recreates it
+  if p then return p end -- evicted meanwhile, its next acquire re-admits it
   local o, anchor = pool_opts(opts or {})
   local ptr = get_pool(self._rt, name, o)
   if not ptr then error("poolrt: " .. lasterr(), 2) end
+  -- A handle the cache forgot while its pool was evicted, whose acquire has
+  -- since re-admitted that very pool: the same handle, with its settings.
+  local key = tonumber(ffi.cast("uintptr_t", ptr))
+  p = self._handles[key]
+  if p then
+    self._cache:put(name, p)
+    return p
+  end
   p = setmetatable({ _p = ptr, _o = o, _anchor = anchor, name = name, rt = self, _null = (opts or {}).null,
                      _decode = (opts or {}).decode ~= false,
                      _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
   self._cache:put(name, p)
+  self._handles[key] = p
   return p
 end
 
@@ -525,6 +534,7 @@ function I.refresh(p)
   local ptr = get_pool(rt._rt, p.name, p._o)
   if not ptr then return false end
   p._p = ptr
+  rt._handles[tonumber(ffi.cast("uintptr_t", ptr))] = p
   if rt._pools[p.name] == nil then rt._cache:put(p.name, p) end
   return true
 end
@@ -737,7 +747,10 @@ function Budget:stats() return budget_stats(self._b, nil) end
 
 local function wrap_runtime(ptr, owned)
   local cache = I.new_cache(handle_evicted)
-  return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned }, Runtime)
+  -- _handles: every live handle by its C pool's address (weak: a handle
+  -- pins its pool, so an address is never reused while its entry lives).
+  return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned,
+                        _handles = setmetatable({}, { __mode = "v" }) }, Runtime)
 end
 
 -- The options of poolrt.runtime{} and their types: the one list, which

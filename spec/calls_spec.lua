@@ -20,6 +20,16 @@ describe("tools/calls.sh", function()
     assert.matches("\nnot seen: static inline functions in headers", g.out)
   end)
 
+  it("keeps the capacity layer out of every circle, and no circle over 3 files", function()
+    for _, f in ipairs({ "src/capacity.c", "src/shared_budget.c", "src/fleet.c" }) do
+      assert.is_nil(calls.circle_through(f), f .. " is in a circle")
+    end
+    local g = calls.graph()
+    for _, c in ipairs(g.circles) do
+      assert.is_true(#c <= 3, "a circle of " .. #c .. " files: " .. table.concat(c, " "))
+    end
+  end)
+
   it("--check exits 1 only for a file in a circle, 2 for a file not in the build", function()
     local g = calls.graph("--check src/log.c")   -- log.c calls nothing of ours
     assert.equal(0, g.rc, g.out)

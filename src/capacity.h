@@ -36,8 +36,8 @@ enum prt__cap_event {
     PRT__CAP_SAMPLED   /* the fleet sampled the server: ask the `budget` hook for the cap */
 };
 
-/* callback: rt->on_capacity -- registered by runtime.c (prt__pools_on_capacity),
- * called by shared_budget.c and fleet.c through prt__cap_report.  No lock held. */
+/* callback: rt->on_capacity -- set by runtime.c to pools.c's handler, called by shared_budget.c, fleet.c
+ * (through prt__cap_report, with no lock held). */
 /* prt__cap_report_fn (internal.h): void (prt_runtime *rt, int ev), ev an enum prt__cap_event */
 
 /* p->mu held: */

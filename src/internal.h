@@ -112,6 +112,7 @@ struct prt_conn {
  * unless the pool's `ops` (copied from rt->conn_ops when the pool is made)
  * is set: then they go to it.  The simulator's table (sim_conn.c) makes
  * connections with pg == NULL.  Same contracts as the functions below. */
+/* callback: p->ops -- set by the simulator (sim_conn.c) through rt->conn_ops, called by conn.c */
 typedef struct prt__conn_ops {
     int (*open)(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
     int (*alive)(prt_conn *c);
@@ -155,6 +156,7 @@ enum { PRT__W_WAITING, PRT__W_CONN, PRT__W_SLOT, PRT__W_CLOSED };
  * resumes its acquire), else through `signal` (a thread parked in
  * prt_acquire, lock.h).  Either way under pool->mu, once per hand-over or
  * nudge. */
+/* callback: w->wake -- set by the simulator (sim.c), called by prt__waiter_wake (pool.c, pools.c, acquire.c) */
 typedef struct prt__waiter {
     struct prt__waiter *next;
     atomic_uint signal;      /* bumped by each wake-up; the parked thread sleeps on it */
@@ -459,9 +461,8 @@ int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, i
  * pool's mu; never the other way round. */
 typedef struct prt__mux prt__mux;
 int prt__mux_new(prt_pool *p);                   /* p->mux and p->mux_ops; PRT_ENOMEM */
-/* callback: p->mux_ops -- registered by multiplex.c (prt__mux_new), called by
- * pool.c and pool_slots.c, which sit below the multiplexer (it acquires
- * connections) and so never call it by name. */
+/* callback: p->mux_ops -- set by multiplex.c (prt__mux_new), called by pool.c, pool_slots.c
+ * (they sit below the multiplexer, which acquires connections, so they never call it by name). */
 typedef struct prt__mux_ops {
     void (*close)(prt_pool *p);                  /* prt__mux_close */
     void (*free)(prt_pool *p);                   /* prt__mux_free */

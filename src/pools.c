@@ -214,9 +214,8 @@ static void budget_tick(prt_runtime *rt)
         prt__budget_gave(rt);
 }
 
-/* callback: rt->on_capacity -- registered by runtime.c, called by the
- * capacity providers (shared_budget.c, fleet.c) through prt__cap_report.
- * No lock held. */
+/* rt->on_capacity (capacity.h): what the capacity providers report, with
+ * no lock held. */
 void prt__pools_on_capacity(prt_runtime *rt, int ev)
 {
     prt_server_view sv;
