@@ -456,7 +456,7 @@ int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_r
 /* the multiplexer's lock held (p->mu taken briefly for the pool view): */
 int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, int n); /* 0-based, or -1 */
 
-/* --- multiplex.c, route.c: statements of many callers pipelined on shared
+/* --- multiplex.c, mux_lead.c, mux_choose.c, mux_spread.c, mux_wire.c, route.c: callers' statements pipelined on shared
  * connections (opts.multiplex).  Lock order: a multiplexer's lock, then its
  * pool's mu; never the other way round. */
 typedef struct prt__mux prt__mux;
@@ -514,6 +514,8 @@ struct prt_runtime {
                               * max_connections when that is set */
     atomic_int nwaiting;     /* callers waiting in any pool */
     prt__cap_report_fn *on_capacity; /* immutable once made: capacity.h's callback (pools.c) */
+    /* callback: rt->mux_new -- set by runtime.c to prt__mux_new, called by registry.c (below the multiplexer) */
+    int (*mux_new)(prt_pool *p); /* immutable once made */
     struct prt__budget_link *shared_budget; /* immutable once made; NULL: no shared budget (shared_budget.c) */
     atomic_uint_fast64_t pools_over_cap, pools_evicted[PRT_EVICT_NREASONS];
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
