@@ -164,7 +164,7 @@ static int new_pool(prt_runtime *rt, const char *name, const prt_pool_opts *o, p
     }
     int rc = prt__pool_new(rt, name, o, conninfo, out, err, errlen);
     free(conninfo);
-    if (rc == PRT_OK && o->multiplex && prt__mux_new(*out) != PRT_OK) {
+    if (rc == PRT_OK && o->multiplex && rt->mux_new(*out) != PRT_OK) {
         prt__errf(err, errlen, "pool \"%s\": out of memory", name);
         prt_pool_unref(*out);
         return PRT_ENOMEM;

@@ -227,6 +227,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     rt->opts.record = NULL; /* rt->rec holds the open file */
     rt->id = atomic_fetch_add(&next_runtime_id, 1) + 1;
     rt->on_capacity = prt__pools_on_capacity; /* before a provider can report (capacity.h) */
+    rt->mux_new = prt__mux_new;
     atomic_init(&rt->cap, o->max_connections);
     pthread_mutex_init(&rt->mu, NULL);
     pthread_mutex_init(&rt->policy_mu, NULL);
