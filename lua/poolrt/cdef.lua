@@ -338,7 +338,7 @@ int prt_spawn(prt_runtime *rt, int n, const char *module, const char *fn,
               const char *args, const char *path, const char *cpath,
               prt_spawn_result *results);
 void prt_spawn_free(prt_spawn_result *results, int n);
-/* Simulation (`poolrt sim`, src/sim*.c): the real runtime, pools and
+/* Simulation (`poolrt sim`, src/sim/): the real runtime, pools and
  * policy hooks driven on a virtual clock by a single-threaded event loop,
  * with simulated server connections.  Times in virtual seconds.  A prt_sim
  * is used by one thread; while one of its calls runs, prt_now() on that
