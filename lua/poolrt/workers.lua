@@ -35,7 +35,10 @@ local is_worker = I.workers -- coroutine -> true while it is a worker (weak keys
 local new_req, run_batch = I.new_req, I.run_batch
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
 local now = poolrt.now
-local SPREAD_ABOVE, CHUNK = 1e-4, poolrt.C.PRT_SPREAD_CHUNK -- seconds per statement; a spread chunk's size
+local CHUNK = poolrt.C.PRT_SPREAD_CHUNK -- a spread chunk's size
+-- I.spread_above: SPREAD_ABOVE, seconds per statement (internal, so that a
+-- spec can judge quick and slow by a margin its machine keeps under load).
+I.spread_above = I.spread_above or 1e-4
 
 -- pool:query inside a worker: the statement joins the round, and the
 -- worker waits for its outcome.  Bad parameters raise here, in the worker,
@@ -116,7 +119,7 @@ function W.run(n, fn, ...)
     groups, by_pool, again = {}, {}, {}
     for _, g in ipairs(round) do
       local m, est = #g.reqs, took[g.pool]
-      local spread = est and est > SPREAD_ABOVE and m > CHUNK
+      local spread = est and est > I.spread_above and m > CHUNK
       local t0 = now()
       local ok, results, berrs, raised = pcall(run_batch, g.pool, m, g.reqs, spread)
       -- one connection runs a chunk's statements one after another
