@@ -128,6 +128,7 @@ FAST int take_idle(prt_pool *p, prt__pstate *ps, prt_conn **c)
 {
     *c = prt__take_idle(p, prt__pick(p, ps));
     p->in_use++;
+    PRT__ASSERT_COUNTS(p);
     return GOT_CONN;
 }
 

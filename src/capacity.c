@@ -15,10 +15,6 @@
  */
 #include "internal.h"
 
-#ifdef POOLRT_DEBUG
-_Thread_local char prt__thread_tag;
-#endif
-
 /* Takes a slot for a connection about to be opened: within the pool's max
  * (unless over_max, overflow "grow"), the runtime's cap and the shared
  * budget.  Returns 1 when taken, 0 when a limit is reached.  p->mu held. */

@@ -186,7 +186,7 @@ void prt__fleet_pool_made(prt_runtime *rt, prt_pool *p)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return;
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     prt_pool *old = f->pool;
     int closed = 0;
     if (old) {
@@ -200,7 +200,7 @@ void prt__fleet_pool_made(prt_runtime *rt, prt_pool *p)
     } else {
         old = NULL;
     }
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     prt_pool_unref(old);
 }
 
@@ -208,11 +208,11 @@ void prt__fleet_pool_made(prt_runtime *rt, prt_pool *p)
  * NULL when none was made yet. */
 static prt_pool *sample_pool(struct prt__fleet *f)
 {
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     prt_pool *p = f->pool;
     if (p)
         prt__pool_ref(p);
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return p;
 }
 
@@ -281,9 +281,9 @@ int prt__fleet_view(prt_runtime *rt, prt_server_view *sv)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return 0;
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     *sv = f->server;
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return sv->sampled_at > 0;
 }
 
@@ -294,10 +294,10 @@ int prt__fleet_resample(prt_runtime *rt)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return 0;
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     f->resample = 1;
     pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return 1;
 }
 
@@ -331,7 +331,7 @@ static void *sampler_main(void *arg)
     prt_runtime *rt = arg;
     struct prt__fleet *f = rt->fleet;
     double next = prt_now();
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     while (!f->stopping) {
         if (!f->resample && prt_now() < next) {
             struct timespec ts;
@@ -340,19 +340,19 @@ static void *sampler_main(void *arg)
             continue;
         }
         f->resample = 0;
-        pthread_mutex_unlock(&f->mu);
+        prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
         prt_server_view sv;
         char err[PRT__ERRLEN] = "";
         int rc = sample_once(rt, &sv, err, sizeof err);
-        pthread_mutex_lock(&f->mu);
+        prt__mu_lock(&f->mu, PRT__RANK_FLEET);
         next = record(rt, rc, &sv, err);
         if (rc == PRT_OK) {
-            pthread_mutex_unlock(&f->mu);
+            prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
             prt__cap_report(rt, PRT__CAP_SAMPLED); /* the budget hook's turn (pools.c) */
-            pthread_mutex_lock(&f->mu);
+            prt__mu_lock(&f->mu, PRT__RANK_FLEET);
         }
     }
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return NULL;
 }
 
@@ -392,7 +392,7 @@ void prt__fleet_stop(prt_runtime *rt)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return;
-    prt__thread_stop(f->thread, f->has_thread, &f->mu, &f->cond, &f->stopping);
+    prt__thread_stop(f->thread, f->has_thread, &f->mu, PRT__RANK_FLEET, &f->cond, &f->stopping);
     sample_conn_close(f);
     prt_pool_unref(f->pool);
     rt->fleet = NULL;
@@ -428,7 +428,7 @@ void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out)
     struct prt__fleet *f = rt->fleet;
     if (!f)
         return;
-    pthread_mutex_lock(&f->mu);
+    prt__mu_lock(&f->mu, PRT__RANK_FLEET);
     const prt_server_view *s = &f->server;
     out->sampled_at = s->sampled_at;
     out->sampled_unix = f->sampled_unix;
@@ -436,6 +436,6 @@ void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out)
     out->server_backends = s->backends, out->fleet_members = s->fleet_members;
     out->fleet_backends = s->fleet_backends, out->own_backends = s->own_backends;
     out->samples_total = f->samples, out->sample_errors_total = f->errors;
-    pthread_mutex_unlock(&f->mu);
+    prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     out->server_full_total = atomic_load(&f->server_full);
 }

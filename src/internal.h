@@ -1,14 +1,28 @@
 /*
  * internal.h -- structures shared by the C core (`prt__` names).
  *
- * Locking, in the order locks may be nested:
- *   rt->mu    the pool registry and the timer's stop flag;
- *   pool->mu  everything about one pool: idle list, counts, waiters, stats.
- * Never two pools' locks at once.  The global slot count (rt->nconns) is
- * atomic and taken under the pool's lock (slots.c).
- * A connection has no lock: while idle it belongs to its pool (under
- * pool->mu); while in use it belongs to the one thread that acquired it.
- * No lock is held across network I/O (connect, query, close).
+ * Locks, in the one order they may be nested (lock.h's enum prt__rank;
+ * POOLRT_DEBUG builds assert it at every lock):
+ *
+ *   rank  lock                  guards
+ *   1     live_mu (runtime.c)   the live runtimes (SIGHUP, drain, metrics)
+ *   2     rt->mu                the registry's pool array, draining, the timer's stop flag
+ *   3     alive_mu (pool.c)     every pool a runtime made, evicted ones included
+ *   4     fleet->mu (fleet.c)   the fleet's last sample, its pool, stop/resample
+ *   5     mux->mu (mux.h)       a multiplexer: its connections, queues, leaders
+ *   6     p->mu (prt__lock)     one pool: idle list, counts, waiters, stats
+ *   7     rt->policy_mu         the live policy, the hook error log
+ *   8     rec->mu (record.c)    one trace line at a time
+ *   9     open_mu (record.c)    opening and closing trace files
+ *   10    mu (modcache.c)       the compiled modules of spawned states
+ *
+ * Never two locks of one rank (two pools' locks, say).  The global slot
+ * count (rt->nconns), the cap and the shared budget are atomics, taken
+ * under the pool's lock (capacity.c).  A connection has no lock: while
+ * idle it belongs to its pool (under p->mu); while in use it belongs to
+ * the one thread that acquired it.  No lock is held across network I/O
+ * (connect, query, close).  A function entered with a lock and left
+ * without it says so in its name (prt__retire_unlock).
  *
  * Lock assertions, as SQLite's `assert( sqlite3_mutex_held(p->mutex) )`:
  * the core takes a pool's mu through prt__lock/prt__unlock (and waits on it
@@ -244,6 +258,7 @@ extern _Thread_local char prt__thread_tag; /* its address names the thread */
 static inline void prt__lock(prt_pool *p)
 {
     PRT__ASSERT_UNHELD(p); /* mu is not recursive */
+    prt__rank_take(PRT__RANK_POOL);
     prt__mutex_lock(&p->mu);
     PRT__SET_OWNER(p, PRT__SELF);
 }
@@ -253,6 +268,7 @@ static inline void prt__unlock(prt_pool *p)
     PRT__ASSERT_HELD(p);
     PRT__SET_OWNER(p, 0);
     prt__mutex_unlock(&p->mu);
+    prt__rank_drop(PRT__RANK_POOL);
 }
 
 /* Parks waiter w, which p->mu holds queued, until it is woken (or
@@ -525,7 +541,7 @@ struct prt_runtime {
 
 void *prt__timer_main(void *arg);
 int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg); /* thread.c: signals blocked */
-void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, pthread_cond_t *cond, int *stopping);
+void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, int rank, pthread_cond_t *cond, int *stopping);
 char *prt__live_metrics(void);
 char *prt__metrics_text_of(prt_runtime *const *rts, int n); /* metrics.c */
 int prt__live_count(void);   /* runtimes SIGHUP, drain and metrics reach */
@@ -551,8 +567,6 @@ int prt__conn_wait(prt_conn *c, short events, double deadline);
 double prt__conn_deadline(prt_conn *c);
 void prt__conn_pq_error(prt_conn *c, const char *what, char *err, size_t errlen);
 int prt__conn_collect(prt_conn *c, double deadline, PGresult **out, char *err, size_t errlen);
-
-#include "capacity.h"
 
 #include "capacity.h"
 

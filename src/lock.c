@@ -9,6 +9,11 @@
 #include <unistd.h>
 #include "lock.h"
 
+#ifdef POOLRT_DEBUG
+_Thread_local unsigned prt__ranks_held;
+_Thread_local char prt__thread_tag; /* internal.h's PRT__SELF: its address names the thread */
+#endif
+
 /* A caller that finds the lock taken looks again up to SPINS times, PAUSES
  * pause instructions apart (about a microsecond each here), before it
  * sleeps.  The wide spacing matters more than the count: on two cores,

@@ -25,8 +25,57 @@
 #ifndef POOLRT_LOCK_H
 #define POOLRT_LOCK_H
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+
+/* Every mutex of the core has a rank (internal.h's lock table says what
+ * each guards).  A thread takes locks in increasing rank only, and never
+ * two of one rank (two pools' locks, say).  In POOLRT_DEBUG builds (the
+ * sanitizer builds) prt__rank_take asserts it, as SQLite asserts its pager
+ * state; otherwise the calls compile to nothing. */
+enum prt__rank {
+    PRT__RANK_LIVE = 1,   /* runtime.c's live_mu: the live runtimes */
+    PRT__RANK_RT,         /* rt->mu: the registry */
+    PRT__RANK_ALIVE,      /* pool.c's alive_mu: every pool made */
+    PRT__RANK_FLEET,      /* a fleet's mu: its sample and sampler */
+    PRT__RANK_MUX,        /* a multiplexer's mu */
+    PRT__RANK_POOL,       /* p->mu (prt__lock) */
+    PRT__RANK_POLICY,     /* rt->policy_mu: the live policy, hook error log */
+    PRT__RANK_RECORD,     /* a trace's mu: one line at a time */
+    PRT__RANK_RECORD_OPEN, /* record.c's open_mu */
+    PRT__RANK_MODCACHE    /* modcache.c's mu */
+};
+#ifdef POOLRT_DEBUG
+extern _Thread_local unsigned prt__ranks_held; /* bit r: a lock of rank r is held */
+static inline void prt__rank_take(enum prt__rank r)
+{
+    assert((prt__ranks_held >> r) == 0 && "lock taken out of rank order (internal.h's lock table)");
+    prt__ranks_held |= 1u << r;
+}
+static inline void prt__rank_drop(enum prt__rank r)
+{
+    assert((prt__ranks_held & (1u << r)) && "unlocking a lock not held");
+    prt__ranks_held &= ~(1u << r);
+}
+#else
+#define prt__rank_take(r) ((void)(r))
+#define prt__rank_drop(r) ((void)(r))
+#endif
+
+/* A pthread mutex of rank r. */
+static inline void prt__mu_lock(pthread_mutex_t *m, enum prt__rank r)
+{
+    prt__rank_take(r);
+    pthread_mutex_lock(m);
+}
+
+static inline void prt__mu_unlock(pthread_mutex_t *m, enum prt__rank r)
+{
+    pthread_mutex_unlock(m);
+    prt__rank_drop(r);
+}
 
 /* state: PRT__LOCKED, PRT__WOKEN (a caller is awake to take the lock, so an
  * unlock wakes nobody), and the sleepers' count from bit 2 up.  sema: the

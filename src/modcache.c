@@ -39,14 +39,14 @@ static int nchunks, capchunks; /* mu */
 static const chunk *find(const char *path, const struct stat *st)
 {
     const chunk *found = NULL;
-    pthread_mutex_lock(&mu);
+    prt__mu_lock(&mu, PRT__RANK_MODCACHE);
     for (int i = 0; i < nchunks && !found; i++) {
         const chunk *c = chunks[i];
         if (c->size == st->st_size && c->mtime.tv_sec == st->st_mtim.tv_sec &&
             c->mtime.tv_nsec == st->st_mtim.tv_nsec && strcmp(c->path, path) == 0)
             found = c;
     }
-    pthread_mutex_unlock(&mu);
+    prt__mu_unlock(&mu, PRT__RANK_MODCACHE);
     return found;
 }
 
@@ -93,14 +93,14 @@ static void remember(lua_State *L, const char *path, const struct stat *st)
     c->size = st->st_size;
     c->bc = b.p;
     c->len = b.len;
-    pthread_mutex_lock(&mu);
+    prt__mu_lock(&mu, PRT__RANK_MODCACHE);
     chunk **grown = prt__grow(chunks, &capchunks, nchunks + 1, sizeof *chunks);
     if (grown) {
         chunks = grown;
         chunks[nchunks++] = c;
         c = NULL;
     }
-    pthread_mutex_unlock(&mu);
+    prt__mu_unlock(&mu, PRT__RANK_MODCACHE);
     if (c) {
         free(c->path);
         free(c->bc);

@@ -177,10 +177,10 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
     double acquire_by = now + p->opts.acquire_timeout;
     int rc, gone = 0, timed_out = 0;
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     mreq *q = req_get(x);
     if (!q) {
-        pthread_mutex_unlock(&x->mu);
+        prt__mu_unlock(&x->mu, PRT__RANK_MUX);
         prt__errf(err, errlen, "pool \"%s\": out of memory", p->name);
         return PRT_ENOMEM;
     }
@@ -207,7 +207,7 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
     if (timed_out) { /* q was unqueued, or is gone (not to be read again) */
         if (!gone)
             req_put(x, q);
-        pthread_mutex_unlock(&x->mu);
+        prt__mu_unlock(&x->mu, PRT__RANK_MUX);
         prt__errf(err, errlen, "pool \"%s\": query timed out after %.3fs (multiplexed; its result is discarded)",
                   p->name, p->opts.query_timeout);
         return rc;
@@ -220,7 +220,7 @@ int prt__mux_query(prt_pool *p, const char *sql, int nparams, const char *const 
         q->res = NULL;
     }
     req_put(x, q);
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     return rc;
 }
 
@@ -249,11 +249,11 @@ void prt__mux_close(prt_pool *p)
     prt__mux *x = p->mux;
     if (!x)
         return;
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     x->closed = 1;
     while (x->n > 0)
         retire(x, x->conns[--x->n]);
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
 }
 
 /* The reap cycle (reap.c, before its leak check): a connection the
@@ -269,7 +269,7 @@ void prt__mux_reap(prt_pool *p, double now)
     prt__mux *x = p->mux;
     if (!x)
         return;
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     for (int i = 0; i < x->n;) {
         mconn *m = x->conns[i];
         if (m->used_at == 0 || m->load > 0)
@@ -285,7 +285,7 @@ void prt__mux_reap(prt_pool *p, double now)
         drop_routable(x, m); /* conns[i] is now another connection: look at i again */
         retire(x, m);
     }
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
 }
 
 /* The pool's last reference is gone: no caller is inside and no connection
@@ -315,11 +315,11 @@ void prt__mux_stats(prt_pool *p, prt_pool_stats *s)
     s->mux_statements_total = s->mux_rerouted_total = s->mux_lost_total = 0;
     if (!x)
         return;
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     s->mux_connections = x->n + x->retiring;
     s->mux_in_flight = (int)(x->queued - x->unqueued - x->answered - x->rerouted);
     s->mux_statements_total = x->answered;
     s->mux_rerouted_total = x->rerouted;
     s->mux_lost_total = x->lost;
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
 }

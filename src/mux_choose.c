@@ -36,7 +36,7 @@ static int pool_has_room(prt_pool *p, int held)
 static int grow(prt__mux *x, prt_pool *p, double deadline, mconn **out, char *err, size_t errlen)
 {
     x->growing++;
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     prt_conn *c = NULL;
     mconn *m = NULL;
     double left = deadline - prt_now();
@@ -48,7 +48,7 @@ static int grow(prt__mux *x, prt_pool *p, double deadline, mconn **out, char *er
         free(m);
         rc = PRT_EBROKEN;
     }
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     x->growing--;
     pthread_cond_broadcast(&x->grown);
     if (rc != PRT_OK)

@@ -77,9 +77,9 @@ void broke(prt__mux *x, mconn *m)
         next = q->next;
         finish_req(x, q, REQ_REROUTE);
     }
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     give_back(m, 1);
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
 }
 
 /* Pops the n oldest in-flight requests, whose results are all in, and
@@ -160,9 +160,9 @@ void step_down(prt__mux *x, mconn *m)
         nq = q->next;
         req_put(x, q);
     }
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     give_back(m, owed);
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
 }
 
 /* q's caller gives up on it (timeout): if it is the oldest in flight on
@@ -174,12 +174,12 @@ static int abandon(prt__mux *x, mreq *q)
 {
     if (q->m->fly == q) {
         PGcancel *cn = PQgetCancel(q->m->c->pg);
-        pthread_mutex_unlock(&x->mu);
+        prt__mu_unlock(&x->mu, PRT__RANK_MUX);
         char buf[256];
         if (cn)
             PQcancel(cn, buf, sizeof buf);
         PQfreeCancel(cn);
-        pthread_mutex_lock(&x->mu);
+        prt__mu_lock(&x->mu, PRT__RANK_MUX);
     }
     if (q->state != REQ_SENT)
         return 0;
@@ -201,12 +201,12 @@ int lead(prt__mux *x, mconn *m, mreq *me, double deadline)
         mreq *batch = take_pending(m, &nsend);
         if (me->state != REQ_SENT && nsend == 0)
             break; /* me done or rerouted, nothing left to send */
-        pthread_mutex_unlock(&x->mu);
+        prt__mu_unlock(&x->mu, PRT__RANK_MUX);
         int ndone = 0;
         int rc = nsend ? prt__mux_send(m, batch, nsend) : PRT_OK;
         if (rc == PRT_OK && me->state == REQ_SENT)
             rc = prt__mux_pump(m, deadline, &ndone);
-        pthread_mutex_lock(&x->mu);
+        prt__mu_lock(&x->mu, PRT__RANK_MUX);
         if (rc == PRT_EBROKEN) {
             broke(x, m);
             return PRT_OK;

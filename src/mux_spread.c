@@ -58,11 +58,11 @@ static void batch_give_up(prt__mux *x, mconn *m, mreq **qs, const int *idx, int 
         step_down(x, m);
     }
     if (cn) {
-        pthread_mutex_unlock(&x->mu);
+        prt__mu_unlock(&x->mu, PRT__RANK_MUX);
         char buf[256];
         PQcancel(cn, buf, sizeof buf);
         PQfreeCancel(cn);
-        pthread_mutex_lock(&x->mu);
+        prt__mu_lock(&x->mu, PRT__RANK_MUX);
     }
 }
 
@@ -97,9 +97,9 @@ static int send_ahead(prt__mux *x, mconn *m)
 {
     int nsend;
     mreq *batch = take_pending(m, &nsend);
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     int rc = nsend ? prt__mux_send(m, batch, nsend) : PRT_OK;
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     if (rc == PRT_EBROKEN)
         broke(x, m);
     return rc;
@@ -182,7 +182,7 @@ int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items, int spread)
     double deadline = p->opts.query_timeout > 0 ? now + p->opts.query_timeout : 0;
     double acquire_by = now + p->opts.acquire_timeout;
     char err[PRT__ERRLEN];
-    pthread_mutex_lock(&x->mu);
+    prt__mu_lock(&x->mu, PRT__RANK_MUX);
     for (int i = 0; i < n; i++) {
         prt_batch_item *it = &items[i];
         if (tx_control(it->sql)) {
@@ -235,7 +235,7 @@ int prt__mux_query_batch(prt_pool *p, int n, prt_batch_item *items, int spread)
         }
         req_put(x, q);
     }
-    pthread_mutex_unlock(&x->mu);
+    prt__mu_unlock(&x->mu, PRT__RANK_MUX);
     free(qs);
     free(idx);
     return PRT_OK;

@@ -70,7 +70,7 @@ static void hook_failed(prt__pstate *ps, int hook, const char *msg)
         return;
     atomic_fetch_add(&rt->hook_errors[hook], 1);
     double now = prt_now();
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     snprintf(rt->last_hook_error, sizeof rt->last_hook_error, "%.255s", ps->last_error);
     int log = now - rt->err_logged_at[hook] >= 1.0;
     uint64_t suppressed = rt->err_suppressed[hook];
@@ -80,7 +80,7 @@ static void hook_failed(prt__pstate *ps, int hook, const char *msg)
     } else {
         rt->err_suppressed[hook]++;
     }
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
     if (log)
         prt__logf(PRT_LOG_ERROR, "policy \"%s\": %s; used the built-in default%s", ps->pol->path,
                   ps->last_error, suppressed ? " (earlier errors suppressed)" : "");

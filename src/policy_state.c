@@ -217,10 +217,10 @@ void prt__policy_forget(prt_runtime *rt)
  * in every view).  NULL with err set on failure. */
 static prt__pstate *state_for(prt_runtime *rt, char *err, size_t errlen)
 {
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     prt__policy *pol = rt->policy;
     atomic_fetch_add(&pol->refs, 1);
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
     prt__pstate *ps = prt__pstate_new(pol, 0, err, errlen);
     prt__policy_unref(pol);
     if (ps) {

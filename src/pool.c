@@ -4,7 +4,7 @@
  * work on, and statistics.  Closing and re-sizing, which give slots back,
  * are pool_slots.c's.
  *
- * Counting: total = idle + in_use + opening, all under p->mu
+ * Counting: total = idle + in_use + opening + closing, all under p->mu
  * (PRT__ASSERT_COUNTS); total is the pool's slots, which capacity.c takes
  * and gives back.  Whatever leaves the pool goes through
  * prt__retire_unlock (pool_slots.c).
@@ -114,18 +114,18 @@ static pthread_mutex_t alive_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void alive_link(prt_pool *p)
 {
-    pthread_mutex_lock(&alive_mu);
+    prt__mu_lock(&alive_mu, PRT__RANK_ALIVE);
     p->alive_next = p->rt->pools_alive;
     if (p->alive_next)
         p->alive_next->alive_prev = p;
     p->rt->pools_alive = p;
-    pthread_mutex_unlock(&alive_mu);
+    prt__mu_unlock(&alive_mu, PRT__RANK_ALIVE);
 }
 
 /* Before a pool is freed.  Its runtime may already be gone (rt NULL). */
 static void alive_unlink(prt_pool *p)
 {
-    pthread_mutex_lock(&alive_mu);
+    prt__mu_lock(&alive_mu, PRT__RANK_ALIVE);
     if (p->rt) {
         if (p->alive_prev)
             p->alive_prev->alive_next = p->alive_next;
@@ -134,7 +134,7 @@ static void alive_unlink(prt_pool *p)
         if (p->alive_next)
             p->alive_next->alive_prev = p->alive_prev;
     }
-    pthread_mutex_unlock(&alive_mu);
+    prt__mu_unlock(&alive_mu, PRT__RANK_ALIVE);
 }
 
 /* Detaches every pool rt made that is still allocated: p->rt = NULL (under
@@ -142,7 +142,7 @@ static void alive_unlink(prt_pool *p)
  * once no thread uses the runtime any more.  No pool lock held. */
 void prt__pools_detach(prt_runtime *rt)
 {
-    pthread_mutex_lock(&alive_mu);
+    prt__mu_lock(&alive_mu, PRT__RANK_ALIVE);
     for (prt_pool *p = rt->pools_alive, *next; p; p = next) {
         next = p->alive_next;
         prt__lock(p);
@@ -151,7 +151,7 @@ void prt__pools_detach(prt_runtime *rt)
         prt__unlock(p);
     }
     rt->pools_alive = NULL;
-    pthread_mutex_unlock(&alive_mu);
+    prt__mu_unlock(&alive_mu, PRT__RANK_ALIVE);
 }
 
 /* Copies n strings into a new NULL-terminated array the caller frees with
@@ -402,6 +402,7 @@ int prt__hand_back(prt_pool *p, prt_conn *c, double now)
         w->conn = c;
         w->state = PRT__W_CONN;
         prt__waiter_wake(w);
+        PRT__ASSERT_COUNTS(p);
         return 0;
     }
     prt_conn **idle = prt__grow(p->idle, &p->idle_cap, p->nidle + 1, sizeof *idle);
@@ -410,6 +411,7 @@ int prt__hand_back(prt_pool *p, prt_conn *c, double now)
     p->idle = idle;
     p->idle[p->nidle++] = c;
     prt__waiter_nudge(p);
+    PRT__ASSERT_COUNTS(p);
     return 0;
 }
 

@@ -142,6 +142,7 @@ int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle,
             rc = PRT_ENOMEM;
     }
     if (rc == PRT_OK) {
+        PRT__ASSERT_COUNTS(p);
         prt__unlock(p);
         *out = c;
         return PRT_OK;

@@ -19,7 +19,7 @@
  * prt__registry_release.  Returns how many (0 on allocation failure). */
 int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out)
 {
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     int n = rt->npools;
     *out = malloc((size_t)(n ? n : 1) * sizeof **out);
     if (!*out)
@@ -28,7 +28,7 @@ int prt__registry_snapshot(prt_runtime *rt, prt_pool ***out)
         (*out)[i] = rt->pools[i];
         prt__pool_ref(rt->pools[i]);
     }
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     return n;
 }
 
@@ -166,9 +166,9 @@ static void apply_budget(prt_runtime *rt, const prt_server_view *sv)
  * with an unsampled server (so a policy can start small).  No lock held. */
 void prt__pools_first_budget(prt_runtime *rt)
 {
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     int lua = rt->policy->mode[PRT__H_BUDGET] == PRT__MODE_LUA;
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
     if (lua)
         apply_budget(rt, &(prt_server_view){ 0 });
 }
@@ -235,19 +235,19 @@ void prt__pools_on_capacity(prt_runtime *rt, int ev)
 
 int prt_runtime_pool_count(prt_runtime *rt)
 {
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     int n = rt->npools;
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     return n;
 }
 
 /* The i-th live pool as a new reference (prt_pool_unref it), or NULL. */
 prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i)
 {
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     prt_pool *p = (i >= 0 && i < rt->npools) ? rt->pools[i] : NULL;
     if (p)
         prt__pool_ref(p);
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     return p;
 }

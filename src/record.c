@@ -112,10 +112,10 @@ int prt__record_open(const char *path, prt__recorder **out, char *err, size_t er
         prt__errf(err, errlen, "runtime: out of memory");
         return PRT_ENOMEM;
     }
-    pthread_mutex_lock(&open_mu);
+    prt__mu_lock(&open_mu, PRT__RANK_RECORD_OPEN);
     r->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (r->fd < 0) {
-        pthread_mutex_unlock(&open_mu);
+        prt__mu_unlock(&open_mu, PRT__RANK_RECORD_OPEN);
         prt__errf(err, errlen, "runtime: cannot open the record file \"%s\": %s", path, strerror(errno));
         free(r);
         return PRT_EINVAL;
@@ -133,7 +133,7 @@ int prt__record_open(const char *path, prt__recorder **out, char *err, size_t er
     fcntl(r->fd, F_SETLK, &lk);
     if (rc != 0)
         close(r->fd); /* under open_mu, as every close of a record file */
-    pthread_mutex_unlock(&open_mu);
+    prt__mu_unlock(&open_mu, PRT__RANK_RECORD_OPEN);
     if (rc != 0) {
         free(r);
         return PRT_EINVAL;
@@ -156,9 +156,9 @@ void prt__record_unref(prt__recorder *r)
 {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    pthread_mutex_lock(&open_mu); /* a close drops this process's fcntl locks on the file */
+    prt__mu_lock(&open_mu, PRT__RANK_RECORD_OPEN); /* a close drops this process's fcntl locks on the file */
     close(r->fd);
-    pthread_mutex_unlock(&open_mu);
+    prt__mu_unlock(&open_mu, PRT__RANK_RECORD_OPEN);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -196,11 +196,11 @@ static void line(prt__recorder *r, const char *pool, double start, double wait, 
     n += (int)csv_name(buf + n, need - (size_t)n, pool);
     n += snprintf(buf + n, need - (size_t)n, ",%.3f,%.3f,%.3f,%d,%s\n", wait * 1e3, hold * 1e3, query * 1e3,
                   queries, result);
-    pthread_mutex_lock(&r->mu);
+    prt__mu_lock(&r->mu, PRT__RANK_RECORD);
     int e = write_all(r->fd, buf, (size_t)n);
     int first = e && !r->write_failed;
     r->write_failed |= e != 0;
-    pthread_mutex_unlock(&r->mu);
+    prt__mu_unlock(&r->mu, PRT__RANK_RECORD);
     if (first)
         prt__logf(PRT_LOG_ERROR, "record: writing the trace failed (%s); lines are being lost", strerror(e));
     if (buf != stack)

@@ -72,10 +72,10 @@ int prt_runtime_evict(prt_runtime *rt, const char *name, char *err, size_t errle
 {
     if (!rt || !name)
         return PRT_EINVAL;
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     int i = find(rt, name);
     prt_pool *p = i >= 0 ? detach(rt, i) : NULL;
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     if (!p) {
         prt__errf(err, errlen, "pool \"%s\": no such pool", name);
         return PRT_ENOTFOUND;
@@ -183,12 +183,12 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
     prt__pstate *ps = rt->opts.max_pools > 0 ? prt__policy_thread(rt) : NULL;
     prt_pool *p = NULL, *victim = NULL;
     int rc = PRT_OK;
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     int i = find(rt, name);
     if (i >= 0) {
         p = rt->pools[i];
         prt__pool_ref(p);
-        pthread_mutex_unlock(&rt->mu);
+        prt__mu_unlock(&rt->mu, PRT__RANK_RT);
         *out = p;
         return PRT_OK;
     }
@@ -209,7 +209,7 @@ int prt_pool_get(prt_runtime *rt, const char *name, const prt_pool_opts *o,
         rt->pools[rt->npools++] = p; /* the registry's reference */
         prt__pool_ref(p);            /* the caller's */
     }
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     if (victim)
         finish_evict(rt, victim, PRT_EVICT_LRU);
     if (rc != PRT_OK)
@@ -239,7 +239,7 @@ int prt__registry_readmit(prt_pool *p, char *err, size_t errlen)
     prt__pstate *ps = rt->opts.max_pools > 0 ? prt__policy_thread(rt) : NULL;
     prt_pool *victim = NULL;
     int rc = PRT_OK;
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     prt__lock(p);
     int back = p->closed == PRT_POOL_OPEN; /* another caller re-admitted it */
     prt__unlock(p);
@@ -268,7 +268,7 @@ int prt__registry_readmit(prt_pool *p, char *err, size_t errlen)
         p->readmitting++;
         prt__unlock(p);
     }
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     if (victim)
         finish_evict(rt, victim, PRT_EVICT_LRU);
     if (rc == PRT_OK && !back)
@@ -308,7 +308,7 @@ void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double 
         if (!evict[i])
             continue;
         prt_pool *p = NULL;
-        pthread_mutex_lock(&rt->mu);
+        prt__mu_lock(&rt->mu, PRT__RANK_RT);
         int k = find(rt, pools[i]->name);
         if (k >= 0 && rt->pools[k] == pools[i]) {
             prt__lock(pools[i]);
@@ -317,7 +317,7 @@ void prt__registry_evict_pools(prt_runtime *rt, prt_pool **pools, int n, double 
             if (!working)
                 p = detach(rt, k);
         }
-        pthread_mutex_unlock(&rt->mu);
+        prt__mu_unlock(&rt->mu, PRT__RANK_RT);
         if (p) {
             finish_evict(rt, p, PRT_EVICT_IDLE);
             gone++;

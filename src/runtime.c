@@ -55,13 +55,13 @@ static int nlive, live_cap;
 /* Adds rt to the live list.  Returns 0, or PRT_ENOMEM. */
 static int live_add(prt_runtime *rt)
 {
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     prt_runtime **grown = prt__grow(live, &live_cap, nlive + 1, sizeof *grown);
     if (grown) {
         live = grown;
         live[nlive++] = rt;
     }
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
     return grown ? PRT_OK : PRT_ENOMEM;
 }
 
@@ -69,19 +69,19 @@ static int live_add(prt_runtime *rt)
  * metrics reach). */
 int prt__live_count(void)
 {
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     int n = nlive;
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
     return n;
 }
 
 static void live_remove(prt_runtime *rt)
 {
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     for (int i = 0; i < nlive; i++)
         if (live[i] == rt)
             live[i] = live[--nlive];
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
 }
 
 /* Reloads the live policy file of every runtime that has one.  Returns the
@@ -89,16 +89,16 @@ static void live_remove(prt_runtime *rt)
 int prt_reload_all(void)
 {
     int failed = 0;
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     for (int i = 0; i < nlive; i++) {
-        pthread_mutex_lock(&live[i]->policy_mu);
+        prt__mu_lock(&live[i]->policy_mu, PRT__RANK_POLICY);
         int has_file = live[i]->policy->path != NULL;
-        pthread_mutex_unlock(&live[i]->policy_mu);
+        prt__mu_unlock(&live[i]->policy_mu, PRT__RANK_POLICY);
         char err[PRT__ERRLEN];
         if (has_file && prt_runtime_reload(live[i], NULL, err, sizeof err) != PRT_OK)
             failed++;
     }
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
     return failed;
 }
 
@@ -106,9 +106,9 @@ int prt_reload_all(void)
  * of memory.  live_mu keeps the runtimes alive while they are read. */
 char *prt__live_metrics(void)
 {
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     char *all = prt__metrics_text_of(live, nlive);
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
     return all;
 }
 
@@ -121,13 +121,13 @@ int prt_drain_all(double grace)
     if (grace < 0)
         grace = PRT_DRAIN_GRACE;
     double deadline = prt_now() + grace;
-    pthread_mutex_lock(&live_mu);
+    prt__mu_lock(&live_mu, PRT__RANK_LIVE);
     for (int i = 0; i < nlive; i++) {
         double left = deadline - prt_now();
         if (prt_runtime_drain(live[i], left > 0 ? left : 0) != PRT_OK)
             rc = PRT_ETIMEDOUT;
     }
-    pthread_mutex_unlock(&live_mu);
+    prt__mu_unlock(&live_mu, PRT__RANK_LIVE);
     return rc;
 }
 
@@ -175,7 +175,7 @@ static int check_opts(const prt_runtime_opts *o, int *overflow_allow, char *err,
  * their next hook call.  Takes over the caller's reference. */
 static void publish(prt_runtime *rt, prt__policy *pol)
 {
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     prt__policy *old = rt->policy;
     pol->generation = atomic_load(&rt->generation) + 1;
     rt->policy = pol;
@@ -185,7 +185,7 @@ static void publish(prt_runtime *rt, prt__policy *pol)
     atomic_store(&rt->route_mode, pol->mode[PRT__H_ROUTE]);
     atomic_store(&rt->acquire_hooks_lua, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
     atomic_store(&rt->generation, pol->generation);
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
     prt__policy_unref(old);
 }
 
@@ -285,9 +285,9 @@ int prt_runtime_drain(prt_runtime *rt, double grace)
 {
     if (grace < 0)
         grace = PRT_DRAIN_GRACE;
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     rt->draining = 1;
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     prt_pool **pools;
     int n = prt__registry_snapshot(rt, &pools);
     for (int i = 0; i < n; i++)
@@ -311,15 +311,15 @@ void prt_runtime_free(prt_runtime *rt)
     if (!rt)
         return;
     live_remove(rt);
-    prt__thread_stop(rt->timer, rt->has_timer, &rt->mu, &rt->cond, &rt->stopping);
+    prt__thread_stop(rt->timer, rt->has_timer, &rt->mu, PRT__RANK_RT, &rt->cond, &rt->stopping);
     prt_runtime_drain(rt, 0);
     prt__fleet_stop(rt); /* after the drain, which wakes a sample waiting to acquire */
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     prt_pool **pools = rt->pools;
     int n = rt->npools;
     rt->pools = NULL;
     rt->npools = 0;
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     for (int i = 0; i < n; i++) {
         prt__lock(pools[i]);
         if (pools[i]->in_use > 0)
@@ -348,11 +348,11 @@ void prt_runtime_free(prt_runtime *rt)
 int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errlen)
 {
     char *file = NULL;
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     if (path || rt->policy->path)
         file = strdup(path ? path : rt->policy->path);
     uint64_t gen = atomic_load(&rt->generation);
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
     if (!file) {
         prt__errf(err, errlen, "policy: nothing to reload (this runtime runs the built-in default; give a file)");
         atomic_fetch_add(&rt->reloads_failed, 1);
@@ -391,9 +391,9 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out)
     out->reloads_ok = atomic_load(&rt->reloads_ok);
     out->reloads_failed = atomic_load(&rt->reloads_failed);
     out->generation = atomic_load(&rt->generation);
-    pthread_mutex_lock(&rt->policy_mu);
+    prt__mu_lock(&rt->policy_mu, PRT__RANK_POLICY);
     snprintf(out->last_error, sizeof out->last_error, "%s", rt->last_hook_error);
-    pthread_mutex_unlock(&rt->policy_mu);
+    prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);
 }
 
 void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)

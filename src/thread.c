@@ -19,15 +19,15 @@ int prt__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
     return rc;
 }
 
-/* Stops a background thread that waits on `cond` under `mu` until
- * *stopping: sets it, wakes the thread and joins it (when `started`).
- * No lock held. */
-void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, pthread_cond_t *cond, int *stopping)
+/* Stops a background thread that waits on `cond` under `mu` (of rank
+ * `rank`) until *stopping: sets it, wakes the thread and joins it (when
+ * `started`).  No lock held. */
+void prt__thread_stop(pthread_t t, int started, pthread_mutex_t *mu, int rank, pthread_cond_t *cond, int *stopping)
 {
-    pthread_mutex_lock(mu);
+    prt__mu_lock(mu, (enum prt__rank)rank);
     *stopping = 1;
     pthread_cond_broadcast(cond);
-    pthread_mutex_unlock(mu);
+    prt__mu_unlock(mu, (enum prt__rank)rank);
     if (started)
         pthread_join(t, NULL);
 }

@@ -12,20 +12,20 @@ void *prt__timer_main(void *arg)
 {
     prt_runtime *rt = arg;
     double next = prt_now() + rt->opts.reap_interval;
-    pthread_mutex_lock(&rt->mu);
+    prt__mu_lock(&rt->mu, PRT__RANK_RT);
     while (!rt->stopping) {
         struct timespec ts;
         prt__abstime(next, &ts);
         pthread_cond_timedwait(&rt->cond, &rt->mu, &ts);
         if (rt->stopping || prt_now() < next)
             continue;
-        pthread_mutex_unlock(&rt->mu);
+        prt__mu_unlock(&rt->mu, PRT__RANK_RT);
         int closed = prt_reap(rt, NULL);
         if (closed > 0)
             prt__logf(PRT_LOG_DEBUG, "reap: closed %d connection(s)", closed);
         next = prt_now() + rt->opts.reap_interval;
-        pthread_mutex_lock(&rt->mu);
+        prt__mu_lock(&rt->mu, PRT__RANK_RT);
     }
-    pthread_mutex_unlock(&rt->mu);
+    prt__mu_unlock(&rt->mu, PRT__RANK_RT);
     return NULL;
 }

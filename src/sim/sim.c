@@ -341,7 +341,7 @@ static void acquired(prt_sim *s, prt__sim_caller *c, uint32_t id)
 /* Steps the caller's acquire until it must wait for an event, turning
  * each thing a thread would block on into one.  p->mu held on entry;
  * released on return. */
-static void drive(prt_sim *s, prt__sim_caller *c, uint32_t id)
+static void drive_unlock(prt_sim *s, prt__sim_caller *c, uint32_t id)
 {
     prt__acq *a = &c->a;
     prt_pool *p = a->p;
@@ -397,7 +397,7 @@ static void opened(prt_sim *s, prt__sim_caller *c, uint32_t id)
     }
     a->rc = PRT_OK;
     prt__lock(a->p);
-    drive(s, c, id);
+    drive_unlock(s, c, id);
 }
 
 /* The source's pool: its live handle, or (first use, or after the pool
@@ -458,7 +458,7 @@ static void arrive(prt_sim *s, int src, double hold)
     prt__acq_init(&c->a, p, -1, 0);
     c->a.w.wake = wake;
     prt__lock(p);
-    drive(s, c, id);
+    drive_unlock(s, c, id);
 }
 
 /* Background jobs start while fewer run than the pool's concurrency hook
@@ -606,7 +606,7 @@ static void run_event(prt_sim *s, const prt__sim_ev *ev)
         c->resume_pending = 0;
         c->a.timed_out = ev->kind == EV_TIMEOUT;
         prt__lock(c->a.p);
-        drive(s, c, ev->id);
+        drive_unlock(s, c, ev->id);
         break;
     case EV_OPENED:
         opened(s, c, ev->id);
