@@ -405,7 +405,7 @@ local function stats_of(p)
     protected = s.is_protected ~= 0, pinned = s.is_pinned ~= 0, closed = s.closed,
     connections_closed_total = {
       idle = n(s.closed_idle), lifetime = n(s.closed_lifetime), broken = n(s.closed_broken),
-      evicted = n(s.closed_evicted), shrink = n(s.closed_shrink),
+      evicted = n(s.closed_evicted), shrink = n(s.closed_shrink), role = n(s.closed_role),
     },
     multiplex = { -- zeros without multiplex = true
       connections = s.mux_connections, in_flight = s.mux_in_flight,
@@ -567,6 +567,28 @@ local rstats_buf = ffi.new("prt_runtime_stats")
 -- samples_total, sample_errors_total, server_full_total; shared_budget: the
 -- shared budget's numbers and this runtime's part (poolrt.shared_budget),
 -- or nil.
+local ROLES = { [C.PRT_ROLE_UNKNOWN] = "unknown", [C.PRT_ROLE_PRIMARY] = "primary",
+                [C.PRT_ROLE_STANDBY] = "standby" }
+local eps_buf, EPS_MAX = nil, 64
+
+-- The runtime's servers (pools over several hosts share them): a list of
+-- { name = "host:port", role = "primary"|"standby"|"unknown", up, failures,
+-- retry_at, open, connects_total, connect_failures_total,
+-- role_changes_total }.
+local function endpoint_stats(rt)
+  eps_buf = eps_buf or ffi.new("prt_endpoint_stats[?]", EPS_MAX)
+  local n, out = math.min(C.prt_runtime_endpoints(rt, eps_buf, EPS_MAX), EPS_MAX), {}
+  for i = 0, n - 1 do
+    local e = eps_buf[i]
+    out[#out + 1] = { name = ffi.string(e.name), role = ROLES[e.role] or "unknown", up = e.up ~= 0,
+                      failures = e.failures, retry_at = e.retry_at, open = e.open,
+                      connects_total = tonumber(e.connects_total),
+                      connect_failures_total = tonumber(e.connect_failures_total),
+                      role_changes_total = tonumber(e.role_changes_total) }
+  end
+  return out
+end
+
 function Runtime:runtime_stats()
   local s = rstats_buf
   C.prt_runtime_stats_get(self._rt, s)
@@ -583,7 +605,7 @@ function Runtime:runtime_stats()
            server = { max_connections = s.server_max_connections, reserved = s.server_reserved,
                       backends = s.server_backends, fleet_members = s.fleet_members,
                       fleet_backends = s.fleet_backends, own_backends = s.own_backends },
-           shared_budget = budget_stats(nil, self._rt) }
+           shared_budget = budget_stats(nil, self._rt), endpoints = endpoint_stats(self._rt) }
 end
 
 local HOOKS = M.HOOKS

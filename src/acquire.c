@@ -477,6 +477,20 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
     return PRT_OK;
 }
 
+/* A connection of a pool over several servers comes back: a lost
+ * connection or a read-only refusal (SQLSTATE 25006) makes its server's
+ * role unknown, and one whose server no longer fits the pool's
+ * target_session_attrs is retired (PRT__CLOSE_ROLE) rather than reused.
+ * Returns the close reason, or `reason` as it was.  No lock held. */
+static __attribute__((noinline)) int endpoint_verdict(prt_pool *p, prt_conn *c, int reason)
+{
+    if ((c->pg && (PQstatus(c->pg) != CONNECTION_OK || c->fatal)) || strcmp(c->sqlstate, "25006") == 0)
+        prt__endpoints_doubt(p->endpoints, c->endpoint);
+    if (reason < 0 && !prt__endpoints_fits(p->endpoints, c->endpoint))
+        reason = PRT__CLOSE_ROLE;
+    return reason;
+}
+
 /* Gives a connection back.  `broken` (or a failed reset) closes it instead
  * of reusing it; so do an expired lifetime, a shrunk pool and a closed one. */
 void prt_release(prt_conn *c, int broken)
@@ -490,6 +504,8 @@ void prt_release(prt_conn *c, int broken)
     if (!broken)
         broken = prt__conn_reset(c, now + p->opts.acquire_timeout) != PRT_OK;
     int reason = broken ? PRT__CLOSE_BROKEN : prt__conn_expired(c, now) ? PRT__CLOSE_LIFETIME : -1;
+    if (p->endpoints)
+        reason = endpoint_verdict(p, c, reason);
     prt__lock(p);
     p->in_use--;
     p->last_used_at = now;

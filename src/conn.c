@@ -139,8 +139,8 @@ static void notice_receiver(void *arg, const PGresult *res)
     prt__logf(PRT_LOG_DEBUG, "pool \"%s\": server notice: %s", c->pool->name, msg);
 }
 
-/* Opens one connection to endpoint e of pool p (or its only host). */
-static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *err, size_t errlen)
+/* One connect to endpoint e of pool p (or its only host) until deadline. */
+static int open_at(prt_pool *p, int e, double deadline, prt_conn **out, char *err, size_t errlen)
 {
     prt_conn *c = calloc(1, sizeof *c);
     PGconn *pg = p->endpoints ? prt__endpoints_start(p->endpoints, e) : PQconnectStart(p->conninfo);
@@ -175,6 +175,20 @@ static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *e
     return PRT_OK;
 }
 
+/* Opens one connection to endpoint e of pool p (or its only host), within
+ * the deadline or the endpoint's connect_timeout, whichever comes first,
+ * and tells the endpoint's facts how it went. */
+static int open_one(prt_pool *p, int e, double deadline, prt_conn **out, char *err, size_t errlen)
+{
+    double per = prt__endpoints_connect_timeout(p->endpoints);
+    if (per > 0 && prt_now() + per < deadline)
+        deadline = prt_now() + per;
+    int rc = open_at(p, e, deadline, out, err, errlen);
+    if (p->endpoints && rc != PRT_ENOMEM)
+        prt__endpoints_connected(p->endpoints, e, rc == PRT_OK ? (*out)->pg : NULL, err);
+    return rc;
+}
+
 static int run_init_sql(prt_conn *c, double deadline, char *err, size_t errlen);
 
 /* A new connection of p (libpq's or the simulator's) gets its pool, its
@@ -190,19 +204,21 @@ void prt__conn_born(prt_conn *c, prt_pool *p)
     }
 }
 
-/* Opens a connection for pool p, giving up at `deadline`: on the endpoint
- * with the fewest of the pool's connections, then the others in turn.  On
- * success *out is owned by the caller; on failure err carries the pool's
- * name and libpq's message (which never contains the password). */
+/* Opens a connection for pool p, giving up at `deadline`: on its
+ * endpoints in the order endpoint.c gives (the role wanted, then fewest of
+ * the pool's connections), the next one after a failure or an endpoint's
+ * connect_timeout.  On success *out is owned by the caller; on failure err
+ * carries the pool's name and libpq's message (never the password). */
 int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
 {
     if (p->ops)
         return p->ops->open(p, deadline, out, err, errlen);
-    int n = prt__endpoints_count(p->endpoints), first = p->endpoints ? prt__endpoints_choose(p->endpoints) : 0;
+    int order[PRT__MAX_ENDPOINTS] = { 0 };
+    int n = p->endpoints ? prt__endpoints_order(p->endpoints, order) : 1;
     prt_conn *c = NULL;
     int rc = PRT_ECONNECT;
-    for (int k = 0; k < n && rc == PRT_ECONNECT; k++)
-        rc = open_one(p, (first + k) % n, deadline, &c, err, errlen);
+    for (int k = 0; k < n && (rc == PRT_ECONNECT || (rc == PRT_ETIMEDOUT && prt_now() < deadline)); k++)
+        rc = open_one(p, order[k], deadline, &c, err, errlen);
     if (rc != PRT_OK)
         return rc;
     prt__endpoints_opened(p->endpoints, c->endpoint, 1);

@@ -1,23 +1,68 @@
 /*
- * endpoint.c -- spreading a pool over several servers.
+ * endpoint.c -- the servers of a runtime, and a pool spread over several.
  *
- * A conninfo may name several hosts (`host=a,b port=5432,5433`), as for
- * replicas behind one name.  libpq 15 always tries them in order (random
- * order arrived with load_balance_hosts in 16), so one server would get
- * every connection.  Here each new connection goes to the endpoint with
- * the fewest open connections of the pool, falling over to the next when
- * it cannot be reached.  Which open connection serves a query is then the
- * `pick` policy's choice: MRU concentrates work on few connections (and so
- * few servers), LRU spreads it (golang/go#68539).
+ * A conninfo may name several hosts (`host=a,b port=5432,5433`): a primary
+ * and its standbys, say.  libpq 15 tries them in order, so it would choose
+ * the server; here poolrt chooses, and honours target_session_attrs with
+ * libpq's words: any, read-write and primary (want a primary), read-only
+ * and standby (want a standby), prefer-standby.
  *
- * Built once per pool, then read-only except the atomic open counts.
+ * Facts.  Each server (host:port) of a runtime is one prt__endpoint in the
+ * runtime's table, shared by every pool that names it, and its facts are
+ * atomics: `role` (primary, standby, unknown), as the server said at the
+ * last connect (in_hot_standby, or libpq's refusal for the wrong role);
+ * `up` and `failures` (consecutive failed connects), with `retry_at`, a
+ * backoff doubling from 1 s to 30 s before which a down server is tried
+ * last; open connections.  A bad sign -- a lost connection, SQLSTATE 25006
+ * (read-only transaction) -- makes the role unknown at once.
+ *
+ * Choice.  Each new connection goes to the best tier, and within it to
+ * the endpoint with the fewest of the pool's connections: the role wanted
+ * (a standby for prefer-standby), then unknown, then the other role, then
+ * servers down and not yet due for a retry.  A known role is never ruled
+ * out, since it may be stale (a standby promoted): libpq still checks
+ * target_session_attrs at each connect, and the answer updates the fact.
+ * A connection is retired on release when its endpoint no longer fits
+ * (prt__endpoints_fits): the wrong role for the pool, or, for
+ * prefer-standby, a primary or unknown server while a better one may be
+ * had -- so reads come back to the standbys when one returns.  Which open
+ * connection serves a query is the `pick` policy's choice.
+ *
+ * The table is made with the runtime and shared by reference with the
+ * pools' endpoint lists (a pool may outlive its runtime); endpoints are
+ * added under rt->mu (pools are made under it) and never removed.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
+#define RT_ENDPOINTS 64
+enum { WANT_ANY, WANT_PRIMARY, WANT_STANDBY, PREFER_STANDBY };
+enum { TIER_BEST = 1, TIER_UNKNOWN, TIER_OTHER, TIER_DOWN };
+static const double RETRY_FIRST = 1.0, RETRY_MAX = 30.0;
+
+typedef struct endpoint {
+    char name[128];          /* "host:port", immutable once published */
+    atomic_int role;         /* PRT_ROLE_* */
+    atomic_int known;        /* the last role that was not unknown */
+    atomic_int up, failures, open;
+    atomic_uint_fast64_t retry_us; /* prt_now() in microseconds */
+    atomic_uint_fast64_t connects, connect_failures, role_changes;
+} endpoint;
+
+struct prt__eptab {
+    atomic_int refs;
+    atomic_int n;            /* published endpoints; added under rt->mu */
+    endpoint ep[RT_ENDPOINTS];
+};
+
 struct prt__endpoints {
     int n;
+    int want;                /* WANT_*, from target_session_attrs */
+    double connect_timeout;  /* seconds per endpoint (0: none) */
+    prt__eptab *tab;         /* a reference */
+    int id[PRT__MAX_ENDPOINTS]; /* the runtime endpoint of each host */
     PQconninfoOption *opts;  /* owns the parsed strings */
     char *hosts, *ports;     /* comma lists, split in place */
     const char **keywords;   /* NULL-terminated: the options that are set */
@@ -25,6 +70,57 @@ struct prt__endpoints {
     int nkw;
     atomic_int open[PRT__MAX_ENDPOINTS];
 };
+
+prt__eptab *prt__eptab_new(void)
+{
+    prt__eptab *t = calloc(1, sizeof *t);
+    if (t)
+        atomic_init(&t->refs, 1);
+    return t;
+}
+
+void prt__eptab_unref(prt__eptab *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+        free(t);
+}
+
+/* The endpoint named host:port, added if new; -1 when the table is full.
+ * rt->mu held (the only adder). */
+static int endpoint_id(prt__eptab *t, const char *host, const char *port)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s:%s", host, port && *port ? port : "5432");
+    int n = atomic_load(&t->n);
+    for (int i = 0; i < n; i++)
+        if (strcmp(t->ep[i].name, name) == 0)
+            return i;
+    if (n == RT_ENDPOINTS)
+        return -1;
+    memcpy(t->ep[n].name, name, sizeof name);
+    atomic_store(&t->n, n + 1); /* publishes the name */
+    return n;
+}
+
+int prt__runtime_endpoints(prt__eptab *t, prt_endpoint_stats *out, int max)
+{
+    int n = t ? atomic_load(&t->n) : 0;
+    for (int i = 0; i < n && i < max; i++) {
+        endpoint *e = &t->ep[i];
+        prt_endpoint_stats *s = &out[i];
+        memset(s, 0, sizeof *s);
+        snprintf(s->name, sizeof s->name, "%s", e->name);
+        s->role = atomic_load(&e->role);
+        s->up = atomic_load(&e->up);
+        s->failures = atomic_load(&e->failures);
+        s->retry_at = s->up ? 0 : (double)atomic_load(&e->retry_us) / 1e6;
+        s->open = atomic_load(&e->open);
+        s->connects_total = atomic_load(&e->connects);
+        s->connect_failures_total = atomic_load(&e->connect_failures);
+        s->role_changes_total = atomic_load(&e->role_changes);
+    }
+    return n;
+}
 
 static int split(char *list, char **out, int max)
 {
@@ -43,6 +139,7 @@ void prt__endpoints_free(prt__endpoints *e)
     if (!e)
         return;
     PQconninfoFree(e->opts);
+    prt__eptab_unref(e->tab);
     free(e->hosts);
     free(e->ports);
     free(e->keywords);
@@ -50,17 +147,29 @@ void prt__endpoints_free(prt__endpoints *e)
     free(e);
 }
 
-/* Returns the endpoints of a conninfo with several hosts, NULL for a single
+static int want_of(const char *attrs)
+{
+    if (!attrs || strcmp(attrs, "any") == 0)
+        return WANT_ANY;
+    if (strcmp(attrs, "read-write") == 0 || strcmp(attrs, "primary") == 0)
+        return WANT_PRIMARY;
+    if (strcmp(attrs, "read-only") == 0 || strcmp(attrs, "standby") == 0)
+        return WANT_STANDBY;
+    return strcmp(attrs, "prefer-standby") == 0 ? PREFER_STANDBY : WANT_ANY;
+}
+
+/* Returns the endpoints of a conninfo with several hosts, entered in the
+ * runtime's table t (NULL: none, the simulator's), or NULL for a single
  * host (plain PQconnectStart serves then) or when it cannot be parsed (the
- * connect reports why). */
-prt__endpoints *prt__endpoints_new(const char *conninfo)
+ * connect reports why).  rt->mu held. */
+prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t)
 {
     char *errmsg = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
     PQfreemem(errmsg);
     if (!opts)
         return NULL;
-    const char *host = NULL, *port = NULL;
+    const char *host = NULL, *port = NULL, *attrs = NULL, *timeout = NULL;
     int nkw = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
@@ -70,6 +179,10 @@ prt__endpoints *prt__endpoints_new(const char *conninfo)
             host = o->val;
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
+        else if (strcmp(o->keyword, "target_session_attrs") == 0)
+            attrs = o->val;
+        else if (strcmp(o->keyword, "connect_timeout") == 0)
+            timeout = o->val;
     }
     prt__endpoints *e = NULL;
     if (!host || !strchr(host, ',') || !(e = calloc(1, sizeof *e)))
@@ -77,16 +190,27 @@ prt__endpoints *prt__endpoints_new(const char *conninfo)
     e->opts = opts;
     e->hosts = strdup(host);
     e->ports = port ? strdup(port) : NULL;
+    e->want = want_of(attrs);
+    e->connect_timeout = timeout ? atof(timeout) : 0;
+    if (e->connect_timeout > 0 && e->connect_timeout < 2)
+        e->connect_timeout = 2; /* libpq's own minimum */
     char *hosts[PRT__MAX_ENDPOINTS], *ports[PRT__MAX_ENDPOINTS];
     e->n = split(e->hosts, hosts, PRT__MAX_ENDPOINTS);
     int np = split(e->ports, ports, PRT__MAX_ENDPOINTS);
     e->nkw = nkw;
     e->keywords = calloc((size_t)nkw + 1, sizeof *e->keywords);
     e->values = calloc((size_t)(nkw + 1) * (size_t)e->n, sizeof *e->values);
-    if (!e->hosts || !e->keywords || !e->values || (np != 0 && np != 1 && np != e->n)) {
+    int ok = e->hosts && e->keywords && e->values && (np == 0 || np == 1 || np == e->n);
+    for (int i = 0; ok && t && i < e->n; i++)
+        ok = (e->id[i] = endpoint_id(t, hosts[i], np ? ports[np == 1 ? 0 : i] : NULL)) >= 0;
+    if (!ok) {
         e->opts = NULL;
         prt__endpoints_free(e);
         goto single;
+    }
+    if (t) {
+        atomic_fetch_add(&t->refs, 1);
+        e->tab = t;
     }
     for (int i = 0; i < e->n; i++) {
         int k = 0;
@@ -114,23 +238,151 @@ int prt__endpoints_count(const prt__endpoints *e)
     return e ? e->n : 1;
 }
 
-/* The endpoint with the fewest open connections, to try first. */
+static endpoint *ep_of(const prt__endpoints *e, int i)
+{
+    return e->tab ? &e->tab->ep[e->id[i]] : NULL;
+}
+
+/* Endpoint i's tier for the pool (TIER_*; lower is better) at `now_us`. */
+static int tier(const prt__endpoints *e, int i, uint64_t now_us)
+{
+    const endpoint *x = ep_of(e, i);
+    if (!x)
+        return TIER_BEST;
+    if (!atomic_load_explicit(&x->up, memory_order_relaxed) &&
+        atomic_load_explicit(&x->connects, memory_order_relaxed) > 0 &&
+        now_us < atomic_load_explicit(&x->retry_us, memory_order_relaxed))
+        return TIER_DOWN;
+    if (e->want == WANT_ANY)
+        return TIER_BEST;
+    int role = atomic_load_explicit(&x->role, memory_order_relaxed);
+    if (role == PRT_ROLE_UNKNOWN)
+        return TIER_UNKNOWN;
+    int best = e->want == WANT_PRIMARY ? PRT_ROLE_PRIMARY : PRT_ROLE_STANDBY;
+    return role == best ? TIER_BEST : TIER_OTHER;
+}
+
+static uint64_t now_us(void)
+{
+    return (uint64_t)(prt_now() * 1e6);
+}
+
+/* The pool's endpoints in the order to try them: by tier, then fewest of
+ * the pool's open connections.  Returns how many (e->n). */
+int prt__endpoints_order(prt__endpoints *e, int *order)
+{
+    int t[PRT__MAX_ENDPOINTS], o[PRT__MAX_ENDPOINTS];
+    uint64_t now = now_us();
+    for (int i = 0; i < e->n; i++) {
+        t[i] = tier(e, i, now);
+        o[i] = atomic_load(&e->open[i]);
+        int k = i;
+        while (k > 0 && (t[order[k - 1]] > t[i] || (t[order[k - 1]] == t[i] && o[order[k - 1]] > o[i]))) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
+    return e->n;
+}
+
+/* The endpoint to try first. */
 int prt__endpoints_choose(prt__endpoints *e)
 {
-    int best = 0;
-    for (int i = 1; i < e->n; i++)
-        if (atomic_load(&e->open[i]) < atomic_load(&e->open[best]))
-            best = i;
-    return best;
+    int order[PRT__MAX_ENDPOINTS];
+    prt__endpoints_order(e, order);
+    return order[0];
+}
+
+/* Whether a connection on endpoint i may go back to the pool: its server's
+ * role fits (not the wrong one), and for prefer-standby no better endpoint
+ * may be had.  No lock needed. */
+int prt__endpoints_fits(const prt__endpoints *e, int i)
+{
+    if (e->want == WANT_ANY || !e->tab)
+        return 1;
+    uint64_t now = now_us();
+    int mine = tier(e, i, now);
+    if (e->want != PREFER_STANDBY)
+        return mine != TIER_OTHER;
+    for (int j = 0; mine != TIER_BEST && j < e->n; j++)
+        if (j != i && tier(e, j, now) < mine && e->id[j] != e->id[i])
+            return 0;
+    return 1;
 }
 
 PGconn *prt__endpoints_start(prt__endpoints *e, int i)
 {
+    endpoint *x = ep_of(e, i);
+    if (x)
+        atomic_fetch_add(&x->connects, 1);
     return PQconnectStartParams(e->keywords, &e->values[i * (e->nkw + 1)], 0);
+}
+
+double prt__endpoints_connect_timeout(const prt__endpoints *e)
+{
+    return e ? e->connect_timeout : 0;
+}
+
+static void set_role(endpoint *x, int role)
+{
+    atomic_store(&x->role, role);
+    if (role == PRT_ROLE_UNKNOWN)
+        return;
+    int was = atomic_exchange(&x->known, role);
+    if (was != PRT_ROLE_UNKNOWN && was != role)
+        atomic_fetch_add(&x->role_changes, 1);
+}
+
+/* A connect to endpoint i succeeded (pg: its connection, for the role it
+ * reports) or failed (pg NULL; why: libpq's message).  libpq refusing the
+ * server for target_session_attrs is not a failure: the server is up, and
+ * its role is known. */
+void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why)
+{
+    endpoint *x = e ? ep_of(e, i) : NULL;
+    if (!x)
+        return;
+    int role = PRT_ROLE_UNKNOWN;
+    if (pg) {
+        const char *hs = PQparameterStatus(pg, "in_hot_standby");
+        role = !hs ? PRT_ROLE_UNKNOWN : strcmp(hs, "on") == 0 ? PRT_ROLE_STANDBY : PRT_ROLE_PRIMARY;
+    } else if (why && (strstr(why, "server is in hot standby mode") || strstr(why, "session is read-only"))) {
+        role = PRT_ROLE_STANDBY;
+    } else if (why && (strstr(why, "server is not in hot standby mode") || strstr(why, "session is not read-only"))) {
+        role = PRT_ROLE_PRIMARY;
+    }
+    if (pg || role != PRT_ROLE_UNKNOWN) {
+        set_role(x, role);
+        atomic_store(&x->failures, 0);
+        atomic_store(&x->up, 1);
+        return;
+    }
+    set_role(x, PRT_ROLE_UNKNOWN);
+    atomic_store(&x->up, 0);
+    atomic_fetch_add(&x->connect_failures, 1);
+    int f = atomic_fetch_add(&x->failures, 1) + 1;
+    double wait = RETRY_FIRST;
+    for (int k = 1; k < f && wait < RETRY_MAX; k++)
+        wait *= 2;
+    atomic_store(&x->retry_us, now_us() + (uint64_t)((wait < RETRY_MAX ? wait : RETRY_MAX) * 1e6));
+}
+
+/* A bad sign on a connection of endpoint i (lost, or SQLSTATE 25006): its
+ * role is unknown until the next connect says. */
+void prt__endpoints_doubt(prt__endpoints *e, int i)
+{
+    endpoint *x = e ? ep_of(e, i) : NULL;
+    if (x)
+        set_role(x, PRT_ROLE_UNKNOWN);
 }
 
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta)
 {
-    if (e)
-        atomic_fetch_add(&e->open[i], delta);
+    if (!e)
+        return;
+    atomic_fetch_add(&e->open[i], delta);
+    endpoint *x = ep_of(e, i);
+    if (x)
+        atomic_fetch_add(&x->open, delta);
 }

@@ -92,12 +92,21 @@ void prt__stmt_remove(prt__stmt_cache *sc, prt__stmt *s);
 
 /* --- endpoint.c: a pool over several hosts ------------------------------- */
 #define PRT__MAX_ENDPOINTS 16
-typedef struct prt__endpoints prt__endpoints;
-prt__endpoints *prt__endpoints_new(const char *conninfo);  /* NULL: a single host */
+typedef struct prt__endpoints prt__endpoints; /* one pool's hosts */
+typedef struct prt__eptab prt__eptab;         /* a runtime's servers and their facts */
+prt__eptab *prt__eptab_new(void);
+void prt__eptab_unref(prt__eptab *t);
+int prt__runtime_endpoints(prt__eptab *t, prt_endpoint_stats *out, int max);
+prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t); /* rt->mu held; NULL: a single host */
 void prt__endpoints_free(prt__endpoints *e);
 int prt__endpoints_count(const prt__endpoints *e);
-int prt__endpoints_choose(prt__endpoints *e);
+int prt__endpoints_order(prt__endpoints *e, int *order); /* the order to try them in */
+int prt__endpoints_choose(prt__endpoints *e);             /* the first of that order */
+int prt__endpoints_fits(const prt__endpoints *e, int i);  /* a connection on i may go back idle */
+double prt__endpoints_connect_timeout(const prt__endpoints *e); /* per endpoint (0: none) */
 PGconn *prt__endpoints_start(prt__endpoints *e, int i);
+void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why); /* pg NULL: failed */
+void prt__endpoints_doubt(prt__endpoints *e, int i);      /* a bad sign: role unknown */
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta);
 
 /* --- conn.c --------------------------------------------------------------- */
@@ -158,7 +167,7 @@ int prt__record_failed(prt_pool *p, double start, int rc); /* returns rc */
 /* Why a connection closed, counted per pool in closed_by. */
 enum prt__close_reason {
     PRT__CLOSE_IDLE = PRT_CLOSE_IDLE, PRT__CLOSE_LIFETIME = PRT_CLOSE_LIFETIME, PRT__CLOSE_BROKEN = PRT_CLOSE_BROKEN,
-    PRT__CLOSE_EVICTED = PRT_CLOSE_EVICTED, PRT__CLOSE_SHRINK = PRT_CLOSE_SHRINK,
+    PRT__CLOSE_EVICTED = PRT_CLOSE_EVICTED, PRT__CLOSE_SHRINK = PRT_CLOSE_SHRINK, PRT__CLOSE_ROLE = PRT_CLOSE_ROLE,
     PRT__CLOSE_NREASONS = PRT_CLOSE_NREASONS,
     PRT__CLOSE_NONE = PRT__CLOSE_NREASONS /* not counted: never opened, or the caller counted it */
 };
@@ -537,6 +546,7 @@ struct prt_runtime {
     struct prt__fleet *fleet; /* fleet.c's sampler; set before the runtime is shared, NULL without `fleet` */
     prt__recorder *rec;      /* immutable: opts.record's trace, NULL when not recording */
     const prt__conn_ops *conn_ops; /* set before the first pool (NULL: libpq); pools copy it */
+    prt__eptab *eptab;       /* immutable: the servers its pools name (endpoint.c); pools hold references */
 };
 
 void *prt__timer_main(void *arg);

@@ -77,6 +77,7 @@ static void put_family(buf *b, const family *f)
 
 /* One runtime's numbers, read once per exposition so that every family
  * shows the same moment.  `pools` holds references (prt__registry_release). */
+enum { SNAP_ENDPOINTS = 64 };
 typedef struct snap {
     prt_pool **pools;
     prt_pool_stats *st;
@@ -85,6 +86,8 @@ typedef struct snap {
     prt_runtime_stats rs;
     prt_budget_stats bs;
     int has_budget;          /* the runtime is a member of a shared budget (bs) */
+    prt_endpoint_stats eps[SNAP_ENDPOINTS]; /* the servers of pools over several hosts */
+    int neps;
     char rt[48]; /* runtime="<id>" when several runtimes share the text, else "" */
 } snap;
 
@@ -338,6 +341,41 @@ static void budget_series(buf *b, const snap *s, int ns)
     }
 }
 
+/* The servers of pools over several hosts (endpoint.c): one series per
+ * endpoint and family; poolrt_endpoint_role is 1 for the role the server
+ * last reported and 0 for the others. */
+static void endpoint_series(buf *b, const snap *s, int ns)
+{
+    static const family fams[] = {
+        { "poolrt_endpoint_up", "gauge", "1 when the last connect to the server succeeded." },
+        { "poolrt_endpoint_role", "gauge", "1 for the role the server reported at the last connect (unknown after a bad sign)." },
+        { "poolrt_endpoint_open", "gauge", "Connections open to the server, every pool of the runtime." },
+        { "poolrt_endpoint_failures", "gauge", "Consecutive failed connects to the server." },
+        { "poolrt_endpoint_connects_total", "counter", "Connects attempted to the server." },
+        { "poolrt_endpoint_failovers_total", "counter", "Times the server's known role changed (failover, switchover)." },
+    };
+    static const char *const roles[] = { "unknown", "primary", "standby" };
+    for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
+        int any = 0;
+        for (int k = 0; k < ns; k++)
+            for (int i = 0; i < s[k].neps; i++) {
+                const prt_endpoint_stats *e = &s[k].eps[i];
+                if (!any++)
+                    put_family(b, &fams[f]);
+                char name[160], lab[256];
+                label(name, sizeof name, e->name);
+                for (int r = 0; r < (f == 1 ? 3 : 1); r++) {
+                    snprintf(lab, sizeof lab, "endpoint=\"%s\"%s%s%s", name, f == 1 ? ",role=\"" : "",
+                             f == 1 ? roles[r] : "", f == 1 ? "\"" : "");
+                    series(b, fams[f].name, lab, &s[k]);
+                    const uint64_t v[] = { (uint64_t)e->up, (uint64_t)(e->role == r), (uint64_t)e->open,
+                                           (uint64_t)e->failures, e->connects_total, e->role_changes_total };
+                    put(b, "%llu\n", (unsigned long long)v[f]);
+                }
+            }
+    }
+}
+
 /* The exposition text of rts[0..n), each family once (see the top of the
  * file); free it with prt_free.  Returns NULL when out of memory.  The
  * caller keeps the runtimes alive for the duration of the call. */
@@ -355,6 +393,9 @@ char *prt__metrics_text_of(prt_runtime *const *rts, int n)
         prt_runtime_policy_stats(rts[k], &s[k].ps);
         prt_runtime_stats_get(rts[k], &s[k].rs);
         s[k].has_budget = prt_budget_stats_get(NULL, rts[k], &s[k].bs) == PRT_OK;
+        s[k].neps = prt_runtime_endpoints(rts[k], s[k].eps, SNAP_ENDPOINTS);
+        if (s[k].neps > SNAP_ENDPOINTS)
+            s[k].neps = SNAP_ENDPOINTS;
         if (n > 1)
             snprintf(s[k].rt, sizeof s[k].rt, "runtime=\"%llu\"", (unsigned long long)rts[k]->id);
     }
@@ -362,6 +403,7 @@ char *prt__metrics_text_of(prt_runtime *const *rts, int n)
         pool_series(&b, s, n);
         runtime_series(&b, s, n);
         budget_series(&b, s, n);
+        endpoint_series(&b, s, n);
     }
     for (int k = 0; s && k < n; k++) {
         free(s[k].st);

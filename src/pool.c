@@ -207,7 +207,7 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o, con
     }
     atomic_init(&p->refs, 1);
     atomic_fetch_add(&pools_allocated, 1);
-    p->endpoints = prt__endpoints_new(p->conninfo); /* with the fleet's application_name */
+    p->endpoints = prt__endpoints_new(p->conninfo, rt->eptab); /* with the fleet's application_name */
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
     p->rec = prt__record_ref(rt->rec);
@@ -258,7 +258,8 @@ const char *prt_pool_name(const prt_pool *p)
 }
 
 
-static const char *const close_reasons[PRT_CLOSE_NREASONS] = { "idle", "lifetime", "broken", "evicted", "shrink" };
+static const char *const close_reasons[PRT_CLOSE_NREASONS] = { "idle", "lifetime", "broken", "evicted", "shrink",
+                                                                       "role" };
 
 /* The name of a close reason (the metrics' label, the simulator's table):
  * the one list of them. */
@@ -275,6 +276,7 @@ void prt__closed_by(const prt_pool_stats *st, uint64_t by[PRT_CLOSE_NREASONS])
     by[PRT_CLOSE_BROKEN] = st->closed_broken;
     by[PRT_CLOSE_EVICTED] = st->closed_evicted;
     by[PRT_CLOSE_SHRINK] = st->closed_shrink;
+    by[PRT_CLOSE_ROLE] = st->closed_role;
 }
 
 /* The pool's state for error messages.  mu held. */
@@ -482,6 +484,7 @@ int prt_pool_stats_get(prt_pool *p, prt_pool_stats *s)
     s->closed_broken = p->closed_by[PRT__CLOSE_BROKEN];
     s->closed_evicted = p->closed_by[PRT__CLOSE_EVICTED];
     s->closed_shrink = p->closed_by[PRT__CLOSE_SHRINK];
+    s->closed_role = p->closed_by[PRT__CLOSE_ROLE];
     s->grown_total = p->grown;
     s->is_protected = p->opts.is_protected;
     s->is_pinned = p->opts.is_pinned;

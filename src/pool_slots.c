@@ -29,15 +29,6 @@
 #include <string.h>
 #include "internal.h"
 
-/* Fills by[] to count n closes under `why` (PRT__CLOSE_NONE: none). */
-static const int *counted_as(int by[PRT__CLOSE_NREASONS], enum prt__close_reason why, int n)
-{
-    memset(by, 0, PRT__CLOSE_NREASONS * sizeof by[0]);
-    if (why != PRT__CLOSE_NONE)
-        by[why] = n;
-    return by;
-}
-
 /* Gives back n slots of p and closes their connections cs[0..n), in the
  * order the top of this file explains.  cs may be NULL (the slots'
  * connections never opened) and stays the caller's; by[reason] counts the
@@ -68,7 +59,7 @@ void prt__retire_by_unlock(prt_pool *p, prt_conn **cs, int n, const int *by)
 void prt__retire_unlock(prt_pool *p, prt_conn **cs, int n, enum prt__close_reason why)
 {
     int by[PRT__CLOSE_NREASONS];
-    prt__retire_by_unlock(p, cs, n, counted_as(by, why, n));
+    prt__retire_by_unlock(p, cs, n, prt__counted_as(by, why, n));
 }
 
 /* After consecutive connect failures, attempts are spaced out (doubling

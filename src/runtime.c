@@ -212,7 +212,9 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     if (!pol)
         pol = prt__policy_builtin();
     prt_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt || !pol || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
+    if (!rt || !pol || !(rt->eptab = prt__eptab_new()) || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
+        if (rt)
+            prt__eptab_unref(rt->eptab);
         free(rt);
         prt__policy_unref(pol);
         prt__errf(err, errlen, "runtime: out of memory");
@@ -339,6 +341,7 @@ void prt_runtime_free(prt_runtime *rt)
     pthread_mutex_destroy(&rt->policy_mu);
     pthread_mutex_destroy(&rt->mu);
     free(rt->conninfo);
+    prt__eptab_unref(rt->eptab); /* pools that outlive rt keep theirs */
     free(rt);
 }
 
@@ -409,4 +412,9 @@ void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out)
     out->budget = atomic_load(&rt->cap);
     out->budget_waiting = prt__pools_waiting_for_slots(rt);
     prt__fleet_stats(rt, out);
+}
+
+int prt_runtime_endpoints(prt_runtime *rt, prt_endpoint_stats *out, int max)
+{
+    return rt ? prt__runtime_endpoints(rt->eptab, out, max) : 0;
 }

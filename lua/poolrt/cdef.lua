@@ -44,7 +44,10 @@ enum { PRT_EVICT_MANUAL = 0, PRT_EVICT_LRU = 1, PRT_EVICT_IDLE = 2, PRT_EVICT_NR
  * names (prt_close_reason_name) are the metrics' `reason` label and the
  * suffixes of prt_pool_stats.closed_*. */
 enum { PRT_CLOSE_IDLE = 0, PRT_CLOSE_LIFETIME = 1, PRT_CLOSE_BROKEN = 2, PRT_CLOSE_EVICTED = 3,
-       PRT_CLOSE_SHRINK = 4, PRT_CLOSE_NREASONS = 5 };
+       PRT_CLOSE_SHRINK = 4, PRT_CLOSE_ROLE = 5, PRT_CLOSE_NREASONS = 6 };
+
+/* An endpoint's role (prt_endpoint_stats.role), as its server last said. */
+enum { PRT_ROLE_UNKNOWN = 0, PRT_ROLE_PRIMARY = 1, PRT_ROLE_STANDBY = 2 };
 
 /* Query flags. */
 enum {
@@ -131,6 +134,7 @@ typedef struct prt_pool_stats {
     uint64_t connect_backoff_total; /* acquires refused at once while backing off */
     uint64_t leaks_total;           /* connections held past leak_threshold */
     uint64_t closed_idle, closed_lifetime, closed_broken, closed_evicted, closed_shrink;
+    uint64_t closed_role;    /* released on an endpoint that no longer fits target_session_attrs */
     uint64_t grown_total;    /* opened over max because the overflow policy said "grow" */
     int is_protected, is_pinned;
     int closed;              /* PRT_POOL_OPEN, PRT_POOL_EVICTED or PRT_POOL_DRAINING */
@@ -159,6 +163,19 @@ typedef struct prt_runtime_stats {
     uint64_t samples_total, sample_errors_total;
     uint64_t server_full_total; /* connects refused with SQLSTATE 53300 that waited instead of failing */
 } prt_runtime_stats;
+
+/* One server (host:port) of a runtime, shared by every pool that names it
+ * in a conninfo of several hosts (prt_runtime_endpoints). */
+typedef struct prt_endpoint_stats {
+    char name[128];          /* "host:port" */
+    int role;                /* PRT_ROLE_*: in_hot_standby at the last connect; unknown after a bad sign */
+    int up;                  /* its last connect succeeded */
+    int failures;            /* consecutive failed connects */
+    double retry_at;         /* prt_now() before which a down endpoint is tried last (0: none) */
+    int open;                /* open connections of every pool */
+    uint64_t connects_total, connect_failures_total;
+    uint64_t role_changes_total; /* a known role became the other one: a failover or switchover */
+} prt_endpoint_stats;
 
 /* A shared budget's numbers (prt_budget_stats_get).  The first block is
  * the whole budget, every member process; the second is one runtime's. */
@@ -215,6 +232,8 @@ int prt_reap(prt_runtime *rt, int *pools_evicted);
 int prt_runtime_evict(prt_runtime *rt, const char *name, char *err, size_t errlen);
 void prt_runtime_stats_get(prt_runtime *rt, prt_runtime_stats *out);
 int prt_runtime_pool_count(prt_runtime *rt);
+/* Fills out[0..max) with the runtime's endpoints; returns how many it has. */
+int prt_runtime_endpoints(prt_runtime *rt, prt_endpoint_stats *out, int max);
 prt_pool *prt_runtime_pool_at(prt_runtime *rt, int i);
 
 int prt_runtime_reload(prt_runtime *rt, const char *path, char *err, size_t errlen);
@@ -224,7 +243,7 @@ void prt_runtime_policy_stats(prt_runtime *rt, prt_policy_stats *out);
 const char *prt_policy_hook_name(int hook);
 const char *prt_policy_builtin_name(int hook, int i);
 const char *prt_evict_reason_name(int reason); /* PRT_EVICT_*: "manual", "lru", "idle"; "?" otherwise */
-const char *prt_close_reason_name(int reason); /* PRT_CLOSE_*: "idle", "lifetime", "broken", "evicted", "shrink"; "?" otherwise */
+const char *prt_close_reason_name(int reason); /* PRT_CLOSE_*: "idle", "lifetime", "broken", "evicted", "shrink", "role"; "?" otherwise */
 int prt_policy_check(const char *path, char *report, size_t replen);
 
 int prt_budget_new(int max, int reuse, prt_budget **out, char *err, size_t errlen);
