@@ -201,6 +201,9 @@ typedef struct prt_endpoint_stats {
     int open;                /* open connections of every pool */
     uint64_t connects_total, connect_failures_total;
     uint64_t role_changes_total; /* a known role became the other one: a failover or switchover */
+    double sampled_at;       /* prt_now() of the runtime's last sample of it (0: none yet) */
+    int64_t lag_bytes;       /* a standby's replay behind its primary's WAL (-1: unknown; 0 for a primary) */
+    double lag_seconds;      /* 0 when it replayed all it received, else how old its last replayed commit is */
 } prt_endpoint_stats;
 
 /* A shared budget's numbers (prt_budget_stats_get).  The first block is

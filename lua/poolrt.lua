@@ -574,7 +574,7 @@ local eps_buf, EPS_MAX = nil, 64
 -- The runtime's servers (pools over several hosts share them): a list of
 -- { name = "host:port", role = "primary"|"standby"|"unknown", up, failures,
 -- retry_at, open, connects_total, connect_failures_total,
--- role_changes_total }.
+-- role_changes_total, sampled_at, lag_bytes (-1: unknown), lag_seconds }.
 local function endpoint_stats(rt)
   eps_buf = eps_buf or ffi.new("prt_endpoint_stats[?]", EPS_MAX)
   local n, out = math.min(C.prt_runtime_endpoints(rt, eps_buf, EPS_MAX), EPS_MAX), {}
@@ -584,7 +584,8 @@ local function endpoint_stats(rt)
                       failures = e.failures, retry_at = e.retry_at, open = e.open,
                       connects_total = tonumber(e.connects_total),
                       connect_failures_total = tonumber(e.connect_failures_total),
-                      role_changes_total = tonumber(e.role_changes_total) }
+                      role_changes_total = tonumber(e.role_changes_total), sampled_at = e.sampled_at,
+                      lag_bytes = tonumber(e.lag_bytes), lag_seconds = e.lag_seconds }
   end
   return out
 end

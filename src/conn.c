@@ -124,6 +124,63 @@ static int wait_socket(PGconn *pg, short events, double deadline)
     }
 }
 
+/* Appends key='value' (libpq's quoting) at w, after a space unless w is
+ * empty; returns the new end.  The caller makes the room. */
+char *prt__put_kv(char *w, const char *key, const char *val)
+{
+    w += sprintf(w, "%s%s='", *w ? " " : "", key);
+    for (; *val; val++) {
+        if (*val == '\'' || *val == '\\')
+            *w++ = '\\';
+        *w++ = *val;
+    }
+    *w++ = '\'';
+    *w = '\0';
+    return w;
+}
+
+/* Drives a started connect (PQconnectStart*) until it is made, fails
+ * (PRT_ECONNECT: PQerrorMessage says why) or `deadline` passes
+ * (PRT_ETIMEDOUT).  The caller finishes pg either way. */
+int prt__pq_connect_poll(PGconn *pg, double deadline)
+{
+    PostgresPollingStatusType st = PQstatus(pg) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED)
+            return PRT_ECONNECT;
+        if (wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline) == PRT_ETIMEDOUT)
+            return PRT_ETIMEDOUT;
+        st = PQconnectPoll(pg);
+    }
+    return PRT_OK;
+}
+
+/* Runs `sql` on pg (no parameters) until `deadline`: PRT_OK with *out the
+ * caller's (PQclear), PRT_EQUERY (the server refused it: *out says why),
+ * PRT_EBROKEN or PRT_ETIMEDOUT (pg is then of no further use).  For
+ * connections outside pools (endpoint_sample.c). */
+int prt__pq_exec(PGconn *pg, const char *sql, double deadline, PGresult **out)
+{
+    *out = NULL;
+    if (!PQsendQuery(pg, sql))
+        return PRT_EBROKEN;
+    for (;;) {
+        while (!PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (!r)
+                return *out && PQresultStatus(*out) == PGRES_TUPLES_OK ? PRT_OK : *out ? PRT_EQUERY : PRT_EBROKEN;
+            if (*out)
+                PQclear(*out);
+            *out = r;
+        }
+        int rc = wait_socket(pg, POLLIN, deadline);
+        if (rc != PRT_OK)
+            return rc;
+        if (!PQconsumeInput(pg))
+            return PRT_EBROKEN;
+    }
+}
+
 /* Server messages outside a query.  A FATAL one while idle is the server
  * saying why it is about to close the connection (pg_terminate_backend,
  * shutdown): remember it, so the connection is not handed out again. */
@@ -151,22 +208,16 @@ static int open_at(prt_pool *p, int e, double deadline, prt_conn **out, char *er
         return pg ? PRT_ECONNECT : PRT_ENOMEM;
     }
     PQsetErrorVerbosity(pg, PQERRORS_VERBOSE); /* the server's SQLSTATE in a refusal: pq_error_as */
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK) {
-        if (st == PGRES_POLLING_FAILED) {
-            pq_error_as(err, errlen, p->name, "connect failed", pg, 1);
-            PQfinish(pg);
-            free(c);
-            return PRT_ECONNECT;
-        }
-        if (wait_socket(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline) == PRT_ETIMEDOUT) {
+    int rc = prt__pq_connect_poll(pg, deadline);
+    if (rc != PRT_OK) {
+        if (rc == PRT_ETIMEDOUT)
             prt__errf(err, errlen, "pool \"%s\": connect timed out (server did not answer before the deadline)",
                       p->name);
-            PQfinish(pg);
-            free(c);
-            return PRT_ETIMEDOUT;
-        }
-        st = PQconnectPoll(pg);
+        else
+            pq_error_as(err, errlen, p->name, "connect failed", pg, 1);
+        PQfinish(pg);
+        free(c);
+        return rc;
     }
     PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     c->pg = pg;

@@ -36,58 +36,76 @@
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
+#include "endpoint.h"
 
-#define RT_ENDPOINTS 64
-enum { WANT_ANY, WANT_PRIMARY, WANT_STANDBY, PREFER_STANDBY };
-enum { TIER_BEST = 1, TIER_UNKNOWN, TIER_OTHER, TIER_DOWN };
-static const double RETRY_FIRST = 1.0, RETRY_MAX = 30.0;
-
-typedef struct endpoint {
-    char name[128];          /* "host:port", immutable once published */
-    atomic_int role;         /* PRT_ROLE_* */
-    atomic_int known;        /* the last role that was not unknown */
-    atomic_int up, failures, open;
-    atomic_uint_fast64_t retry_us; /* prt_now() in microseconds */
-    atomic_uint_fast64_t connects, connect_failures, role_changes;
-} endpoint;
-
-struct prt__eptab {
-    atomic_int refs;
-    atomic_int n;            /* published endpoints; added under rt->mu */
-    endpoint ep[RT_ENDPOINTS];
-};
-
-struct prt__endpoints {
-    int n;
-    int want;                /* WANT_*, from target_session_attrs */
-    double connect_timeout;  /* seconds per endpoint (0: none) */
-    prt__eptab *tab;         /* a reference */
-    int id[PRT__MAX_ENDPOINTS]; /* the runtime endpoint of each host */
-    PQconninfoOption *opts;  /* owns the parsed strings */
-    char *hosts, *ports;     /* comma lists, split in place */
-    const char **keywords;   /* NULL-terminated: the options that are set */
-    const char **values;     /* n rows of the same length as keywords */
-    int nkw;
-    atomic_int open[PRT__MAX_ENDPOINTS];
-};
-
-prt__eptab *prt__eptab_new(void)
+/* A runtime's table; its sampler looks at each server every `interval`
+ * seconds once the first is added. */
+prt__eptab *prt__eptab_new(double interval)
 {
     prt__eptab *t = calloc(1, sizeof *t);
-    if (t)
-        atomic_init(&t->refs, 1);
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    t->interval = interval;
+    pthread_mutex_init(&t->mu, NULL);
+    prt__cond_init(&t->cond);
     return t;
+}
+
+/* Stops the sampler (the runtime is being freed); the facts stay as they
+ * are for pools that outlive it.  No lock held. */
+void prt__eptab_stop(prt__eptab *t)
+{
+    prt__thread_stop(t->thread, t->has_thread, &t->mu, PRT__RANK_SAMPLER, &t->cond, &t->stopping);
+    t->has_thread = 0;
+    for (int i = 0; i < atomic_load(&t->n); i++) {
+        PQfinish(t->ep[i].probe);
+        t->ep[i].probe = NULL;
+    }
 }
 
 void prt__eptab_unref(prt__eptab *t)
 {
-    if (t && atomic_fetch_sub(&t->refs, 1) == 1)
-        free(t);
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    for (int i = 0; i < atomic_load(&t->n); i++)
+        free(t->ep[i].conninfo);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
 }
 
-/* The endpoint named host:port, added if new; -1 when the table is full.
- * rt->mu held (the only adder). */
-static int endpoint_id(prt__eptab *t, const char *host, const char *port)
+/* The conninfo the sampler reaches endpoint `host`:`port` with: the
+ * pool's options but the hosts, its role wish and its timeout (the
+ * sampler bounds its own waits).  NULL when out of memory. */
+static char *probe_conninfo(const PQconninfoOption *opts, const char *host, const char *port)
+{
+    static const char *const skip[] = { "host", "hostaddr", "port", "target_session_attrs", "connect_timeout" };
+    size_t need = 64 + 2 * (strlen(host) + (port ? strlen(port) : 0));
+    for (const PQconninfoOption *o = opts; o->keyword; o++)
+        need += o->val ? strlen(o->keyword) + 2 * strlen(o->val) + 4 : 0;
+    char *out = malloc(need), *w = out;
+    if (!out)
+        return NULL;
+    *w = '\0';
+    w = prt__put_kv(w, "host", host);
+    if (port)
+        w = prt__put_kv(w, "port", port);
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        int skipped = !o->val;
+        for (size_t k = 0; !skipped && k < sizeof skip / sizeof skip[0]; k++)
+            skipped = strcmp(o->keyword, skip[k]) == 0;
+        if (!skipped)
+            w = prt__put_kv(w, o->keyword, o->val);
+    }
+    return out;
+}
+
+/* The endpoint named host:port, added if new (with the sampler's conninfo
+ * from the pool's options, and the sampler started with the first one);
+ * -1 when the table is full or out of memory.  rt->mu held (the only
+ * adder). */
+static int endpoint_id(prt__eptab *t, const PQconninfoOption *opts, const char *host, const char *port)
 {
     char name[128];
     snprintf(name, sizeof name, "%s:%s", host, port && *port ? port : "5432");
@@ -95,10 +113,13 @@ static int endpoint_id(prt__eptab *t, const char *host, const char *port)
     for (int i = 0; i < n; i++)
         if (strcmp(t->ep[i].name, name) == 0)
             return i;
-    if (n == RT_ENDPOINTS)
+    if (n == RT_ENDPOINTS || !(t->ep[n].conninfo = probe_conninfo(opts, host, port)))
         return -1;
     memcpy(t->ep[n].name, name, sizeof name);
-    atomic_store(&t->n, n + 1); /* publishes the name */
+    atomic_init(&t->ep[n].lag_bytes, -1);
+    atomic_store(&t->n, n + 1); /* publishes the name and conninfo */
+    if (!t->has_thread && t->interval > 0 && prt__thread_create(&t->thread, prt__eptab_sampler, t) == 0)
+        t->has_thread = 1;
     return n;
 }
 
@@ -118,6 +139,9 @@ int prt__runtime_endpoints(prt__eptab *t, prt_endpoint_stats *out, int max)
         s->connects_total = atomic_load(&e->connects);
         s->connect_failures_total = atomic_load(&e->connect_failures);
         s->role_changes_total = atomic_load(&e->role_changes);
+        s->sampled_at = (double)atomic_load(&e->sampled_us) / 1e6;
+        s->lag_bytes = atomic_load(&e->lag_bytes);
+        s->lag_seconds = (double)atomic_load(&e->lag_us) / 1e6;
     }
     return n;
 }
@@ -202,7 +226,7 @@ prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t)
     e->values = calloc((size_t)(nkw + 1) * (size_t)e->n, sizeof *e->values);
     int ok = e->hosts && e->keywords && e->values && (np == 0 || np == 1 || np == e->n);
     for (int i = 0; ok && t && i < e->n; i++)
-        ok = (e->id[i] = endpoint_id(t, hosts[i], np ? ports[np == 1 ? 0 : i] : NULL)) >= 0;
+        ok = (e->id[i] = endpoint_id(t, opts, hosts[i], np ? ports[np == 1 ? 0 : i] : NULL)) >= 0;
     if (!ok) {
         e->opts = NULL;
         prt__endpoints_free(e);
@@ -262,11 +286,6 @@ static int tier(const prt__endpoints *e, int i, uint64_t now_us)
     return role == best ? TIER_BEST : TIER_OTHER;
 }
 
-static uint64_t now_us(void)
-{
-    return (uint64_t)(prt_now() * 1e6);
-}
-
 /* The pool's endpoints in the order to try them: by tier, then fewest of
  * the pool's open connections.  Returns how many (e->n). */
 int prt__endpoints_order(prt__endpoints *e, int *order)
@@ -324,7 +343,7 @@ double prt__endpoints_connect_timeout(const prt__endpoints *e)
     return e ? e->connect_timeout : 0;
 }
 
-static void set_role(endpoint *x, int role)
+void prt__endpoint_set_role(endpoint *x, int role)
 {
     atomic_store(&x->role, role);
     if (role == PRT_ROLE_UNKNOWN)
@@ -332,6 +351,26 @@ static void set_role(endpoint *x, int role)
     int was = atomic_exchange(&x->known, role);
     if (was != PRT_ROLE_UNKNOWN && was != role)
         atomic_fetch_add(&x->role_changes, 1);
+}
+
+/* A connect or a sample reached the server (up) or not: a failure makes
+ * the role unknown and the server down until retry_at, a backoff doubling
+ * from RETRY_FIRST to RETRY_MAX with the consecutive failures. */
+void prt__endpoint_up(endpoint *x, int up)
+{
+    if (up) {
+        atomic_store(&x->failures, 0);
+        atomic_store(&x->up, 1);
+        return;
+    }
+    prt__endpoint_set_role(x, PRT_ROLE_UNKNOWN);
+    atomic_store(&x->up, 0);
+    atomic_fetch_add(&x->connect_failures, 1);
+    int f = atomic_fetch_add(&x->failures, 1) + 1;
+    double wait = RETRY_FIRST;
+    for (int k = 1; k < f && wait < RETRY_MAX; k++)
+        wait *= 2;
+    atomic_store(&x->retry_us, now_us() + (uint64_t)((wait < RETRY_MAX ? wait : RETRY_MAX) * 1e6));
 }
 
 /* A connect to endpoint i succeeded (pg: its connection, for the role it
@@ -352,20 +391,10 @@ void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *
     } else if (why && (strstr(why, "server is not in hot standby mode") || strstr(why, "session is not read-only"))) {
         role = PRT_ROLE_PRIMARY;
     }
-    if (pg || role != PRT_ROLE_UNKNOWN) {
-        set_role(x, role);
-        atomic_store(&x->failures, 0);
-        atomic_store(&x->up, 1);
-        return;
-    }
-    set_role(x, PRT_ROLE_UNKNOWN);
-    atomic_store(&x->up, 0);
-    atomic_fetch_add(&x->connect_failures, 1);
-    int f = atomic_fetch_add(&x->failures, 1) + 1;
-    double wait = RETRY_FIRST;
-    for (int k = 1; k < f && wait < RETRY_MAX; k++)
-        wait *= 2;
-    atomic_store(&x->retry_us, now_us() + (uint64_t)((wait < RETRY_MAX ? wait : RETRY_MAX) * 1e6));
+    int up = pg || role != PRT_ROLE_UNKNOWN;
+    if (up)
+        prt__endpoint_set_role(x, role);
+    prt__endpoint_up(x, up);
 }
 
 /* A bad sign on a connection of endpoint i (lost, or SQLSTATE 25006): its
@@ -374,7 +403,7 @@ void prt__endpoints_doubt(prt__endpoints *e, int i)
 {
     endpoint *x = e ? ep_of(e, i) : NULL;
     if (x)
-        set_role(x, PRT_ROLE_UNKNOWN);
+        prt__endpoint_set_role(x, PRT_ROLE_UNKNOWN);
 }
 
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta)

@@ -122,19 +122,6 @@ static void member_name(struct prt__fleet *f)
     memcpy(f->member + n + h + 1, pid, strlen(pid) + 1);
 }
 
-/* Appends key='value' (libpq's quoting) at w; returns the new end. */
-static char *put_kv(char *w, const char *key, const char *val)
-{
-    w += sprintf(w, "%s%s='", *w ? " " : "", key);
-    for (; *val; val++) {
-        if (*val == '\'' || *val == '\\')
-            *w++ = '\\';
-        *w++ = *val;
-    }
-    *w++ = '\'';
-    *w = '\0';
-    return w;
-}
 
 /* The conninfo a pool of rt connects with: as given, or for a fleet
  * runtime the same options (a URI is parsed too) with application_name
@@ -170,8 +157,8 @@ char *prt__fleet_conninfo(prt_runtime *rt, const char *conninfo)
         *w = '\0';
         for (PQconninfoOption *o = opts; o->keyword; o++)
             if (o->val && strcmp(o->keyword, "application_name") != 0)
-                w = put_kv(w, o->keyword, o->val);
-        put_kv(w, "application_name", app);
+                w = prt__put_kv(w, o->keyword, o->val);
+        prt__put_kv(w, "application_name", app);
     }
     PQconninfoFree(opts);
     return out;

@@ -9,6 +9,7 @@
  *   2     rt->mu                the registry's pool array, draining, the timer's stop flag
  *   3     alive_mu (pool.c)     every pool a runtime made, evicted ones included
  *   4     fleet->mu (fleet.c)   the fleet's last sample, its pool, stop/resample
+ *   4b    eptab->mu (endpoint.h) the endpoint sampler's stop flag
  *   5     mux->mu (mux.h)       a multiplexer: its connections, queues, leaders
  *   6     p->mu (prt__lock)     one pool: idle list, counts, waiters, stats
  *   7     rt->policy_mu         the live policy, the hook error log
@@ -94,7 +95,8 @@ void prt__stmt_remove(prt__stmt_cache *sc, prt__stmt *s);
 #define PRT__MAX_ENDPOINTS 16
 typedef struct prt__endpoints prt__endpoints; /* one pool's hosts */
 typedef struct prt__eptab prt__eptab;         /* a runtime's servers and their facts */
-prt__eptab *prt__eptab_new(void);
+prt__eptab *prt__eptab_new(double interval);
+void prt__eptab_stop(prt__eptab *t);              /* the sampler; no lock held */
 void prt__eptab_unref(prt__eptab *t);
 int prt__runtime_endpoints(prt__eptab *t, prt_endpoint_stats *out, int max);
 prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t); /* rt->mu held; NULL: a single host */
@@ -568,6 +570,10 @@ void prt__fleet_note_full(prt_runtime *rt);        /* one was: counted, an early
 int prt__fleet_view(prt_runtime *rt, prt_server_view *sv); /* the last good sample; 0: none */
 int prt__fleet_resample(prt_runtime *rt);          /* an early sample; 0: no fleet */
 void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out);
+/* conn.c: plain libpq with deadlines, for connections outside pools. */
+int prt__pq_connect_poll(PGconn *pg, double deadline);
+int prt__pq_exec(PGconn *pg, const char *sql, double deadline, PGresult **out);
+char *prt__put_kv(char *w, const char *key, const char *val); /* key='value', libpq's quoting */
 /* conn.c: one statement with text parameters within a deadline (no prepared statement). */
 int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
                    PGresult **out, char *err, size_t errlen);

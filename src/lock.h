@@ -40,6 +40,7 @@ enum prt__rank {
     PRT__RANK_RT,         /* rt->mu: the registry */
     PRT__RANK_ALIVE,      /* pool.c's alive_mu: every pool made */
     PRT__RANK_FLEET,      /* a fleet's mu: its sample and sampler */
+    PRT__RANK_SAMPLER,    /* the endpoint sampler's mu (endpoint.h) */
     PRT__RANK_MUX,        /* a multiplexer's mu */
     PRT__RANK_POOL,       /* p->mu (prt__lock) */
     PRT__RANK_POLICY,     /* rt->policy_mu: the live policy, hook error log */

@@ -353,6 +353,8 @@ static void endpoint_series(buf *b, const snap *s, int ns)
         { "poolrt_endpoint_failures", "gauge", "Consecutive failed connects to the server." },
         { "poolrt_endpoint_connects_total", "counter", "Connects attempted to the server." },
         { "poolrt_endpoint_failovers_total", "counter", "Times the server's known role changed (failover, switchover)." },
+        { "poolrt_endpoint_lag_bytes", "gauge", "A standby's replay behind its primary's WAL, in bytes (-1: unknown)." },
+        { "poolrt_endpoint_lag_seconds", "gauge", "Age of a standby's last replayed commit while it has WAL to replay (0: caught up)." },
     };
     static const char *const roles[] = { "unknown", "primary", "standby" };
     for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
@@ -368,9 +370,9 @@ static void endpoint_series(buf *b, const snap *s, int ns)
                     snprintf(lab, sizeof lab, "endpoint=\"%s\"%s%s%s", name, f == 1 ? ",role=\"" : "",
                              f == 1 ? roles[r] : "", f == 1 ? "\"" : "");
                     series(b, fams[f].name, lab, &s[k]);
-                    const uint64_t v[] = { (uint64_t)e->up, (uint64_t)(e->role == r), (uint64_t)e->open,
-                                           (uint64_t)e->failures, e->connects_total, e->role_changes_total };
-                    put(b, "%llu\n", (unsigned long long)v[f]);
+                    const double v[] = { e->up, e->role == r, e->open, e->failures, (double)e->connects_total,
+                                         (double)e->role_changes_total, (double)e->lag_bytes, e->lag_seconds };
+                    put(b, "%.17g\n", v[f]);
                 }
             }
     }

@@ -207,7 +207,8 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o, con
     }
     atomic_init(&p->refs, 1);
     atomic_fetch_add(&pools_allocated, 1);
-    p->endpoints = prt__endpoints_new(p->conninfo, rt->eptab); /* with the fleet's application_name */
+    /* with the fleet's application_name; the simulator's servers are not sampled */
+    p->endpoints = prt__endpoints_new(p->conninfo, rt->conn_ops ? NULL : rt->eptab);
     p->serial = atomic_fetch_add(&serials, 1) + 1;
     p->rt = rt;
     p->rec = prt__record_ref(rt->rec);

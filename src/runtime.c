@@ -212,7 +212,7 @@ int prt_runtime_new(const prt_runtime_opts *o, prt_runtime **out, char *err, siz
     if (!pol)
         pol = prt__policy_builtin();
     prt_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt || !pol || !(rt->eptab = prt__eptab_new()) || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
+    if (!rt || !pol || !(rt->eptab = prt__eptab_new(o->server_sample_interval)) || (o->conninfo && !(rt->conninfo = strdup(o->conninfo)))) {
         if (rt)
             prt__eptab_unref(rt->eptab);
         free(rt);
@@ -315,7 +315,8 @@ void prt_runtime_free(prt_runtime *rt)
     live_remove(rt);
     prt__thread_stop(rt->timer, rt->has_timer, &rt->mu, PRT__RANK_RT, &rt->cond, &rt->stopping);
     prt_runtime_drain(rt, 0);
-    prt__fleet_stop(rt); /* after the drain, which wakes a sample waiting to acquire */
+    prt__fleet_stop(rt);
+    prt__eptab_stop(rt->eptab); /* after the drain, which wakes a sample waiting to acquire */
     prt__mu_lock(&rt->mu, PRT__RANK_RT);
     prt_pool **pools = rt->pools;
     int n = rt->npools;

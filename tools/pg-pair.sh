@@ -204,6 +204,7 @@ switchover() {
   # A fast shutdown keeps the WAL senders until the standby has the
   # shutdown checkpoint; check that the standby did receive it.
   pg_ctl_node "$old" -m fast stop >/dev/null
+  echo "pg-pair.sh: stopped $old (port $oldport)" >&2
   ckpt=$(as_pg "$pgbin/pg_controldata" -D "$dir/$old/data" |
          sed -n 's/^Latest checkpoint location: *//p')
   deadline=$((SECONDS + timeout))
@@ -214,6 +215,7 @@ switchover() {
   done
 
   pg_ctl_node "$new" promote >/dev/null
+  echo "pg-pair.sh: promoted $new (port $newport)" >&2
   follow "$old" "$newport"
   pg_ctl_node "$old" -l "$dir/$old/server.log" start >/dev/null
   write_env "$new" "$old"
