@@ -51,7 +51,8 @@ struct prt__fleet {
     pthread_cond_t cond;      /* wakes the sampler: stop, or an early sample */
     /* Protected by mu. */
     int stopping, resample;
-    prt_server_view server;   /* the last good sample (sampled_at 0: none yet) */
+    prt_server_view server;   /* the last good sample, in stats (sampled_at 0: none yet) */
+    prt_server_view fresh;    /* the same, set before the budget hook sees it (prt__fleet_view) */
     double sampled_unix;
     int failing;              /* the last attempt failed (logged once) */
     uint64_t samples, errors;
@@ -269,7 +270,7 @@ int prt__fleet_view(prt_runtime *rt, prt_server_view *sv)
     if (!f)
         return 0;
     prt__mu_lock(&f->mu, PRT__RANK_FLEET);
-    *sv = f->server;
+    *sv = f->fresh;
     prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return sv->sampled_at > 0;
 }
@@ -331,13 +332,14 @@ static void *sampler_main(void *arg)
         prt_server_view sv;
         char err[PRT__ERRLEN] = "";
         int rc = sample_once(rt, &sv, err, sizeof err);
+        if (rc == PRT_OK) { /* the budget hook's turn (pools.c), before the sample shows in stats */
+            prt__mu_lock(&f->mu, PRT__RANK_FLEET);
+            f->fresh = sv;
+            prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
+            prt__cap_report(rt, PRT__CAP_SAMPLED);
+        }
         prt__mu_lock(&f->mu, PRT__RANK_FLEET);
         next = record(rt, rc, &sv, err);
-        if (rc == PRT_OK) {
-            prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
-            prt__cap_report(rt, PRT__CAP_SAMPLED); /* the budget hook's turn (pools.c) */
-            prt__mu_lock(&f->mu, PRT__RANK_FLEET);
-        }
     }
     prt__mu_unlock(&f->mu, PRT__RANK_FLEET);
     return NULL;
