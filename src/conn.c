@@ -255,21 +255,31 @@ void prt__conn_born(prt_conn *c, prt_pool *p)
     }
 }
 
-/* Opens a connection for pool p, giving up at `deadline`: on its
- * endpoints in the order endpoint.c gives (the role wanted, then fewest of
- * the pool's connections), the next one after a failure or an endpoint's
- * connect_timeout.  On success *out is owned by the caller; on failure err
+/* Opens a connection for pool p, giving up at `deadline`: on endpoint
+ * `first` (the endpoint hook's answer; -1: none), then in the order
+ * endpoint.c gives (the role wanted, then fewest of the pool's
+ * connections, banned ones left out), the next one after a failure or an
+ * endpoint's connect_timeout.  On success *out is owned by the caller; on failure err
  * carries the pool's name and libpq's message (never the password). */
-int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+int prt__conn_open(prt_pool *p, double deadline, int first, prt_conn **out, char *err, size_t errlen)
 {
     if (p->ops)
         return p->ops->open(p, deadline, out, err, errlen);
-    int order[PRT__MAX_ENDPOINTS] = { 0 };
-    int n = p->endpoints ? prt__endpoints_order(p->endpoints, order) : 1;
+    int order[PRT__MAX_ENDPOINTS + 1] = { 0 };
+    int n = p->endpoints ? prt__endpoints_order(p->endpoints, order + 1) : 1, tried = 0;
+    if (first >= 0) /* the endpoint hook's answer goes first, the built-in order after it */
+        order[0] = first;
     prt_conn *c = NULL;
     int rc = PRT_ECONNECT;
-    for (int k = 0; k < n && (rc == PRT_ECONNECT || (rc == PRT_ETIMEDOUT && prt_now() < deadline)); k++)
-        rc = open_one(p, order[k], deadline, &c, err, errlen);
+    for (int k = first >= 0 ? 0 : 1; k <= n && (rc == PRT_ECONNECT || (rc == PRT_ETIMEDOUT && prt_now() < deadline)); k++) {
+        int e = p->endpoints ? order[k] : 0;
+        if ((k > 0 && e == first) || (p->endpoints && !prt__endpoints_may_try(p->endpoints, e)))
+            continue;
+        tried++;
+        rc = open_one(p, e, deadline, &c, err, errlen);
+    }
+    if (!tried)
+        prt__errf(err, errlen, "pool \"%s\": connect failed: every server is banned after failed connects", p->name);
     if (rc != PRT_OK)
         return rc;
     prt__endpoints_opened(p->endpoints, c->endpoint, 1);

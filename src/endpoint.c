@@ -268,11 +268,25 @@ static endpoint *ep_of(const prt__endpoints *e, int i)
 }
 
 /* Endpoint i's tier for the pool (TIER_*; lower is better) at `now_us`. */
+/* Whether x is banned by the policy's circuit breaker at `now_us`: after
+ * `ban.after` consecutive failed connects until retry_us, then half-open
+ * (not banned) until its one trial connect is under way. */
+static int banned(const prt__eptab *t, const endpoint *x, uint64_t now_us)
+{
+    int after = atomic_load_explicit(&t->ban_after, memory_order_relaxed);
+    if (after <= 0 || atomic_load_explicit(&x->failures, memory_order_relaxed) < after)
+        return 0;
+    return now_us < atomic_load_explicit(&x->retry_us, memory_order_relaxed) ||
+           atomic_load_explicit(&x->trial, memory_order_relaxed);
+}
+
 static int tier(const prt__endpoints *e, int i, uint64_t now_us)
 {
     const endpoint *x = ep_of(e, i);
     if (!x)
         return TIER_BEST;
+    if (banned(e->tab, x, now_us))
+        return TIER_BANNED;
     if (!atomic_load_explicit(&x->up, memory_order_relaxed) &&
         atomic_load_explicit(&x->connects, memory_order_relaxed) > 0 &&
         now_us < atomic_load_explicit(&x->retry_us, memory_order_relaxed))
@@ -282,35 +296,89 @@ static int tier(const prt__endpoints *e, int i, uint64_t now_us)
     int role = atomic_load_explicit(&x->role, memory_order_relaxed);
     if (role == PRT_ROLE_UNKNOWN)
         return TIER_UNKNOWN;
+    int max_lag_ms = atomic_load_explicit(&e->tab->max_lag_ms, memory_order_relaxed);
+    if (role == PRT_ROLE_STANDBY && max_lag_ms > 0 &&
+        atomic_load_explicit(&x->lag_us, memory_order_relaxed) > (uint64_t)max_lag_ms * 1000)
+        return TIER_LAGGING;
     int best = e->want == WANT_PRIMARY ? PRT_ROLE_PRIMARY : PRT_ROLE_STANDBY;
     return role == best ? TIER_BEST : TIER_OTHER;
 }
 
 /* The pool's endpoints in the order to try them: by tier, then fewest of
- * the pool's open connections.  Returns how many (e->n). */
+ * the pool's open connections; banned ones left out.  Returns how many. */
 int prt__endpoints_order(prt__endpoints *e, int *order)
 {
-    int t[PRT__MAX_ENDPOINTS], o[PRT__MAX_ENDPOINTS];
+    int t[PRT__MAX_ENDPOINTS], o[PRT__MAX_ENDPOINTS], n = 0;
     uint64_t now = now_us();
     for (int i = 0; i < e->n; i++) {
         t[i] = tier(e, i, now);
         o[i] = atomic_load(&e->open[i]);
-        int k = i;
+        if (t[i] == TIER_BANNED)
+            continue;
+        int k = n++;
         while (k > 0 && (t[order[k - 1]] > t[i] || (t[order[k - 1]] == t[i] && o[order[k - 1]] > o[i]))) {
             order[k] = order[k - 1];
             k--;
         }
         order[k] = i;
     }
-    return e->n;
+    return n;
 }
 
-/* The endpoint to try first. */
+/* The endpoint to try first (0 when every one is banned). */
 int prt__endpoints_choose(prt__endpoints *e)
 {
     int order[PRT__MAX_ENDPOINTS];
-    prt__endpoints_order(e, order);
-    return order[0];
+    return prt__endpoints_order(e, order) > 0 ? order[0] : 0;
+}
+
+/* Whether a connect to endpoint i may start now: always, but for an
+ * endpoint whose ban just ended, only the one trial (this call takes it;
+ * the outcome, prt__endpoints_connected, gives it back). */
+int prt__endpoints_may_try(prt__endpoints *e, int i)
+{
+    endpoint *x = ep_of(e, i);
+    if (!x)
+        return 1;
+    int after = atomic_load(&e->tab->ban_after);
+    if (after <= 0 || atomic_load(&x->failures) < after)
+        return 1;
+    int idle = 0;
+    return now_us() >= atomic_load(&x->retry_us) && atomic_compare_exchange_strong(&x->trial, &idle, 1);
+}
+
+/* The endpoint hook's view of the pool's servers; returns how many. */
+int prt__endpoints_views(const prt__endpoints *e, prt_endpoint_view *v)
+{
+    uint64_t now = now_us();
+    for (int i = 0; i < e->n; i++) {
+        const endpoint *x = ep_of(e, i);
+        int t = tier(e, i, now), role = x ? atomic_load(&x->role) : PRT_ROLE_UNKNOWN;
+        int fits = role == PRT_ROLE_UNKNOWN || e->want == WANT_ANY || e->want == PREFER_STANDBY ||
+                   role == (e->want == WANT_PRIMARY ? PRT_ROLE_PRIMARY : PRT_ROLE_STANDBY);
+        v[i] = (prt_endpoint_view){
+            .role_ = role, .up_ = x ? atomic_load(&x->up) : 1, .banned_ = t == TIER_BANNED,
+            .allowed_ = t != TIER_BANNED && fits,
+            .preferred_ = t != TIER_BANNED && (e->want == PREFER_STANDBY ? role == PRT_ROLE_STANDBY : t == TIER_BEST),
+            .failures = x ? atomic_load(&x->failures) : 0, .open = x ? atomic_load(&x->open) : 0,
+            .pool_open = atomic_load(&e->open[i]),
+            .lag_bytes = x ? (double)atomic_load(&x->lag_bytes) : -1,
+            .lag_seconds = x ? (double)atomic_load(&x->lag_us) / 1e6 : 0,
+            .sampled_at = x ? (double)atomic_load(&x->sampled_us) / 1e6 : 0,
+        };
+        snprintf(v[i].name_, sizeof v[i].name_, "%s", x ? x->name : "?");
+    }
+    return e->n;
+}
+
+/* The live policy's circuit breaker (its `ban` table; after 0: none) and
+ * its `max_lag` (seconds; 0: none). */
+void prt__eptab_set_policy(prt__eptab *t, const prt__policy *pol)
+{
+    atomic_store(&t->ban_after, pol->ban_after);
+    atomic_store(&t->ban_first_ms, (int)(pol->ban_first * 1000));
+    atomic_store(&t->ban_max_ms, (int)(pol->ban_max * 1000));
+    atomic_store(&t->max_lag_ms, (int)(pol->max_lag * 1000));
 }
 
 /* Whether a connection on endpoint i may go back to the pool: its server's
@@ -353,24 +421,33 @@ void prt__endpoint_set_role(endpoint *x, int role)
         atomic_fetch_add(&x->role_changes, 1);
 }
 
-/* A connect or a sample reached the server (up) or not: a failure makes
- * the role unknown and the server down until retry_at, a backoff doubling
- * from RETRY_FIRST to RETRY_MAX with the consecutive failures. */
-void prt__endpoint_up(endpoint *x, int up)
+/* A pool's connect (or, `sampled`, the sampler's look) reached server x
+ * (up) or not.  Success clears the failures, a ban and its trial.  A
+ * failed connect makes the role unknown and counts: without a ban the
+ * server is tried last until retry_at, a backoff doubling from
+ * RETRY_FIRST to RETRY_MAX; with the policy's ban, after `after`
+ * consecutive failures it is banned for `first` seconds, doubling up to
+ * `max`.  A failed sample only marks it down. */
+void prt__endpoint_up(endpoint *x, int up, int sampled, const prt__eptab *t)
 {
     if (up) {
         atomic_store(&x->failures, 0);
         atomic_store(&x->up, 1);
+        atomic_store(&x->trial, 0);
         return;
     }
     prt__endpoint_set_role(x, PRT_ROLE_UNKNOWN);
     atomic_store(&x->up, 0);
+    if (sampled)
+        return;
     atomic_fetch_add(&x->connect_failures, 1);
-    int f = atomic_fetch_add(&x->failures, 1) + 1;
-    double wait = RETRY_FIRST;
-    for (int k = 1; k < f && wait < RETRY_MAX; k++)
+    int f = atomic_fetch_add(&x->failures, 1) + 1, after = atomic_load(&t->ban_after);
+    double wait = after > 0 ? atomic_load(&t->ban_first_ms) / 1e3 : RETRY_FIRST;
+    double max = after > 0 ? atomic_load(&t->ban_max_ms) / 1e3 : RETRY_MAX;
+    for (int k = after > 0 ? after : 1; k < f && wait < max; k++)
         wait *= 2;
-    atomic_store(&x->retry_us, now_us() + (uint64_t)((wait < RETRY_MAX ? wait : RETRY_MAX) * 1e6));
+    atomic_store(&x->retry_us, now_us() + (uint64_t)((wait < max ? wait : max) * 1e6));
+    atomic_store(&x->trial, 0);
 }
 
 /* A connect to endpoint i succeeded (pg: its connection, for the role it
@@ -394,7 +471,7 @@ void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *
     int up = pg || role != PRT_ROLE_UNKNOWN;
     if (up)
         prt__endpoint_set_role(x, role);
-    prt__endpoint_up(x, up);
+    prt__endpoint_up(x, up, 0, e->tab);
 }
 
 /* A bad sign on a connection of endpoint i (lost, or SQLSTATE 25006): its

@@ -14,7 +14,7 @@ static inline uint64_t now_us(void)
     return (uint64_t)(prt_now() * 1e6);
 }
 
-enum { TIER_BEST = 1, TIER_UNKNOWN, TIER_OTHER, TIER_DOWN };
+enum { TIER_BEST = 1, TIER_UNKNOWN, TIER_OTHER, TIER_LAGGING, TIER_DOWN, TIER_BANNED };
 static const double RETRY_FIRST = 1.0, RETRY_MAX = 30.0;
 
 typedef struct endpoint {
@@ -24,18 +24,22 @@ typedef struct endpoint {
     atomic_int role;         /* PRT_ROLE_* */
     atomic_int known;        /* the last role that was not unknown */
     atomic_int up, failures, open;
-    atomic_uint_fast64_t retry_us; /* prt_now() in microseconds */
+    atomic_uint_fast64_t retry_us; /* prt_now() in microseconds: down (no ban) or banned until then */
+    atomic_int trial;        /* a ban ended: the one trial connect is under way */
     atomic_uint_fast64_t connects, connect_failures, role_changes;
     /* The sampler's last look (endpoint_sample.c). */
     atomic_uint_fast64_t sampled_us;      /* prt_now() in microseconds; 0: never */
     atomic_int_fast64_t lag_bytes;         /* a standby's replay behind the primary's WAL; -1: unknown */
     atomic_uint_fast64_t lag_us;           /* 0 when it replayed all it received */
+    double behind_since;                   /* the sampler's: when it first saw replay behind receipt (0: not) */
 } endpoint;
 
 struct prt__eptab {
     atomic_int refs;
     atomic_int n;            /* published endpoints; added under rt->mu */
     double interval;         /* immutable: seconds between samples */
+    atomic_int ban_after, ban_first_ms, ban_max_ms; /* the live policy's `ban` (after 0: none) */
+    atomic_int max_lag_ms;   /* the live policy's `max_lag`: a standby further behind serves last (0: none) */
     pthread_t thread;        /* the sampler, started with the first endpoint */
     int has_thread;          /* set under rt->mu; read once the runtime stops */
     pthread_mutex_t mu;      /* rank PRT__RANK_SAMPLER */
@@ -45,7 +49,7 @@ struct prt__eptab {
 };
 
 void prt__endpoint_set_role(endpoint *x, int role);
-void prt__endpoint_up(endpoint *x, int up);      /* a connect or sample succeeded (1) or failed (0) */
+void prt__endpoint_up(endpoint *x, int up, int sampled, const prt__eptab *t); /* a connect or sample: ok (1) or not */
 void *prt__eptab_sampler(void *arg);             /* endpoint_sample.c */
 
 struct prt__endpoints {

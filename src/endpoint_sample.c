@@ -8,7 +8,9 @@
  * behind.  lag_bytes is the primary's pg_current_wal_lsn() minus the
  * standby's pg_last_wal_replay_lsn(); lag_seconds is 0 when the standby
  * replayed all it received, else now() - pg_last_xact_replay_timestamp(),
- * so it does not grow while the primary is merely idle.  A server that
+ * so it does not grow while the primary is merely idle (or, when it has
+ * replayed no commit since it started, how long the sampler has seen it
+ * behind).  A server that
  * cannot be reached is down (endpoint.c's backoff), and its role unknown.
  * So facts are fresh however the pools use their connections, and a
  * server that comes back is seen within one interval.  Every wait is
@@ -87,7 +89,7 @@ static void sample_all(prt__eptab *t)
         l[i] = sample(x);
         if (l[i].ok)
             prt__endpoint_set_role(x, l[i].standby ? PRT_ROLE_STANDBY : PRT_ROLE_PRIMARY);
-        prt__endpoint_up(x, l[i].ok);
+        prt__endpoint_up(x, l[i].ok, 1, t);
         atomic_store(&x->sampled_us, now_us());
         if (l[i].ok && !l[i].standby && !primary)
             primary = l[i].current;
@@ -96,8 +98,13 @@ static void sample_all(prt__eptab *t)
         endpoint *x = &t->ep[i];
         int64_t bytes = !l[i].ok ? -1 : !l[i].standby ? 0
                       : primary && l[i].replayed ? (int64_t)(primary > l[i].replayed ? primary - l[i].replayed : 0) : -1;
-        double age = !l[i].ok || !l[i].standby || l[i].replayed >= l[i].received || l[i].replay_age < 0
-                   ? 0 : l[i].replay_age;
+        int behind = l[i].ok && l[i].standby && l[i].replayed < l[i].received;
+        double now = prt_now();
+        if (!behind)
+            x->behind_since = 0;
+        else if (x->behind_since == 0)
+            x->behind_since = now;
+        double age = !behind ? 0 : l[i].replay_age >= 0 ? l[i].replay_age : now - x->behind_since;
         atomic_store(&x->lag_bytes, bytes);
         atomic_store(&x->lag_us, (uint64_t)(age * 1e6));
     }

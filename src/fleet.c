@@ -226,7 +226,7 @@ static int sample_conn(prt_runtime *rt, char *err, size_t errlen)
         return PRT_OK;
     if (!(f->conn_pool = sample_pool(f)))
         return 1;
-    int rc = prt__conn_open(f->conn_pool, prt_now() + SAMPLE_WAIT, &f->conn, err, errlen);
+    int rc = prt__conn_open(f->conn_pool, prt_now() + SAMPLE_WAIT, -1, &f->conn, err, errlen);
     if (rc != PRT_OK) {
         f->conn = NULL;
         sample_conn_close(f);

@@ -110,6 +110,10 @@ PGconn *prt__endpoints_start(prt__endpoints *e, int i);
 void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why); /* pg NULL: failed */
 void prt__endpoints_doubt(prt__endpoints *e, int i);      /* a bad sign: role unknown */
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta);
+int prt__endpoints_views(const prt__endpoints *e, prt_endpoint_view *v); /* the endpoint hook's; returns n */
+int prt__endpoints_may_try(prt__endpoints *e, int i);     /* 0: banned, or another caller has its one trial */
+struct prt__policy;
+void prt__eptab_set_policy(prt__eptab *t, const struct prt__policy *pol); /* its `ban` and `max_lag` */
 
 /* --- conn.c --------------------------------------------------------------- */
 struct prt_conn {
@@ -146,7 +150,7 @@ typedef struct prt__conn_ops {
 } prt__conn_ops;
 
 /* PRT_EQUERY from prt__conn_open: connected, but init_sql failed (closed). */
-int prt__conn_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
+int prt__conn_open(prt_pool *p, double deadline, int first, prt_conn **out, char *err, size_t errlen); /* first: endpoint, -1 */
 void prt__conn_close(prt_conn *c);
 void prt__verbose_error(char *msg, char state[6]); /* a verbose libpq error: its SQLSTATE out, location dropped */
 void prt__conn_born(prt_conn *c, prt_pool *p);  /* pool, created_at, lifetime with jitter */
@@ -435,7 +439,7 @@ void prt__pool_grant(prt_pool *p);               /* free slots to p's waiters, o
  * policy_check.c  loading a file: dry runs for `poolrt check` and reloads */
 enum prt__hook {
     PRT__H_PICK, PRT__H_SIZE, PRT__H_OVERFLOW, PRT__H_ADMIT, PRT__H_EVICT, PRT__H_REAP,
-    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__H_BUDGET, PRT__H_ROUTE, PRT__NHOOKS
+    PRT__H_CONCURRENCY, PRT__H_ON_EVICT, PRT__H_BUDGET, PRT__H_ROUTE, PRT__H_ENDPOINT, PRT__NHOOKS
 };
 _Static_assert((int)PRT__NHOOKS == (int)PRT_NHOOKS, "include/poolrt.h's PRT_NHOOKS must count the hooks");
 /* A hook's mode: the built-in default, a Lua function, or a named built-in
@@ -453,6 +457,9 @@ typedef struct prt__policy {
     char *path;              /* NULL: the built-in default policy */
     char *source;            /* the file as read once */
     int mode[PRT__NHOOKS];
+    int ban_after;           /* the policy's `ban` table: banned after this many failed connects (0: none) */
+    double ban_first, ban_max; /* for ban_first seconds, doubling up to ban_max */
+    double max_lag;          /* the policy's `max_lag`: seconds a standby may lag and still serve first (0: none) */
 } prt__policy;
 
 typedef struct prt__pstate prt__pstate; /* one thread's Lua state for one policy */
@@ -482,6 +489,8 @@ void prt__hook_on_evict(prt__pstate *ps, const char *name, const char *reason);
 int prt__hook_budget(prt__pstate *ps, const prt_server_view *server, const prt_rt_view *rt); /* 0: no limit */
 /* the multiplexer's lock held (p->mu taken briefly for the pool view): */
 int prt__hook_route(prt__pstate *ps, prt_pool *p, const prt_route_view *conns, int n); /* 0-based, or -1 */
+/* no lock held (p->mu taken briefly for the pool view): */
+int prt__hook_endpoint(prt__pstate *ps, prt_pool *p, const prt_endpoint_view *eps, int n); /* 0-based, -1, -2: none */
 
 /* --- multiplex.c, mux_lead.c, mux_choose.c, mux_spread.c, mux_wire.c, route.c: callers' statements pipelined on shared
  * connections (opts.multiplex).  Lock order: a multiplexer's lock, then its
@@ -531,7 +540,7 @@ struct prt_runtime {
     char last_hook_error[256]; /* policy_mu */
     /* Lock-free reads on hot paths; written under policy_mu. */
     atomic_uint_fast64_t generation;
-    atomic_int pick_mode, overflow_mode, admit_mode, route_mode; /* the live policy's modes */
+    atomic_int pick_mode, overflow_mode, admit_mode, route_mode, endpoint_mode; /* the live policy's modes */
     atomic_int acquire_hooks_lua; /* pick or overflow is a Lua function: acquires need a policy state */
     atomic_uint_fast64_t hook_calls[PRT__NHOOKS], hook_errors[PRT__NHOOKS];
     atomic_uint_fast64_t reloads_ok, reloads_failed;

@@ -223,6 +223,10 @@ local function strict_load_env(env)
   setmetatable(env, { __index = unavailable })
 end
 
+-- Fields of a policy table that are settings rather than hooks: endpoint.c's
+-- circuit breaker and lag limit, read and checked by C (policy_state.c).
+B.SETTINGS = { ban = true, max_lag = true }
+
 -- Compiles and runs a policy source, checking what it returns.  Returns
 -- the policy table, or nil, "file:line: message".
 function B.load(src, chunkname, tick, getenv)
@@ -243,10 +247,12 @@ function B.load(src, chunkname, tick, getenv)
   local hooks, order = vocabulary()
   for k, v in pairs(pol) do
     local builtins = hooks[k]
-    if not builtins then
+    if not builtins and not B.SETTINGS[k] then
       return nil, name .. ": unknown hook '" .. tostring(k) .. "' (hooks: " .. table.concat(order, ", ") .. ")"
     end
-    if type(v) == "string" then
+    if not builtins then
+      -- a setting (B.SETTINGS): C reads and checks its value
+    elseif type(v) == "string" then
       if not builtins[v] and v ~= "default" then
         local names = {}
         for b in pairs(builtins) do names[#names + 1] = '"' .. b .. '"' end
@@ -314,6 +320,18 @@ typedef struct prt_route_list {
     prt_route_view v[65];
 } prt_route_list;
 
+typedef struct prt_endpoint_view {
+    char name_[128];
+    int role_, up_, allowed_, preferred_, banned_;
+    int failures, open, pool_open;
+    double lag_bytes, lag_seconds, sampled_at;
+} prt_endpoint_view;
+
+typedef struct prt_endpoint_list {
+    int n;
+    prt_endpoint_view v[17];
+} prt_endpoint_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -326,6 +344,7 @@ typedef struct prt_hook_ctx {
     prt_rt_view rt;
     prt_idle_list idle;
     prt_route_list route;
+    prt_endpoint_list endpoints;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 ]]
@@ -384,6 +403,23 @@ function B.setup(ud, chunkname, src, budget_msg, names)
   end
   bounded("prt_idle_list", "idle")
   bounded("prt_route_list", "conns")
+  bounded("prt_endpoint_list", "endpoints")
+  local roles = { [0] = "unknown", "primary", "standby" }
+  local ep_accessors = {
+    name = function(v) return ffi.string(v.name_) end,
+    role = function(v) return roles[v.role_] or "unknown" end,
+    up = function(v) return v.up_ ~= 0 end,
+    allowed = function(v) return v.allowed_ ~= 0 end,
+    preferred = function(v) return v.preferred_ ~= 0 end,
+    banned = function(v) return v.banned_ ~= 0 end,
+  }
+  pcall(ffi.metatype, "prt_endpoint_view", {
+    __index = function(v, k)
+      local get = ep_accessors[k]
+      if get then return get(v) end
+      return nil
+    end,
+  })
   local pol, err = B.load(src, chunkname, tick)
   if not pol then error(err, 0) end
   local pool, req, idle = ctx.pool, ctx.req, ctx.idle
@@ -415,6 +451,7 @@ function B.setup(ud, chunkname, src, budget_msg, names)
     on_evict = function(name, reason) return f.on_evict(name, reason) end,
     budget = function() return f.budget(ctx.server, ctx.rt) end,
     route = function() return f.route(ctx.route, pool) end,
+    endpoint = function() return f.endpoint(ctx.endpoints, pool) end,
   }
   local kinds, tramps = {}, {}
   for _, h in ipairs(B.ORDER) do

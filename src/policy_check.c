@@ -5,7 +5,8 @@
  * prt_runtime_new and every reload) builds a throwaway state, calls each Lua
  * hook on sample inputs -- a pool of 10 with three idle connections; for
  * `budget`, a server of 100 connections shared by a fleet of 4; for
- * `route`, three multiplexed connections -- and
+ * `route`, three multiplexed connections; for `endpoint`, a primary and
+ * two standbys, one of them 5 s behind -- and
  * judges the answers with the very validators of live calls
  * (policy_hooks.c) on a pool that exists only here.  `poolrt check`
  * (prt_policy_check) prints what each hook returned.
@@ -56,6 +57,13 @@ static const prt_rt_view sample_rt = { 50, 8, 2, 10 };
 /* The route hook's sample: three multiplexed connections with 4, 0 and 2
  * statements in flight. */
 static const prt_route_view sample_route[3] = { { 1, 120, 4, 1 }, { 2, 80, 0, 1 }, { 3, 100, 2, 1 } };
+/* The endpoint hook's sample, for a prefer-standby pool: a primary with 2
+ * of the pool's connections, a standby caught up and one 5 s behind. */
+static const prt_endpoint_view sample_endpoints[3] = {
+    { "db1:5432", PRT_ROLE_PRIMARY, 1, 1, 0, 0, 0, 6, 2, 0, 0, 1.0 },
+    { "db2:5432", PRT_ROLE_STANDBY, 1, 1, 1, 0, 0, 3, 1, 0, 0, 1.0 },
+    { "db3:5432", PRT_ROLE_STANDBY, 1, 1, 1, 0, 0, 1, 0, 81920, 5.0, 1.0 },
+};
 
 /* Sample inputs for dry runs: a pool of 10 with three idle connections,
  * in a runtime with the default limits. */
@@ -84,6 +92,8 @@ static void sample_inputs(prt__pstate *ps)
     c->rt = sample_rt;
     c->route.n = 3;
     memcpy(&c->route.v[1], sample_route, sizeof sample_route);
+    c->endpoints.n = 3;
+    memcpy(&c->endpoints.v[1], sample_endpoints, sizeof sample_endpoints);
     prt_runtime_opts o;
     prt_runtime_opts_default(&o);
     prt__view_limits(&c->limits, &o);
@@ -157,6 +167,7 @@ static int validate_sample(prt__pstate *ps, int hook, char *err, size_t errlen)
     case PRT__H_BUDGET: prt__hook_budget(ps, &(prt_server_view){ 0 }, &sample_rt); /* unsampled, then sampled */
                         prt__hook_budget(ps, &sample_server, &sample_rt); break;
     case PRT__H_ROUTE: prt__hook_route(ps, &p, sample_route, 3); break;
+    case PRT__H_ENDPOINT: prt__hook_endpoint(ps, &p, sample_endpoints, 3); break;
     default: break;
     }
     if (ps->nerrors == before)

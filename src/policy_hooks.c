@@ -20,7 +20,7 @@
 
 static const char *const hook_names[PRT__NHOOKS] = {
     "pick", "size", "overflow", "admit", "evict", "reap", "concurrency", "on_evict", "budget",
-    "route",
+    "route", "endpoint",
 };
 /* In the order of the PRT__PICK_*, PRT__OVF_* and PRT__ADMIT_* modes;
  * concurrency's one built-in is prt_concurrency_builtin's rule. */
@@ -382,4 +382,32 @@ int prt_pool_concurrency(prt_pool *p)
     int max = p->max;
     prt__unlock(p);
     return prt_concurrency_builtin(max);
+}
+
+/* Which server a new connection of p goes to: eps[0..n) are the pool's
+ * servers with their facts (1-based in Lua).  Returns a 0-based index of
+ * an allowed one, -2 for nil (no server: the connect fails), or -1 when
+ * the built-in order should apply (an answer that is not an allowed index
+ * is an error, counted).  No lock held (p->mu taken briefly for the pool
+ * view). */
+int prt__hook_endpoint(prt__pstate *ps, prt_pool *p, const prt_endpoint_view *eps, int n)
+{
+    if (n > PRT__MAX_ENDPOINTS || begin_unlocked(ps, PRT__H_ENDPOINT, p) != 0)
+        return -1;
+    ps->ctx->endpoints.n = n;
+    memcpy(&ps->ctx->endpoints.v[1], eps, (size_t)n * sizeof *eps);
+    if (finish(ps, PRT__H_ENDPOINT, 0, 1) != 0)
+        return -1;
+    if (lua_isnil(ps->L, 1)) {
+        lua_settop(ps->L, 0);
+        return -2;
+    }
+    long i;
+    if (!as_int(ps->L, 1, 1, n, &i) || !eps[i - 1].allowed_) {
+        char want[80];
+        snprintf(want, sizeof want, "nil or the index of an allowed endpoint in 1..%d", n);
+        return reject(ps, PRT__H_ENDPOINT, 1, want);
+    }
+    lua_settop(ps->L, 0);
+    return (int)i - 1;
 }

@@ -104,6 +104,47 @@ static int boot(prt__pstate *ps)
     return rc;
 }
 
+/* The policy table's fields for endpoint.c (at the top of L's stack):
+ * `ban`, the circuit breaker { after = failed connects, first = seconds,
+ * max = seconds }, and `max_lag`, seconds a standby may be behind and
+ * still serve first; none when absent.  Returns 0, or -1 with err naming
+ * the problem. */
+static int read_endpoint_fields(lua_State *L, prt__policy *pol, char *err, size_t errlen)
+{
+    lua_getfield(L, -1, "ban");
+    int rc = 0;
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "after");
+        lua_getfield(L, -2, "first");
+        lua_getfield(L, -3, "max");
+        double after = lua_tonumber(L, -3), first = lua_isnil(L, -2) ? 1 : lua_tonumber(L, -2),
+               max = lua_isnil(L, -1) ? 30 : lua_tonumber(L, -1);
+        if (!(after >= 1 && after <= 1000 && after == (int)after) || !(first > 0 && first <= 3600) ||
+            !(max >= first && max <= 86400))
+            rc = -1;
+        else
+            pol->ban_after = (int)after, pol->ban_first = first, pol->ban_max = max;
+        lua_pop(L, 3);
+    } else if (!lua_isnil(L, -1)) {
+        rc = -1;
+    }
+    lua_pop(L, 1);
+    if (rc != 0) {
+        prt__errf(err, errlen, "policy \"%s\": ban must be { after = integer >= 1, first = seconds > 0 (1), "
+                  "max = seconds >= first (30) }", pol->path);
+        return rc;
+    }
+    lua_getfield(L, -1, "max_lag");
+    double lag = lua_tonumber(L, -1);
+    if (!lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TNUMBER && lag > 0 && lag <= 86400)) {
+        prt__errf(err, errlen, "policy \"%s\": max_lag must be seconds in (0, 86400]", pol->path);
+        rc = -1;
+    }
+    pol->max_lag = rc == 0 && !lua_isnil(L, -1) ? lag : 0;
+    lua_pop(L, 1);
+    return rc;
+}
+
 /* Builds a state for `pol`: boots it, then keeps a registry reference to
  * each Lua hook's trampoline.  With fill_modes the hook kinds are written
  * into pol->mode (only while loading).  Returns NULL with err set on
@@ -147,6 +188,10 @@ prt__pstate *prt__pstate_new(prt__policy *pol, int fill_modes, char *err, size_t
             ps->ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
             hook_where(ps, lua_gettop(L), h);
         }
+    }
+    if (fill_modes && read_endpoint_fields(L, pol, err, errlen) != 0) {
+        prt__pstate_free(ps);
+        return NULL;
     }
     lua_settop(L, 0);
     return ps;

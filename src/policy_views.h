@@ -16,7 +16,10 @@
  * which every pool view and pool list answers as fields, so a policy never
  * keeps a copy of them.  `server` and `rt` are the budget hook's: the last
  * server sample (sampled_at 0: none yet) and the runtime's configured
- * max_connections, connections, pools and the budget in force.
+ * max_connections, connections, pools and the budget in force.  The
+ * endpoint list is the endpoint hook's: a pool's servers with their facts
+ * (endpoint.c), role_ read as "primary"/"standby"/"unknown" and up_,
+ * allowed_, preferred_, banned_ as booleans; lag_bytes is -1 when unknown.
  */
 #ifndef POOLRT_POLICY_VIEWS_H
 #define POOLRT_POLICY_VIEWS_H
@@ -73,6 +76,18 @@ typedef struct prt_route_list {
     prt_route_view v[65];
 } prt_route_list;
 
+typedef struct prt_endpoint_view {
+    char name_[128];
+    int role_, up_, allowed_, preferred_, banned_;
+    int failures, open, pool_open;
+    double lag_bytes, lag_seconds, sampled_at;
+} prt_endpoint_view;
+
+typedef struct prt_endpoint_list {
+    int n;
+    prt_endpoint_view v[17];
+} prt_endpoint_list;
+
 typedef struct prt_hook_ctx {
     int32_t budget;
     double now;
@@ -85,6 +100,7 @@ typedef struct prt_hook_ctx {
     prt_rt_view rt;
     prt_idle_list idle;
     prt_route_list route;
+    prt_endpoint_list endpoints;
 } prt_hook_ctx;
 /* PRT_VIEWS_END */
 

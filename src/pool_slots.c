@@ -149,15 +149,33 @@ int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle,
     return rc;
 }
 
+/* The endpoint hook's choice of server for a new connection of p (a pool
+ * over several servers, a policy with the hook): 0-based, -1 for the
+ * built-in order, -2 for none (err set).  No lock held. */
+static int chosen_endpoint(prt_pool *p, char *err, size_t errlen)
+{
+    if (!p->endpoints || !p->rt || atomic_load_explicit(&p->rt->endpoint_mode, memory_order_relaxed) != PRT__MODE_LUA)
+        return -1;
+    prt__pstate *ps = prt__policy_thread(p->rt);
+    if (prt__pstate_mode(ps, PRT__H_ENDPOINT) != PRT__MODE_LUA)
+        return -1;
+    prt_endpoint_view v[PRT__MAX_ENDPOINTS];
+    int i = prt__hook_endpoint(ps, p, v, prt__endpoints_views(p->endpoints, v));
+    if (i == -2)
+        prt__errf(err, errlen, "pool \"%s\": connect failed: the endpoint hook chose no server", p->name);
+    return i;
+}
+
 /* Opens a connection into a slot the caller reserved (capacity.c's prt__slot_take),
  * within `deadline`, with the pool's connect backoff: prt__open_end says
  * what becomes of it.  No pool lock held. */
 int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out, char *err, size_t errlen)
 {
     prt_conn *c = NULL;
-    int rc = prt__open_begin(p, err, errlen), attempted = rc == PRT_OK;
+    int rc = prt__open_begin(p, err, errlen), attempted = rc == PRT_OK, first;
     if (attempted)
-        rc = prt__conn_open(p, deadline, &c, err, errlen);
+        rc = (first = chosen_endpoint(p, err, errlen)) == -2 ? PRT_ECONNECT
+             : prt__conn_open(p, deadline, first, &c, err, errlen);
     return prt__open_end(p, attempted, rc, c, for_idle, out, err, errlen);
 }
 

@@ -183,6 +183,8 @@ static void publish(prt_runtime *rt, prt__policy *pol)
     atomic_store(&rt->overflow_mode, pol->mode[PRT__H_OVERFLOW]);
     atomic_store(&rt->admit_mode, pol->mode[PRT__H_ADMIT]);
     atomic_store(&rt->route_mode, pol->mode[PRT__H_ROUTE]);
+    atomic_store(&rt->endpoint_mode, pol->mode[PRT__H_ENDPOINT]);
+    prt__eptab_set_policy(rt->eptab, pol);
     atomic_store(&rt->acquire_hooks_lua, pol->mode[PRT__H_PICK] == PRT__MODE_LUA || pol->mode[PRT__H_OVERFLOW] == PRT__MODE_LUA);
     atomic_store(&rt->generation, pol->generation);
     prt__mu_unlock(&rt->policy_mu, PRT__RANK_POLICY);

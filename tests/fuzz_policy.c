@@ -39,12 +39,15 @@ static const char *const bodies[] = {
     "return rt.connections", "return server.fleet_members > 0 and 1 or nil", "return 1000001",
     "return #conns", "return #conns + 1", "return conns[1].in_flight", "return conns[0].id",
     "return conns[3].endpoint", "return conns[1e9].uses",
+    "return endpoints[2].allowed and 2", "return #endpoints", "return endpoints[1].role",
+    "return endpoints[4].lag_seconds", "return endpoints[3].banned and 3 or nil",
 };
 #define NBODIES (sizeof bodies / sizeof bodies[0])
 
 static const char *const hooks[] = { "pick(idle, pool)", "size(pool)", "overflow(pool, req)", "reap(idle, pool, now)",
                                      "concurrency(pool)", "admit(pools, name)", "evict(pools, now)",
-                                     "on_evict(name, reason)", "budget(server, rt)", "route(conns, pool)" };
+                                     "on_evict(name, reason)", "budget(server, rt)", "route(conns, pool)",
+                                     "endpoint(endpoints, pool)" };
 #define NHOOKS (sizeof hooks / sizeof hooks[0])
 
 static prt_runtime *rt;
@@ -165,6 +168,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     prt_route_view conns[3] = { { 1, 10, 2, 0 }, { 2, 0, 0, 1 }, { 3, 5, 7, 0 } };
     int r = prt__hook_route(ps, pool, conns, 3);
     if (r < -1 || r >= 3)
+        abort();
+    prt_endpoint_view eps[3] = { { "a:5432", PRT_ROLE_PRIMARY, 1, 1, 0, 0, 0, 2, 1, 0, 0, 1 },
+                                 { "b:5432", PRT_ROLE_STANDBY, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1 },
+                                 { "c:5432", PRT_ROLE_UNKNOWN, 0, 0, 0, 1, 3, 0, 0, -1, 0, 0 } };
+    int e = prt__hook_endpoint(ps, pool, eps, 3);
+    if (e < -2 || e >= 3 || (e >= 0 && !eps[e].allowed_))
         abort();
     return 0;
 }

@@ -25,8 +25,8 @@
 # As root, the servers and pg_basebackup run as user postgres (as in pg.sh).
 set -euo pipefail
 
-usage() { echo "usage: $0 {start|stop|switchover|wait-streaming} DIR" >&2; exit 2; }
-[ "$#" -eq 2 ] || usage
+usage() { echo "usage: $0 {start|stop|switchover|wait-streaming} DIR | {halt|resume} DIR {primary|standby}" >&2; exit 2; }
+[ "$#" -eq 2 ] || { [ "$#" -eq 3 ] && { [ "$1" = halt ] || [ "$1" = resume ]; }; } || usage
 cmd=$1 dir=$2
 here=$(cd "$(dirname "$0")" && pwd)
 timeout=${POOLRT_PAIR_TIMEOUT:-30}
@@ -240,8 +240,29 @@ stop() {
   rm -rf "$dir"
 }
 
+# halt DIR ROLE / resume DIR ROLE: stops (-m fast) or starts again the node
+# that has ROLE (primary or standby) now, keeping its data: a server that
+# refuses connections for a while.
+halt_resume() {
+  dir=$(cd "$dir" && pwd)
+  # shellcheck source=/dev/null
+  . "$dir/env"
+  local node
+  case "$role" in
+    primary) node=$POOLRT_PRIMARY_NODE ;;
+    standby) node=$POOLRT_STANDBY_NODE ;;
+    *) die "role must be primary or standby, not '$role'" ;;
+  esac
+  if [ "$cmd" = halt ]; then
+    pg_ctl_node "$node" -m fast stop >/dev/null
+  else
+    pg_ctl_node "$node" -l "$dir/$node/server.log" start >/dev/null
+  fi
+}
+
 case "$cmd" in
   start) start ;;
+  halt|resume) role=${3:-}; halt_resume ;;
   stop) stop ;;
   switchover) switchover ;;
   wait-streaming) dir=$(cd "$dir" && pwd); wait_streaming ;;

@@ -29,7 +29,7 @@ enum { PRT_DRAIN_GRACE = 10 };  /* seconds a drain waits for connections in use 
 
 enum { PRT_CONCURRENCY_CAP = 5 }; /* the built-in concurrency rule's cap (prt_concurrency_builtin) */
 
-enum { PRT_NHOOKS = 10 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
+enum { PRT_NHOOKS = 11 };        /* policy hooks; names from prt_policy_hook_name(0 .. PRT_NHOOKS-1) */
 
 enum { PRT_HANDOFF_BOUND_MS = 1 }; /* barging: waited this long, a waiter is handed the next release
                                     * (the default of prt_pool_opts.handoff_bound) */
@@ -195,7 +195,7 @@ typedef struct prt_budget_stats {
 } prt_budget_stats;
 
 /* Policy hooks: pick, size, overflow, admit, evict, reap, concurrency,
- * on_evict, budget, route, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
+ * on_evict, budget, route, endpoint, numbered 0..PRT_NHOOKS-1 in that order; prt_policy_hook_name
  * gives each one's name, prt_policy_builtin_name the built-in strategies a
  * policy may name for it (NULL past the last).  Bindings derive the names
  * from these rather than writing them out (PRT_NHOOKS is defined above). */

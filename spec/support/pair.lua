@@ -135,8 +135,8 @@ function P:wait_sql(which, sql, expected, timeout, what)
   end, timeout or 10, what or (("%q to return %q on %s"):format(sql, expected, tostring(which))))
 end
 
-local function tool(self, cmd)
-  local out, rc = sh("tools/pg-pair.sh " .. cmd .. " " .. shq(self.dir))
+local function tool(self, cmd, arg)
+  local out, rc = sh("tools/pg-pair.sh " .. cmd .. " " .. shq(self.dir) .. (arg and " " .. shq(arg) or ""))
   if rc ~= 0 then error("tools/pg-pair.sh " .. cmd .. " failed: " .. out, 3) end
   self:_load_env()
   return out
@@ -149,6 +149,11 @@ function P:wait_streaming() return tool(self, "wait-streaming") end
 -- the old primary restarts as a standby of the new one; waits until it
 -- streams.  Afterwards primary_port/standby_port name the new roles.
 function P:switchover() return tool(self, "switchover") end
+
+-- Stops (halt) or starts again (resume) the node that has role `which`
+-- ("primary" or "standby") now, keeping its data.
+function P:halt(which) return tool(self, "halt", which) end
+function P:resume(which) return tool(self, "resume", which) end
 
 -- Stops both servers and removes the directory; safe to call twice.
 function P:stop()
