@@ -67,8 +67,10 @@ describe("every policy file", function()
     it(file .. " loads in the sandbox and its hooks run without a forbidden global", function()
       local policy = load_policy(file, {})
       for k, v in pairs(policy) do
-        assert.is_truthy(HOOKS[k], file .. ": unknown hook " .. tostring(k))
-        if type(v) == "string" then
+        assert.is_truthy(HOOKS[k] or B.SETTINGS[k], file .. ": unknown hook " .. tostring(k))
+        if B.SETTINGS[k] then
+          assert.is_not_nil(v) -- a setting: C reads and checks it (policy_state.c)
+        elseif type(v) == "string" then
           assert.is_true(HOOKS[k][v], file .. ": " .. k .. " = " .. v)
         else
           assert.equal("function", type(v), file .. ": " .. k)
@@ -87,12 +89,38 @@ describe("every policy file", function()
         concurrency = { pool }, on_evict = { "t1", "idle" },
         budget = { { max_connections = 100, reserved = 3, backends = 20, fleet_members = 2, fleet_backends = 10,
                      own_backends = 5, sampled_at = 1 }, { max_connections = 50, connections = 5, pools = 1, budget = 5 } },
+        endpoint = { { { name = "db1:5432", role = "primary", up = true, allowed = true, preferred = false, banned = false,
+                         failures = 0, open = 3, pool_open = 1, lag_bytes = 0, lag_seconds = 0, sampled_at = 1 },
+                       { name = "db2:5432", role = "standby", up = true, allowed = true, preferred = true, banned = false,
+                         failures = 0, open = 1, pool_open = 0, lag_bytes = 512, lag_seconds = 0.2, sampled_at = 1 } },
+                     pool },
       }
       for k, v in pairs(policy) do
         if type(v) == "function" then v(unpack(args[k])) end
       end
     end)
   end
+
+  it("replicas.lua sends new read connections to a standby that keeps up, else to the primary", function()
+    local policy = load_policy("replicas.lua", {})
+    local function ep(t)
+      return setmetatable(t, { __index = { up = true, allowed = true, preferred = false, banned = false, failures = 0,
+                                           open = 0, pool_open = 0, lag_bytes = 0, lag_seconds = 0, sampled_at = 1 } })
+    end
+    local pool = pool_view{ total = 2 }
+    local primary = ep{ name = "a", role = "primary" }
+    local s1 = ep{ name = "b", role = "standby", preferred = true, pool_open = 2 }
+    local s2 = ep{ name = "c", role = "standby", preferred = true, pool_open = 1 }
+    assert.equal(3, policy.endpoint({ primary, s1, s2 }, pool)) -- the standby with fewer of the pool's connections
+    s2.lag_seconds = 5
+    assert.equal(2, policy.endpoint({ primary, s1, s2 }, pool)) -- not one that lags
+    s1.up = false
+    assert.equal(1, policy.endpoint({ primary, s1, s2 }, pool)) -- the primary when no standby qualifies
+    assert.equal(1, policy.endpoint({ ep{ name = "x", role = "unknown" } }, pool)) -- roles not known yet
+    assert.is_nil(policy.endpoint({ ep{ name = "x", role = "standby", allowed = false, banned = true } }, pool))
+    assert.same({ after = 3, first = 1, max = 30 }, policy.ban)
+    assert.equal(1, policy.max_lag)
+  end)
 
   it("the loader catches a hook that assigns a global", function()
     local p = assert(B.load("return { size = function() leak = 1 end }", "@inline"))
