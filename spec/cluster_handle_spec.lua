@@ -157,3 +157,76 @@ describe("rt:cluster", function()
     assert.matches("target_session_attrs", ffi.string(err), 1, true)
   end)
 end)
+
+-- resty.poolrt's cluster(name) in real nginx (examples/nginx with a
+-- location of its own), over the same kind of pair: writes on the primary,
+-- reads on the standby, both pools in the worker's stats.
+describe("resty.poolrt cluster in nginx", function()
+  local N = require "spec.support.nginx"
+  local H = require "spec.helper"
+  local p, n, dir
+  local LOCATION = [[
+        location = /cluster {
+            content_by_lua_block {
+                local poolrt = require "resty.poolrt"
+                if ngx.var.arg_bad then
+                    local ok, err = pcall(poolrt.cluster, "bad", { conninfo = "host=127.0.0.1 target_session_attrs=any" })
+                    ngx.say(poolrt.json{ refused = (not ok) and err or "no" })
+                    return
+                end
+                local db = poolrt.cluster("main", { max = 2 })
+                local sql = "select pg_is_in_recovery() as standby, inet_server_port() as port"
+                local w, err, code = db:query(sql)
+                if not w then return require("poolrt_example").fail(err, code) end
+                local on_standby = 0
+                for _ = 1, 20 do
+                    local r, rerr, rcode = db:read(sql)
+                    if not r then return require("poolrt_example").fail(rerr, rcode) end
+                    if r[1].standby then on_standby = on_standby + 1 end
+                end
+                local b, berr, bcode = db:read_batch({ { sql }, { sql } })
+                if not b then return require("poolrt_example").fail(berr, bcode) end
+                local s = poolrt.stats()
+                ngx.say(poolrt.json{ w_standby = w[1].standby and 1 or 0, w_port = w[1].port,
+                                     reads_on_standby = on_standby, batch_port = b[2][1].port,
+                                     pools = (s.main and s["main.read"]) and 2 or 0 })
+            }
+        }
+
+        location = /ping {]]
+
+  setup(function()
+    N.check_deps()
+    p = pair.start()
+    dir = N.scratch_dir()
+    local f = assert(io.open("examples/nginx/nginx.conf"))
+    local conf, k = f:read("*a"):gsub("        location = /ping {", function() return LOCATION end)
+    f:close()
+    assert.equal(1, k)
+    n = N.start_nginx{ app = "poolrt-cluster-spec", workers = 1, pool_max = 2,
+                       conf = N.write_readable(dir .. "/nginx.conf", conf),
+                       env = { POOLRT_CONNINFO = p:conninfo("application_name=poolrt-cluster-spec") } }
+  end)
+
+  teardown(function()
+    N.cleanup(n)
+    if dir then H.run("rm -rf " .. N.q(dir)) end
+    pair.stop_all()
+  end)
+
+  it("writes on the primary, reads on the standby, pools main and main.read", function()
+    local body, status = N.get(n.url .. "/cluster")
+    assert.equal(200, status, body)
+    assert.equal("0", N.field(body, "w_standby"), body)
+    assert.equal(tostring(p.primary_port), N.field(body, "w_port"))
+    assert.is_true(tonumber(N.field(body, "reads_on_standby")) >= 18, body)
+    assert.equal(tostring(p.standby_port), N.field(body, "batch_port"))
+    assert.equal("2", N.field(body, "pools"))
+  end)
+
+  it("refuses a conninfo that sets target_session_attrs", function()
+    local body, status = N.get(n.url .. "/cluster?bad=1")
+    assert.equal(200, status, body)
+    assert.matches("sets target_session_attrs=any", body, 1, true)
+  end)
+end)
