@@ -444,6 +444,20 @@ int prt_sim_run(prt_sim *s, double duration, prt_sim_result *out, char *err, siz
  * any array may be NULL.  Returns the points written (<= max). */
 int prt_sim_series(prt_sim *s, double step, double *in_use, double *open, double *wait_p99_ms, int max);
 prt_runtime *prt_sim_runtime(prt_sim *s); /* the simulation's real runtime (stats, policy stats) */
+/* Clusters (src/cluster.c, docs/clusters.md): one name for writes and
+ * reads over a conninfo of several servers.  prt_cluster_get makes or
+ * fetches pool `name` (o's conninfo, or the runtime's, with
+ * target_session_attrs=read-write) and pool "name.read" (prefer-standby),
+ * both from o's other options; *primary and *reads are new references
+ * (prt_pool_unref each).  PRT_EINVAL when the conninfo sets
+ * target_session_attrs itself, or a pool of either name exists with another
+ * conninfo.  prt_cluster_conninfo writes the conninfo of either pool
+ * (reads 0: `name`'s, 1: "name.read"'s) into out, for bindings that
+ * re-create the pools. */
+int prt_cluster_get(prt_runtime *rt, const char *name, const prt_pool_opts *o, prt_pool **primary,
+                    prt_pool **reads, char *err, size_t errlen);
+int prt_cluster_conninfo(prt_runtime *rt, const char *conninfo, int reads, char *out, size_t outlen,
+                         char *err, size_t errlen);
 /* PRT_CDEF_END */
 
 /* prt_log with printf formatting, for C callers (the host, embeddings).

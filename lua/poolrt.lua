@@ -495,6 +495,27 @@ local function get_pool(rt, name, o)
   return ffi.gc(pool_out[0], C.prt_pool_unref)
 end
 
+-- The handle of C pool `ptr` (a new reference, released by the GC) named
+-- `name`, made from `o` (anchor: what o's strings point into, kept with
+-- it, since a handle re-creates an evicted pool from o) and the Lua
+-- options `opts`.  A handle the cache forgot while its pool was evicted,
+-- whose acquire has since re-admitted that very pool, is returned as it
+-- is, with its settings.
+local function pool_handle(self, name, ptr, o, anchor, opts)
+  local key = tonumber(ffi.cast("uintptr_t", ptr))
+  local p = self._handles[key]
+  if p then
+    self._cache:put(name, p)
+    return p
+  end
+  p = setmetatable({ _p = ptr, _o = o, _anchor = anchor, name = name, rt = self, _null = opts.null,
+                     _decode = opts.decode ~= false,
+                     _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
+  self._cache:put(name, p)
+  self._handles[key] = p
+  return p
+end
+
 -- Fetches pool `name`, creating it from opts (fields of prt_pool_opts, plus
 -- prepare = false for unprepared statements, null = <value for NULL>,
 -- decode = false for rows of strings (PostgreSQL's text, no typing),
@@ -505,23 +526,84 @@ function Runtime:pool(name, opts)
   if type(name) ~= "string" then error("poolrt: pool name must be a string", 2) end
   local p = self._pools[name]
   if p then return p end -- evicted meanwhile, its next acquire re-admits it
-  local o, anchor = pool_opts(opts or {})
+  opts = opts or {}
+  local o, anchor = pool_opts(opts)
   local ptr = get_pool(self._rt, name, o)
   if not ptr then error("poolrt: " .. lasterr(), 2) end
-  -- A handle the cache forgot while its pool was evicted, whose acquire has
-  -- since re-admitted that very pool: the same handle, with its settings.
-  local key = tonumber(ffi.cast("uintptr_t", ptr))
-  p = self._handles[key]
-  if p then
-    self._cache:put(name, p)
-    return p
+  return pool_handle(self, name, ptr, o, { anchor, opts.conninfo }, opts)
+end
+
+---------------------------------------------------------------------------
+-- Clusters (src/cluster.c, docs/clusters.md): one handle for writes and
+-- reads over a conninfo of several servers, i.e. two pools: `name`
+-- (target_session_attrs=read-write) and `name .. ".read"` (prefer-standby).
+---------------------------------------------------------------------------
+local Cluster = {}
+Cluster.__index = Cluster
+
+-- Work for the primary: the pool handle's own methods on pool `name`.
+for _, m in ipairs{ "query", "exec_simple", "query_batch", "with", "transaction", "acquire", "copy_in",
+                    "listen" } do
+  local f = Pool[m]
+  Cluster[m] = function(self, ...) return f(self.primary, ...) end
+end
+
+-- Reads a standby may answer (the primary while none is up): pool
+-- `name.read`'s query and query_batch.
+function Cluster:read(sql, ...) return self.reads:query(sql, ...) end
+function Cluster:read_batch(stmts, opts) return self.reads:query_batch(stmts, opts) end
+-- The two pool handles: the primary's, the reads'.
+function Cluster:pools() return self.primary, self.reads end
+-- Both pools' statistics, keyed by pool name (as rt:stats()).
+function Cluster:stats()
+  return { [self.primary.name] = self.primary:stats(), [self.reads.name] = self.reads:stats() }
+end
+-- The two pools' conninfos, as C wrote them (prt_cluster_conninfo).
+function Cluster:conninfos() return self._conninfo[0], self._conninfo[1] end
+
+local cluster_out = ffi.new("prt_pool*[2]")
+local CI_MAX = 8192
+
+-- The conninfo of a cluster's pool (reads: 0 `name`'s, 1 `name.read`'s)
+-- from the user's (nil: the runtime's); raises as C refuses it.
+local function cluster_conninfo(rt, conninfo, reads, level)
+  local buf = ffi.new("char[?]", CI_MAX)
+  if C.prt_cluster_conninfo(rt._rt, conninfo, reads, buf, CI_MAX, errbuf, ERRLEN) ~= 0 then
+    error("poolrt: " .. lasterr(), level + 1)
   end
-  p = setmetatable({ _p = ptr, _o = o, _anchor = anchor, name = name, rt = self, _null = (opts or {}).null,
-                     _decode = (opts or {}).decode ~= false,
-                     _qflags = o.stmt_cache == 0 and C.PRT_Q_UNPREPARED or 0 }, Pool)
-  self._cache:put(name, p)
-  self._handles[key] = p
-  return p
+  return ffi.string(buf)
+end
+
+-- The cluster `name`: pools `name` and `name .. ".read"` over one
+-- conninfo (opts.conninfo or the runtime's, which must not set
+-- target_session_attrs: the cluster decides it), created from opts (pool
+-- options, as rt:pool's, applying to both) by prt_cluster_get the first
+-- time; later calls return the same handle.  Raises on bad options, a
+-- conninfo that sets target_session_attrs, or a pool of either name that
+-- exists with another conninfo.
+function Runtime:cluster(name, opts)
+  if type(name) ~= "string" then error("poolrt: cluster name must be a string", 2) end
+  local cl = self._clusters[name]
+  if cl then return cl end
+  opts = opts or {}
+  local o, anchor = pool_opts(opts)
+  local cis = { [0] = cluster_conninfo(self, opts.conninfo, 0, 2), cluster_conninfo(self, opts.conninfo, 1, 2) }
+  if C.prt_cluster_get(self._rt, name, o, cluster_out, cluster_out + 1, errbuf, ERRLEN) ~= 0 then
+    error("poolrt: " .. lasterr(), 2)
+  end
+  local ptrs = { [0] = ffi.gc(cluster_out[0], C.prt_pool_unref), ffi.gc(cluster_out[1], C.prt_pool_unref) }
+  -- Each handle's options name its own pool's conninfo, so that a pool
+  -- evicted meanwhile comes back as the cluster's (I.refresh).
+  local function handle(pname, reads)
+    local po = ffi.new("prt_pool_opts")
+    ffi.copy(po, o, ffi.sizeof("prt_pool_opts"))
+    po.conninfo = cis[reads]
+    return pool_handle(self, pname, ptrs[reads], po, { anchor, cis[reads] }, opts)
+  end
+  cl = setmetatable({ name = name, rt = self, primary = handle(name, 0), reads = handle(name .. ".read", 1),
+                      _conninfo = cis }, Cluster)
+  self._clusters[name] = cl
+  return cl
 end
 
 -- Re-resolves a pool handle whose C pool was evicted (not one that is
@@ -773,7 +855,7 @@ local function wrap_runtime(ptr, owned)
   -- _handles: every live handle by its C pool's address (weak: a handle
   -- pins its pool, so an address is never reused while its entry lives).
   return setmetatable({ _rt = ptr, _cache = cache, _pools = cache.items, _owned = owned,
-                        _handles = setmetatable({}, { __mode = "v" }) }, Runtime)
+                        _handles = setmetatable({}, { __mode = "v" }), _clusters = {} }, Runtime)
 end
 
 -- The options of poolrt.runtime{} and their types: the one list, which

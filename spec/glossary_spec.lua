@@ -8,6 +8,7 @@ local GLOSSARY = {
   { "pool", "connections to one conninfo under one name, with its own max, idle list and waiters (`rt:pool(name, opts)`)" },
   { "tenant", "one customer among many with a pool of its own (apartment's model); `max_pools`, `admit` and `evict` govern them" },
   { "endpoint", "one server (host:port) of a pool whose conninfo names several; a new connection goes to the one with the fewest" },
+  { "cluster", "a conninfo naming a primary and its standbys; `rt:cluster(name)` makes two pools over it, `name` for writes and `name.read` for reads on a standby" },
   { "slot", "the permission to hold one server connection: taken before a connect, given back when the connection closes" },
   { "pool max", "a pool's limit on its slots (`max`, per runtime); the `size` hook may set it" },
   { "cap", "the runtime's limit in force on open connections: `max_connections`, or the `budget` hook's answer when lower" },

@@ -56,6 +56,7 @@ local W = {
   epoch = 0,         -- bumped per runtime, so thread VMs never use a stale handle
   cfg = nil,
   pools = nil,       -- name -> worker-side pool object (poolrt.internal's new_cache)
+  clusters = nil,    -- name -> cluster object (M.cluster)
   sem = nil,         -- worker-thread slots
   inflight = 0,
   max_inflight = 32,
@@ -186,6 +187,7 @@ function M.init_worker(cfg)
   W.addr = W.rt:address()
   W.epoch = W.epoch + 1
   W.pools = new_pool_cache()
+  W.clusters = {}
   W.thread_pool = cfg.thread_pool or "poolrt"
   W.max_inflight = cfg.max_inflight or 32
   W.sem = assert(semaphore.new(W.max_inflight))
@@ -376,6 +378,57 @@ end
 function Pool:stats() return need_rt(2):pool(self.name):stats() end
 
 ---------------------------------------------------------------------------
+-- Clusters: poolrt's rt:cluster in a worker (docs/clusters.md): two pools
+-- of this module, `name` (target_session_attrs=read-write) and `name.read`
+-- (prefer-standby), each with the conninfo C wrote for it, so that a
+-- worker-thread VM re-creating either one (evicted meanwhile) makes the
+-- cluster's pool again.
+---------------------------------------------------------------------------
+local Cluster = {}
+Cluster.__index = Cluster
+
+-- The cluster `name` of this worker, created from opts (pool options, as
+-- pool()'s; opts.conninfo or the runtime's, without target_session_attrs)
+-- the first time; raises as poolrt's rt:cluster does.
+function M.cluster(name, opts)
+  local cl = W.clusters and W.clusters[name]
+  if cl then return cl end
+  local rt = need_rt(2)
+  if type(name) ~= "string" then error("resty.poolrt: cluster name must be a string", 2) end
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "null" or v == null then o[k] = v end end
+  local ok, h = pcall(rt.cluster, rt, name, o)
+  if not ok then error("resty.poolrt: " .. (tostring(h):gsub("^poolrt: ", "")), 2) end
+  local cw, cr = h:conninfos()
+  local function pool_opts(ci)
+    local po = {}
+    for k, v in pairs(opts) do po[k] = v end
+    po.conninfo = ci
+    return po
+  end
+  cl = setmetatable({ name = name, primary = M.pool(name, pool_opts(cw)),
+                      reads = M.pool(name .. ".read", pool_opts(cr)) }, Cluster)
+  W.clusters[name] = cl
+  return cl
+end
+
+-- On the primary pool: rows (results, errs for a batch), or nil, err, code.
+function Cluster:query(sql, ...) return self.primary:query(sql, ...) end
+function Cluster:exec_simple(sql, ...) return self.primary:exec_simple(sql, ...) end
+function Cluster:query_batch(stmts, opts) return self.primary:query_batch(stmts, opts) end
+function Cluster:run(module, fn, ...) return self.primary:run(module, fn, ...) end
+-- On the read pool (a standby while one is up): as query and query_batch.
+function Cluster:read(sql, ...) return self.reads:query(sql, ...) end
+function Cluster:read_batch(stmts, opts) return self.reads:query_batch(stmts, opts) end
+-- The two pools of this module (the primary's, the reads'), e.g. for listen.
+function Cluster:pools() return self.primary, self.reads end
+-- Both pools' statistics, keyed by pool name.
+function Cluster:stats()
+  return { [self.primary.name] = self.primary:stats(), [self.reads.name] = self.reads:stats() }
+end
+
+---------------------------------------------------------------------------
 -- LISTEN/NOTIFY: pool:listen(channels) as in poolrt (lua/poolrt/listen.lua),
 -- with open, wait and close on worker threads.  A waiting listener holds a
 -- worker thread (and one of max_inflight) for up to its timeout: wait in
@@ -502,6 +555,7 @@ function M.shutdown(grace)
   if not rt then return true end
   W.rt = nil
   W.pools = nil
+  W.clusters = nil
   local ok = rt:drain(grace or (W.cfg and W.cfg.drain_grace))
   rt:close()
   ngx.log(ok and ngx.NOTICE or ngx.WARN, "resty.poolrt: worker ", ngx.worker.id() or "?", " closed its pools",
