@@ -124,21 +124,6 @@ static int wait_socket(PGconn *pg, short events, double deadline)
     }
 }
 
-/* Appends key='value' (libpq's quoting) at w, after a space unless w is
- * empty; returns the new end.  The caller makes the room. */
-char *prt__put_kv(char *w, const char *key, const char *val)
-{
-    w += sprintf(w, "%s%s='", *w ? " " : "", key);
-    for (; *val; val++) {
-        if (*val == '\'' || *val == '\\')
-            *w++ = '\\';
-        *w++ = *val;
-    }
-    *w++ = '\'';
-    *w = '\0';
-    return w;
-}
-
 /* Drives a started connect (PQconnectStart*) until it is made, fails
  * (PRT_ECONNECT: PQerrorMessage says why) or `deadline` passes
  * (PRT_ETIMEDOUT).  The caller finishes pg either way. */

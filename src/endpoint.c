@@ -52,18 +52,6 @@ prt__eptab *prt__eptab_new(double interval)
     return t;
 }
 
-/* Stops the sampler (the runtime is being freed); the facts stay as they
- * are for pools that outlive it.  No lock held. */
-void prt__eptab_stop(prt__eptab *t)
-{
-    prt__thread_stop(t->thread, t->has_thread, &t->mu, PRT__RANK_SAMPLER, &t->cond, &t->stopping);
-    t->has_thread = 0;
-    for (int i = 0; i < atomic_load(&t->n); i++) {
-        PQfinish(t->ep[i].probe);
-        t->ep[i].probe = NULL;
-    }
-}
-
 void prt__eptab_unref(prt__eptab *t)
 {
     if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
@@ -73,6 +61,21 @@ void prt__eptab_unref(prt__eptab *t)
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->mu);
     free(t);
+}
+
+/* Appends key='value' (libpq's quoting) at w, after a space unless w is
+ * empty; returns the new end.  The caller makes the room. */
+char *prt__put_kv(char *w, const char *key, const char *val)
+{
+    w += sprintf(w, "%s%s='", *w ? " " : "", key);
+    for (; *val; val++) {
+        if (*val == '\'' || *val == '\\')
+            *w++ = '\\';
+        *w++ = *val;
+    }
+    *w++ = '\'';
+    *w = '\0';
+    return w;
 }
 
 /* The conninfo the sampler reaches endpoint `host`:`port` with: the
@@ -102,7 +105,7 @@ static char *probe_conninfo(const PQconninfoOption *opts, const char *host, cons
 }
 
 /* The endpoint named host:port, added if new (with the sampler's conninfo
- * from the pool's options, and the sampler started with the first one);
+ * from the pool's options);
  * -1 when the table is full or out of memory.  rt->mu held (the only
  * adder). */
 static int endpoint_id(prt__eptab *t, const PQconninfoOption *opts, const char *host, const char *port)
@@ -118,8 +121,6 @@ static int endpoint_id(prt__eptab *t, const PQconninfoOption *opts, const char *
     memcpy(t->ep[n].name, name, sizeof name);
     atomic_init(&t->ep[n].lag_bytes, -1);
     atomic_store(&t->n, n + 1); /* publishes the name and conninfo */
-    if (!t->has_thread && t->interval > 0 && prt__thread_create(&t->thread, prt__eptab_sampler, t) == 0)
-        t->has_thread = 1;
     return n;
 }
 

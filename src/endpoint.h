@@ -50,7 +50,6 @@ struct prt__eptab {
 
 void prt__endpoint_set_role(endpoint *x, int role);
 void prt__endpoint_up(endpoint *x, int up, int sampled, const prt__eptab *t); /* a connect or sample: ok (1) or not */
-void *prt__eptab_sampler(void *arg);             /* endpoint_sample.c */
 
 struct prt__endpoints {
     int n;

@@ -110,7 +110,7 @@ static void sample_all(prt__eptab *t)
     }
 }
 
-void *prt__eptab_sampler(void *arg)
+static void *prt__eptab_sampler(void *arg)
 {
     prt__eptab *t = arg;
     prt__mu_lock(&t->mu, PRT__RANK_SAMPLER);
@@ -125,4 +125,25 @@ void *prt__eptab_sampler(void *arg)
     }
     prt__mu_unlock(&t->mu, PRT__RANK_SAMPLER);
     return NULL;
+}
+
+/* Starts the sampler of table t once it has a server (pool.c, when a pool
+ * over several servers is made; rt->mu held, so once). */
+void prt__eptab_start(prt__eptab *t)
+{
+    if (!t->has_thread && t->interval > 0 && atomic_load(&t->n) > 0 &&
+        prt__thread_create(&t->thread, prt__eptab_sampler, t) == 0)
+        t->has_thread = 1;
+}
+
+/* Stops the sampler (the runtime is being freed); the facts stay as they
+ * are for pools that outlive it.  No lock held. */
+void prt__eptab_stop(prt__eptab *t)
+{
+    prt__thread_stop(t->thread, t->has_thread, &t->mu, PRT__RANK_SAMPLER, &t->cond, &t->stopping);
+    t->has_thread = 0;
+    for (int i = 0; i < atomic_load(&t->n); i++) {
+        PQfinish(t->ep[i].probe);
+        t->ep[i].probe = NULL;
+    }
 }

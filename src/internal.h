@@ -96,7 +96,8 @@ void prt__stmt_remove(prt__stmt_cache *sc, prt__stmt *s);
 typedef struct prt__endpoints prt__endpoints; /* one pool's hosts */
 typedef struct prt__eptab prt__eptab;         /* a runtime's servers and their facts */
 prt__eptab *prt__eptab_new(double interval);
-void prt__eptab_stop(prt__eptab *t);              /* the sampler; no lock held */
+void prt__eptab_start(prt__eptab *t);             /* endpoint_sample.c: the sampler, once; rt->mu held */
+void prt__eptab_stop(prt__eptab *t);              /* endpoint_sample.c: the sampler; no lock held */
 void prt__eptab_unref(prt__eptab *t);
 int prt__runtime_endpoints(prt__eptab *t, prt_endpoint_stats *out, int max);
 prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t); /* rt->mu held; NULL: a single host */
@@ -110,6 +111,7 @@ PGconn *prt__endpoints_start(prt__endpoints *e, int i);
 void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why); /* pg NULL: failed */
 void prt__endpoints_doubt(prt__endpoints *e, int i);      /* a bad sign: role unknown */
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta);
+char *prt__put_kv(char *w, const char *key, const char *val); /* conninfo key='value', libpq's quoting */
 int prt__endpoints_views(const prt__endpoints *e, prt_endpoint_view *v); /* the endpoint hook's; returns n */
 int prt__endpoints_may_try(prt__endpoints *e, int i);     /* 0: banned, or another caller has its one trial */
 struct prt__policy;
@@ -582,7 +584,6 @@ void prt__fleet_stats(prt_runtime *rt, prt_runtime_stats *out);
 /* conn.c: plain libpq with deadlines, for connections outside pools. */
 int prt__pq_connect_poll(PGconn *pg, double deadline);
 int prt__pq_exec(PGconn *pg, const char *sql, double deadline, PGresult **out);
-char *prt__put_kv(char *w, const char *key, const char *val); /* key='value', libpq's quoting */
 /* conn.c: one statement with text parameters within a deadline (no prepared statement). */
 int prt__conn_exec(prt_conn *c, const char *sql, int nparams, const char *const *params, double deadline,
                    PGresult **out, char *err, size_t errlen);
