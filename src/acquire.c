@@ -482,11 +482,22 @@ int prt_acquire(prt_pool *p, double timeout, prt_conn **out, char *err, size_t e
  * role unknown, and one whose server no longer fits the pool's
  * target_session_attrs is retired (PRT__CLOSE_ROLE) rather than reused.
  * Returns the close reason, or `reason` as it was.  No lock held. */
-static __attribute__((noinline)) int endpoint_verdict(prt_pool *p, prt_conn *c, int reason)
+/* The common case of endpoint_verdict, without a call: c goes back as it
+ * would (reason < 0), no error of the read-only kind (SQLSTATE class 25),
+ * and its server's role is not the one its pool cannot use.  A
+ * prefer-standby pool's connections take the full verdict. */
+FAST int endpoint_quick_ok(const prt_conn *c, int reason)
 {
-    if ((c->pg && (PQstatus(c->pg) != CONNECTION_OK || c->fatal)) || strcmp(c->sqlstate, "25006") == 0)
+    return reason < 0 && c->sqlstate[0] != '2' && c->ep_bad_role != PRT__EP_ASK &&
+           atomic_load_explicit(c->ep_role, memory_order_relaxed) != c->ep_bad_role;
+}
+
+static __attribute__((noinline)) int endpoint_verdict(prt_pool *p, prt_conn *c, int reason, double now)
+{
+    if ((reason == PRT__CLOSE_BROKEN && c->pg && (PQstatus(c->pg) != CONNECTION_OK || c->fatal)) ||
+        strcmp(c->sqlstate, "25006") == 0)
         prt__endpoints_doubt(p->endpoints, c->endpoint);
-    if (reason < 0 && !prt__endpoints_fits(p->endpoints, c->endpoint))
+    if (reason < 0 && !prt__endpoints_fits(p->endpoints, c->endpoint, now))
         reason = PRT__CLOSE_ROLE;
     return reason;
 }
@@ -505,7 +516,7 @@ void prt_release(prt_conn *c, int broken)
         broken = prt__conn_reset(c, now + p->opts.acquire_timeout) != PRT_OK;
     int reason = broken ? PRT__CLOSE_BROKEN : prt__conn_expired(c, now) ? PRT__CLOSE_LIFETIME : -1;
     if (p->endpoints)
-        reason = endpoint_verdict(p, c, reason);
+        reason = endpoint_quick_ok(c, reason) ? reason : endpoint_verdict(p, c, reason, now);
     prt__lock(p);
     p->in_use--;
     p->last_used_at = now;

@@ -268,6 +268,8 @@ int prt__conn_open(prt_pool *p, double deadline, int first, prt_conn **out, char
     if (rc != PRT_OK)
         return rc;
     prt__endpoints_opened(p->endpoints, c->endpoint, 1);
+    if (p->endpoints)
+        c->ep_role = prt__endpoints_role_of(p->endpoints, c->endpoint, &c->ep_bad_role);
     PQsetNoticeReceiver(c->pg, notice_receiver, c);
     prt__conn_born(c, p);
     prt__stmt_init(&c->stmts, p->opts.stmt_cache);

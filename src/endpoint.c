@@ -385,18 +385,28 @@ void prt__eptab_set_policy(prt__eptab *t, const prt__policy *pol)
 /* Whether a connection on endpoint i may go back to the pool: its server's
  * role fits (not the wrong one), and for prefer-standby no better endpoint
  * may be had.  No lock needed. */
-int prt__endpoints_fits(const prt__endpoints *e, int i)
+int prt__endpoints_fits(const prt__endpoints *e, int i, double now_s)
 {
     if (e->want == WANT_ANY || !e->tab)
         return 1;
-    uint64_t now = now_us();
+    if (e->want != PREFER_STANDBY) /* only the wrong role is out: no clock, no other server */
+        return atomic_load_explicit(&ep_of(e, i)->role, memory_order_relaxed) !=
+               (e->want == WANT_PRIMARY ? PRT_ROLE_STANDBY : PRT_ROLE_PRIMARY);
+    uint64_t now = (uint64_t)(now_s * 1e6);
     int mine = tier(e, i, now);
-    if (e->want != PREFER_STANDBY)
-        return mine != TIER_OTHER;
     for (int j = 0; mine != TIER_BEST && j < e->n; j++)
         if (j != i && tier(e, j, now) < mine && e->id[j] != e->id[i])
             return 0;
     return 1;
+}
+
+const atomic_int *prt__endpoints_role_of(const prt__endpoints *e, int i, int *bad_role)
+{
+    static const atomic_int unknown = PRT_ROLE_UNKNOWN; /* the simulator's servers keep no facts */
+    const endpoint *x = ep_of(e, i);
+    *bad_role = !x || e->want == WANT_ANY ? PRT__EP_NONE : e->want == WANT_PRIMARY ? PRT_ROLE_STANDBY
+              : e->want == WANT_STANDBY ? PRT_ROLE_PRIMARY : PRT__EP_ASK;
+    return x ? &x->role : &unknown;
 }
 
 PGconn *prt__endpoints_start(prt__endpoints *e, int i)

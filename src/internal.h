@@ -105,7 +105,11 @@ void prt__endpoints_free(prt__endpoints *e);
 int prt__endpoints_count(const prt__endpoints *e);
 int prt__endpoints_order(prt__endpoints *e, int *order); /* the order to try them in */
 int prt__endpoints_choose(prt__endpoints *e);             /* the first of that order */
-int prt__endpoints_fits(const prt__endpoints *e, int i);  /* a connection on i may go back idle */
+int prt__endpoints_fits(const prt__endpoints *e, int i, double now); /* a connection on i may go back idle */
+/* For prt_release's quick check: where endpoint i's role is kept, and the
+ * role the pool cannot use (PRT__EP_NONE: any fits; PRT__EP_ASK: ask fits). */
+enum { PRT__EP_NONE = -1, PRT__EP_ASK = -2 };
+const atomic_int *prt__endpoints_role_of(const prt__endpoints *e, int i, int *bad_role);
 double prt__endpoints_connect_timeout(const prt__endpoints *e); /* per endpoint (0: none) */
 PGconn *prt__endpoints_start(prt__endpoints *e, int i);
 void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why); /* pg NULL: failed */
@@ -127,6 +131,8 @@ struct prt_conn {
     double returned_at;      /* when last released (or opened) */
     uint64_t uses;
     int endpoint;            /* which of the pool's hosts (0-based) */
+    const atomic_int *ep_role; /* immutable: its server's role (endpoint.c), NULL for a single host */
+    int ep_bad_role;         /* immutable: the role its pool cannot use, or PRT__EP_NONE / PRT__EP_ASK */
     double acquired_at;      /* while in use; protected by pool->mu */
     struct prt_conn *in_use_prev, *in_use_next; /* the pool's in_use_list; pool->mu */
     int leak_reported;       /* pool->mu */

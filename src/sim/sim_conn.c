@@ -60,6 +60,8 @@ int prt__sim_connect(prt_sim *s, prt_pool *p, prt_conn **out, double *latency, c
     sc->epoch = s->eps[e].epoch;
     c->endpoint = e;
     prt__endpoints_opened(p->endpoints, e, 1);
+    if (p->endpoints)
+        c->ep_role = prt__endpoints_role_of(p->endpoints, e, &c->ep_bad_role);
     prt__conn_born(c, p);
     *out = c;
     return PRT_OK;
