@@ -6,6 +6,7 @@
 local poolrt = require "poolrt"
 local H = require "spec.helper"
 local pair = require "spec.support.pair"
+local promtool = require "spec.support.promtool"
 
 local WHERE = "select pg_is_in_recovery() as standby, inet_server_port() as port"
 
@@ -59,6 +60,13 @@ describe("a pool over a primary and a standby", function()
     assert.matches(('poolrt_endpoint_role{endpoint="127.0.0.1:%d",role="primary"} 1'):format(p.primary_port), m, 1, true)
     assert.matches(('poolrt_endpoint_role{endpoint="127.0.0.1:%d",role="standby"} 1'):format(p.standby_port), m, 1, true)
     assert.matches(('poolrt_endpoint_up{endpoint="127.0.0.1:%d"} 1'):format(p.standby_port), m, 1, true)
+    for _, fam in ipairs{ "poolrt_endpoint_open", "poolrt_endpoint_failures", "poolrt_endpoint_connects_total",
+                          "poolrt_endpoint_failovers_total", "poolrt_endpoint_lag_bytes", "poolrt_endpoint_lag_seconds" } do
+      assert.matches("# TYPE " .. fam .. " ", m, 1, true)
+    end
+    local out, rc = promtool.check(m) -- the endpoint families pass promtool's lint
+    assert.equal("", out)
+    assert.equal(0, rc)
   end)
 
   it("comes through a switchover: writes fail only until shortly after the promotion, and reads come back to a standby",
@@ -100,13 +108,14 @@ describe("a pool over a primary and a standby", function()
     p:_load_env() -- the roles as pg-pair.sh left them
     assert.is_number(promoted, out)
 
-    local wfail, late_w, late_r, reads_after, on_standby_after = 0, {}, {}, 0, 0
+    local wfail, late_w, late_r, reads_after, on_standby_after, wlast = 0, {}, {}, 0, 0, nil
     for _, e in ipairs(log) do
       if e.kind == "w" then
         if e.ok then
           assert.is_false(e.standby, "a write ran on a standby")
         else
           wfail = wfail + 1
+          wlast = e.t
           if e.t > promoted + 1 then late_w[#late_w + 1] = e.err end
         end
       else
@@ -117,8 +126,9 @@ describe("a pool over a primary and a standby", function()
         end
       end
     end
-    print(("\n  switchover: %d writes failed (none allowed 1 s after the promotion), %d of %d reads on a standby "
-           .. "from 3 s after it ended"):format(wfail, on_standby_after, reads_after))
+    print(("\n  switchover: %d writes failed, the last %.2f s after the promotion returned (1 s allowed); "
+           .. "%d of %d reads on a standby from 3 s after it ended"):format(wfail, wlast and wlast - promoted or 0,
+                                                                             on_standby_after, reads_after))
     assert.same({}, late_w)
     assert.same({}, late_r)
     assert.is_true(reads_after > 0)
