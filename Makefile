@@ -50,9 +50,15 @@ $(BUILD)/obj/host/%.o: host/%.c include/poolrt.h host/host.h | $(BUILD)/obj/host
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The policy sandbox is Lua, compiled to bytecode and linked into the core.
-$(BUILD)/obj/policy_state.o: $(BUILD)/gen/policy_boot.h
+$(BUILD)/obj/policy_state.o: $(BUILD)/gen/policy_boot.h $(BUILD)/gen/policy_views_cdef.h
 $(BUILD)/gen/policy_boot.h: src/policy_boot.lua | $(BUILD)/gen deps
 	luajit -bg -n policy_boot $< $@
+# The views' declarations, for the boot module's ffi.cdef: the one copy is
+# src/policy_views.h's PRT_VIEWS block, turned into a C string here.
+$(BUILD)/gen/policy_views_cdef.h: src/policy_views.h | $(BUILD)/gen
+	{ echo 'static const char prt__views_cdef[] ='; \
+	  sed -n '/PRT_VIEWS_BEGIN/,/PRT_VIEWS_END/p' $< | sed 's/\\/\\\\/g; s/"/\\"/g; s/^/    "/; s/$$/\\n"/'; \
+	  echo ';'; } > $@
 
 $(BUILD)/obj $(CORE_DIRS:%=$(BUILD)/obj/%) $(BUILD)/obj/host $(BUILD)/gen:
 	mkdir -p $@

@@ -4,7 +4,8 @@
 package.path = "lua/?.lua;" .. package.path
 local ffi = require "ffi"
 local B = dofile "src/policy_boot.lua" -- compiled into libpoolrt, not a module
-ffi.cdef(B.CDEF)
+local h = assert(io.open("src/policy_views.h")):read("*a") -- the views, as C declares them
+ffi.cdef(assert(h:match("/%* PRT_VIEWS_BEGIN %*/(.-)/%* PRT_VIEWS_END %*/")))
 local ctx = ffi.new("prt_hook_ctx")
 for i = 1, 16 do ctx.idle.v[i].returned_at = 1000 + (i * 7) % 16 end
 ctx.pool.idle = 16

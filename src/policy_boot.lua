@@ -268,95 +268,18 @@ function B.load(src, chunkname, tick, getenv)
 end
 
 ---------------------------------------------------------------------------
--- Policy states (called from src/policy.c)
+-- Policy states (called from src/policy_state.c)
 ---------------------------------------------------------------------------
-
--- Must match src/policy_views.h; spec/cdef_spec.lua checks it.
-B.CDEF = [[
-/* PRT_VIEWS_BEGIN */
-typedef struct prt_conn_view {
-    double id, created_at, returned_at, uses;
-    int endpoint;
-} prt_conn_view;
-
-typedef struct prt_pool_view {
-    char name_[64];
-    int max, min_idle, total, idle, in_use, waiting, threads, configured_;
-    int protected_, pinned_, evictable_;
-    double created_at, last_used_at;
-} prt_pool_view;
-
-typedef struct prt_limits_view {
-    int max_pools, max_connections;
-    double pool_idle_timeout;
-} prt_limits_view;
-
-typedef struct prt_req_view {
-    double timeout;
-    int position;
-} prt_req_view;
-
-typedef struct prt_server_view {
-    int max_connections, reserved, backends, fleet_members, fleet_backends, own_backends;
-    double sampled_at;
-} prt_server_view;
-
-typedef struct prt_rt_view {
-    int max_connections, connections, pools, budget;
-} prt_rt_view;
-
-typedef struct prt_idle_list {
-    int n;
-    prt_conn_view v[1025];
-} prt_idle_list;
-
-typedef struct prt_route_view {
-    double id, uses;
-    int in_flight, endpoint;
-} prt_route_view;
-
-typedef struct prt_route_list {
-    int n;
-    prt_route_view v[65];
-} prt_route_list;
-
-typedef struct prt_endpoint_view {
-    char name_[128];
-    int role_, up_, allowed_, preferred_, banned_;
-    int failures, open, pool_open;
-    double lag_bytes, lag_seconds, sampled_at;
-} prt_endpoint_view;
-
-typedef struct prt_endpoint_list {
-    int n;
-    prt_endpoint_view v[17];
-} prt_endpoint_list;
-
-typedef struct prt_hook_ctx {
-    int32_t budget;
-    double now;
-    prt_pool_view pool;
-    prt_req_view req;
-    prt_limits_view limits;
-    prt_pool_view *pools;
-    int npools;
-    prt_server_view server;
-    prt_rt_view rt;
-    prt_idle_list idle;
-    prt_route_list route;
-    prt_endpoint_list endpoints;
-} prt_hook_ctx;
-/* PRT_VIEWS_END */
-]]
 
 -- Sets up a state for one policy: `ud` points at the C context struct the
 -- hooks read their inputs from; `names` is C's hook vocabulary (see
--- B.use_names).  Returns the hook kinds (name -> "function" or the
+-- B.use_names); `views_cdef` declares the views (src/policy_views.h's
+-- PRT_VIEWS block, which the build turns into a C string: one copy).  Returns the hook kinds (name -> "function" or the
 -- built-in's name), the trampolines C calls keyed by hook name, and the
 -- policy table itself (for file:line of each hook).
-function B.setup(ud, chunkname, src, budget_msg, names)
+function B.setup(ud, chunkname, src, budget_msg, names, views_cdef)
   local ffi = require "ffi"
-  if not pcall(ffi.typeof, "prt_hook_ctx") then ffi.cdef(B.CDEF) end
+  if not pcall(ffi.typeof, "prt_hook_ctx") then ffi.cdef(views_cdef) end
   B.use_names(names)
   local ctx = ffi.cast("prt_hook_ctx*", ud)
   local function tick()

@@ -22,6 +22,7 @@
 #include <string.h>
 #include "policy.h"
 #include "policy_boot.h" /* generated: luaJIT_BC_policy_boot, the compiled boot module */
+#include "policy_views_cdef.h" /* generated: prt__views_cdef, policy_views.h's views as text */
 
 static const char budget_msg[] = "hook exceeded its step budget (an endless loop?)";
 
@@ -98,8 +99,9 @@ static int boot(prt__pstate *ps)
         lua_pushstring(L, ps->pol->source);
         lua_pushstring(L, budget_msg);
         push_names(L);
+        lua_pushstring(L, prt__views_cdef);
         ps->ctx->budget = 100000000; /* the file's top level: generous, still bounded */
-        rc = lua_pcall(L, 5, 3, 0);
+        rc = lua_pcall(L, 6, 3, 0);
     }
     return rc;
 }

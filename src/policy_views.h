@@ -5,8 +5,9 @@
  * FFI as a persistent pointer), so a hook call builds no tables: C fills
  * the views and calls a trampoline that passes them on.  The idle list is
  * 1-based (v[0] unused) and, in Lua, bounds-checked by a metatype: a hook
- * can read no memory outside the views.  The block below is mirrored in
- * src/policy_boot.lua (B.CDEF); spec/cdef_spec.lua checks it.
+ * can read no memory outside the views.  The block below is the boot
+ * module's ffi.cdef too: the build turns it into a C string
+ * (build/gen/policy_views_cdef.h) that policy_state.c passes to it.
  *
  * Fields ending in `_` are read in Lua through accessors (the metatype in
  * policy_boot.lua): name_ as a string, protected_/pinned_/evictable_ as
