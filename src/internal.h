@@ -9,13 +9,13 @@
  *   2     rt->mu                the registry's pool array, draining, the timer's stop flag
  *   3     alive_mu (pool.c)     every pool a runtime made, evicted ones included
  *   4     fleet->mu (fleet.c)   the fleet's last sample, its pool, stop/resample
- *   4b    eptab->mu (endpoint.h) the endpoint sampler's stop flag
- *   5     mux->mu (mux.h)       a multiplexer: its connections, queues, leaders
- *   6     p->mu (prt__lock)     one pool: idle list, counts, waiters, stats
- *   7     rt->policy_mu         the live policy, the hook error log
- *   8     rec->mu (record.c)    one trace line at a time
- *   9     open_mu (record.c)    opening and closing trace files
- *   10    mu (modcache.c)       the compiled modules of spawned states
+ *   5     eptab->mu (endpoint.h) the endpoint sampler's stop flag
+ *   6     mux->mu (mux.h)       a multiplexer: its connections, queues, leaders
+ *   7     p->mu (prt__lock)     one pool: idle list, counts, waiters, stats
+ *   8     rt->policy_mu         the live policy, the hook error log
+ *   9     rec->mu (record.c)    one trace line at a time
+ *   10    open_mu (record.c)    opening and closing trace files
+ *   11    mu (modcache.c)       the compiled modules of spawned states
  *
  * Never two locks of one rank (two pools' locks, say).  The global slot
  * count (rt->nconns), the cap and the shared budget are atomics, taken
