@@ -32,7 +32,7 @@ local function rows(results)
   if #results[1].endpoints > 1 then
     out[#out + 1] = { "endpoint max/min", function(r) return ("%.2f"):format(r.endpoint_max_min) end }
   end
-  local cluster = false -- pools with target_session_attrs (docs/sim.md#clusters)
+  local cluster = false -- pools with target_session_attrs (docs/sim.md#clusters-a-primary-its-standbys-and-a-failover)
   for _, r in ipairs(results) do cluster = cluster or r.reads + r.writes + r.role_refusals > 0 end
   if cluster then
     out[#out + 1] = { "reads", function(r) return int(r.reads) end }
