@@ -4,7 +4,8 @@
  * as queueing theory says they must, the pick policy shows in the
  * per-endpoint split, outages break connections, the reap cycle refills
  * and reaps at virtual times, admission evicts and pools come back, the
- * concurrency hook limits background jobs, and Lua hooks are called.
+ * concurrency hook limits background jobs, Lua hooks are called, and a
+ * cluster's promotion moves writes while a lagging standby serves stale reads.
  * No database is needed; wall time is never asserted.
  */
 #include "pgtest.h"
