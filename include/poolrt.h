@@ -414,6 +414,13 @@ typedef struct prt_sim_result {
     double wall_seconds;     /* how long prt_sim_run took */
     double virtual_seconds;  /* the virtual time the run ended at (>= duration: pending callers finish) */
     uint64_t events;         /* events the loop processed */
+    /* Clusters (prt_sim_role ...): acquires of pools that read (target_session_attrs
+     * prefer-standby, standby, read-only) and of those that write (read-write,
+     * primary); reads served by a standby more than 1 s behind (its lag at the
+     * time); writes per endpoint; connects a server refused for its role. */
+    uint64_t reads, stale_reads, writes;
+    uint64_t endpoint_writes[PRT_SIM_MAX_ENDPOINTS];
+    uint64_t role_refusals;
 } prt_sim_result;
 /* A simulation of one policy file (NULL: the built-in default; o->policy is
  * ignored) on a fresh runtime with options o (NULL: defaults; its
@@ -437,6 +444,18 @@ int prt_sim_rate(prt_sim *s, int src, double at, double rate);
 int prt_sim_work(prt_sim *s, int src, prt_sim_dist hold, int statements);
 int prt_sim_burst(prt_sim *s, int src, double at, int n);
 int prt_sim_replay(prt_sim *s, int src, double at, double hold);
+/* Clusters (docs/sim.md).  role: an endpoint's role at time 0
+ * (PRT_ROLE_PRIMARY, the default, or PRT_ROLE_STANDBY).  lag: from `at` on,
+ * a standby's replay lag in seconds, drawn from `lag` then and at each
+ * simulated sample (runtime option server_sample_interval).  promote: at
+ * `at` the endpoint becomes the primary and every other primary a standby
+ * (its connections break, as its restart as a standby breaks them).
+ * attrs: source src's pool gets target_session_attrs (libpq's words) on
+ * its conninfo; libpq's refusal of the wrong role is simulated. */
+int prt_sim_role(prt_sim *s, int endpoint, int role);
+int prt_sim_lag(prt_sim *s, int endpoint, double at, prt_sim_dist lag);
+int prt_sim_promote(prt_sim *s, int endpoint, double at);
+int prt_sim_attrs(prt_sim *s, int src, const char *target_session_attrs);
 /* Runs once: arrivals until `duration`, then callers still pending finish. */
 int prt_sim_run(prt_sim *s, double duration, prt_sim_result *out, char *err, size_t errlen);
 /* After the run, one point per `step` s (at least max(duration / 4000, 1 ms)): mean

@@ -204,6 +204,44 @@ describe("poolrt sim", function()
       assert.equal("endpoint1", wl.endpoints[1].name)
     end)
 
+    it("read clusters: role, lag_ms as steps or a distribution, promote by name, reads as two pools", function()
+      local wl = assert(W.load(write([[return { duration = 10,
+        endpoints = { { name = "p" }, { name = "s", role = "standby", lag_ms = { { 0, 0 }, { 5, { dist = "exp", mean = 800 } } } },
+                      { name = "t", role = "standby", lag_ms = 200 } },
+        promote = { { at = 7, endpoint = "s" } },
+        pools = { { name = "app", reads = 0.75, rate = { { 0, 100 }, { 5, 40 } }, bursts = { { at = 1, n = 8 } } },
+                  { name = "w", target_session_attrs = "read-write" } } }]])))
+      assert.equal("primary", wl.endpoints[1].role)
+      assert.equal("standby", wl.endpoints[2].role)
+      assert.same({ { at = 0, lag = { kind = "const", a = 0, b = 0 } }, { at = 5, lag = { kind = "exp", a = 0.8, b = 0 } } },
+                  wl.endpoints[2].lag)
+      assert.same({ { at = 0, lag = { kind = "const", a = 0.2, b = 0 } } }, wl.endpoints[3].lag)
+      assert.same({ { at = 7, endpoint = 2 } }, wl.promote)
+      assert.equal(3, #wl.sources)
+      local w, r = wl.sources[1], wl.sources[2]
+      assert.same({ "app", "read-write", "app.read", "prefer-standby" }, { w.name, w.attrs, r.name, r.attrs })
+      assert.near(25, w.rate[1].per_s, 1e-9)
+      assert.near(30, r.rate[2].per_s, 1e-9)
+      assert.same({ { at = 1, n = 2 } }, w.bursts)
+      assert.same({ { at = 1, n = 6 } }, r.bursts)
+      assert.equal("read-write", wl.sources[3].attrs)
+      local bad = {
+        { "endpoints = { { role = 'leader' } }", 'endpoints%[1%]%.role: want "primary" or "standby"' },
+        { "endpoints = { { name = 'a' } }, promote = { { at = 1, endpoint = 'b' } }",
+          "promote%[1%]%.endpoint: want the name of one of the endpoints" },
+        { "pools = { { name = 'a', reads = 1.5 } }", "pools%[1%]%.reads: want a fraction" },
+        { "pools = { { name = 'a', reads = 0.5, target_session_attrs = 'any' } }", "leave target_session_attrs out" },
+        { "pools = { { name = 'a', target_session_attrs = 'master' } }", "target_session_attrs: want one of libpq's" },
+        { "endpoints = { { lag_ms = { { 5, 1 }, { 2, 1 } } } }", "lag_ms%[2%]: steps must be in increasing time order" },
+      }
+      for _, case in ipairs(bad) do
+        local text = "return { duration = 1, pools = { { name = 'x' } }, " .. case[1] .. " }"
+        local ok, err = W.load(write(text))
+        assert.is_nil(ok, case[1])
+        assert.matches(case[2], err)
+      end
+    end)
+
     it("take a trace's duration from its last release when none is given", function()
       local trace = write("# poolrt trace v1\nt,pool,wait_ms,hold_ms,query_ms,queries,result\n"
                           .. "7.5,app,0,2000,1,1,ok\n1.0,app,0,10,1,1,ok\n", H.tmpname(".trace"))
@@ -253,6 +291,34 @@ describe("poolrt sim", function()
       assert.equal(4, default.peak_connections)
       assert.is_true(clamp.peak_connections > 4, clamp.peak_connections)
       assert.is_true(clamp.wait_p99_ms < default.wait_p99_ms, clamp.wait_p99_ms .. " vs " .. default.wait_p99_ms)
+    end)
+
+    it("failover: replicas.lua serves far fewer stale reads than default.lua; writes move to the new primary", function()
+      local sim = require "poolrt.sim"
+      local wl = assert(sim.load("examples/sim/failover.lua"))
+      local policies = { "policies/default.lua", "policies/replicas.lua" }
+      local full = assert(sim.run(policies, wl, { seed = 1 }))
+      local default, replicas = full[1], full[2]
+      assert.is_true(default.stale_reads > 0.3 * default.reads, default.stale_reads .. " of " .. default.reads)
+      assert.is_true(replicas.stale_reads * 100 < default.stale_reads, replicas.stale_reads .. " vs " .. default.stale_reads)
+      wl.duration = 37                                   -- the same run up to before the primary fails
+      local before = assert(sim.run(policies, wl, { seed = 1 }))
+      for i, r in ipairs(full) do
+        local b = before[i]
+        assert.equal(0, b.errors, r.policy)
+        assert.is_true(r.errors > 10, r.policy .. " " .. r.errors)  -- writes lost on the old primary, connects refused
+        assert.is_true(r.role_refusals > 0, r.policy)
+        local function gained(k) return r.endpoints[k].writes - b.endpoints[k].writes end
+        assert.equal(b.writes, b.endpoints[1].writes, r.policy)     -- before: every write on the primary
+        assert.is_true(gained(2) > 0.9 * (r.writes - b.writes), r.policy .. " " .. gained(2))  -- after: standby_a
+        assert.is_true(gained(1) < 0.1 * (r.writes - b.writes), r.policy .. " " .. gained(1))
+        assert.equal(0, r.endpoints[3].writes, r.policy)
+      end
+      local out, rc = run("build/poolrt sim policies/default.lua examples/sim/failover.lua --compare policies/replicas.lua")
+      assert.equal(0, rc, out)
+      for _, label in ipairs{ "reads", "  stale %(lag > 1 s%)", "writes", "  on standby_a", "role refusals" } do
+        assert.matches("\n" .. label .. "%s+%d+%s+%d+\n", out)
+      end
     end)
 
     it("background: a greedy background policy makes requests wait, background_share does not", function()

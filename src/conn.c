@@ -249,7 +249,7 @@ void prt__conn_born(prt_conn *c, prt_pool *p)
 int prt__conn_open(prt_pool *p, double deadline, int first, prt_conn **out, char *err, size_t errlen)
 {
     if (p->ops)
-        return p->ops->open(p, deadline, out, err, errlen);
+        return p->ops->open(p, deadline, first, out, err, errlen);
     int order[PRT__MAX_ENDPOINTS + 1] = { 0 };
     int n = p->endpoints ? prt__endpoints_order(p->endpoints, order + 1) : 1, tried = 0;
     if (first >= 0) /* the endpoint hook's answer goes first, the built-in order after it */

@@ -184,7 +184,7 @@ static int want_of(const char *attrs)
 }
 
 /* Returns the endpoints of a conninfo with several hosts, entered in the
- * runtime's table t (NULL: none, the simulator's), or NULL for a single
+ * runtime's table t (NULL: none), or NULL for a single
  * host (plain PQconnectStart serves then) or when it cannot be parsed (the
  * connect reports why).  rt->mu held. */
 prt__endpoints *prt__endpoints_new(const char *conninfo, prt__eptab *t)
@@ -402,7 +402,7 @@ int prt__endpoints_fits(const prt__endpoints *e, int i, double now_s)
 
 const atomic_int *prt__endpoints_role_of(const prt__endpoints *e, int i, int *bad_role)
 {
-    static const atomic_int unknown = PRT_ROLE_UNKNOWN; /* the simulator's servers keep no facts */
+    static const atomic_int unknown = PRT_ROLE_UNKNOWN; /* endpoints without a table keep no facts */
     const endpoint *x = ep_of(e, i);
     *bad_role = !x || e->want == WANT_ANY ? PRT__EP_NONE : e->want == WANT_PRIMARY ? PRT_ROLE_STANDBY
               : e->want == WANT_STANDBY ? PRT_ROLE_PRIMARY : PRT__EP_ASK;
@@ -483,6 +483,38 @@ void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *
     if (up)
         prt__endpoint_set_role(x, role);
     prt__endpoint_up(x, up, 0, e->tab);
+}
+
+/* The simulator's connect to endpoint i (sim_conn.c): counted as
+ * prt__endpoints_start counts libpq's, and its outcome recorded as
+ * prt__endpoints_connected records one -- up with the role the server
+ * reported (a refusal for the wrong role is up, role known), or not. */
+void prt__endpoints_connected_as(prt__endpoints *e, int i, int up, int role)
+{
+    endpoint *x = e ? ep_of(e, i) : NULL;
+    if (!x)
+        return;
+    atomic_fetch_add(&x->connects, 1);
+    if (up)
+        prt__endpoint_set_role(x, role);
+    prt__endpoint_up(x, up, 0, e->tab);
+}
+
+/* The simulator's sample of server `id` (its sampler, on the virtual
+ * clock): what endpoint_sample.c's sample_all sets from a real look --
+ * the role, up, lag (seconds; a primary's is 0) and when.  A server that
+ * is down is marked down, as a failed sample does. */
+void prt__eptab_set_facts(prt__eptab *t, int id, int role, int up, double lag_s)
+{
+    if (!t || id < 0 || id >= atomic_load(&t->n))
+        return;
+    endpoint *x = &t->ep[id];
+    if (up)
+        prt__endpoint_set_role(x, role);
+    prt__endpoint_up(x, up, 1, t);
+    atomic_store(&x->sampled_us, now_us());
+    atomic_store(&x->lag_bytes, up && role == PRT_ROLE_PRIMARY ? 0 : -1); /* no WAL in a simulation */
+    atomic_store(&x->lag_us, up && role == PRT_ROLE_STANDBY && lag_s > 0 ? (uint64_t)(lag_s * 1e6) : 0);
 }
 
 /* A bad sign on a connection of endpoint i (lost, or SQLSTATE 25006): its

@@ -113,6 +113,9 @@ const atomic_int *prt__endpoints_role_of(const prt__endpoints *e, int i, int *ba
 double prt__endpoints_connect_timeout(const prt__endpoints *e); /* per endpoint (0: none) */
 PGconn *prt__endpoints_start(prt__endpoints *e, int i);
 void prt__endpoints_connected(prt__endpoints *e, int i, PGconn *pg, const char *why); /* pg NULL: failed */
+/* The simulator's (sim_conn.c, sim.c): a connect tried and its outcome, and a sample's facts. */
+void prt__endpoints_connected_as(prt__endpoints *e, int i, int up, int role);
+void prt__eptab_set_facts(prt__eptab *t, int id, int role, int up, double lag_s);
 void prt__endpoints_doubt(prt__endpoints *e, int i);      /* a bad sign: role unknown */
 void prt__endpoints_opened(prt__endpoints *e, int i, int delta);
 char *prt__put_kv(char *w, const char *key, const char *val); /* conninfo key='value', libpq's quoting */
@@ -151,7 +154,7 @@ struct prt_conn {
  * connections with pg == NULL.  Same contracts as the functions below. */
 /* callback: p->ops -- set by the simulator (sim_conn.c) through rt->conn_ops, called by conn.c */
 typedef struct prt__conn_ops {
-    int (*open)(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen);
+    int (*open)(prt_pool *p, double deadline, int first, prt_conn **out, char *err, size_t errlen);
     int (*alive)(prt_conn *c);
     int (*reset)(prt_conn *c, double deadline);
     void (*close)(prt_conn *c);
@@ -366,6 +369,9 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
 int prt__open_begin(prt_pool *p, char *err, size_t errlen);
 int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle, prt_conn **out,
                   char *err, size_t errlen);
+/* The endpoint hook's server for p's next connection: 0-based, -1 the
+ * built-in order, -2 none (err set). */
+int prt__chosen_endpoint(prt_pool *p, char *err, size_t errlen);
 
 /* shared_budget.c -- a capacity provider (capacity.h): a budget of
  * connections shared by processes.  take and give run where capacity.c

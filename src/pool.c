@@ -207,8 +207,9 @@ int prt__pool_new(prt_runtime *rt, const char *name, const prt_pool_opts *o, con
     }
     atomic_init(&p->refs, 1);
     atomic_fetch_add(&pools_allocated, 1);
-    /* with the fleet's application_name; the simulator's servers are not sampled */
-    p->endpoints = prt__endpoints_new(p->conninfo, rt->conn_ops ? NULL : rt->eptab);
+    /* with the fleet's application_name; the simulator's servers are in the
+     * table, but its sampler is the simulator's own (sim.c), on the virtual clock */
+    p->endpoints = prt__endpoints_new(p->conninfo, rt->eptab);
     if (p->endpoints && !rt->conn_ops)
         prt__eptab_start(rt->eptab);
     p->serial = atomic_fetch_add(&serials, 1) + 1;

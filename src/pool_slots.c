@@ -151,8 +151,9 @@ int prt__open_end(prt_pool *p, int attempted, int rc, prt_conn *c, int for_idle,
 
 /* The endpoint hook's choice of server for a new connection of p (a pool
  * over several servers, a policy with the hook): 0-based, -1 for the
- * built-in order, -2 for none (err set).  No lock held. */
-static int chosen_endpoint(prt_pool *p, char *err, size_t errlen)
+ * built-in order, -2 for none (err set).  No lock held.  The simulator's
+ * connects (sim.c) ask it too. */
+int prt__chosen_endpoint(prt_pool *p, char *err, size_t errlen)
 {
     if (!p->endpoints || !p->rt || atomic_load_explicit(&p->rt->endpoint_mode, memory_order_relaxed) != PRT__MODE_LUA)
         return -1;
@@ -174,7 +175,7 @@ int prt__open_in_slot(prt_pool *p, double deadline, int for_idle, prt_conn **out
     prt_conn *c = NULL;
     int rc = prt__open_begin(p, err, errlen), attempted = rc == PRT_OK, first;
     if (attempted)
-        rc = (first = chosen_endpoint(p, err, errlen)) == -2 ? PRT_ECONNECT
+        rc = (first = prt__chosen_endpoint(p, err, errlen)) == -2 ? PRT_ECONNECT
              : prt__conn_open(p, deadline, first, &c, err, errlen);
     return prt__open_end(p, attempted, rc, c, for_idle, out, err, errlen);
 }

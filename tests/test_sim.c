@@ -4,7 +4,8 @@
  * as queueing theory says they must, the pick policy shows in the
  * per-endpoint split, outages break connections, the reap cycle refills
  * and reaps at virtual times, admission evicts and pools come back, the
- * concurrency hook limits background jobs, and Lua hooks are called.
+ * concurrency hook limits background jobs, Lua hooks are called, and a
+ * cluster's promotion moves writes while a lagging standby serves stale reads.
  * No database is needed; wall time is never asserted.
  */
 #include "pgtest.h"
@@ -326,6 +327,61 @@ static void a_lua_pick_policy_is_called(void **state)
     assert_true(prt_now() > 1000 || prt_now() > 0); /* the thread's clock is real again */
 }
 
+/* A primary p and two standbys a and b (b lagging 3 s from t = 5), a
+ * promotion of a at t = 11 (between two samples); 100 writes/s on pool "app" (read-write) and
+ * 300 reads/s on "app.read" (prefer-standby), run for `duration`. */
+static prt_sim *cluster(double duration, prt_sim_result *r)
+{
+    prt_sim *s = sim_new(NULL, 3, 0);
+    prt_sim_dist conn = { PRT_SIM_CONST, 0.003, 0 }, q = { PRT_SIM_CONST, 0.001, 0 };
+    prt_sim_dist lag0 = { PRT_SIM_CONST, 0, 0 }, lag3 = { PRT_SIM_CONST, 3, 0 };
+    prt_sim_endpoint(s, "p", conn, q);
+    int a = prt_sim_endpoint(s, "a", conn, q), b = prt_sim_endpoint(s, "b", conn, q);
+    assert_int_equal(prt_sim_role(s, a, PRT_ROLE_STANDBY), PRT_OK);
+    assert_int_equal(prt_sim_role(s, b, PRT_ROLE_STANDBY), PRT_OK);
+    assert_int_equal(prt_sim_role(s, b, 7), PRT_EINVAL);
+    assert_int_equal(prt_sim_lag(s, b, 0, lag0), PRT_OK);
+    assert_int_equal(prt_sim_lag(s, b, 5, lag3), PRT_OK);
+    assert_int_equal(prt_sim_promote(s, a, 11), PRT_OK);
+    prt_pool_opts o;
+    prt_pool_opts_default(&o);
+    o.max = 4;
+    o.acquire_timeout = 1;
+    int w = source(s, "app", &o, 100, 0.005), rd = source(s, "app.read", &o, 300, 0.005);
+    assert_int_equal(prt_sim_attrs(s, w, "no-such-thing"), PRT_EINVAL);
+    assert_int_equal(prt_sim_attrs(s, w, "read-write"), PRT_OK);
+    assert_int_equal(prt_sim_attrs(s, rd, "prefer-standby"), PRT_OK);
+    run(s, duration, r);
+    return s;
+}
+
+/* Writes go to the primary and after the promotion to the new one; the
+ * old primary's connections break and its refusal teaches the runtime
+ * its new role; reads land on standbys, some on the lagging one (no
+ * max_lag: stale); the facts reach the runtime's endpoint table. */
+static void a_promotion_moves_writes_and_lag_makes_stale_reads(void **state)
+{
+    (void)state;
+    enum { P, A, B };
+    prt_sim_result before, after;
+    prt_sim_free(cluster(11, &before));
+    prt_sim *s = cluster(20, &after);
+    assert_true(before.writes > 1000 && before.endpoint_writes[P] == before.writes);
+    assert_true(after.endpoint_writes[P] - before.endpoint_writes[P] < 5);
+    assert_true(after.endpoint_writes[A] > 800);
+    assert_int_equal(after.endpoint_writes[B], 0);
+    assert_true(after.role_refusals >= 1);       /* the old primary said it is a standby now */
+    assert_true(after.closed_by[2] >= 1);        /* its connections broke */
+    assert_true(after.reads > 5000);
+    assert_true(after.stale_reads > 100 && after.stale_reads < after.reads); /* b's, from t = 5 */
+    prt_endpoint_stats es[4];
+    assert_int_equal(prt_runtime_endpoints(prt_sim_runtime(s), es, 4), 3);
+    assert_int_equal(es[P].role, PRT_ROLE_STANDBY);
+    assert_int_equal(es[A].role, PRT_ROLE_PRIMARY);
+    assert_true(es[B].lag_seconds > 2.9 && es[A].lag_seconds == 0);
+    prt_sim_free(s);
+}
+
 int main(void)
 {
     prt_log_set_level(PRT_LOG_ERROR);
@@ -340,6 +396,7 @@ int main(void)
         cmocka_unit_test(background_jobs_respect_concurrency),
         cmocka_unit_test(sources_on_one_pool_share_it),
         cmocka_unit_test(a_lua_pick_policy_is_called),
+        cmocka_unit_test(a_promotion_moves_writes_and_lag_makes_stale_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,12 @@ local function feed(s, wl)
     for _, o in ipairs(e.outages) do
       ck(C.prt_sim_outage(s, idx, o.at, o.seconds), ("endpoints[%d].outages"):format(i))
     end
+    ck(C.prt_sim_role(s, idx, e.role == "standby" and C.PRT_ROLE_STANDBY or C.PRT_ROLE_PRIMARY),
+       ("endpoints[%d].role"):format(i))
+    for _, l in ipairs(e.lag) do ck(C.prt_sim_lag(s, idx, l.at, cdist(l.lag)), ("endpoints[%d].lag_ms"):format(i)) end
+  end
+  for i, p in ipairs(wl.promote) do
+    ck(C.prt_sim_promote(s, p.endpoint - 1, p.at), ("promote[%d]"):format(i))
   end
   local keep = {}
   for _, src in ipairs(wl.sources) do
@@ -51,6 +57,7 @@ local function feed(s, wl)
     local what = "pool " .. src.name
     local i = ck(C.prt_sim_source(s, src.name, o, src.threads, src.background and 1 or 0), what)
     ck(C.prt_sim_work(s, i, cdist(src.hold), src.statements), what)
+    if src.attrs then ck(C.prt_sim_attrs(s, i, src.attrs), what) end
     for _, step in ipairs(src.rate) do ck(C.prt_sim_rate(s, i, step.at, step.per_s), what) end
     for _, b in ipairs(src.bursts) do ck(C.prt_sim_burst(s, i, b.at, b.n), what) end
     local t, hold = src.replay_t, src.replay_hold
@@ -86,11 +93,14 @@ local function result_table(r, wl)
               hook_calls = n(r.hook_calls), hook_errors = n(r.hook_errors),
               background_jobs = n(r.background_jobs), background_peak = n(r.background_peak),
               wall_seconds = r.wall_seconds, virtual_seconds = r.virtual_seconds, events = n(r.events),
+              reads = n(r.reads), stale_reads = n(r.stale_reads), writes = n(r.writes),
+              role_refusals = n(r.role_refusals),
               close_reasons = CLOSE_REASONS }
   for i, reason in ipairs(CLOSE_REASONS) do t.closed_by[reason] = n(r.closed_by[i - 1]) end
   for i = 0, r.nendpoints - 1 do
     local e = wl.endpoints[i + 1]
-    t.endpoints[i + 1] = { name = e and e.name or "default", acquires = n(r.endpoint_acquires[i]) }
+    t.endpoints[i + 1] = { name = e and e.name or "default", acquires = n(r.endpoint_acquires[i]),
+                           writes = n(r.endpoint_writes[i]) }
   end
   return t
 end

@@ -32,6 +32,17 @@ local function rows(results)
   if #results[1].endpoints > 1 then
     out[#out + 1] = { "endpoint max/min", function(r) return ("%.2f"):format(r.endpoint_max_min) end }
   end
+  local cluster = false -- pools with target_session_attrs (docs/sim.md#clusters-a-primary-its-standbys-and-a-failover)
+  for _, r in ipairs(results) do cluster = cluster or r.reads + r.writes + r.role_refusals > 0 end
+  if cluster then
+    out[#out + 1] = { "reads", function(r) return int(r.reads) end }
+    out[#out + 1] = { "  stale (lag > 1 s)", function(r) return int(r.stale_reads) end }
+    out[#out + 1] = { "writes", function(r) return int(r.writes) end }
+    for i, e in ipairs(results[1].endpoints) do
+      out[#out + 1] = { "  on " .. e.name, function(r) return int(r.endpoints[i].writes) end }
+    end
+    out[#out + 1] = { "role refusals", function(r) return int(r.role_refusals) end }
+  end
   local more = {
     { "pools evicted", "pools_evicted" }, { "pools recreated", "pools_recreated" },
     { "hook calls", "hook_calls" }, { "hook errors", "hook_errors" },

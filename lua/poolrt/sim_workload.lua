@@ -10,13 +10,18 @@
 -- seconds throughout:
 --
 --   { file, duration, runtime = {poolrt.runtime{} options},
---     endpoints = { {name, connect = dist, query = dist, outages = {{at, seconds}}} },
+--     endpoints = { {name, connect = dist, query = dist, outages = {{at, seconds}},
+--                    role = "primary"|"standby", lag = {{at, dist}}} },
+--     promote   = { {at, endpoint = index} },
 --     sources   = { {name, opts, threads, background, rate = {{at, per_s}},
---                    hold = dist, statements, bursts = {{at, n}}, replay_t = {...}, replay_hold = {...}} } }
+--                    hold = dist, statements, bursts = {{at, n}}, replay_t = {...}, replay_hold = {...},
+--                    attrs = target_session_attrs or nil} } }
 --
 -- with dist = { kind = "const"|"exp"|"uniform"|"lognormal", a, b } as in
 -- prt_sim_dist.  Tenants become one source each (their total rate split by
--- popularity); a trace's lines become replays on the sources named in it.
+-- popularity); a trace's lines become replays on the sources named in it;
+-- a pool or tenant with `reads` becomes two sources, NAME (read-write) and
+-- NAME.read (prefer-standby), as rt:cluster's two pools.
 -- Pure Lua: the C side is poolrt/sim.lua's.
 local I = require "poolrt.internal"
 
@@ -128,6 +133,9 @@ local function bursts(v, field)
   end)
 end
 
+-- libpq's target_session_attrs words (docs/clusters.md).
+local ATTRS = set("any", "read-write", "primary", "read-only", "standby", "prefer-standby")
+
 -- Pool options as rt:pool() takes them, checked by poolrt's own rule.
 local function pool_opts(v, field)
   if v == nil then return {} end
@@ -149,10 +157,25 @@ local function work(v, field, src)
   end
   src.background = v.background == true
   src.replay_t, src.replay_hold = {}, {}
+  if v.target_session_attrs ~= nil and not ATTRS[v.target_session_attrs] then
+    fail(field .. ".target_session_attrs", "want one of libpq's: any, read-write, primary, read-only, standby, "
+         .. "prefer-standby; got %s", describe(v.target_session_attrs))
+  end
+  src.attrs = v.target_session_attrs
+  if v.reads ~= nil then
+    number(v.reads, field .. ".reads", 0, "a fraction")
+    if v.reads > 1 then fail(field .. ".reads", "want a fraction of the acquires, 0 to 1, got %s", describe(v.reads)) end
+    if v.target_session_attrs ~= nil then
+      fail(field .. ".target_session_attrs", "reads makes two pools, NAME (read-write) and NAME.read "
+           .. "(prefer-standby): leave target_session_attrs out")
+    end
+    src.reads = v.reads
+  end
   return src
 end
 
-local POOL_FIELDS = set("name", "opts", "threads", "background", "rate", "hold_ms", "statements", "bursts")
+local POOL_FIELDS = set("name", "opts", "threads", "background", "rate", "hold_ms", "statements", "bursts",
+                        "target_session_attrs", "reads")
 
 local function pool(v, field)
   table_of(v, field, "a pool: { name = ..., rate = ..., hold_ms = ... }")
@@ -164,7 +187,7 @@ local function pool(v, field)
 end
 
 local TENANT_FIELDS = set("count", "prefix", "opts", "threads", "background", "rate", "popularity", "zipf_s",
-                          "hold_ms", "statements")
+                          "hold_ms", "statements", "target_session_attrs", "reads")
 
 -- Shares of the total rate, tenant 1 the most popular: zipf (1/i^s,
 -- normalised) or uniform.
@@ -200,7 +223,23 @@ local function tenants(v, field, out)
   end
 end
 
-local ENDPOINT_FIELDS = set("name", "connect_ms", "query_ms", "outages")
+local ENDPOINT_FIELDS = set("name", "connect_ms", "query_ms", "outages", "role", "lag_ms")
+
+-- A standby's replay lag: a distribution (milliseconds, from time 0) or
+-- steps {{from_s, ms}, ...} whose ms is a number or a distribution.
+local function lag(v, field)
+  if v == nil then return {} end
+  if type(v) ~= "table" or v.dist ~= nil then return { { at = 0, lag = dist(v, field) } } end
+  local last = -1
+  return list(v, field, "{from_s, ms} steps", function(step, f)
+    table_of(step, f, "{from_s, ms}")
+    if #step ~= 2 then fail(f, "want {from_s, ms}, got %d values", #step) end
+    local at = number(step[1], f .. "[1]", 0, "a time in seconds")
+    if at <= last then fail(f, "steps must be in increasing time order (%g after %g)", at, last) end
+    last = at
+    return { at = at, lag = dist(step[2], f .. "[2]") }
+  end)
+end
 
 local function endpoint(v, field, i)
   table_of(v, field, "an endpoint: { name = ..., connect_ms = ..., query_ms = ... }")
@@ -217,12 +256,45 @@ local function endpoint(v, field, i)
         only(o, set("at", "seconds"), f)
         return { at = number(o.at, f .. ".at", 0), seconds = number(o.seconds, f .. ".seconds", 0) }
       end),
+    role = v.role == nil and "primary" or (v.role == "primary" or v.role == "standby") and v.role
+           or fail(field .. ".role", 'want "primary" or "standby", got %s', describe(v.role)),
+    lag = lag(v.lag_ms, field .. ".lag_ms"),
   }
+end
+
+-- promote = { { at = s, endpoint = "name" }, ... }: endpoint names to indices.
+local function promotions(v, endpoints)
+  if v == nil then return {} end
+  local index = {}
+  for i, e in ipairs(endpoints) do index[e.name] = i end
+  return list(v, "promote", '{ at = s, endpoint = "name" }', function(p, f)
+    table_of(p, f, '{ at = s, endpoint = "name" }')
+    only(p, set("at", "endpoint"), f)
+    local i = index[p.endpoint]
+    if not i then fail(f .. ".endpoint", "want the name of one of the endpoints, got %s", describe(p.endpoint)) end
+    return { at = number(p.at, f .. ".at", 0), endpoint = i }
+  end)
+end
+
+-- A source with `reads` as rt:cluster's two pools: NAME (read-write) gets
+-- 1 - reads of its arrivals and bursts, NAME.read (prefer-standby) the rest.
+local function split_reads(src)
+  local function part(name, attrs, share)
+    local rate, bursts = {}, {}
+    for k, step in ipairs(src.rate) do rate[k] = { at = step.at, per_s = step.per_s * share } end
+    for _, b in ipairs(src.bursts) do
+      local n = math.floor(b.n * share + 0.5)
+      if n > 0 then bursts[#bursts + 1] = { at = b.at, n = n } end
+    end
+    return setmetatable({ name = name, attrs = attrs, rate = rate, bursts = bursts, replay_t = {}, replay_hold = {} },
+                        { __index = src })
+  end
+  return part(src.name, "read-write", 1 - src.reads), part(src.name .. ".read", "prefer-standby", src.reads)
 end
 
 -- Options of poolrt.runtime{} that mean something without a server.
 local RUNTIME_FIELDS = set("max_pools", "max_connections", "reap_interval", "pool_idle_timeout", "pools_overflow",
-                           "hook_steps", "policy_budget")
+                           "hook_steps", "policy_budget", "server_sample_interval")
 
 local function runtime(v, field)
   if v == nil then return {} end
@@ -364,7 +436,7 @@ local function trace(v, field, dir, by_name, sources)
   return W.read_trace(path, field, by_name, sources, template)
 end
 
-local TOP_FIELDS = set("duration", "runtime", "endpoints", "pools", "tenants", "trace", "plot_step")
+local TOP_FIELDS = set("duration", "runtime", "endpoints", "pools", "tenants", "trace", "plot_step", "promote")
 
 -- The checked workload of table `v` read from `file` (limits: max_endpoints).
 local function normalise(v, file, limits)
@@ -386,6 +458,17 @@ local function normalise(v, file, limits)
     local groups = (type(v.tenants) == "table" and v.tenants[1] ~= nil) and v.tenants or { v.tenants }
     for i, g in ipairs(groups) do tenants(g, groups == v.tenants and ("tenants[%d]"):format(i) or "tenants", wl.sources) end
   end
+  wl.promote = promotions(v.promote, wl.endpoints)
+  local split = {}
+  for _, src in ipairs(wl.sources) do
+    if src.reads then
+      local w, r = split_reads(src)
+      split[#split + 1], split[#split + 2] = w, r
+    else
+      split[#split + 1] = src
+    end
+  end
+  wl.sources = split
   local by_name = {} -- a trace's lines go to the first foreground source of their pool
   for i = #wl.sources, 1, -1 do
     local src = wl.sources[i]

@@ -32,7 +32,7 @@
 
 enum {
     EV_ARRIVE, EV_RATE, EV_BURST, EV_REPLAY, EV_RESUME, EV_TIMEOUT, EV_OPENED, EV_RELEASE,
-    EV_REAP, EV_SAMPLE, EV_OUTAGE_START, EV_OUTAGE_END
+    EV_REAP, EV_SAMPLE, EV_OUTAGE_START, EV_OUTAGE_END, EV_FACTS, EV_LAG, EV_PROMOTE
 };
 enum { CHUNK = 1024, NONE = UINT32_MAX };
 
@@ -70,6 +70,7 @@ int prt_sim_new(const prt_runtime_opts *o, const char *policy_path, uint64_t see
     s->seed = seed;
     s->rng = seed * 0x9e3779b97f4a7c15ULL + 0x2545F4914F6CDD1DULL;
     s->reap_interval = ro.reap_interval;
+    s->sample_interval = ro.server_sample_interval > 0 ? ro.server_sample_interval : 2.0;
     s->free_caller = NONE;
     ro.reap_interval = 0; /* the sim runs prt_reap at virtual ticks */
     ro.policy = policy_path;
@@ -103,6 +104,8 @@ void prt_sim_free(prt_sim *s)
         free(s->srcs[i].steps);
         free(s->srcs[i].replays);
         free(s->srcs[i].bursts);
+        free(s->srcs[i].attrs);
+        free(s->srcs[i].conninfo);
     }
     for (int i = 0; i < s->neps; i++)
         free(s->eps[i].name);
@@ -113,6 +116,8 @@ void prt_sim_free(prt_sim *s)
     prt__sim_heap_free(&s->heap);
     free(s->srcs);
     free(s->outages);
+    free(s->lags);
+    free(s->promotes);
     free(s->held);
     free(s->bins);
     free(s->conninfo);
@@ -130,7 +135,8 @@ int prt_sim_endpoint(prt_sim *s, const char *name, prt_sim_dist connect, prt_sim
         prt__sim_check_dist(&query))
         return PRT_EINVAL;
     prt__sim_endpoint *e = &s->eps[s->neps];
-    *e = (prt__sim_endpoint){ .name = strdup(name ? name : "default"), .connect = connect, .query = query };
+    *e = (prt__sim_endpoint){ .name = strdup(name ? name : "default"), .connect = connect, .query = query,
+                              .role = PRT_ROLE_PRIMARY, .lag = { PRT_SIM_CONST, 0, 0 } };
     if (!e->name)
         return PRT_ENOMEM;
     return s->neps++;
@@ -148,6 +154,45 @@ int prt_sim_outage(prt_sim *s, int endpoint, double at, double duration)
     s->outages[s->noutages].at = at;
     s->outages[s->noutages].dur = duration;
     s->noutages++;
+    return PRT_OK;
+}
+
+int prt_sim_role(prt_sim *s, int endpoint, int role)
+{
+    if (!s || s->ran || endpoint < 0 || endpoint >= s->neps ||
+        (role != PRT_ROLE_PRIMARY && role != PRT_ROLE_STANDBY))
+        return PRT_EINVAL;
+    s->eps[endpoint].role = role;
+    return PRT_OK;
+}
+
+int prt_sim_lag(prt_sim *s, int endpoint, double at, prt_sim_dist lag)
+{
+    if (!s || s->ran || endpoint < 0 || endpoint >= PRT_SIM_MAX_ENDPOINTS || !(at >= 0) ||
+        prt__sim_check_dist(&lag))
+        return PRT_EINVAL;
+    void *a = prt__grow(s->lags, &s->lags_cap, s->nlags + 1, sizeof *s->lags);
+    if (!a)
+        return PRT_ENOMEM;
+    s->lags = a;
+    s->lags[s->nlags].e = endpoint;
+    s->lags[s->nlags].at = at;
+    s->lags[s->nlags].lag = lag;
+    s->nlags++;
+    return PRT_OK;
+}
+
+int prt_sim_promote(prt_sim *s, int endpoint, double at)
+{
+    if (!s || s->ran || endpoint < 0 || endpoint >= PRT_SIM_MAX_ENDPOINTS || !(at >= 0))
+        return PRT_EINVAL;
+    void *a = prt__grow(s->promotes, &s->promotes_cap, s->npromotes + 1, sizeof *s->promotes);
+    if (!a)
+        return PRT_ENOMEM;
+    s->promotes = a;
+    s->promotes[s->npromotes].e = endpoint;
+    s->promotes[s->npromotes].at = at;
+    s->npromotes++;
     return PRT_OK;
 }
 
@@ -195,6 +240,19 @@ static int add_step(prt__sim_step **a, int *n, int *cap, double at, double v)
     *a = g;
     g[(*n)++] = (prt__sim_step){ at, v };
     return PRT_OK;
+}
+
+int prt_sim_attrs(prt_sim *s, int src, const char *attrs)
+{
+    static const char *const words[] = { "any", "read-write", "primary", "read-only", "standby", "prefer-standby" };
+    prt__sim_source *x = source(s, src);
+    int known = 0;
+    for (size_t i = 0; attrs && i < sizeof words / sizeof words[0]; i++)
+        known |= strcmp(attrs, words[i]) == 0;
+    if (!x || !known)
+        return PRT_EINVAL;
+    free(x->attrs);
+    return (x->attrs = strdup(attrs)) ? PRT_OK : PRT_ENOMEM;
 }
 
 int prt_sim_rate(prt_sim *s, int src, double at, double rate)
@@ -329,6 +387,17 @@ static void acquired(prt_sim *s, prt__sim_caller *c, uint32_t id)
     int e = c->a.c->endpoint;
     s->acquires++;
     s->ep_acquires[e]++;
+    /* reads and writes by what the pool cannot use (conn.c caches it): a
+     * standby (read-write, primary), a primary (read-only, standby) or one
+     * it asks about (prefer-standby) */
+    int bad = c->a.c->ep_bad_role;
+    if (bad == PRT_ROLE_STANDBY) {
+        s->writes++;
+        s->ep_writes[e]++;
+    } else if (bad == PRT_ROLE_PRIMARY || bad == PRT__EP_ASK) {
+        s->reads++;
+        s->stale_reads += s->eps[e].role == PRT_ROLE_STANDBY && s->eps[e].lag_now > PRT__SIM_STALE_S;
+    }
     if (++s->in_use > s->peak)
         s->peak = s->in_use;
     double hold = c->hold >= 0 ? c->hold : prt__sim_draw(&s->rng, &src->hold);
@@ -374,9 +443,14 @@ static void drive_unlock(prt_sim *s, prt__sim_caller *c, uint32_t id)
                 failed(s, c, id, prt__open_end(p, 0, rc, NULL, 0, &a->c, err, sizeof err));
                 return;
             }
+            int first = prt__chosen_endpoint(p, err, sizeof err); /* as prt__open_in_slot asks */
+            if (first == -2) {
+                failed(s, c, id, prt__open_end(p, 1, PRT_ECONNECT, NULL, 0, &a->c, err, sizeof err));
+                return;
+            }
             double latency;
             c->opened = NULL;
-            c->open_rc = prt__sim_connect(s, p, &c->opened, &latency, err, sizeof err);
+            c->open_rc = prt__sim_connect(s, p, first, &c->opened, &latency, err, sizeof err);
             c->serial++;
             push(s, s->now + latency, EV_OPENED, id, c->serial);
         }
@@ -427,7 +501,7 @@ static prt_pool *source_pool(prt_sim *s, prt__sim_source *src, int *rc)
     }
     s->held = held;
     char err[PRT__ERRLEN];
-    src->opts.conninfo = s->conninfo;
+    src->opts.conninfo = src->conninfo ? src->conninfo : s->conninfo;
     *rc = prt_pool_get(s->rt, src->name, &src->opts, &p, err, sizeof err);
     if (*rc != PRT_OK) {
         prt__logf(PRT_LOG_DEBUG, "sim: %s", err);
@@ -541,6 +615,34 @@ static int setup(prt_sim *s, double duration)
     }
     if (!(s->conninfo = prt__sim_conninfo(s)))
         return PRT_ENOMEM;
+    if (s->neps >= 2) { /* the servers in the runtime's table, in order: facts from time 0 */
+        prt__mu_lock(&s->rt->mu, PRT__RANK_RT);
+        prt__endpoints_free(prt__endpoints_new(s->conninfo, s->rt->eptab));
+        prt__mu_unlock(&s->rt->mu, PRT__RANK_RT);
+    }
+    for (int i = 0; i < s->nsrcs; i++) {
+        prt__sim_source *x = &s->srcs[i];
+        if (!x->attrs)
+            continue;
+        size_t len = strlen(s->conninfo) + strlen(x->attrs) + 32;
+        if (!(x->conninfo = malloc(len)))
+            return PRT_ENOMEM;
+        snprintf(x->conninfo, len, "%s target_session_attrs=%s", s->conninfo, x->attrs);
+    }
+    for (int k = 0; k < s->nlags; k++) {
+        if (s->lags[k].e >= s->neps)
+            return PRT_EINVAL;
+        if (s->lags[k].at < duration)
+            push(s, s->lags[k].at, EV_LAG, (uint32_t)k, 0);
+    }
+    for (int k = 0; k < s->npromotes; k++) {
+        if (s->promotes[k].e >= s->neps)
+            return PRT_EINVAL;
+        if (s->promotes[k].at < duration)
+            push(s, s->promotes[k].at, EV_PROMOTE, (uint32_t)k, 0);
+    }
+    if (s->neps >= 2) /* after the steps at 0, so the first sample sees them */
+        push(s, 0, EV_FACTS, 0, 0);
     s->duration = duration;
     s->res = duration / 4000 > 0.001 ? duration / 4000 : 0.001;
     s->nbins = (int)ceil(duration / s->res - 1e-9); /* each gets a sample: at bin x res < duration */
@@ -571,6 +673,35 @@ static int setup(prt_sim *s, double duration)
         push(s, s->reap_interval, EV_REAP, 0, 0);
     push(s, 0, EV_SAMPLE, 0, 0);
     return PRT_OK;
+}
+
+/* The simulated sampler (endpoint_sample.c's, on the virtual clock): each
+ * server's role, up and lag into the runtime's facts, as a real look
+ * would find them; a lag given as a distribution is drawn afresh. */
+static void sample_facts(prt_sim *s)
+{
+    for (int i = 0; i < s->neps; i++) {
+        prt__sim_endpoint *e = &s->eps[i];
+        if (e->lag.kind != PRT_SIM_CONST)
+            e->lag_now = prt__sim_draw(&s->rng, &e->lag);
+        prt__eptab_set_facts(s->rt->eptab, i, e->role, !e->down, e->role == PRT_ROLE_STANDBY ? e->lag_now : 0);
+    }
+}
+
+/* A failover or switchover: endpoint `to` is the primary from now on, and
+ * every other primary a standby.  A server becomes a standby only by
+ * restarting as one, so the old primary's connections break (a write held
+ * on one fails); the promoted server's stay.  The runtime learns the new
+ * roles from its next sample, a connect's answer, or libpq's refusal. */
+static void promote(prt_sim *s, int to)
+{
+    for (int i = 0; i < s->neps; i++) {
+        if (i == to || s->eps[i].role != PRT_ROLE_PRIMARY)
+            continue;
+        s->eps[i].role = PRT_ROLE_STANDBY;
+        s->eps[i].epoch++;
+    }
+    s->eps[to].role = PRT_ROLE_PRIMARY;
 }
 
 /* Runs one event. */
@@ -632,6 +763,20 @@ static void run_event(prt_sim *s, const prt__sim_ev *ev)
         break;
     case EV_OUTAGE_END:
         s->eps[ev->id].down--;
+        break;
+    case EV_FACTS:
+        sample_facts(s);
+        if (s->now + s->sample_interval < s->duration)
+            push(s, s->now + s->sample_interval, EV_FACTS, 0, 0);
+        break;
+    case EV_LAG: {
+        prt__sim_endpoint *e = &s->eps[s->lags[ev->id].e];
+        e->lag = s->lags[ev->id].lag;
+        e->lag_now = prt__sim_draw(&s->rng, &e->lag);
+        break;
+    }
+    case EV_PROMOTE:
+        promote(s, s->promotes[ev->id].e);
         break;
     }
 }

@@ -57,8 +57,12 @@ typedef struct prt__sim_endpoint {
     char *name;
     prt_sim_dist connect, query;
     int down;                /* outages in force */
-    uint32_t epoch;          /* outages begun: a connection opened before the last one is broken */
+    uint32_t epoch;          /* outages (and demotions) begun: a connection opened before the last one is broken */
+    int role;                /* PRT_ROLE_PRIMARY or _STANDBY: what the server is (the runtime learns it) */
+    prt_sim_dist lag;        /* a standby's replay lag from the last lag step (seconds) */
+    double lag_now;          /* its value now: drawn at the step and at each sample */
 } prt__sim_endpoint;
+enum { PRT__SIM_STALE_S = 1 }; /* a read on a standby further behind than this is stale */
 typedef struct prt__sim_conn {
     prt_conn c;              /* first: a prt_conn * is a prt__sim_conn * */
     uint32_t epoch;          /* its endpoint's epoch when it opened */
@@ -67,8 +71,9 @@ typedef struct prt__sim_conn {
 extern const prt__conn_ops prt__sim_conn_ops;
 void prt__sim_set_current(prt_sim *s);                      /* the sim this thread runs (NULL: none) */
 /* Opens a connection of p now (the connect latency is the caller's:
- * *latency); PRT_ECONNECT while every endpoint is down. */
-int prt__sim_connect(prt_sim *s, prt_pool *p, prt_conn **out, double *latency, char *err, size_t errlen);
+ * *latency): on endpoint `first` (the endpoint hook's; -1 none), then in
+ * the pool's order; PRT_ECONNECT when every one is down or refuses. */
+int prt__sim_connect(prt_sim *s, prt_pool *p, int first, prt_conn **out, double *latency, char *err, size_t errlen);
 int prt__sim_conn_broken(prt_sim *s, const prt_conn *c);
 void prt__sim_conns_free(prt_sim *s);
 char *prt__sim_conninfo(prt_sim *s);                         /* "host=sim0,sim1 ..." for the pools */
@@ -92,6 +97,8 @@ typedef struct prt__sim_source {
     uint32_t epoch;          /* rate changes: an arrival drawn under an older rate is stale */
     prt__sim_replay *replays;
     int nreplays, replays_cap;
+    char *attrs;             /* target_session_attrs (NULL: none) */
+    char *conninfo;          /* the endpoints' conninfo with attrs (NULL: the sim's) */
     prt__sim_step *bursts;   /* at, n */
     int nbursts, bursts_cap;
     int running;             /* background: jobs holding or acquiring */
@@ -129,6 +136,11 @@ struct prt_sim {
     int neps;
     struct { int e; double at, dur; } *outages;
     int noutages, outages_cap;
+    struct { int e; double at; prt_sim_dist lag; } *lags; /* lag steps */
+    int nlags, lags_cap;
+    struct { int e; double at; } *promotes;
+    int npromotes, promotes_cap;
+    double sample_interval;  /* the runtime's server_sample_interval: the simulated sampler's */
     prt__sim_source *srcs;
     int nsrcs, srcs_cap;
     prt__sim_caller **chunks; /* callers never move: their waiters are linked into pools */
@@ -144,6 +156,7 @@ struct prt_sim {
     uint64_t hist[PRT__SIM_HBUCKETS];
     uint64_t acquires, timeouts, errors, waits, recreated, bg_jobs, bg_peak, events;
     uint64_t ep_acquires[PRT_SIM_MAX_ENDPOINTS];
+    uint64_t reads, stale_reads, writes, role_refusals, ep_writes[PRT_SIM_MAX_ENDPOINTS];
     double wait_max;
     int in_use, peak, peak_open;
     prt__sim_bin *bins;

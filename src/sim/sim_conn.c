@@ -4,9 +4,12 @@
  * simulation (a prt_conn with pg == NULL).
  *
  * Which endpoint a new connection goes to is the real pool's choice
- * (endpoint.c: the one with the fewest of the pool's connections, falling
- * over to the next that is up), because the pools are given a conninfo
- * naming one host per endpoint.  An outage makes connects to its endpoint
+ * (the endpoint hook, then endpoint.c's order from the runtime's facts of
+ * each server: the role wanted, then fewest of the pool's connections,
+ * falling over to the next after a failure or a refusal), because the
+ * pools are given a conninfo naming one host per endpoint, and those hosts
+ * are the runtime's endpoint table (sim.c sets their facts as the sampler
+ * would, and each connect tells them what it met).  An outage makes connects to its endpoint
  * fail and breaks every connection opened before it began: such a
  * connection fails its liveness check, and a query on it fails (sim.c
  * releases it as broken).  A connection "opened" through the ops table
@@ -27,25 +30,52 @@ void prt__sim_set_current(prt_sim *s)
     current = s;
 }
 
-/* The first endpoint that is up, starting at the pool's choice; -1: none. */
-static int choose(prt_sim *s, prt_pool *p)
+/* Connects as conn.c's prt__conn_open does: endpoint `first` (the
+ * endpoint hook's answer; -1: none), then the pool's order (endpoint.c:
+ * its facts, then fewest of the pool's connections), each tried once,
+ * until one accepts.  Each try costs its endpoint's connect latency; one
+ * that is down fails; one whose role the pool cannot use refuses, as libpq
+ * refuses it for target_session_attrs (the server is up, its role
+ * learned).  The facts are told each outcome as the real connect tells
+ * them, at the start of the connect rather than at its end. */
+int prt__sim_connect(prt_sim *s, prt_pool *p, int first, prt_conn **out, double *latency, char *err, size_t errlen)
 {
-    int n = p->endpoints ? prt__endpoints_count(p->endpoints) : 1;
-    int first = p->endpoints ? prt__endpoints_choose(p->endpoints) : 0;
-    for (int k = 0; k < n; k++) {
-        int e = (first + k) % n;
-        if (!s->eps[e].down)
-            return e;
+    int order[PRT__MAX_ENDPOINTS + 1] = { 0 };
+    int n = p->endpoints ? prt__endpoints_order(p->endpoints, order + 1) : 1, bad = PRT__EP_NONE;
+    if (first >= 0)
+        order[0] = first;
+    if (p->endpoints)
+        prt__endpoints_role_of(p->endpoints, 0, &bad);
+    int e = -1, tried = 0, refused = 0;
+    *latency = 0;
+    for (int k = first >= 0 ? 0 : 1; k <= n && e < 0; k++) {
+        int i = p->endpoints ? order[k] : 0;
+        if ((k > 0 && i == first) || (p->endpoints && !prt__endpoints_may_try(p->endpoints, i)))
+            continue;
+        tried++;
+        prt__sim_endpoint *x = &s->eps[i];
+        *latency += prt__sim_draw(&s->rng, &x->connect);
+        if (x->down) {
+            prt__endpoints_connected_as(p->endpoints, i, 0, PRT_ROLE_UNKNOWN);
+            continue;
+        }
+        prt__endpoints_connected_as(p->endpoints, i, 1, x->role);
+        if (bad >= 0 && x->role == bad) {
+            s->role_refusals++;
+            refused++;
+            continue;
+        }
+        e = i;
     }
-    return -1;
-}
-
-int prt__sim_connect(prt_sim *s, prt_pool *p, prt_conn **out, double *latency, char *err, size_t errlen)
-{
-    int e = choose(s, p);
-    *latency = prt__sim_draw(&s->rng, &s->eps[e < 0 ? 0 : e].connect);
     if (e < 0) {
-        prt__errf(err, errlen, "pool \"%s\": connect failed: every endpoint is down (simulated outage)", p->name);
+        if (!tried)
+            prt__errf(err, errlen, "pool \"%s\": connect failed: every server is banned after failed connects", p->name);
+        else if (refused)
+            prt__errf(err, errlen, "pool \"%s\": connect failed: %s (simulated target_session_attrs refusal)",
+                      p->name, bad == PRT_ROLE_STANDBY ? "server is in hot standby mode"
+                                                       : "server is not in hot standby mode");
+        else
+            prt__errf(err, errlen, "pool \"%s\": connect failed: every endpoint is down (simulated outage)", p->name);
         return PRT_ECONNECT;
     }
     prt__sim_conn *sc = s->free_conns;
@@ -73,11 +103,11 @@ int prt__sim_conn_broken(prt_sim *s, const prt_conn *c)
     return sc->epoch != s->eps[c->endpoint].epoch;
 }
 
-static int op_open(prt_pool *p, double deadline, prt_conn **out, char *err, size_t errlen)
+static int op_open(prt_pool *p, double deadline, int first, prt_conn **out, char *err, size_t errlen)
 {
     (void)deadline;
     double latency;
-    return prt__sim_connect(current, p, out, &latency, err, errlen);
+    return prt__sim_connect(current, p, first, out, &latency, err, errlen);
 }
 
 static int op_alive(prt_conn *c)

@@ -80,6 +80,11 @@ void prt__sim_result(prt_sim *s, prt_sim_result *out)
     }
     out->background_jobs = s->bg_jobs;
     out->background_peak = s->bg_peak;
+    out->reads = s->reads;
+    out->stale_reads = s->stale_reads;
+    out->writes = s->writes;
+    out->role_refusals = s->role_refusals;
+    memcpy(out->endpoint_writes, s->ep_writes, sizeof out->endpoint_writes);
     out->virtual_seconds = s->now > s->duration ? s->now : s->duration;
     out->events = s->events;
 }
