@@ -382,6 +382,17 @@ void prt__eptab_set_policy(prt__eptab *t, const prt__policy *pol)
     atomic_store(&t->max_lag_ms, (int)(pol->max_lag * 1000));
 }
 
+/* Whether a better server is worth giving up a connection for: one that
+ * is up, or never tried yet.  A server that failed and is merely due for
+ * its retry is tried by new connections, not by retiring working ones
+ * (which, found by the simulator, closed every read connection released
+ * while a down standby stayed due). */
+static int may_be_had(const endpoint *x)
+{
+    return atomic_load_explicit(&x->up, memory_order_relaxed) ||
+           atomic_load_explicit(&x->connects, memory_order_relaxed) == 0;
+}
+
 /* Whether a connection on endpoint i may go back to the pool: its server's
  * role fits (not the wrong one), and for prefer-standby no better endpoint
  * may be had.  No lock needed. */
@@ -395,7 +406,7 @@ int prt__endpoints_fits(const prt__endpoints *e, int i, double now_s)
     uint64_t now = (uint64_t)(now_s * 1e6);
     int mine = tier(e, i, now);
     for (int j = 0; mine != TIER_BEST && j < e->n; j++)
-        if (j != i && tier(e, j, now) < mine && e->id[j] != e->id[i])
+        if (j != i && e->id[j] != e->id[i] && tier(e, j, now) < mine && may_be_had(ep_of(e, j)))
             return 0;
     return 1;
 }
