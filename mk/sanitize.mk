@@ -8,7 +8,7 @@ ASAN_FLAGS := $(SAN_COMMON) -fsanitize=address,undefined -fno-sanitize-recover=u
 TSAN_FLAGS := $(SAN_COMMON) -fsanitize=thread
 THREADED_SPECS := spec/pool_spec.lua spec/reload_spec.lua spec/multitenant_spec.lua spec/policy_engine_spec.lua \
                   spec/shared_budget_spec.lua spec/record_spec.lua spec/multiplex_spec.lua spec/batch_spec.lua \
-                  spec/workers_spec.lua
+                  spec/workers_spec.lua spec/cluster_spec.lua spec/replicas_spec.lua
 SUPP := $(CURDIR)/tools/sanitizers
 
 .PHONY: sanitize sanitize-asan sanitize-tsan valgrind deps-sanitize
