@@ -242,7 +242,9 @@ void prt_pool_unref(prt_pool *p)
 {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
+#ifdef POOLRT_DEBUG
     assert(p->total == 0 && p->nidle == 0);
+#endif
     if (p->mux_ops)
         p->mux_ops->free(p);
     alive_unlink(p);
