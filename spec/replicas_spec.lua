@@ -53,7 +53,7 @@ describe("policies/replicas.lua", function()
 
     p:sql("standby", "select pg_wal_replay_resume()")
     H.wait_until(function() return on_standby(reads, 20) >= 18 end, 10, "reads back on the standby")
-    assert.equal(0, endpoint(rt, p.standby_port).lag_seconds)
+    H.wait_until(function() return endpoint(rt, p.standby_port).lag_seconds == 0 end, 5, "the lag back at 0")
   end)
 
   it("bans a refused standby after three failed connects, then tries it exactly once per ban", function()
@@ -93,6 +93,44 @@ describe("policies/replicas.lua", function()
     p:resume("standby")
     H.wait_until(function() return ro:query("select 1") ~= nil end, 10, "the standby serving again")
     assert.equal(0, endpoint(rt, port).failures)
+  end)
+
+  it("reads go on from the primary while the standby is stopped (SIGSTOP), and nothing hangs", function()
+    local p = pair.start()
+    finally(function() p:stop() end)
+    local rt = poolrt.runtime{ policy = "policies/replicas.lua", reap_interval = 0.2, server_sample_interval = 0.3 }
+    finally(function() rt:close() end)
+    local reads = rt:pool("reads", { conninfo = p:conninfo("target_session_attrs=prefer-standby connect_timeout=2"),
+                                     max = 4, acquire_timeout = 8, query_timeout = 1 })
+    H.wait_until(function() return on_standby(reads, 20) >= 18 end, 10, "reads on the standby")
+    -- The postmaster first (it forks no more), then every child (each backend
+    -- is a process group of its own); all are continued before the pair stops.
+    local pid = assert(tonumber(H.read_file(p.env.POOLRT_STANDBY_PGDATA .. "/postmaster.pid"):match("^(%d+)")))
+    local port = p.standby_port
+    local all = pid .. " $(pgrep -P " .. pid .. ")"
+    assert.equal(0, select(2, H.run("/bin/kill -STOP " .. pid .. " && /bin/kill -STOP $(pgrep -P " .. pid .. ")")))
+    finally(function() H.run("/bin/kill -CONT " .. all) end)
+    local t_end, worst, ok_after, n = poolrt.now() + 10, 0, 0, 0
+    while poolrt.now() < t_end do
+      local t0 = poolrt.now()
+      local rows, err = reads:query(WHERE)
+      local took = poolrt.now() - t0
+      worst = math.max(worst, took)
+      n = n + 1
+      -- query_timeout 1 s, the cancel waited for 1 s at most, its drain 1 s, connect_timeout 2 s
+      assert.is_true(took < 6, ("a read took %.2f s: %s"):format(took, tostring(err)))
+      if rows and poolrt.now() > t_end - 4 then
+        assert.is_false(rows[1].standby) -- the standby is stopped: the primary serves
+        ok_after = ok_after + 1
+      end
+      poolrt.sleep(0.002)
+    end
+    print(("\n  SIGSTOP: %d reads, the slowest %.2f s, %d served by the primary in the last 4 s"):format(n, worst, ok_after))
+    assert.is_true(ok_after > 10)
+    assert.is_false(endpoint(rt, port).up)
+    H.run("/bin/kill -CONT " .. all)
+    -- Resumed, it serves reads again.
+    H.wait_until(function() return on_standby(reads, 20) >= 18 end, 15, "reads back on the resumed standby")
   end)
 
   it("checks the endpoint hook's answers: an index it may not use is an error, nil is no server", function()

@@ -326,6 +326,60 @@ int prt__conn_alive(prt_conn *c)
     return PQstatus(c->pg) == CONNECTION_OK && !c->fatal;
 }
 
+/* A cancel request that cannot hold up its caller.  libpq 15's PQcancel
+ * waits for the server to close the cancel connection, which a stopped
+ * server (SIGSTOP: its kernel still accepts the connect) never does, and
+ * libpq 15 has no non-blocking cancel (PQcancelStart is PostgreSQL 17's).
+ * So PQcancel runs on a thread of its own and the caller waits for it at
+ * most `secs`; a cancel still running then frees its job when it ends. */
+enum { CANCEL_WAIT = 1 };
+typedef struct cancel_job {
+    PGcancel *cn;            /* immutable */
+    atomic_uint done;        /* futex word: the cancel returned */
+    atomic_int refs;         /* the caller's and the thread's */
+} cancel_job;
+
+static void cancel_unref(cancel_job *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) == 1) {
+        PQfreeCancel(j->cn);
+        free(j);
+    }
+}
+
+static void *cancel_main(void *arg)
+{
+    cancel_job *j = arg;
+    char buf[256];
+    PQcancel(j->cn, buf, sizeof buf);
+    atomic_store(&j->done, 1);
+    prt__futex_wake(&j->done);
+    cancel_unref(j);
+    return NULL;
+}
+
+static void cancel_bounded(PGconn *pg, double secs)
+{
+    cancel_job *j = calloc(1, sizeof *j);
+    pthread_t t;
+    if (!j || !(j->cn = PQgetCancel(pg))) {
+        free(j);
+        return;
+    }
+    atomic_init(&j->refs, 2);
+    if (prt__thread_create(&t, cancel_main, j) != 0) {
+        PQfreeCancel(j->cn);
+        free(j);
+        return;
+    }
+    pthread_detach(t);
+    struct timespec ts;
+    prt__abstime(prt_now() + secs, &ts);
+    while (!atomic_load(&j->done) && prt__futex_wait(&j->done, 0, &ts) != ETIMEDOUT)
+        ;
+    cancel_unref(j);
+}
+
 /* Collects every result of the command in flight, keeping the first error
  * or else the last result.  On timeout the query is cancelled and the
  * connection drained for a short while; if that fails it is broken. */
@@ -338,12 +392,7 @@ static int collect(prt_conn *c, double deadline, PGresult **out, char *err, size
         while (PQisBusy(pg)) {
             int rc = wait_socket(pg, POLLIN, deadline);
             if (rc == PRT_ETIMEDOUT && !cancelled) {
-                PGcancel *cn = PQgetCancel(pg);
-                char buf[256];
-                if (cn) {
-                    PQcancel(cn, buf, sizeof buf);
-                    PQfreeCancel(cn);
-                }
+                cancel_bounded(pg, CANCEL_WAIT);
                 cancelled = 1;
                 deadline = prt_now() + 1.0;
                 continue;
