@@ -538,26 +538,11 @@ end
 -- reads over a conninfo of several servers, i.e. two pools: `name`
 -- (target_session_attrs=read-write) and `name .. ".read"` (prefer-standby).
 ---------------------------------------------------------------------------
-local Cluster = {}
-Cluster.__index = Cluster
-
--- Work for the primary: the pool handle's own methods on pool `name`.
-for _, m in ipairs{ "query", "exec_simple", "query_batch", "with", "transaction", "acquire", "copy_in",
-                    "listen" } do
-  local f = Pool[m]
-  Cluster[m] = function(self, ...) return f(self.primary, ...) end
-end
-
--- Reads a standby may answer (the primary while none is up): pool
--- `name.read`'s query and query_batch.
-function Cluster:read(sql, ...) return self.reads:query(sql, ...) end
-function Cluster:read_batch(stmts, opts) return self.reads:query_batch(stmts, opts) end
--- The two pool handles: the primary's, the reads'.
-function Cluster:pools() return self.primary, self.reads end
--- Both pools' statistics, keyed by pool name (as rt:stats()).
-function Cluster:stats()
-  return { [self.primary.name] = self.primary:stats(), [self.reads.name] = self.reads:stats() }
-end
+-- Work for the primary: the pool handle's own methods on pool `name`;
+-- reads a standby may answer (the primary while none is up): :read and
+-- :read_batch on pool `name.read`; :pools() and :stats() of both.
+local Cluster = I.cluster_class{ "query", "exec_simple", "query_batch", "with", "transaction", "acquire",
+                                 "copy_in", "listen" }
 -- The two pools' conninfos, as C wrote them (prt_cluster_conninfo).
 function Cluster:conninfos() return self._conninfo[0], self._conninfo[1] end
 

@@ -32,18 +32,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 timeout=${POOLRT_PAIR_TIMEOUT:-30}
 
 # Same server discovery and user switch as tools/pg.sh.
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$pgbin" ] || [ ! -x "$pgbin/pg_ctl" ]; then
-  echo "pg-pair.sh: no PostgreSQL server found under /usr/lib/postgresql (tools/deps.sh core)" >&2
-  exit 1
-fi
-if [ "$(id -u)" -eq 0 ]; then
-  runas=postgres
-  as_pg() { runuser -u postgres -- "$@"; }
-else
-  runas=$(id -un)
-  as_pg() { "$@"; }
-fi
+# shellcheck source=tools/pg-env.sh
+. "$here/pg-env.sh"
 
 die() { echo "pg-pair.sh: $*" >&2; exit 1; }
 

@@ -13,22 +13,8 @@ usage() { echo "usage: $0 {start|stop} DIR" >&2; exit 2; }
 [ "$#" -eq 2 ] || usage
 cmd=$1 dir=$2
 
-# Debian's pg_config reports the libpq-dev client bindir, not the server's;
-# the server binaries live under /usr/lib/postgresql/<ver>/bin.
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$pgbin" ] || [ ! -x "$pgbin/pg_ctl" ]; then
-  echo "pg.sh: no PostgreSQL server found under /usr/lib/postgresql (tools/deps.sh core)" >&2
-  exit 1
-fi
-
-# PostgreSQL refuses to run as root, so as root everything runs as 'postgres'.
-if [ "$(id -u)" -eq 0 ]; then
-  runas=postgres
-  as_pg() { runuser -u postgres -- "$@"; }
-else
-  runas=$(id -un)
-  as_pg() { "$@"; }
-fi
+# shellcheck source=tools/pg-env.sh
+. "$(dirname "$0")/pg-env.sh"
 
 start() {
   mkdir -p "$dir"

@@ -102,6 +102,25 @@ local Cache = {}
 Cache.__index = Cache
 local SWEEP_MIN = 32
 
+-- A cluster handle's methods that its two pools answer the same way in
+-- poolrt and resty.poolrt: `methods` (names) go to the primary pool
+-- (self.primary), read/read_batch to the read pool (self.reads), and
+-- pools() and stats() cover both.  Returns the metatable.
+function I.cluster_class(methods)
+  local Cluster = {}
+  Cluster.__index = Cluster
+  for _, m in ipairs(methods) do
+    Cluster[m] = function(self, ...) local p = self.primary return p[m](p, ...) end
+  end
+  function Cluster:read(sql, ...) return self.reads:query(sql, ...) end
+  function Cluster:read_batch(stmts, opts) return self.reads:query_batch(stmts, opts) end
+  function Cluster:pools() return self.primary, self.reads end
+  function Cluster:stats()
+    return { [self.primary.name] = self.primary:stats(), [self.reads.name] = self.reads:stats() }
+  end
+  return Cluster
+end
+
 function I.new_cache(stale, snapshot)
   return setmetatable({ items = {}, n = 0, sweep_at = SWEEP_MIN, stale = stale, snapshot = snapshot }, Cache)
 end

@@ -384,8 +384,10 @@ function Pool:stats() return need_rt(2):pool(self.name):stats() end
 -- worker-thread VM re-creating either one (evicted meanwhile) makes the
 -- cluster's pool again.
 ---------------------------------------------------------------------------
-local Cluster = {}
-Cluster.__index = Cluster
+-- query, exec_simple, query_batch and run on the primary pool; read and
+-- read_batch on the read pool (a standby while one is up); pools() and
+-- stats() of both: rows (results, errs for a batch), or nil, err, code.
+local Cluster = I.cluster_class{ "query", "exec_simple", "query_batch", "run" }
 
 -- The cluster `name` of this worker, created from opts (pool options, as
 -- pool()'s; opts.conninfo or the runtime's, without target_session_attrs)
@@ -411,21 +413,6 @@ function M.cluster(name, opts)
                       reads = M.pool(name .. ".read", pool_opts(cr)) }, Cluster)
   W.clusters[name] = cl
   return cl
-end
-
--- On the primary pool: rows (results, errs for a batch), or nil, err, code.
-function Cluster:query(sql, ...) return self.primary:query(sql, ...) end
-function Cluster:exec_simple(sql, ...) return self.primary:exec_simple(sql, ...) end
-function Cluster:query_batch(stmts, opts) return self.primary:query_batch(stmts, opts) end
-function Cluster:run(module, fn, ...) return self.primary:run(module, fn, ...) end
--- On the read pool (a standby while one is up): as query and query_batch.
-function Cluster:read(sql, ...) return self.reads:query(sql, ...) end
-function Cluster:read_batch(stmts, opts) return self.reads:query_batch(stmts, opts) end
--- The two pools of this module (the primary's, the reads'), e.g. for listen.
-function Cluster:pools() return self.primary, self.reads end
--- Both pools' statistics, keyed by pool name.
-function Cluster:stats()
-  return { [self.primary.name] = self.primary:stats(), [self.reads.name] = self.reads:stats() }
 end
 
 ---------------------------------------------------------------------------
