@@ -109,19 +109,27 @@ local function dist(v, field)
   return { kind = v.dist, a = a / 1000, b = b / 1000 }
 end
 
+-- Steps {{from_s, value}, ...} in increasing time order, each as
+-- { at = from_s, [key] = value(step[2], its field) }; `shape` names the
+-- pair in errors ("{from_s, ms}").
+local function steps(v, field, shape, key, value)
+  local last = -1
+  return list(v, field, shape .. " steps", function(step, f)
+    table_of(step, f, shape)
+    if #step ~= 2 then fail(f, "want %s, got %d values", shape, #step) end
+    local at = number(step[1], f .. "[1]", 0, "a time in seconds")
+    if at <= last then fail(f, "steps must be in increasing time order (%g after %g)", at, last) end
+    last = at
+    return { at = at, [key] = value(step[2], f .. "[2]") }
+  end)
+end
+
 -- Arrival rates: a number (acquires/s from 0 on) or steps {{from_s, per_s}, ...}.
 local function rate(v, field)
   if v == nil then return {} end
   if type(v) == "number" then return { { at = 0, per_s = number(v, field, 0) } } end
-  local last = -1
-  return list(v, field, "{from_s, acquires_per_s} steps", function(step, f)
-    table_of(step, f, "{from_s, acquires_per_s}")
-    if #step ~= 2 then fail(f, "want {from_s, acquires_per_s}, got %d values", #step) end
-    local at = number(step[1], f .. "[1]", 0, "a time in seconds")
-    if at <= last then fail(f, "steps must be in increasing time order (%g after %g)", at, last) end
-    last = at
-    return { at = at, per_s = number(step[2], f .. "[2]", 0, "acquires per second") }
-  end)
+  return steps(v, field, "{from_s, acquires_per_s}", "per_s",
+               function(x, f) return number(x, f, 0, "acquires per second") end)
 end
 
 local function bursts(v, field)
@@ -230,15 +238,7 @@ local ENDPOINT_FIELDS = set("name", "connect_ms", "query_ms", "outages", "role",
 local function lag(v, field)
   if v == nil then return {} end
   if type(v) ~= "table" or v.dist ~= nil then return { { at = 0, lag = dist(v, field) } } end
-  local last = -1
-  return list(v, field, "{from_s, ms} steps", function(step, f)
-    table_of(step, f, "{from_s, ms}")
-    if #step ~= 2 then fail(f, "want {from_s, ms}, got %d values", #step) end
-    local at = number(step[1], f .. "[1]", 0, "a time in seconds")
-    if at <= last then fail(f, "steps must be in increasing time order (%g after %g)", at, last) end
-    last = at
-    return { at = at, lag = dist(step[2], f .. "[2]") }
-  end)
+  return steps(v, field, "{from_s, ms}", "lag", dist)
 end
 
 local function endpoint(v, field, i)
