@@ -109,11 +109,13 @@ describe("policies/replicas.lua", function()
     -- continued before the pair stops, whatever happens here.
     local pid = assert(tonumber(H.read_file(p.env.POOLRT_STANDBY_PGDATA .. "/postmaster.pid"):match("^(%d+)")))
     local port = p.standby_port
-    local kids = H.run("for f in /proc/[0-9]*/stat; do read -r p c s pp rest < $f 2>/dev/null && "
-                       .. "[ \"$pp\" = " .. pid .. " ] && echo $p; done"):gsub("%s+", " ")
+    local kids = ""
+    finally(function() H.run("kill -CONT " .. pid .. " " .. kids .. " 2>/dev/null") end)
+    H.run("kill -STOP " .. pid) -- before its children are listed: it forks none after this
+    kids = H.run("for f in /proc/[0-9]*/stat; do read -r p c s pp rest < $f 2>/dev/null && "
+                 .. "[ \"$pp\" = " .. pid .. " ] && echo $p; done"):gsub("%s+", " ")
+    H.run("kill -STOP " .. kids .. " 2>/dev/null")
     local all = pid .. " " .. kids
-    finally(function() H.run("kill -CONT " .. all .. " 2>/dev/null") end)
-    H.run("kill -STOP " .. pid .. "; kill -STOP " .. kids .. " 2>/dev/null")
     assert.matches("^%d+ %(.-%) T", H.read_file("/proc/" .. pid .. "/stat"), 1, false, "the postmaster is not stopped")
     local t_end, worst, ok_after, n = poolrt.now() + 10, 0, 0, 0
     while poolrt.now() < t_end do
