@@ -83,6 +83,7 @@ static void connect_result(prt_pool *p, int rc, const char *err)
     if (rc == PRT_OK) {
         p->connect_failures = 0;
         p->backoff = 0;
+        p->backoff_until = 0; /* else callers are still refused, "failed 0 time(s) in a row" */
         return;
     }
     if (prt__cap_refused(p->rt, err))
